@@ -1,0 +1,131 @@
+"""The engine: loaded models shared by every story, and the ways to build it.
+
+``ShotStreamEngine.load()`` with no weights gives the built-in ``tiny`` configuration with random
+weights (the default when no checkpoints are present); its output is noise-like and the engine
+says so in ``weights_label``. With weights it loads the published Wan2.1-T2V-1.3B folder (original
+or diffusers layout) and, optionally, the ShotStream student checkpoint over its DiT.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from .config import TINY, WAN_1_3B, ModelConfig
+from .rope import RotaryEmbedding
+from .sampler import FlowMatchSchedule
+from .story import Story
+from .text import TextEncoder, build_byte_tokenizer, build_text_encoder
+from .transformer import CausalWanTransformer
+from .vae import WanVAE, build_vae
+
+log = logging.getLogger(__name__)
+
+RANDOM_LABEL = "random weights (no checkpoint): output is noise-like, for tests and wiring only"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPU, as the reference runs; fp32 on CPU, where bf16 matmuls are slow."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def random_dit(cfg: ModelConfig, seed: int, device: torch.device, dtype: torch.dtype) -> CausalWanTransformer:
+    """A DiT with reproducible random weights whose activations stay in a sane range."""
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(seed)
+        dit = CausalWanTransformer(cfg.dit)
+        for name, p in dit.named_parameters():
+            if name.endswith("modulation"):
+                p.data.normal_(0.0, cfg.dit.dim ** -0.5)  # Wan's own init for modulations
+            elif "norm" in name and name.endswith("weight"):
+                p.data.normal_(1.0, 0.1)
+    return dit.to(dtype).eval()
+
+
+class ShotStreamEngine:
+    """Models and sampler shared by all stories. Open stories with :meth:`open_story`."""
+
+    def __init__(self, config: ModelConfig, dit: CausalWanTransformer, vae: WanVAE, text: TextEncoder | None,
+                 weights_label: str):
+        self.config = config
+        self.dit = dit
+        self.vae = vae
+        self.text = text
+        self.weights_label = weights_label
+        self.rope = RotaryEmbedding(config.dit.head_dim, config.stream.rope_shot_phase)
+        stream = config.stream
+        self.schedule = FlowMatchSchedule(stream.denoising_steps, stream.timestep_shift, stream.num_train_timesteps)
+
+    @property
+    def device(self) -> torch.device:
+        return self.dit.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.dit.dtype
+
+    @property
+    def random_weights(self) -> bool:
+        return self.weights_label == RANDOM_LABEL
+
+    def open_story(self, global_caption: str, seed: int = 0) -> Story:
+        return Story(self, global_caption, seed)
+
+    @classmethod
+    def random(cls, config: ModelConfig = TINY, *, device: torch.device | str | None = None,
+               dtype: torch.dtype | None = None, seed: int = 0, with_text_encoder: bool = True) -> ShotStreamEngine:
+        """Random weights at any configuration (the tiny default, or the full 1.3B for benchmarks).
+
+        ``with_text_encoder=False`` skips building UMT5 (5.7 B parameters at full size); stories
+        then take caller-supplied text embeddings.
+        """
+        device = torch.device(device) if device is not None else default_device()
+        dtype = dtype or default_dtype(device)
+        dit = random_dit(config, seed, device, dtype)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            # nn.Module.to: diffusers' ModelMixin.to warns about fp32-only modules, which Wan's VAE has none of.
+            vae = WanVAE(torch.nn.Module.to(build_vae(config.vae), device=device, dtype=dtype))
+            text = None
+            if with_text_encoder:
+                text = TextEncoder(build_text_encoder(config.text).to(device, dtype), build_byte_tokenizer(),
+                                   config.text.text_len, config.stream.max_prompt_chars)
+        return cls(config, dit, vae, text, RANDOM_LABEL)
+
+    @classmethod
+    def load(cls, weights: str | Path | None = None, student: str | Path | None = None, *,
+             device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+             use_ema: bool = False) -> ShotStreamEngine:
+        """Load real weights; with neither ``weights`` nor ``student``, the tiny random default.
+
+        ``weights``: a Wan2.1-T2V-1.3B folder, original or diffusers layout (DiT, VAE, UMT5, tokenizer).
+        ``student``: ``shotstream_merged.pt``; its DiT replaces the folder's.
+        """
+        if weights is None and student is None:
+            log.warning("no weights given: using the built-in tiny configuration with %s", RANDOM_LABEL)
+            return cls.random(TINY, device=device, dtype=dtype)
+        if weights is None:
+            raise ValueError("a student checkpoint needs the Wan2.1-T2V-1.3B folder too (its VAE, UMT5 and "
+                             "tokenizer): pass weights=<folder>; `python -m engine_core.fetch DEST` downloads both")
+        from .checkpoints import load_dit_state, load_text_encoder, load_vae
+
+        device = torch.device(device) if device is not None else default_device()
+        dtype = dtype or default_dtype(device)
+        cfg = WAN_1_3B
+        weights, student = Path(weights), Path(student) if student is not None else None
+        state = load_dit_state(weights, student, cfg.dit, dtype, use_ema=use_ema)
+        with torch.device("meta"):
+            dit = CausalWanTransformer(cfg.dit)
+        dit.load_state_dict(state, strict=True, assign=True)
+        dit = dit.to(device).eval()
+        vae = WanVAE(load_vae(weights, cfg.vae, dtype, device))
+        model, tokenizer = load_text_encoder(weights, cfg.text, dtype, device)
+        text = TextEncoder(model, tokenizer, cfg.text.text_len, cfg.stream.max_prompt_chars)
+        label = f"{student.name} over {weights.name}" if student else weights.name
+        return cls(cfg, dit, vae, text, label)
