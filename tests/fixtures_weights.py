@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from engine_core.checkpoints import (expected_dit_shapes, save_diffusers_layout, save_student_checkpoint,
-                                     save_wan_layout, umt5_config)
+from engine_core.checkpoint_writers import save_diffusers_layout, save_student_checkpoint, save_wan_layout
+from engine_core.checkpoints import umt5_config
+from engine_core.key_maps import expected_dit_shapes
 from engine_core.config import TINY, DiTConfig, ModelConfig, TextConfig, VAEConfig
 
 CORPUS = [

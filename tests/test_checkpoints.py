@@ -24,11 +24,11 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from safetensors.torch import load_file, save_file
 from transformers import UMT5EncoderModel
 
-from engine_core import checkpoints as ck
-from engine_core.checkpoints import (CheckpointError, detect_layout, dit_keys_from_diffusers, dit_keys_from_student,
-                                     dit_keys_to_diffusers, expected_dit_shapes, load_dit_state, load_text_encoder,
-                                     load_vae, save_student_checkpoint, t5_keys_from_wan, t5_keys_to_wan,
-                                     umt5_config, vae_keys_from_wan, vae_keys_to_wan, validate_state_dict)
+from engine_core.checkpoint_writers import save_diffusers_layout, save_student_checkpoint
+from engine_core.checkpoints import (CheckpointError, detect_layout, dit_keys_from_student, load_dit_state,
+                                     load_text_encoder, load_vae, umt5_config, validate_state_dict)
+from engine_core.key_maps import (dit_keys_from_diffusers, dit_keys_to_diffusers, expected_dit_shapes,
+                                  t5_keys_from_wan, t5_keys_to_wan, vae_keys_from_wan, vae_keys_to_wan)
 from engine_core.config import TINY, WAN_1_3B, TextConfig, VAEConfig
 from fixtures_weights import (rewrite_json, tiny_dit_state, write_tiny_diffusers_folder, write_tiny_student,
                               write_tiny_wan_folder)
@@ -443,7 +443,7 @@ def test_roundtrip_diffusers_layout(tmp_path: Path) -> None:
 
 def test_same_weights_load_identically_from_both_folder_layouts(tmp_path: Path) -> None:
     src = write_tiny_wan_folder(tmp_path / "wan", seed=5)
-    ck.save_diffusers_layout(tmp_path / "diff", src.dit, src.vae, src.text_encoder, src.tokenizer, dit_cfg=TINY.dit)
+    save_diffusers_layout(tmp_path / "diff", src.dit, src.vae, src.text_encoder, src.tokenizer, dit_cfg=TINY.dit)
     a, b = (load_dit_state(tmp_path / d, None, TINY.dit, torch.bfloat16) for d in ("wan", "diff"))
     assert all(a[k].dtype == torch.bfloat16 and torch.equal(a[k], b[k]) for k in a)
     va, vb = (load_vae(tmp_path / d, TINY.vae) for d in ("wan", "diff"))
