@@ -107,7 +107,7 @@ class Story:
         self.cache = SelfAttentionCache(
             cfg.dit.num_layers, self._tokens_per_frame * (cfg.stream.context_frames + cfg.max_latent_frames),
             cfg.dit.num_heads, cfg.dit.head_dim, engine.dtype, engine.device)
-        self.captions: list[torch.Tensor] = []  # text embedding of each shot's prompt
+        self.captions: list[torch.Tensor | None] = []  # text embedding of each shot's prompt (None once unreachable)
         self.shot_lengths: list[int] = []  # decoded frames of each finished shot
         self._kept_frames: dict[tuple[int, int], torch.Tensor] = {}
         self._history_latents: dict[tuple[int, int], torch.Tensor] = {}
@@ -208,7 +208,9 @@ class Story:
                            timings_ms={"commit": 1e3 * (t1 - t0), "denoise": 1e3 * (t2 - t1), "decode": 1e3 * (t3 - t2)})
 
     def close(self) -> None:
-        """Free the caches now rather than at garbage collection (GPU memory matters)."""
+        """Free the caches now rather than at garbage collection (GPU memory matters). Idempotent."""
+        if self.closed:
+            return
         self.closed = True
         self._shot = None
         self._kept_frames.clear()
@@ -237,6 +239,10 @@ class Story:
             if given.shape != (cfg.text_len, cfg.text_dim):
                 raise ValueError(f"text_embedding must be [{cfg.text_len}, {cfg.text_dim}], got {list(given.shape)}")
             return given.to(self.engine.device, self.engine.dtype), None, 0
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be a str, got {type(prompt).__name__}")
+        if not prompt.strip():  # checked alone: the global caption and "shotN:" would mask an empty prompt
+            raise ValueError("prompt is empty or only whitespace; give the shot some text")
         text = self.engine.text
         if text is None:
             raise RuntimeError("this engine has no text encoder; pass text_embedding=")
@@ -300,6 +306,8 @@ class Story:
     def _drop_unreachable_history(self, current: int) -> None:
         """Shots older than the context window can never be sampled again."""
         horizon = current - self.engine.config.stream.context_frames
+        for i in range(max(horizon, 0)):
+            self.captions[i] = None  # no later plan routes a frame to these captions
         for store in (self._kept_frames, self._history_latents):
             for key in [k for k in store if k[0] < horizon]:
                 del store[key]
