@@ -23,6 +23,7 @@ import torch
 
 from .history import ContextPlan, frames_to_keep, plan_context
 from .kv_cache import SelfAttentionCache, TextCache
+from .text import format_prompt
 from .transformer import FrameRun
 from .vae import StreamingDecoder
 
@@ -246,8 +247,6 @@ class Story:
         text = self.engine.text
         if text is None:
             raise RuntimeError("this engine has no text encoder; pass text_embedding=")
-        from .text import format_prompt
-
         full = format_prompt(self.global_caption, self.next_shot_index, prompt)
         info = text.prompt_info(full)
         return text.encode([full])[0].to(self.engine.device, self.engine.dtype), info.num_tokens, info.truncated_tokens
