@@ -17,4 +17,5 @@ fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements/lock.txt
+bash scripts/gen_proto.sh
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .

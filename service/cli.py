@@ -1,56 +1,297 @@
-"""``shotstream`` command line: render a story file to MP4 locally, fetch weights."""
+"""``shotstream`` command line: run the service, play stories through it (or locally), benchmark the
+transports, fetch weights.
+
+    shotstream demo --out out/demo              # in-process service, 3 shots over gRPC + shared memory
+    shotstream serve [--weights DIR --student PT] [--port 50051] [--gateway-port 50052] ...
+    shotstream story FILE --out OUT.mp4 [--server ADDR [--transport shm|inline]] [--report R.json]
+    shotstream bench [--server ADDR] [--frames N]
+    shotstream fetch-weights DEST
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
-from .story_file import StoryFileError, load_story
+# The MP4 writer starts ffmpeg (fork + exec) while gRPC threads run; gRPC's fork handlers are for
+# children that keep using gRPC, which ffmpeg never does, and only log noise here.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+from .story_file import StoryFileError, StorySpec, load_story  # noqa: E402
+
+EXAMPLE_STORY = Path(__file__).resolve().parents[1] / "examples" / "stories" / "01.json"
+RANDOM_NOTE = ("NOTE: no weights given, so this runs the built-in '{model}' model with random weights: the video is "
+               "noise-like and only shows the pipeline works. Pass --weights DIR (see `shotstream fetch-weights`) "
+               "for real output.")
+REMOTE_RANDOM_NOTE = ("NOTE: the server runs the '{model}' model with random weights: the video is noise-like and "
+                      "only shows the pipeline works.")
+
+
+class CliError(Exception):
+    """A user-facing error: printed as ``error: ...``, exit status ``code``."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+class Progress:
+    """One progress line on stderr: rewritten in place (``\\r``) on a terminal, one line per update
+    otherwise (logs and CI stay readable). No dependency."""
+
+    def __init__(self, total: int, stream=None, enabled: bool = True, width: int = 24):
+        self.total, self.done, self.width, self.enabled = max(total, 1), 0, width, enabled
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._t0 = time.perf_counter()
+        self._last_len = 0
+
+    def update(self, frames: int, text: str) -> None:
+        self.done += frames
+        if not self.enabled:
+            return
+        frac = min(self.done / self.total, 1.0)
+        filled = round(frac * self.width)
+        elapsed = time.perf_counter() - self._t0
+        fps = self.done / elapsed if elapsed > 0 else 0.0
+        line = (f"[{'#' * filled}{'-' * (self.width - filled)}] {100 * frac:3.0f}% {self.done}/{self.total} frames "
+                f"{fps:6.1f} fps | {text}")
+        if self.tty:
+            pad = max(0, self._last_len - len(line))
+            self.stream.write("\r" + line + " " * pad)
+            self._last_len = len(line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty and self._last_len:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _load_spec(path: str | Path, shots: int | None) -> StorySpec:
+    try:
+        spec = load_story(path)
+    except StoryFileError as exc:
+        raise CliError(str(exc)) from None
+    if shots is not None:
+        if shots < 1:
+            raise CliError("--shots must be at least 1")
+        spec = dataclasses.replace(spec, shots=spec.shots[:shots])
+    return spec
+
+
+def _dtype(name: str):
+    import torch
+
+    return {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
+
+
+def _load_engine(args: argparse.Namespace):
+    from engine_core import ShotStreamEngine
+
+    if args.student and not args.weights:
+        raise CliError("--student needs --weights too (the Wan2.1-T2V-1.3B folder: VAE, UMT5 and tokenizer)")
+    engine = ShotStreamEngine.load(args.weights, args.student, device=args.device, dtype=_dtype(args.dtype))
+    if engine.random_weights:
+        print(RANDOM_NOTE.format(model=engine.config.name), file=sys.stderr)
+    return engine
+
+
+def _write_report(report: dict, path: str | None) -> None:
+    text = json.dumps(report, indent=2)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+    else:
+        print(text)
+
+
+def _chunk_text(shot: int, chunk: int, n: int, detail: str) -> str:
+    return f"shot {shot} chunk {chunk}: {n} frames ({detail})"
+
+
+# -- story --------------------------------------------------------------------------------------
 
 
 def _story(args: argparse.Namespace) -> int:
-    import torch
+    spec = _load_spec(args.file, args.shots)
+    seed = args.seed if args.seed is not None else (spec.seed or 0)
+    if args.server:
+        if args.weights or args.student:
+            raise CliError("--weights/--student apply to local rendering; with --server the server's own model "
+                           "is used")
+        report = play_remote(args.server, spec, seed, Path(args.out), transport=args.transport,
+                             token=args.token or os.environ.get("SHOTSTREAM_TOKEN"), ca_cert=args.ca_cert,
+                             quiet=args.quiet)
+    else:
+        if args.transport:
+            raise CliError("--transport applies to --server only (local rendering has no transport)")
+        report = _render_local(args, spec, seed, Path(args.out))
+    _write_report(report, args.report)
+    return 0
 
-    from engine_core import ShotStreamEngine
 
-    from .render import render_story
+def _render_local(args: argparse.Namespace, spec: StorySpec, seed: int, out: Path) -> dict:
+    from .render import render_story, story_frames
     from .video_io import Mp4Writer
 
-    try:
-        spec = load_story(args.file)
-    except StoryFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    dtype = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
-    engine = ShotStreamEngine.load(args.weights, args.student, device=args.device, dtype=dtype)
-    if engine.random_weights:
-        print(f"NOTE: no weights given, so this runs the built-in '{engine.config.name}' model with random weights: "
-              "the video is noise-like and only shows the pipeline works. Pass --weights DIR "
-              "(see `shotstream fetch-weights`) for real output.", file=sys.stderr)
-    seed = args.seed if args.seed is not None else (spec.seed or 0)
-    cfg = engine.config.stream
-    out = Path(args.out)
-    with Mp4Writer(out, cfg.width, cfg.height, cfg.fps) as writer:
+    engine = _load_engine(args)
+    cfg = engine.config
+    first = cfg.pixel_frames(1)
+    progress = Progress(story_frames(spec, first, cfg.pixel_frames(2) - first, cfg.stream.chunks_per_shot),
+                        enabled=not args.quiet)
+    with Mp4Writer(out, cfg.stream.width, cfg.stream.height, cfg.stream.fps) as writer:
         def on_chunk(chunk):
             writer.write(chunk.frames.numpy())
-            if not args.quiet:
-                print(f"shot {chunk.shot_index} chunk {chunk.chunk_index}: {len(chunk.frames)} frames "
-                      f"(denoise {chunk.timings_ms['denoise']:.0f} ms, decode {chunk.timings_ms['decode']:.0f} ms)",
-                      file=sys.stderr)
+            t = chunk.timings_ms
+            progress.update(len(chunk.frames), _chunk_text(chunk.shot_index, chunk.chunk_index, len(chunk.frames),
+                                                           f"denoise {t['denoise']:.0f} ms, decode {t['decode']:.0f} ms"))
 
-        report = render_story(engine, spec, seed, on_chunk)
+        try:
+            report = render_story(engine, spec, seed, on_chunk)
+        finally:
+            progress.close()
     report["video"] = str(out)
-    text = json.dumps(report, indent=2)
-    if args.report:
-        Path(args.report).write_text(text + "\n")
-    else:
-        print(text)
     print(f"wrote {out} ({report['frames']} frames, {len(spec.shots)} shots, {report['wall_s']:.1f} s, "
           f"{report['generated_fps']:.1f} generated fps on {report['device']}; weights: {report['weights']})",
           file=sys.stderr)
+    return report
+
+
+def play_remote(server: str, spec: StorySpec, seed: int, out: Path, *, transport: str | None = "shm",
+                token: str | None = None, ca_cert: str | None = None, quiet: bool = False,
+                client_name: str = "shotstream-cli/story", announce_random: bool = True) -> dict:
+    """Play ``spec`` through the server at ``server`` with the SDK, writing frames to ``out`` as they arrive."""
+    from .render import render_story_remote, story_frames
+    from .sdk import ShotStreamClient, ShotStreamError
+    from .video_io import Mp4Writer
+
+    transport = {"shm": "shared_memory", "shared_memory": "shared_memory", "inline": "inline",
+                 None: "shared_memory"}[transport]
+    state: dict = {}
+
+    def on_open(info) -> None:
+        if info.random_weights and announce_random:
+            print(REMOTE_RANDOM_NOTE.format(model=info.model), file=sys.stderr)
+        state["writer"] = Mp4Writer(out, info.width, info.height, info.fps)
+        state["progress"] = Progress(story_frames(spec, info.frames_first_chunk, info.frames_per_chunk,
+                                                  info.max_chunks_per_shot), enabled=not quiet)
+
+    def on_chunk(chunk) -> None:
+        state["writer"].write(chunk.frames)
+        t = chunk.timing
+        detail = f"server {t.denoise_ms + t.decode_ms + t.commit_ms:.0f} ms, copy {chunk.copy_ms:.1f} ms" if t else ""
+        state["progress"].update(chunk.num_frames, _chunk_text(chunk.shot_index, chunk.chunk_index,
+                                                               chunk.num_frames, detail))
+
+    try:
+        with ShotStreamClient(server, token=token, root_certificates=ca_cert) as client:
+            report = render_story_remote(client, spec, seed, on_chunk, transport=transport, on_open=on_open,
+                                         client_name=client_name)
+    except ShotStreamError as exc:
+        raise CliError(f"{exc.code.name} from {server}: {exc.message}", code=1) from None
+    finally:
+        if "progress" in state:
+            state["progress"].close()
+        if "writer" in state:
+            state["writer"].close()
+    report["video"] = str(out)
+    print(f"wrote {out} ({report['frames']} frames, {len(spec.shots)} shots, {report['wall_s']:.1f} s, "
+          f"{report['delivered_fps']:.1f} fps delivered over {report['transport']} from {server}; "
+          f"model {report['model']} on {report['device']}; weights: {report['weights']})", file=sys.stderr)
+    return report
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .background import BackgroundServer
+    from .settings import ServerSettings
+
+    spec = _load_spec(args.story, args.shots)
+    seed = args.seed if args.seed is not None else (spec.seed or 0)
+    out_dir = Path(args.out)
+    engine = _load_engine(args)
+    settings = ServerSettings(grpc_port=0, gateway_port=0, metrics_port=-1)
+    t0 = time.perf_counter()
+    with BackgroundServer(engine, settings) as server:
+        print(f"ShotStream service started in-process: gRPC {server.address}, WebSocket gateway "
+              f"{server.gateway_url} ({time.perf_counter() - t0:.2f} s)", file=sys.stderr)
+        print(f"playing {len(spec.shots)} shot(s) of {args.story} through it over gRPC with the shared-memory ring",
+              file=sys.stderr)
+        report = play_remote(server.address, spec, seed, out_dir / "story.mp4", transport=args.transport,
+                             quiet=args.quiet, client_name="shotstream-cli/demo", announce_random=False)
+    print("service stopped", file=sys.stderr)
+    report["story_file"] = str(args.story)
+    _write_report(report, str(out_dir / "timings.json"))
+    firsts = ", ".join(f"{s['first_frame_ms']:.0f}" for s in report["shots"])
+    print(f"wrote {out_dir / 'story.mp4'} and {out_dir / 'timings.json'}: first frame per shot {firsts} ms, "
+          f"transport {report['transport_ms_mean']:.1f} ms per chunk on average", file=sys.stderr)
+    if report["random_weights"]:
+        print(f"(random weights: the '{report['model']}' model had no checkpoint, so the video is noise-like)",
+              file=sys.stderr)
+    return 0
+
+
+# -- serve --------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .settings import ServerSettings
+
+    token = args.token or os.environ.get("SHOTSTREAM_TOKEN") or None
+    try:
+        settings = ServerSettings(
+            host=args.host, grpc_port=args.port, gateway_port=args.gateway_port, metrics_port=args.metrics_port,
+            token=token, tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+            tls_key=Path(args.tls_key) if args.tls_key else None, max_sessions=args.max_sessions)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    for what, path in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key)):
+        if path is not None and not path.is_file():
+            raise CliError(f"{what} {path}: no such file")
+    logging.getLogger("service").setLevel(logging.INFO)
+    engine = _load_engine(args)
+    from .server import serve
+
+    try:
+        serve(settings, engine)
+    except OSError as exc:
+        raise CliError(f"could not start the server: {exc}", code=1) from None
+    return 0
+
+
+# -- bench --------------------------------------------------------------------------------------
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .transport_bench import run_bench
+
+    transports = tuple(t.replace("shm", "shared_memory") for t in args.transports.split(","))
+    unknown = set(transports) - {"inline", "shared_memory", "websocket"}
+    if unknown:
+        raise CliError(f"unknown transport(s) {sorted(unknown)}: choose from inline, shm, websocket")
+    if args.frames < 1:
+        raise CliError("--frames must be at least 1")
+    if not args.server:
+        print("bench: starting a server with a synthetic engine (premade 480x832 frames) so that the transport, "
+              "not the model, is measured", file=sys.stderr)
+    result = run_bench(frames=args.frames, server=args.server, gateway=args.gateway, credits=args.credits,
+                       token=args.token or os.environ.get("SHOTSTREAM_TOKEN"), in_process=args.in_process,
+                       frame_format=args.format, transports=transports)
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -60,22 +301,74 @@ def _fetch(args: argparse.Namespace) -> int:
     return fetch_main([str(args.dest)] + ([] if args.student else ["--no-student"]))
 
 
+# -- parser -------------------------------------------------------------------------------------
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", help="Wan2.1-T2V-1.3B folder (original or diffusers layout); omitted: the built-in "
+                                     "tiny model with RANDOM weights (noise-like video, for trying the pipeline)")
+    p.add_argument("--student", help="ShotStream student checkpoint (shotstream_merged.pt)")
+    p.add_argument("--device", help="torch device (default: cuda if available)")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shotstream", description=__doc__)
+    parser = argparse.ArgumentParser(prog="shotstream", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    story = sub.add_parser("story", help="render a story file (reference JSON or ours) to an MP4 and a timing report")
+    demo = sub.add_parser("demo", help="start the service in-process, play 3 shots of a reference story through it "
+                                       "(gRPC + shared memory), write DIR/story.mp4 and DIR/timings.json")
+    demo.add_argument("--out", required=True, help="output folder")
+    demo.add_argument("--story", default=str(EXAMPLE_STORY), help="story file (default: examples/stories/01.json)")
+    demo.add_argument("--shots", type=int, default=3, help="play only the first N shots (default 3)")
+    demo.add_argument("--seed", type=int, help="story seed (default: the file's, else 0)")
+    demo.add_argument("--transport", choices=["shm", "inline"], default="shm")
+    demo.add_argument("--quiet", action="store_true", help="no progress line")
+    _model_args(demo)
+    demo.set_defaults(func=_demo)
+
+    serve = sub.add_parser("serve", help="run the service: gRPC (+ WebSocket gateway, metrics) until Ctrl-C")
+    _model_args(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; any other needs a token)")
+    serve.add_argument("--port", type=int, default=50051, help="gRPC port (0: any free port)")
+    serve.add_argument("--gateway-port", type=int, default=50052, help="WebSocket gateway port (-1: off, 0: any)")
+    serve.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off)")
+    serve.add_argument("--token", help="bearer token clients must send (default: $SHOTSTREAM_TOKEN)")
+    serve.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key: serve TLS)")
+    serve.add_argument("--tls-key", help="PEM private key")
+    serve.add_argument("--max-sessions", type=int, default=4, help="open sessions at most (default 4)")
+    serve.set_defaults(func=_serve)
+
+    story = sub.add_parser("story", help="render a story file to an MP4 and a timing report, locally or through a "
+                                         "server (--server)")
     story.add_argument("file", help="story JSON: {'global_caption', 'shot1'..} or {'global_caption', 'shots': [...]}")
     story.add_argument("--out", required=True, help="output .mp4 path")
     story.add_argument("--report", help="write the JSON timing report here (default: stdout)")
-    story.add_argument("--weights", help="Wan2.1-T2V-1.3B folder (original or diffusers layout); "
-                                         "omitted: built-in tiny random model")
-    story.add_argument("--student", help="ShotStream student checkpoint (shotstream_merged.pt)")
+    story.add_argument("--shots", type=int, help="render only the first N shots")
     story.add_argument("--seed", type=int, help="story seed (default: the file's, else 0)")
-    story.add_argument("--device", help="torch device (default: cuda if available)")
-    story.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto")
-    story.add_argument("--quiet", action="store_true", help="no per-chunk progress lines")
+    story.add_argument("--server", help="HOST:PORT of a running `shotstream serve`: play the story through it")
+    story.add_argument("--transport", choices=["shm", "inline"],
+                       help="with --server: frames via the shared-memory ring (same host; default) or inline gRPC")
+    story.add_argument("--token", help="with --server: bearer token (default: $SHOTSTREAM_TOKEN)")
+    story.add_argument("--ca-cert", help="with --server: PEM root certificate of a TLS server")
+    story.add_argument("--quiet", action="store_true", help="no progress line")
+    _model_args(story)
     story.set_defaults(func=_story)
+
+    bench = sub.add_parser("bench", help="frames/s delivered to a client per transport (inline gRPC, shared memory, "
+                                         "WebSocket) vs a numpy memcpy; JSON on stdout")
+    bench.add_argument("--server", help="HOST:PORT of a running server (default: start one with a synthetic "
+                                        "480x832 engine in a separate process)")
+    bench.add_argument("--gateway", help="with --server: ws://HOST:PORT/v1/direct of its WebSocket gateway")
+    bench.add_argument("--frames", type=int, default=480, help="frames per transport (default 480)")
+    bench.add_argument("--credits", type=int, default=2, help="chunks in flight (default 2)")
+    bench.add_argument("--format", choices=["rgba8", "rgb8"], default="rgba8")
+    bench.add_argument("--transports", default="inline,shm,websocket", help="comma-separated subset")
+    bench.add_argument("--token", help="bearer token (default: $SHOTSTREAM_TOKEN)")
+    bench.add_argument("--in-process", action="store_true",
+                       help="run the synthetic server in this process (faster start, shares the GIL)")
+    bench.set_defaults(func=_bench)
 
     fetch = sub.add_parser("fetch-weights", help="download Wan2.1-T2V-1.3B and the ShotStream student (needs internet)")
     fetch.add_argument("dest", type=Path)
@@ -87,7 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,174 @@
+"""The composition root: engine + settings -> GPU worker, sessions, gRPC door, WebSocket gateway, metrics.
+
+``ShotStreamServer`` is the embeddable form (tests, notebooks); :func:`serve` is the blocking entry
+point for a process, with SIGINT/SIGTERM mapped to a graceful stop.
+
+Graceful stop, in order: health turns NOT_SERVING; no new sessions are admitted; every open session
+is sent ``closed{reason: "server shutdown"}`` and ends; after ``grace`` seconds whatever is still
+open is cancelled; the gRPC server and the gateway stop; the GPU worker finishes its chunk, frees
+every story and removes every shared-memory ring file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import logging
+import signal
+import time
+
+from grpc_health.v1 import health_pb2
+
+from engine_core import ShotStreamEngine
+
+from .grpc_server import SERVICE_NAME, build_grpc_server
+from .metrics import ServerMetrics
+from .sessions import SessionRegistry
+from .settings import ServerSettings
+from .worker import GpuWorker
+
+log = logging.getLogger(__name__)
+
+
+class ShotStreamServer:
+    def __init__(self, engine: ShotStreamEngine, settings: ServerSettings | None = None):
+        self.engine = engine
+        self.settings = settings or ServerSettings()
+        self.metrics = ServerMetrics()
+        self.worker: GpuWorker | None = None
+        self.registry: SessionRegistry | None = None
+        self.health = None
+        self.grpc_port: int | None = None
+        self.gateway_port: int | None = None
+        self.metrics_port: int | None = None
+        self._grpc = None
+        self._gateway = None
+        self._stopped: asyncio.Event | None = None
+        self._stopping = False
+
+    async def start(self) -> ShotStreamServer:
+        s = self.settings
+        self._stopped = asyncio.Event()
+        removed = _cleanup_stale_rings(s)
+        if removed:
+            log.info("removed %d stale shared-memory ring file(s) left by a previous run", removed)
+        self.worker = GpuWorker()
+        self.registry = SessionRegistry(self.engine, s, self.worker, on_chunk=self.metrics.on_chunk)
+        self.metrics.bind(self.registry)
+        try:
+            self._grpc, self.health, self.grpc_port = build_grpc_server(self.registry, s)
+            await self._grpc.start()
+            await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+            if s.gateway_port >= 0:
+                gateway = _gateway_module()
+                if gateway is None:
+                    log.warning("the WebSocket gateway is not available in this build (service/gateway.py missing)")
+                else:
+                    self._gateway = await gateway.start_gateway(self.registry, s)
+                    self.gateway_port = self._gateway.port
+            if s.metrics_port >= 0:
+                self.metrics_port = self.metrics.start_http(s.metrics_port, s.host)
+        except BaseException:
+            await self._teardown(0)
+            raise
+        self._announce()
+        return self
+
+    def _announce(self) -> None:
+        s, e = self.settings, self.engine
+        scheme = "TLS" if s.tls_cert else "plaintext"
+        log.info("ShotStream gRPC listening on %s:%d (%s%s)", s.host, self.grpc_port, scheme,
+                 ", bearer token required" if s.token else "")
+        if self.gateway_port is not None:
+            log.info("engine gateway (WebSocket) on %s://%s:%d/v1/direct", "wss" if s.tls_cert else "ws", s.host,
+                     self.gateway_port)
+        if self.metrics_port is not None:
+            log.info("Prometheus metrics on http://%s:%d/metrics", s.host, self.metrics_port)
+        log.info("model %s on %s; weights: %s; up to %d sessions", e.config.name, e.device, e.weights_label,
+                 s.max_sessions)
+        if e.random_weights:
+            bar = "!" * 100
+            log.warning("%s\n!!! RANDOM WEIGHTS: model %r has no checkpoint loaded, so every frame is noise-like.\n"
+                        "!!! This only proves the wiring works. Start the server with real weights for real video.\n%s",
+                        bar, e.config.name, bar)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Graceful stop (idempotent): see the module docstring."""
+        if self._stopping:
+            await self.wait()
+            return
+        self._stopping = True
+        deadline = time.monotonic() + grace
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+        if self.registry is not None:
+            self.registry.shutdown()
+            while self.registry.sessions and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            if self.registry.sessions:
+                log.warning("%d session(s) did not end within %.1f s; cancelling them", len(self.registry.sessions),
+                            grace)
+        await self._teardown(max(0.0, deadline - time.monotonic()))
+
+    async def _teardown(self, grace: float) -> None:
+        if self._gateway is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._gateway.close(), max(grace, 1.0))
+            self._gateway = None
+        if self._grpc is not None:
+            await self._grpc.stop(grace)  # cancels what is left; their sessions are freed on the way out
+            self._grpc = None
+        if self.registry is not None:  # anything a door failed to free (should be nothing)
+            for session in list(self.registry.sessions.values()):
+                self.registry.close(session)
+        if self.worker is not None:
+            await asyncio.to_thread(self.worker.stop)  # frees every story and ring file
+        self.metrics.stop_http()
+        if self._stopped is not None:
+            self._stopped.set()
+        log.info("ShotStream server stopped")
+
+    async def wait(self) -> None:
+        """Until the server has stopped."""
+        if self._stopped is None:
+            raise RuntimeError("the server was never started")
+        await self._stopped.wait()
+
+
+def _gateway_module():
+    """``service.gateway`` when this build has it (it is optional), else None."""
+    if importlib.util.find_spec(f"{__package__}.gateway") is None:
+        return None
+    return importlib.import_module(f"{__package__}.gateway")
+
+
+def _cleanup_stale_rings(settings: ServerSettings) -> int:
+    from . import ring
+
+    return len(ring.cleanup_stale_rings(settings.ring_dir))
+
+
+def serve(settings: ServerSettings, engine: ShotStreamEngine, *, grace: float = 5.0) -> None:
+    """Run a server until SIGINT or SIGTERM, then stop it gracefully. Blocks."""
+
+    async def main() -> None:
+        server = ShotStreamServer(engine, settings)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows / not the main thread
+                loop.add_signal_handler(sig, stop.set)
+        waiter = asyncio.ensure_future(server.wait())
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            log.info("shutting down (grace %.1f s)", grace)
+            waiter.cancel()
+            stopper.cancel()
+            await server.stop(grace)
+
+    asyncio.run(main())

@@ -1,0 +1,294 @@
+"""One interactive story session, independent of the door it came through (gRPC or WebSocket).
+
+Threads: client messages are handled on the asyncio loop (:meth:`Session.handle`); the GPU worker
+thread runs :meth:`Session.run_unit` (one chunk, starting a shot first when one is due) and
+:meth:`Session.release`. Everything they share sits behind ``_lock``. Server messages go to
+``outbox`` (an asyncio queue) through ``loop.call_soon_threadsafe``.
+
+Backpressure is credit based: a chunk is generated only while fewer than ``credits`` chunks are
+unacknowledged, so a slow client stalls only its own session and the server holds at most
+``credits`` chunks for it, in memory or in its ring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from engine_core import ShotStreamEngine
+
+from .protocol import PROTOCOL_VERSION, ProtocolError, channels, error_message, pack_frames, pb
+from .ring import FrameRing
+from .settings import ServerSettings
+
+log = logging.getLogger(__name__)
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+@dataclass(frozen=True)
+class _Cue:
+    event_id: str
+    prompt: str
+    tags: tuple[str, ...]
+    num_chunks: int
+
+
+@dataclass
+class _Shot:
+    cue: _Cue
+    index: int
+    started: float
+    chunks: int = 0
+    frames: int = 0
+
+
+@dataclass
+class SessionCounters:
+    chunks: int = 0
+    frames: int = 0
+    gpu_s: float = 0.0
+    chunk_ms: list[float] = field(default_factory=list)
+
+
+class Session:
+    def __init__(self, session_id: str, open_msg: pb.OpenSession, engine: ShotStreamEngine, settings: ServerSettings,
+                 loop: asyncio.AbstractEventLoop, on_chunk: Callable[[float, int], None] | None = None):
+        _check_open(open_msg, settings)
+        self.id = session_id
+        self.client_name = open_msg.client_name or "anonymous"
+        self.engine = engine
+        self.settings = settings
+        self.frame_format = open_msg.frame_format or pb.FRAME_FORMAT_RGB8
+        self.transport = open_msg.transport or pb.TRANSPORT_INLINE
+        self.credits = open_msg.max_chunks_in_flight or settings.default_chunks_in_flight
+        self.outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue()
+        self._loop = loop
+        self._loop_thread = threading.get_ident()  # sessions are created on the loop thread (registry.open)
+        self._on_chunk = on_chunk
+        # Set by the registry: server-wide Stats fields (open sessions, GPU memory), merged into stats().
+        self.server_stats: Callable[[], dict[str, int]] | None = None
+        self._lock = threading.Lock()
+        self._cues: deque[_Cue] = deque()
+        self._cut = False
+        self._paused = False
+        self.closing = False
+        self._shot: _Shot | None = None
+        self._in_flight: dict[int, int | None] = {}  # chunk seq -> ring slot
+        self._seq = 0
+        self._story_frame = 0
+        self.counters = SessionCounters()
+        stream = engine.config.stream
+        self._frame_bytes = stream.height * stream.width * channels(self.frame_format)
+        self.story = engine.open_story(open_msg.global_caption, open_msg.seed)
+        self.ring: FrameRing | None = None
+        if self.transport == pb.TRANSPORT_SHARED_MEMORY:
+            try:
+                self.ring = FrameRing(session_id, self.credits, self._frame_bytes * _max_frames_per_chunk(engine),
+                                      settings.ring_dir)
+            except BaseException:
+                self.story.close()
+                raise
+        self._free_slots = list(range(self.credits))
+
+    # -- loop thread --------------------------------------------------------------------------
+
+    def opened_message(self) -> pb.ServerMessage:
+        cfg = self.engine.config
+        first = cfg.pixel_frames(1)
+        return pb.ServerMessage(opened=pb.SessionOpened(
+            session_id=self.id, protocol_version=PROTOCOL_VERSION, width=cfg.stream.width, height=cfg.stream.height,
+            fps=cfg.stream.fps, frames_first_chunk=first, frames_per_chunk=cfg.pixel_frames(2) - first,
+            max_chunks_per_shot=cfg.stream.chunks_per_shot, frame_format=self.frame_format, transport=self.transport,
+            max_chunks_in_flight=self.credits, ring=self.ring.layout() if self.ring else None, model=cfg.name,
+            random_weights=self.engine.random_weights))
+
+    def handle(self, msg: pb.ClientMessage) -> bool:
+        """Apply one client message; returns True when the worker may have new work. Raises ProtocolError."""
+        kind = msg.WhichOneof("kind")
+        with self._lock:
+            if kind == "cue":
+                cue = self._parse_cue(msg.cue)
+                if msg.cue.mode == pb.CUE_MODE_CUT:
+                    self._cues.clear()
+                    self._cut = self._shot is not None
+                self._cues.append(cue)
+                self._emit(pb.ServerMessage(cue_accepted=pb.CueAccepted(event_id=cue.event_id,
+                                                                        queue_position=len(self._cues) - 1)))
+                return True
+            if kind == "ack":
+                seq = msg.ack.chunk_seq
+                if seq not in self._in_flight:
+                    raise ProtocolError(INVALID, f"ack for chunk {seq}, which is not awaiting an ack "
+                                                 f"(unacked: {sorted(self._in_flight) or 'none'})")
+                slot = self._in_flight.pop(seq)
+                if slot is not None:
+                    self._free_slots.append(slot)
+                return True
+            if kind == "pause":
+                self._paused = True
+                return False
+            if kind == "resume":
+                self._paused = False
+                return True
+            if kind == "open":
+                raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION, "the session is already open")
+            raise ProtocolError(INVALID, "empty client message: set one of cue, ack, pause, resume, close")
+
+    def _parse_cue(self, cue: pb.Cue) -> _Cue:
+        limit, chunks = self.settings.max_prompt_chars, self.engine.config.stream.chunks_per_shot
+        if not cue.prompt.strip():
+            raise ProtocolError(INVALID, "cue prompt is empty: describe the shot", event_id=cue.event_id)
+        if len(cue.prompt) > limit:
+            raise ProtocolError(INVALID, f"cue prompt has {len(cue.prompt)} characters; the limit is {limit}",
+                                event_id=cue.event_id)
+        text = self.engine.text
+        full = len(self.story.global_caption) + len("shot9999:") + len(cue.prompt)
+        if text is not None and full > text.max_prompt_chars:
+            raise ProtocolError(INVALID, f"the global caption plus this prompt have {full} characters; the model's "
+                                         f"limit is {text.max_prompt_chars}: shorten the prompt or the caption",
+                                event_id=cue.event_id)
+        if cue.num_chunks > chunks:
+            raise ProtocolError(INVALID, f"num_chunks {cue.num_chunks} is out of range 1..{chunks} (0 = full shot)",
+                                event_id=cue.event_id)
+        if cue.mode not in (pb.CUE_MODE_UNSPECIFIED, pb.CUE_MODE_WAIT, pb.CUE_MODE_CUT):
+            raise ProtocolError(INVALID, f"unknown cue mode {cue.mode}", event_id=cue.event_id)
+        return _Cue(cue.event_id, cue.prompt, tuple(cue.tags), cue.num_chunks or chunks)
+
+    # -- worker thread ------------------------------------------------------------------------
+
+    def wants_gpu(self) -> bool:
+        with self._lock:
+            if self.closing or self._paused or len(self._in_flight) >= self.credits:
+                return False
+            return bool(self._cues) or (self._shot is not None and self._shot.chunks < self._shot.cue.num_chunks)
+
+    def run_unit(self) -> None:
+        """Generate one chunk: start the next shot first if one is due (a cut or a finished shot)."""
+        t0 = time.perf_counter()
+        with self._lock:
+            cue = None
+            if self._cues and (self._cut or self._shot is None):
+                cue = self._cues.popleft()
+                cut, self._cut = self._cut, False
+        if cue is not None:
+            if self._shot is not None and cut:
+                self._finish_shot(cut=True)
+            self._start_shot(cue)
+        self._step(t0)
+
+    def release(self) -> None:
+        """Free the story's GPU memory and the ring file. Worker thread, between units."""
+        self.story.close()
+        if self.ring is not None:
+            self.ring.close()
+
+    def fail(self, exc: BaseException) -> None:
+        """An engine failure (e.g. out of GPU memory) ends this session, not the server."""
+        log.exception("session %s failed", self.id, exc_info=exc)
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED if "out of memory" in str(exc).lower() else grpc.StatusCode.INTERNAL
+        self._emit(error_message(ProtocolError(code, f"generation failed: {type(exc).__name__}: {exc}", fatal=True)))
+
+    def _start_shot(self, cue: _Cue) -> None:
+        info = self.story.start_shot(cue.prompt, cue.num_chunks)
+        with self._lock:
+            self._shot = _Shot(cue=cue, index=info.shot_index, started=time.perf_counter())
+        self._emit(pb.ServerMessage(shot_started=pb.ShotStarted(
+            event_id=cue.event_id, tags=cue.tags, shot_index=info.shot_index, num_chunks=info.num_chunks,
+            num_frames=info.num_frames, prompt_tokens=info.prompt_tokens or 0, truncated_tokens=info.truncated_tokens,
+            setup_ms=sum(info.timings_ms.values()))))
+
+    def _step(self, t0: float) -> None:
+        shot = self._shot
+        t_start = time.perf_counter()
+        chunk = self.story.step()
+        frames = pack_frames(chunk.frames.numpy(), self.frame_format)
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            slot = self._free_slots.pop() if self.ring is not None else None
+            self._in_flight[seq] = slot
+        msg = pb.FrameChunk(
+            chunk_seq=seq, event_id=shot.cue.event_id, shot_index=shot.index, chunk_index=chunk.chunk_index,
+            first_frame=chunk.first_frame, story_frame=self._story_frame, num_frames=len(frames),
+            width=frames.shape[2], height=frames.shape[1], frame_format=self.frame_format,
+            last_in_shot=chunk.last_in_shot,
+            timing=pb.ChunkTiming(commit_ms=chunk.timings_ms["commit"], denoise_ms=chunk.timings_ms["denoise"],
+                                  decode_ms=chunk.timings_ms["decode"], queue_ms=1e3 * (t_start - t0),
+                                  since_shot_start_ms=1e3 * (time.perf_counter() - shot.started)))
+        if slot is None:
+            msg.pixels = frames.tobytes()
+        else:
+            offset, length = self.ring.write(slot, seq, frames)
+            msg.ring_slot.CopyFrom(pb.RingSlot(slot=slot, sequence=seq, offset=offset, length=length))
+        elapsed = time.perf_counter() - t_start
+        shot.chunks += 1
+        shot.frames += len(frames)
+        self._story_frame += len(frames)
+        c = self.counters
+        c.chunks, c.frames, c.gpu_s = c.chunks + 1, c.frames + len(frames), c.gpu_s + elapsed
+        c.chunk_ms.append(1e3 * elapsed)
+        self._emit(pb.ServerMessage(chunk=msg))
+        if self._on_chunk is not None:
+            self._on_chunk(elapsed, len(frames))
+        if chunk.last_in_shot:
+            self._finish_shot(cut=False)
+        if c.chunks % self.settings.stats_every_chunks == 0:
+            self._emit(pb.ServerMessage(stats=self.stats()))
+
+    def _finish_shot(self, cut: bool) -> None:
+        with self._lock:
+            shot, self._shot = self._shot, None
+        self._emit(pb.ServerMessage(shot_finished=pb.ShotFinished(
+            event_id=shot.cue.event_id, shot_index=shot.index, chunks=shot.chunks, frames=shot.frames, cut=cut)))
+
+    # -- both ---------------------------------------------------------------------------------
+
+    def stats(self) -> pb.Stats:
+        c = self.counters
+        with self._lock:
+            queued, in_flight, paused = len(self._cues), len(self._in_flight), self._paused
+        recent = c.chunk_ms[-64:]
+        extra = self.server_stats() if self.server_stats is not None else {}
+        return pb.Stats(chunks_sent=c.chunks, frames_sent=c.frames,
+                        chunk_ms_mean=float(np.mean(recent)) if recent else 0.0,
+                        fps=c.frames / c.gpu_s if c.gpu_s else 0.0, queued_cues=queued, chunks_in_flight=in_flight,
+                        paused=paused, **extra)
+
+    def _emit(self, msg: pb.ServerMessage) -> None:
+        if threading.get_ident() == self._loop_thread:  # e.g. cue_accepted: keep order with errors put directly
+            self.outbox.put_nowait(msg)
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self.outbox.put_nowait, msg)
+            except RuntimeError:  # the session's loop has closed: nobody will read this message
+                pass
+
+
+def _max_frames_per_chunk(engine: ShotStreamEngine) -> int:
+    cfg = engine.config
+    return max(cfg.pixel_frames(1), cfg.pixel_frames(2) - cfg.pixel_frames(1))
+
+
+def _check_open(msg: pb.OpenSession, settings: ServerSettings) -> None:
+    if msg.protocol_version != PROTOCOL_VERSION:
+        raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"protocol version {msg.protocol_version} is not supported; this server speaks "
+                            f"{PROTOCOL_VERSION} (shotstream.v1)", fatal=True)
+    if len(msg.global_caption) > settings.max_caption_chars:
+        raise ProtocolError(INVALID, f"global caption has {len(msg.global_caption)} characters; the limit is "
+                                     f"{settings.max_caption_chars}", fatal=True)
+    if msg.frame_format not in (pb.FRAME_FORMAT_UNSPECIFIED, pb.FRAME_FORMAT_RGB8, pb.FRAME_FORMAT_RGBA8):
+        raise ProtocolError(INVALID, f"unknown frame format {msg.frame_format}", fatal=True)
+    if msg.transport not in (pb.TRANSPORT_UNSPECIFIED, pb.TRANSPORT_INLINE, pb.TRANSPORT_SHARED_MEMORY):
+        raise ProtocolError(INVALID, f"unknown transport {msg.transport}", fatal=True)
+    if msg.max_chunks_in_flight > settings.max_chunks_in_flight:
+        raise ProtocolError(INVALID, f"max_chunks_in_flight {msg.max_chunks_in_flight} exceeds the server limit "
+                                     f"{settings.max_chunks_in_flight}", fatal=True)

@@ -1,0 +1,367 @@
+"""The Python SDK (sync and asyncio), ``shotstream demo``, ``story --server`` and ``bench``, end to end
+against a real in-process server (127.0.0.1, free ports) running the tiny random engine.
+
+pytest-asyncio is not used: async tests run under ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from engine_core import TINY, ShotStreamEngine
+from service.background import BackgroundServer
+from service.cli import main
+from service.protocol import pb
+from service.sdk import (AsyncShotStreamClient, Chunk, CueAccepted, Progress, ServerError, ShotFinished, ShotStarted,
+                         ShotStreamClient, ShotStreamError, _Decoder)
+from service.settings import ServerSettings
+from service.story_file import load_story
+
+ROOT = Path(__file__).resolve().parents[1]
+STORY_01 = ROOT / "examples" / "stories" / "01.json"
+CAPTION, SEED = "A lighthouse on a stormy coast.", 5
+SHOTS = [("The keeper climbs the stairs.", 2), ("A wave hits the rocks.", 1)]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return ShotStreamEngine.random(TINY, device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    settings = ServerSettings(grpc_port=0, gateway_port=-1, metrics_port=-1)
+    with BackgroundServer(engine, settings, grace=2.0) as srv:
+        yield srv
+
+
+def reference(engine, shots=SHOTS, caption=CAPTION, seed=SEED) -> list[np.ndarray]:
+    """Every chunk's RGB frames as the engine itself produces them."""
+    story = engine.open_story(caption, seed)
+    out = []
+    try:
+        for prompt, n in shots:
+            story.start_shot(prompt, n)
+            while story.shot_in_progress:
+                out.append(story.step().frames.numpy())
+    finally:
+        story.close()
+    return out
+
+
+def play(session, shots=SHOTS) -> tuple[list[Chunk], list]:
+    for i, (prompt, n) in enumerate(shots):
+        assert session.cue(prompt, num_chunks=n, event_id=f"e{i}", tags=("t",)) == f"e{i}"
+    chunks, events, finished = [], [], 0
+    for ev in session:
+        events.append(ev)
+        if isinstance(ev, Chunk):
+            chunks.append(ev)
+        elif isinstance(ev, ShotFinished):
+            finished += 1
+            if finished == len(shots):
+                break
+    return chunks, events
+
+
+def check_chunks(chunks: list[Chunk], expected: list[np.ndarray], fmt: str) -> None:
+    assert len(chunks) == len(expected)
+    for got, want in zip(chunks, expected):
+        assert got.frames.dtype == np.uint8
+        if fmt == "rgba8":
+            assert got.frames.shape == (*want.shape[:3], 4)
+            assert (got.frames[..., 3] == 255).all()
+            np.testing.assert_array_equal(got.frames[..., :3], want)
+        else:
+            np.testing.assert_array_equal(got.frames, want)
+    assert [c.chunk_seq for c in chunks] == list(range(1, len(chunks) + 1))
+    assert [(c.shot_index, c.chunk_index, c.first_frame, c.last_in_shot) for c in chunks] == \
+        [(0, 0, 0, False), (0, 1, 9, True), (1, 0, 0, True)]
+    assert [c.story_frame for c in chunks] == [0, 9, 21]
+    assert all(c.timing is not None and c.timing.denoise_ms > 0 for c in chunks)
+
+
+# -- sync client ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport, fmt", [("shared_memory", "rgb8"), ("inline", "rgba8"),
+                                            ("shared_memory", "rgba8"), ("inline", "rgb8")])
+def test_sync_session_frames_equal_the_engine(engine, server, transport, fmt):
+    expected = reference(engine)
+    with ShotStreamClient(server.address) as client:
+        with client.open_session(CAPTION, seed=SEED, transport=transport, frame_format=fmt,
+                                 client_name="test/sync") as session:
+            info = session.info
+            assert (info.width, info.height, info.fps) == (48, 32, 16)
+            assert (info.frames_first_chunk, info.frames_per_chunk, info.max_chunks_per_shot) == (9, 12, 7)
+            assert info.transport == transport and info.frame_format == fmt
+            assert info.model == "tiny" and info.random_weights
+            ring = info.ring_path
+            assert (ring is not None) == (transport == "shared_memory")
+            if ring:
+                assert os.path.exists(ring)
+            chunks, events = play(session)
+        assert session.closed and session.close_reason == "client"
+    check_chunks(chunks, expected, fmt)
+    assert all(c.transport == transport and c.frame_format == fmt for c in chunks)
+    kinds = [type(e) for e in events]
+    assert kinds.count(CueAccepted) == 2 and kinds.count(ShotStarted) == 2 and kinds.count(ShotFinished) == 2
+    started = [e for e in events if isinstance(e, ShotStarted)]
+    assert [(s.event_id, s.tags, s.shot_index, s.num_chunks, s.num_frames) for s in started] == \
+        [("e0", ("t",), 0, 2, 21), ("e1", ("t",), 1, 1, 9)]
+    finished = [e for e in events if isinstance(e, ShotFinished)]
+    assert [(f.event_id, f.chunks, f.frames, f.cut) for f in finished] == [("e0", 2, 21, False), ("e1", 1, 9, False)]
+    # frames are the caller's: still intact after the session (and its ring) are gone
+    check_chunks(chunks, expected, fmt)
+    if ring:  # the server removes the ring file once the session has ended
+        deadline = time.monotonic() + 5
+        while os.path.exists(ring) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not os.path.exists(ring)
+
+
+def test_server_info_and_render_story(engine, server):
+    spec = load_story(STORY_01)
+    shots = [(s.prompt, 1) for s in spec.shots]
+    expected = reference(engine, shots, spec.global_caption, 3)
+    with ShotStreamClient(server.address) as client:
+        info = client.server_info()
+        assert info.model == "tiny" and info.random_weights and info.protocol_version == 1
+        assert (info.width, info.height, info.max_chunks_per_shot) == (48, 32, 7)
+        events = list(client.render_story(spec.global_caption, shots, seed=3))
+    chunks = [e for e in events if isinstance(e, Chunk)]
+    assert len(chunks) == len(spec.shots) == 6
+    for got, want in zip(chunks, expected):
+        np.testing.assert_array_equal(got.frames, want)
+    assert [e.shot_index for e in events if isinstance(e, ShotStarted)] == list(range(6))
+    assert [e.frames for e in events if isinstance(e, ShotFinished)] == [9] * 6
+    last = [e for e in events if isinstance(e, Progress)][-1]
+    assert (last.shots_done, last.shots_total, last.frames_done, last.frames_total) == (6, 6, 54, 54)
+
+
+def test_render_story_bad_request_raises(server):
+    with ShotStreamClient(server.address) as client:
+        with pytest.raises(ShotStreamError) as exc:
+            list(client.render_story("g", [("", 1)]))
+    assert exc.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "empty" in exc.value.message
+
+
+def test_bad_cue_is_a_non_fatal_event_and_cut_works(server):
+    with ShotStreamClient(server.address) as client, \
+            client.open_session(CAPTION, transport="inline", chunks_in_flight=1) as session:
+        session.cue("too many chunks", num_chunks=99, event_id="bad")
+        session.cue("a long shot", num_chunks=7, event_id="long")
+        errors, started, cut_sent = [], [], False
+        for ev in session:
+            if isinstance(ev, ServerError):
+                errors.append(ev)
+            elif isinstance(ev, ShotStarted):
+                started.append(ev.event_id)
+            elif isinstance(ev, Chunk) and not cut_sent:
+                session.cue("cut to this", num_chunks=1, mode="cut", event_id="cut")
+                cut_sent = True
+            elif isinstance(ev, ShotFinished) and ev.event_id == "long":
+                assert ev.cut and ev.chunks < 7
+            elif isinstance(ev, ShotFinished) and ev.event_id == "cut":
+                break
+    assert [(e.event_id, e.code) for e in errors] == [("bad", grpc.StatusCode.INVALID_ARGUMENT)]
+    assert "num_chunks" in errors[0].message
+    assert started == ["long", "cut"]
+    with pytest.raises(ShotStreamError, match="closed"):
+        session.cue("after close")
+
+
+def test_open_refused_raises_with_status(server):
+    with ShotStreamClient(server.address) as client:
+        with pytest.raises(ShotStreamError) as exc:
+            client.open_session("x" * 20_000)
+    assert exc.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "caption" in exc.value.message
+    with ShotStreamClient("127.0.0.1:1") as client:  # nothing listens there
+        with pytest.raises(ShotStreamError) as exc:
+            client.server_info(timeout=5)
+    assert exc.value.code == grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(ValueError, match="transport"):
+        ShotStreamClient(server.address).open_session("g", transport="carrier-pigeon")
+
+
+def test_shared_memory_on_another_host_says_use_inline():
+    opened = pb.SessionOpened(session_id="s", transport=pb.TRANSPORT_SHARED_MEMORY,
+                              ring=pb.RingLayout(path="/nonexistent/shotstream-1-s.ring", layout_version=1))
+    with pytest.raises(ShotStreamError) as exc:
+        _Decoder(opened, "gpu-box:50051")
+    assert exc.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "transport='inline'" in exc.value.message and "same host" in exc.value.message
+
+
+def test_close_from_another_thread_ends_iteration(server):
+    with ShotStreamClient(server.address) as client:
+        session = client.open_session(CAPTION, transport="shared_memory")
+        session.cue("shot", num_chunks=7)
+        got = []
+
+        def consume():
+            for ev in session:
+                if isinstance(ev, Chunk):
+                    got.append(ev)
+                    if len(got) == 1:
+                        threading.Thread(target=session.close).start()
+
+        t = threading.Thread(target=consume)
+        t.start()
+        t.join(20)
+        assert not t.is_alive()
+        assert session.closed and session.close_reason == "client" and got
+
+
+def test_token_is_sent_and_required(engine):
+    settings = ServerSettings(grpc_port=0, gateway_port=-1, metrics_port=-1, token="s3cret")
+    with BackgroundServer(engine, settings, grace=1.0) as srv:
+        with ShotStreamClient(srv.address) as client:
+            with pytest.raises(ShotStreamError) as exc:
+                client.server_info()
+            assert exc.value.code == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(ShotStreamError) as exc:
+                client.open_session("g")
+            assert exc.value.code == grpc.StatusCode.UNAUTHENTICATED
+        with ShotStreamClient(srv.address, token="s3cret") as client:
+            assert client.server_info().model == "tiny"
+            with client.open_session("g", transport="inline") as session:
+                session.cue("one chunk", num_chunks=1)
+                assert any(isinstance(ev, Chunk) for ev in _until_finished(session))
+
+
+def _until_finished(session):
+    for ev in session:
+        yield ev
+        if isinstance(ev, ShotFinished):
+            return
+
+
+# -- asyncio client -------------------------------------------------------------------------------
+
+
+def test_async_client_both_transports(engine, server):
+    expected = reference(engine)
+
+    async def scenario(transport: str, fmt: str):
+        async with AsyncShotStreamClient(server.address) as client:
+            info = await client.server_info()
+            assert info.model == "tiny"
+            async with await client.open_session(CAPTION, seed=SEED, transport=transport, frame_format=fmt) as session:
+                assert session.info.transport == transport
+                for i, (prompt, n) in enumerate(SHOTS):
+                    await session.cue(prompt, num_chunks=n, event_id=f"e{i}", tags=["t"])
+                chunks, finished = [], 0
+                async for ev in session:
+                    if isinstance(ev, Chunk):
+                        chunks.append(ev)
+                    elif isinstance(ev, ShotFinished):
+                        finished += 1
+                        if finished == len(SHOTS):
+                            break
+            assert session.closed and session.close_reason == "client"
+            story = [ev async for ev in client.render_story(CAPTION, SHOTS, seed=SEED, frame_format=fmt)]
+            return chunks, [e for e in story if isinstance(e, Chunk)]
+
+    for transport, fmt in [("shared_memory", "rgba8"), ("inline", "rgb8")]:
+        chunks, story_chunks = asyncio.run(asyncio.wait_for(scenario(transport, fmt), 60))
+        check_chunks(chunks, expected, fmt)
+        assert len(story_chunks) == 3
+        for got, want in zip(story_chunks, expected):
+            np.testing.assert_array_equal(got.frames[..., :3], want)
+
+
+def test_async_fatal_error_raises(server):
+    async def scenario():
+        async with AsyncShotStreamClient(server.address) as client:
+            with pytest.raises(ShotStreamError) as exc:
+                await client.open_session("g", chunks_in_flight=1000)
+            return exc.value
+
+    err = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT and "max_chunks_in_flight" in err.message
+
+
+# -- CLI: demo, story --server, bench -------------------------------------------------------------
+
+
+def _mp4_frames(path: Path) -> tuple[tuple[int, int], int]:
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    return tuple(meta["size"]), sum(1 for _ in reader)
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert _mp4_frames(out / "story.mp4") == ((48, 32), 3 * 81)
+    report = json.loads((out / "timings.json").read_text())
+    assert report["transport"] == "shared_memory" and report["random_weights"] is True
+    assert report["frames"] == 243 and report["model"] == "tiny"
+    assert report["delivered_fps"] > 0 and report["transport_ms_mean"] is not None
+    assert [s["index"] for s in report["shots"]] == [0, 1, 2]
+    for shot in report["shots"]:
+        assert shot["frames"] == 81 and len(shot["chunk_timings"]) == 7
+        assert shot["first_frame_ms"] > 0 and shot["server_first_frame_ms"] > 0
+        for c in shot["chunk_timings"]:
+            assert set(c) >= {"index", "frames", "since_shot_start_ms", "timings_ms", "transport_ms", "copy_ms"}
+            assert set(c["timings_ms"]) == {"commit", "denoise", "decode", "queue"}
+    assert "random weights" in err and "noise-like" in err
+    assert "service stopped" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("transport", ["inline", "shm"])
+def test_story_through_a_server(engine, server, tmp_path, capsys, transport):
+    story = tmp_path / "story.json"
+    story.write_text(json.dumps({"global_caption": CAPTION, "seed": SEED,
+                                 "shots": [{"prompt": p, "chunks": n} for p, n in SHOTS] + ["never played"]}))
+    out, report_path = tmp_path / "s.mp4", tmp_path / "r.json"
+    rc = main(["story", str(story), "--out", str(out), "--server", server.address, "--transport", transport,
+               "--report", str(report_path), "--shots", "2"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert _mp4_frames(out) == ((48, 32), 30)
+    report = json.loads(report_path.read_text())
+    assert report["transport"] == {"shm": "shared_memory"}.get(transport, transport)
+    assert report["seed"] == SEED and report["frames"] == 30 and report["video"] == str(out)
+    assert [len(s["chunk_timings"]) for s in report["shots"]] == [2, 1]
+    assert "shot 0 chunk 1: 12 frames" in captured.err  # the progress line (one per chunk when not a terminal)
+    assert "30/30 frames" in captured.err
+    assert "random weights" in captured.err
+    assert captured.out == ""
+
+
+def test_story_against_nothing_fails_cleanly(tmp_path, capsys):
+    story = tmp_path / "story.json"
+    story.write_text(json.dumps({"global_caption": "g", "shot1": "a"}))
+    rc = main(["story", str(story), "--out", str(tmp_path / "x.mp4"), "--server", "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: UNAVAILABLE") and "Traceback" not in err
+
+
+def test_bench_prints_ratios(capsys):
+    rc = main(["bench", "--frames", "12", "--in-process"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    result = json.loads(captured.out)
+    assert result["frame_shape"] == [480, 832, 4]
+    for name in ("inline", "shared_memory", "websocket"):
+        assert result[f"{name}_fps"] > 0, result["transports"][name]
+        assert 0 < result[f"{name}_vs_memcpy"]
+        assert result["transports"][name]["frames"] >= 12
+    assert result["numpy_memcpy_fps"] > 0
