@@ -1,4 +1,4 @@
-"""Story files: the reference's multi-shot JSON and our own simple JSON format.
+"""Story files: the reference's multi-shot JSON and our own simple format, in JSON or YAML.
 
 Reference format (``examples/stories/01.json``)::
 
@@ -8,6 +8,14 @@ Our format adds a seed and per-shot lengths::
 
     {"global_caption": "...", "seed": 7,
      "shots": [{"prompt": "...", "chunks": 7}, "a plain string is a full-length shot", ...]}
+
+The same structure may be written as YAML (``.yaml`` / ``.yml``)::
+
+    global_caption: A rainy neon city at night.
+    seed: 7
+    shots:
+      - The detective steps out of a taxi.
+      - {prompt: The boss enters., chunks: 2}
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 
 class StoryFileError(ValueError):
@@ -36,12 +46,14 @@ class StorySpec:
 
 def load_story(path: str | Path) -> StorySpec:
     path = Path(path)
+    is_yaml = path.suffix.lower() in (".yaml", ".yml")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text) if is_yaml else json.loads(text)
     except FileNotFoundError:
         raise StoryFileError(f"{path}: no such story file") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StoryFileError(f"{path}: not valid UTF-8 JSON ({exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise StoryFileError(f"{path}: not valid UTF-8 {'YAML' if is_yaml else 'JSON'} ({exc})") from None
     try:
         return parse_story(data)
     except StoryFileError as exc:

@@ -54,6 +54,23 @@ def test_our_format(tmp_path):
     assert spec.shots == (ShotSpec("plain shot"), ShotSpec("short one", 2), ShotSpec("full one"))
 
 
+def test_our_format_in_yaml(tmp_path):
+    path = tmp_path / "ours.yaml"
+    path.write_text("global_caption: A city.\nseed: 7\nshots:\n  - plain shot\n"
+                    "  - {prompt: short one, chunks: 2}\n  - prompt: full one\n")
+    spec = load_story(path)
+    assert (spec.global_caption, spec.seed) == ("A city.", 7)
+    assert spec.shots == (ShotSpec("plain shot"), ShotSpec("short one", 2), ShotSpec("full one"))
+    bad = tmp_path / "bad.yml"
+    bad.write_text("shots: [unclosed\n")
+    with pytest.raises(StoryFileError, match=r"bad\.yml.*YAML"):
+        load_story(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    with pytest.raises(StoryFileError, match="object"):
+        load_story(listed)
+
+
 @pytest.mark.parametrize("content, needle", [
     ("{not json", "JSON"),
     ('["a", "b"]', "object"),
