@@ -22,7 +22,8 @@ from service.background import BackgroundServer
 from service.cli import main
 from service.protocol import pb
 from service.sdk import (AsyncShotStreamClient, Chunk, CueAccepted, Progress, ServerError, ShotFinished, ShotStarted,
-                         ShotStreamClient, ShotStreamError, _Decoder)
+                         ShotStreamClient, ShotStreamError)
+from service.sdk.codec import SessionDecoder
 from service.settings import ServerSettings
 from service.story_file import load_story
 
@@ -199,7 +200,7 @@ def test_shared_memory_on_another_host_says_use_inline():
     opened = pb.SessionOpened(session_id="s", transport=pb.TRANSPORT_SHARED_MEMORY,
                               ring=pb.RingLayout(path="/nonexistent/shotstream-1-s.ring", layout_version=1))
     with pytest.raises(ShotStreamError) as exc:
-        _Decoder(opened, "gpu-box:50051")
+        SessionDecoder(opened, "gpu-box:50051")
     assert exc.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "transport='inline'" in exc.value.message and "same host" in exc.value.message
 

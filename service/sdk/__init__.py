@@ -1,0 +1,42 @@
+"""Python client for a ShotStream Bridge server: :class:`ShotStreamClient` (blocking) and
+:class:`AsyncShotStreamClient` (asyncio). Both hide the wire (gRPC ``shotstream.v1``) and the frame
+transport (inline bytes or the same-host shared-memory ring)::
+
+    from service.sdk import ShotStreamClient, Chunk, ShotFinished
+
+    with ShotStreamClient("127.0.0.1:50051") as client:
+        with client.open_session("A rainy neon city at night.", seed=7) as session:
+            session.cue("The detective steps out of a taxi.", num_chunks=2)
+            for event in session:
+                if isinstance(event, Chunk):
+                    show(event.frames)          # numpy uint8 [n, H, W, C], yours to keep
+                elif isinstance(event, ShotFinished):
+                    break
+
+The async client is the same with ``await`` / ``async for`` / ``async with``.
+
+Frames and acknowledgements: the server generates at most ``chunks_in_flight`` chunks ahead of
+what this client has taken. A chunk is acknowledged automatically the moment the iterator hands it
+to you, because by then its pixels have been copied out (from the shared-memory ring, whose slot
+the server may then reuse) or received inline: ``Chunk.frames`` is owned by the caller and stays
+valid forever. (Inline frames are a read-only view of the received message bytes; copy before
+writing into them.) A consumer that stops iterating therefore pauses its own session, and the
+server never buffers more than ``chunks_in_flight`` chunks for it.
+
+Errors: anything that ends the session or the call (a refused open, a fatal session error, a gRPC
+status such as UNAVAILABLE or UNAUTHENTICATED) raises :class:`ShotStreamError`, with the gRPC
+status code and the server's message. Non-fatal problems (e.g. a rejected cue) arrive as
+:class:`ServerError` events and the session goes on.
+"""
+
+from .aio import AsyncSession, AsyncShotStreamClient
+from .client import Session, ShotStreamClient
+from .codec import DEFAULT_ADDRESS, MAX_MESSAGE_BYTES
+from .events import (Chunk, ChunkTiming, CueAccepted, Event, Progress, ServerError, ServerInfo, SessionInfo,
+                     ShotFinished, ShotStarted, ShotStreamError, Stats)
+
+__all__ = [
+    "ShotStreamClient", "AsyncShotStreamClient", "Session", "AsyncSession", "ShotStreamError",
+    "Chunk", "ChunkTiming", "ShotStarted", "ShotFinished", "Stats", "ServerError", "CueAccepted", "Progress",
+    "SessionInfo", "ServerInfo", "Event", "DEFAULT_ADDRESS", "MAX_MESSAGE_BYTES",
+]

@@ -1,0 +1,245 @@
+"""The asyncio client (``grpc.aio``): :class:`AsyncShotStreamClient` and its :class:`AsyncSession`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from ..protocol import pb, pb_grpc
+from . import codec
+from .codec import DEFAULT_ADDRESS
+from .events import Event, ServerInfo, SessionInfo, ShotStreamError
+
+
+class AsyncShotStreamClient:
+    """The asyncio twin of :class:`ShotStreamClient` (``grpc.aio``). Create it inside a running loop."""
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, token: str | None = None,
+                 root_certificates: bytes | str | Path | None = None, *, tls: bool | None = None):
+        self.address = address
+        creds = codec.credentials(root_certificates, tls)
+        self._channel = (grpc.aio.secure_channel(address, creds, options=codec.CHANNEL_OPTIONS) if creds is not None
+                         else grpc.aio.insecure_channel(address, options=codec.CHANNEL_OPTIONS))
+        self._stub = pb_grpc.ShotStreamStub(self._channel)
+        self._metadata = codec.auth_metadata(token)
+
+    async def server_info(self, timeout: float | None = 10.0) -> ServerInfo:
+        try:
+            return codec.server_info(await self._stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=timeout,
+                                                                    metadata=self._metadata))
+        except grpc.RpcError as exc:
+            raise codec.from_rpc_error(exc) from None
+
+    async def open_session(self, global_caption: str, seed: int = 0, transport: str = "shared_memory",
+                           frame_format: str = "rgb8", chunks_in_flight: int = 2, client_name: str = "python-sdk"
+                           ) -> AsyncSession:
+        session = AsyncSession(self, codec.open_message(global_caption, seed, transport, frame_format,
+                                                        chunks_in_flight, client_name))
+        await session._open()
+        return session
+
+    async def render_story(self, global_caption: str, shots: Iterable[Any], seed: int = 0,
+                           frame_format: str = "rgb8", timeout: float | None = None) -> AsyncIterator[Event]:
+        request = codec.story_request(global_caption, shots, seed, frame_format)
+        call = self._stub.RenderStory(request, timeout=timeout, metadata=self._metadata)
+        try:
+            async for ev in call:
+                out = codec.story_event(ev)
+                if out is not None:
+                    yield out
+        except grpc.RpcError as exc:
+            raise codec.from_rpc_error(exc) from None
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncShotStreamClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncSession:
+    """One interactive story (asyncio). Create with ``await client.open_session(...)``; ``async for`` events."""
+
+    def __init__(self, client: AsyncShotStreamClient, open_msg: pb.ClientMessage):
+        self._client = client
+        self._open_msg = open_msg
+        self._call = client._stub.Direct(metadata=client._metadata)
+        self._write_lock = asyncio.Lock()
+        self._reading = False
+        self._done = asyncio.Event()
+        self._close_sent = False
+        self._writing_done = False
+        self.close_reason: str | None = None
+        self._decoder: codec.SessionDecoder | None = None
+        self.info: SessionInfo | None = None
+
+    async def _open(self) -> None:
+        try:
+            await self._write(self._open_msg)
+            self._decoder = codec.session_decoder(await self._recv(), self._client.address)
+            self.info = self._decoder.info
+        except BaseException:
+            self._abort()
+            raise
+
+    @property
+    def session_id(self) -> str:
+        return self.info.session_id
+
+    async def _write(self, msg: pb.ClientMessage) -> None:
+        async with self._write_lock:
+            if self._writing_done:
+                return
+            try:
+                await self._call.write(msg)
+            except grpc.RpcError as exc:
+                raise codec.from_rpc_error(exc) from None
+            except asyncio.InvalidStateError:  # the call already ended
+                raise ShotStreamError(grpc.StatusCode.FAILED_PRECONDITION, "the session is closed") from None
+
+    async def _send(self, msg: pb.ClientMessage) -> None:
+        if self._done.is_set() or self._close_sent:
+            raise ShotStreamError(grpc.StatusCode.FAILED_PRECONDITION, "the session is closed")
+        await self._write(msg)
+
+    async def _recv(self) -> pb.ServerMessage | None:
+        try:
+            msg = await self._call.read()
+        except grpc.RpcError as exc:
+            raise codec.from_rpc_error(exc) from None
+        return None if msg is grpc.aio.EOF else msg
+
+    async def cue(self, prompt: str, num_chunks: int = 0, mode: str = "wait", event_id: str | None = None,
+                  tags: Iterable[str] = ()) -> str:
+        event_id, msg = codec.cue_message(prompt, num_chunks, mode, event_id, tags)
+        await self._send(msg)
+        return event_id
+
+    async def pause(self) -> None:
+        await self._send(pb.ClientMessage(pause=pb.Pause()))
+
+    async def resume(self) -> None:
+        await self._send(pb.ClientMessage(resume=pb.Resume()))
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        while True:
+            ev = await self.next_event()
+            if ev is None:
+                return
+            yield ev
+
+    async def next_event(self) -> Event | None:
+        """The next event; None once the session has closed."""
+        if self._reading:
+            raise RuntimeError("another task is already reading this session's events")
+        self._reading = True
+        try:
+            while not self._done.is_set():
+                msg = await self._recv_or_finish()
+                if msg is None:
+                    return None
+                try:
+                    event = self._decoder.decode(msg)
+                except ShotStreamError:
+                    await self._finish(None)
+                    raise
+                if isinstance(event, codec.Closed):
+                    await self._finish(event.reason)
+                    return None
+                if event is not None:
+                    ack = codec.ack_for(event, closing=self._close_sent)
+                    if ack is not None:
+                        with contextlib.suppress(ShotStreamError):
+                            await self._write(ack)
+                    return event
+            return None
+        finally:
+            self._reading = False
+
+    async def _recv_or_finish(self) -> pb.ServerMessage | None:
+        try:
+            msg = await self._recv()
+        except ShotStreamError as exc:
+            await self._finish(None)
+            if self._close_sent and exc.code == grpc.StatusCode.CANCELLED:
+                return None
+            raise
+        if msg is None:
+            await self._finish(self.close_reason or "stream ended")
+        return msg
+
+    async def _finish(self, reason: str | None) -> None:
+        if reason is not None and self.close_reason is None:
+            self.close_reason = reason
+        self._done.set()
+        if self._decoder is not None:
+            self._decoder.close()
+        async with self._write_lock:
+            if not self._writing_done:
+                self._writing_done = True
+                with contextlib.suppress(Exception):
+                    await self._call.done_writing()
+
+    def _abort(self) -> None:
+        self._writing_done = True
+        self._call.cancel()
+        self._done.set()
+        if self._decoder is not None:
+            self._decoder.close()
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Ask the server to end the session, discard what is still on the way, free the ring reader."""
+        if self._done.is_set():
+            self._call.cancel()
+            return
+        if not self._close_sent:
+            self._close_sent = True
+            with contextlib.suppress(ShotStreamError):
+                await self._write(pb.ClientMessage(close=pb.Close()))
+        try:
+            if self._reading:  # another task is iterating: it sees `closed` and finishes
+                await asyncio.wait_for(self._done.wait(), timeout)
+            else:
+                await asyncio.wait_for(self._drain(), timeout)
+        except (asyncio.TimeoutError, ShotStreamError):
+            pass
+        if not self._done.is_set():
+            self._abort()
+        self._call.cancel()
+
+    async def _drain(self) -> None:
+        """Read until the session ends, without copying pixels: nothing reads them any more."""
+        self._reading = True
+        try:
+            while not self._done.is_set():
+                msg = await self._recv_or_finish()
+                if msg is None:
+                    return
+                reason = codec.end_reason(msg)
+                if reason is not None:
+                    await self._finish(reason)
+        finally:
+            self._reading = False
+
+    @property
+    def closed(self) -> bool:
+        return self._done.is_set()
+
+    async def __aenter__(self) -> AsyncSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,162 @@
+"""What SDK users receive: the error that ends a session or call, and the event / info dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Union
+
+import grpc
+import numpy as np
+
+
+class ShotStreamError(Exception):
+    """The session or call ended: ``code`` is a :class:`grpc.StatusCode`, ``message`` says why."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, event_id: str = ""):
+        super().__init__(f"{code.name}: {message}")
+        self.code, self.message, self.event_id = code, message, event_id
+
+
+@dataclass(frozen=True)
+class ChunkTiming:
+    """Server-side timings of one chunk (ms), as in ``shotstream.v1.ChunkTiming``."""
+
+    commit_ms: float
+    denoise_ms: float
+    decode_ms: float
+    queue_ms: float
+    since_shot_start_ms: float
+
+
+@dataclass(frozen=True, eq=False)
+class Chunk:
+    """Decoded frames of one chunk. ``frames``: numpy uint8 ``[n, H, W, C]`` (C = 3 or 4), owned by you."""
+
+    frames: np.ndarray
+    chunk_seq: int
+    event_id: str
+    shot_index: int
+    chunk_index: int
+    first_frame: int  # index of frames[0] within the shot
+    story_frame: int  # index of frames[0] within the session
+    last_in_shot: bool
+    frame_format: str  # "rgb8" | "rgba8"
+    transport: str  # "inline" | "shared_memory"
+    timing: ChunkTiming | None
+    received_at: float  # time.perf_counter() when the message arrived
+    copy_ms: float  # client side: getting the pixels out of the ring / message into ``frames``
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.frames.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.frames.shape[2])
+
+
+@dataclass(frozen=True)
+class ShotStarted:
+    event_id: str
+    tags: tuple[str, ...]
+    shot_index: int
+    num_chunks: int
+    num_frames: int  # frames if not cut
+    prompt_tokens: int
+    truncated_tokens: int  # tokens dropped by the 512-token limit
+    setup_ms: float  # text encode + history re-encode + context fill
+    received_at: float
+
+
+@dataclass(frozen=True)
+class ShotFinished:
+    event_id: str
+    shot_index: int
+    chunks: int
+    frames: int
+    cut: bool
+    received_at: float
+
+
+@dataclass(frozen=True)
+class CueAccepted:
+    event_id: str
+    queue_position: int  # 0 = starts next
+
+
+@dataclass(frozen=True)
+class Stats:
+    chunks_sent: int
+    frames_sent: int
+    chunk_ms_mean: float
+    fps: float
+    queued_cues: int
+    chunks_in_flight: int
+    paused: bool
+    sessions: int
+    gpu_memory_used_bytes: int
+
+
+@dataclass(frozen=True)
+class ServerError:
+    """A non-fatal error (e.g. a rejected cue); the session goes on."""
+
+    code: grpc.StatusCode
+    message: str
+    event_id: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """RenderStory progress."""
+
+    shots_done: int
+    shots_total: int
+    frames_done: int
+    frames_total: int
+
+
+Event = Union[Chunk, ShotStarted, ShotFinished, CueAccepted, Stats, ServerError, Progress]
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What the server granted in ``SessionOpened``."""
+
+    session_id: str
+    width: int
+    height: int
+    fps: int
+    frames_first_chunk: int
+    frames_per_chunk: int
+    max_chunks_per_shot: int
+    frame_format: str
+    transport: str
+    chunks_in_flight: int
+    model: str
+    random_weights: bool
+    ring_path: str | None
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    protocol_version: int
+    server_version: str
+    model: str
+    weights: str
+    random_weights: bool
+    device: str
+    gpu: dict[str, Any] | None
+    width: int
+    height: int
+    fps: int
+    max_sessions: int
+    max_sessions_per_client: int
+    open_sessions: int
+    max_prompt_chars: int
+    max_chunks_per_shot: int
+    max_chunks_in_flight: int
