@@ -150,6 +150,9 @@ PATH = "/v1/direct"
 CHUNK_MAGIC = b"SSC1"
 _HEADER = struct.Struct("<4sI")  # magic, JSON header length (u32 little-endian)
 MAX_QUEUE = 4  # incoming frames buffered per connection before TCP backpressure
+# A peer that stops reading during the closing handshake holds its session (GPU cache, ring) until
+# this runs out; websockets' default is 10 s.
+CLOSE_TIMEOUT_S = 2.0
 
 __all__ = ["PATH", "CHUNK_MAGIC", "GatewayHandle", "start_gateway", "to_json", "encode_server_message",
            "decode_chunk_frame", "parse_client_message"]
@@ -207,7 +210,7 @@ def parse_client_message(data: str | bytes) -> pb.ClientMessage:
         return json_format.Parse(data, pb.ClientMessage(), ignore_unknown_fields=False)
     except Exception as exc:  # noqa: BLE001 - ParseError, or whatever odd JSON trips inside the parser
         detail = " ".join(str(exc).split()) or type(exc).__name__
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):  # e.g. '[' * 5000: too deep for json too
             value = json.loads(data)
             if not isinstance(value, dict):
                 names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
@@ -248,7 +251,7 @@ async def start_gateway(registry: SessionRegistry, settings: ServerSettings) -> 
     def start(port: int) -> Server:
         return serve(handler, settings.host, port, process_request=_checker(settings),
                      max_size=settings.max_control_message_bytes, max_queue=MAX_QUEUE, compression=None,
-                     ssl=ssl_context, logger=log)
+                     close_timeout=CLOSE_TIMEOUT_S, ssl=ssl_context, logger=log)
 
     server = await start(settings.gateway_port)
     ports = sorted({sock.getsockname()[1] for sock in server.sockets})

@@ -21,11 +21,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import metadata
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
 from engine_core import ShotStreamEngine
 
-from .protocol import PROTOCOL_VERSION, ProtocolError, pb, pb_grpc
+from .protocol import PROTOCOL_VERSION, ProtocolError, error_message, pb, pb_grpc
 from .sessions import SessionRegistry, run_session
 from .settings import ServerSettings
 from .telemetry import gpu_info
@@ -64,7 +65,11 @@ class ShotStreamServicer(pb_grpc.ShotStreamServicer):
                 fatal.append(msg.error)
             await context.write(msg)
 
-        await run_session(self.registry, incoming(), send)
+        try:
+            await run_session(self.registry, incoming(), send)
+        except DecodeError as exc:  # bytes that are no ClientMessage (e.g. a string field with bad UTF-8)
+            await send(error_message(ProtocolError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"could not decode a client message: {exc}", fatal=True)))
         if fatal:
             await context.abort(_status(fatal[-1].code), fatal[-1].message)
 

@@ -108,6 +108,7 @@ async def run_session(registry: SessionRegistry, incoming: AsyncIterator[pb.Clie
         await send(error_message(exc))
         return
     reader = asyncio.create_task(_read(registry, session, incoming))
+    getter: asyncio.Future | None = None
     try:
         await send(session.opened_message())
         while True:
@@ -125,6 +126,8 @@ async def run_session(registry: SessionRegistry, incoming: AsyncIterator[pb.Clie
             if kind == "closed" or (kind == "error" and msg.error.fatal):
                 return
     finally:
+        if getter is not None:  # e.g. the call was cancelled (client gone) while waiting for a message
+            getter.cancel()
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
