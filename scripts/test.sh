@@ -3,5 +3,19 @@
 # pytest's own exit codes pass through: 5 ("no tests collected") fails like any other error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Test-only system tools: gcc builds the C ring reader, openssl makes a TLS test certificate.
+missing=()
+command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+command -v openssl >/dev/null || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    else
+        echo "test: missing ${missing[*]} (install them with apt-get); the tests that need them will skip" >&2
+    fi
+fi
+
 bash scripts/setup.sh
 exec .venv/bin/python -m pytest "$@"
