@@ -16,6 +16,10 @@ if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
+# torch first, from TORCH_INDEX_URL when given (e.g. https://download.pytorch.org/whl/cpu for the
+# small CPU wheel on machines whose PyPI serves the CUDA build), then everything else at its pin.
+torch_pin=$(grep -E '^torch==' requirements/lock.txt)
+.venv/bin/python -m pip install -q --disable-pip-version-check ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$torch_pin"
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements/lock.txt
 bash scripts/gen_proto.sh
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
