@@ -14,10 +14,13 @@ import asyncio
 import threading
 from typing import Any
 
-from .settings import ServerSettings
+from .gateway import PATH as GATEWAY_PATH
+from .settings import ServerSettings, url_host
 
 
 class BackgroundServer:
+    """Starts on ``start()`` / ``with``; ``stop()`` is the server's graceful stop, waited for."""
+
     def __init__(self, engine: Any, settings: ServerSettings | None = None, *, grace: float = 5.0):
         self.engine = engine
         self.settings = settings or ServerSettings(grpc_port=0, gateway_port=0)
@@ -40,16 +43,14 @@ class BackgroundServer:
     @property
     def address(self) -> str:
         """``host:port`` of the gRPC door, for :class:`service.sdk.ShotStreamClient`."""
-        host = self.settings.host
-        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        return f"{host}:{self.grpc_port}"
+        return f"{url_host(self.settings.host)}:{self.grpc_port}"
 
     @property
     def gateway_url(self) -> str | None:
         if self.gateway_port is None:
             return None
         scheme = "wss" if self.settings.tls_cert else "ws"
-        return f"{scheme}://{self.settings.host}:{self.gateway_port}/v1/direct"
+        return f"{scheme}://{url_host(self.settings.host)}:{self.gateway_port}{GATEWAY_PATH}"
 
     def start(self, timeout: float = 60.0) -> BackgroundServer:
         from .server import ShotStreamServer
@@ -58,9 +59,11 @@ class BackgroundServer:
         self._thread = threading.Thread(target=self._run, name="shotstream-server", daemon=True)
         self._thread.start()
         if not self._started.wait(timeout):
+            self.stop()  # it may still come up: make it stop then instead of running on unowned
             raise TimeoutError(f"the in-process server did not start within {timeout:.0f} s")
         if self._error is not None:
             self._thread.join(timeout)
+            self._thread = None
             raise self._error
         return self
 

@@ -177,8 +177,6 @@ def play_remote(server: str, spec: StorySpec, seed: int, out: Path, *, transport
     from .sdk import ShotStreamClient, ShotStreamError
     from .video_io import Mp4Writer
 
-    transport = {"shm": "shared_memory", "shared_memory": "shared_memory", "inline": "inline",
-                 None: "shared_memory"}[transport]
     state: dict = {}
 
     def on_open(info) -> None:
@@ -197,8 +195,8 @@ def play_remote(server: str, spec: StorySpec, seed: int, out: Path, *, transport
 
     try:
         with ShotStreamClient(server, token=token, root_certificates=ca_cert) as client:
-            report = render_story_remote(client, spec, seed, on_chunk, transport=transport, on_open=on_open,
-                                         client_name=client_name)
+            report = render_story_remote(client, spec, seed, on_chunk, transport=transport or "shared_memory",
+                                         on_open=on_open, client_name=client_name)
     except ShotStreamError as exc:
         raise CliError(f"{exc.code.name} from {server}: {exc.message}", code=1) from None
     finally:

@@ -271,7 +271,7 @@ def _checker(settings: ServerSettings):
     def process_request(ws: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         if token is not None:
-            offered = [v for v in parse_qs(url.query).get("token", [])]
+            offered = list(parse_qs(url.query).get("token", []))
             auth = request.headers.get("Authorization", "")
             scheme, _, value = auth.partition(" ")
             if scheme.lower() == "bearer":

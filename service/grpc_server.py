@@ -26,9 +26,11 @@ from grpc_health.v1 import health_pb2
 
 from engine_core import ShotStreamEngine
 
-from .protocol import PROTOCOL_VERSION, ProtocolError, error_message, pb, pb_grpc
+from .protocol import (PROTOCOL_VERSION, ProtocolError, check_protocol_version, error_message, pb, pb_grpc,
+                       status_code)
+from .session import check_prompt
 from .sessions import SessionRegistry, run_session
-from .settings import ServerSettings
+from .settings import ServerSettings, url_host
 from .telemetry import gpu_info
 
 log = logging.getLogger(__name__)
@@ -56,22 +58,18 @@ class ShotStreamServicer(pb_grpc.ShotStreamServicer):
     async def Direct(self, request_iterator: AsyncIterator[pb.ClientMessage], context: grpc.aio.ServicerContext):
         fatal: list[pb.Error] = []
 
-        async def incoming() -> AsyncIterator[pb.ClientMessage]:
-            async for msg in request_iterator:
-                yield msg
-
         async def send(msg: pb.ServerMessage) -> None:
             if msg.WhichOneof("kind") == "error" and msg.error.fatal:
                 fatal.append(msg.error)
             await context.write(msg)
 
         try:
-            await run_session(self.registry, incoming(), send)
+            await run_session(self.registry, request_iterator, send)
         except DecodeError as exc:  # bytes that are no ClientMessage (e.g. a string field with bad UTF-8)
             await send(error_message(ProtocolError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"could not decode a client message: {exc}", fatal=True)))
         if fatal:
-            await context.abort(_status(fatal[-1].code), fatal[-1].message)
+            await context.abort(status_code(fatal[-1].code), fatal[-1].message)
 
     # -- RenderStory --------------------------------------------------------------------------
 
@@ -119,7 +117,7 @@ class ShotStreamServicer(pb_grpc.ShotStreamServicer):
                     yield pb.RenderStoryEvent(shot_finished=msg.shot_finished)
                     yield progress()
                 elif kind == "error":  # generation failed (always fatal here: we only send valid input)
-                    failure = (_status(msg.error.code), msg.error.message)
+                    failure = (status_code(msg.error.code), msg.error.message)
                     break
                 elif kind == "closed":
                     failure = (grpc.StatusCode.UNAVAILABLE,
@@ -133,24 +131,17 @@ class ShotStreamServicer(pb_grpc.ShotStreamServicer):
             await context.abort(*failure)
 
     def _story_cues(self, request: pb.RenderStoryRequest) -> list[pb.Cue]:
-        invalid = grpc.StatusCode.INVALID_ARGUMENT
-        if request.protocol_version != PROTOCOL_VERSION:
-            raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"protocol version {request.protocol_version} is not supported; this server speaks "
-                                f"{PROTOCOL_VERSION} (shotstream.v1)")
+        """The request's shots as WAIT cues, checked before any session (GPU memory) is taken."""
+        check_protocol_version(request.protocol_version)
         if not request.shots:
-            raise ProtocolError(invalid, "the story has no shots: add at least one StoryShot")
+            raise ProtocolError(grpc.StatusCode.INVALID_ARGUMENT, "the story has no shots: add at least one StoryShot")
         limit, max_chunks = self.settings.max_prompt_chars, self.engine.config.stream.chunks_per_shot
         cues = []
         for i, shot in enumerate(request.shots):
-            if not shot.prompt.strip():
-                raise ProtocolError(invalid, f"shot {i}: the prompt is empty: describe the shot")
-            if len(shot.prompt) > limit:
-                raise ProtocolError(invalid, f"shot {i}: the prompt has {len(shot.prompt)} characters; "
-                                             f"the limit is {limit}")
-            if shot.num_chunks > max_chunks:
-                raise ProtocolError(invalid, f"shot {i}: num_chunks {shot.num_chunks} is out of range "
-                                             f"1..{max_chunks} (0 = full shot)")
+            try:
+                check_prompt(shot.prompt, shot.num_chunks, limit, max_chunks)
+            except ProtocolError as exc:
+                raise ProtocolError(exc.code, f"shot {i}: {exc.message}") from None
             cues.append(pb.Cue(event_id=f"shot{i}", prompt=shot.prompt, num_chunks=shot.num_chunks,
                                mode=pb.CUE_MODE_WAIT))
         return cues
@@ -175,13 +166,6 @@ def server_info(registry: SessionRegistry, settings: ServerSettings) -> pb.Serve
     if gpu is not None:
         info.gpu.CopyFrom(pb.GpuInfo(**gpu))
     return info
-
-
-def _status(code: int) -> grpc.StatusCode:
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return status
-    return grpc.StatusCode.UNKNOWN
 
 
 # -- auth ---------------------------------------------------------------------------------------
@@ -252,7 +236,7 @@ def build_grpc_server(registry: SessionRegistry, settings: ServerSettings):
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
-    address = f"{_bracket(settings.host)}:{settings.grpc_port}"
+    address = f"{url_host(settings.host)}:{settings.grpc_port}"
     try:
         if settings.tls_cert is not None:
             credentials = grpc.ssl_server_credentials([(settings.tls_key.read_bytes(),
@@ -266,7 +250,3 @@ def build_grpc_server(registry: SessionRegistry, settings: ServerSettings):
     if port == 0:  # older grpc returns 0 instead of raising
         raise OSError(f"could not bind the gRPC server to {address}: the port is in use?")
     return server, health_servicer, port
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host

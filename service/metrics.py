@@ -15,7 +15,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
 
 from .telemetry import gpu_info
@@ -88,20 +88,12 @@ class ServerMetrics:
 
     # -- exposition ---------------------------------------------------------------------------
 
-    def render(self) -> bytes:
-        """The text exposition format (what /metrics serves)."""
-        return generate_latest(self.registry)
-
     def start_http(self, port: int, host: str = "127.0.0.1") -> int:
         """Serve /metrics on ``host:port`` in a daemon thread; 0 = any free port. Returns the bound port."""
         if self._httpd is not None:
             raise RuntimeError("the metrics endpoint is already running")
         self._httpd, self._thread = start_http_server(port, addr=host, registry=self.registry)
         return self._httpd.server_port
-
-    @property
-    def port(self) -> int | None:
-        return None if self._httpd is None else self._httpd.server_port
 
     def stop_http(self) -> None:
         httpd, self._httpd = self._httpd, None

@@ -16,7 +16,8 @@ except ImportError as exc:  # pragma: no cover - only when setup was skipped
 
 PROTOCOL_VERSION = pb.PROTOCOL_VERSION_CURRENT
 
-__all__ = ["pb", "pb_grpc", "PROTOCOL_VERSION", "channels", "pack_frames", "error_message", "ProtocolError"]
+__all__ = ["pb", "pb_grpc", "PROTOCOL_VERSION", "channels", "pack_frames", "error_message", "ProtocolError",
+           "check_protocol_version", "status_code"]
 
 
 class ProtocolError(Exception):
@@ -25,6 +26,22 @@ class ProtocolError(Exception):
     def __init__(self, code: grpc.StatusCode, message: str, *, event_id: str = "", fatal: bool = False):
         super().__init__(message)
         self.code, self.message, self.event_id, self.fatal = code, message, event_id, fatal
+
+
+def check_protocol_version(version: int) -> None:
+    """Raise the (fatal) FAILED_PRECONDITION a client of another protocol version gets, on either door."""
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"protocol version {version} is not supported; this server speaks "
+                            f"{PROTOCOL_VERSION} (shotstream.v1)", fatal=True)
+
+
+def status_code(code: int) -> grpc.StatusCode:
+    """The StatusCode for a numeric code in an ``Error`` message (UNKNOWN if this grpc has none)."""
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return status
+    return grpc.StatusCode.UNKNOWN
 
 
 def channels(frame_format: int) -> int:

@@ -74,6 +74,8 @@ def render_story_remote(client: Any, spec: StorySpec, seed: int, on_chunk: Calla
       low by the (small) delivery time of the ``ShotStarted`` message itself, and includes any time
       the chunk waited because this client was busy (e.g. encoding the MP4).
     """
+    import grpc
+
     from .sdk import Chunk, ServerError, ShotFinished, ShotStarted, ShotStreamError
 
     server = client.server_info()
@@ -81,7 +83,7 @@ def render_story_remote(client: Any, spec: StorySpec, seed: int, on_chunk: Calla
     event_ids = [f"shot{i}" for i in range(shots_total)]
     shots: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
-    started_at = due = 0.0
+    started_at = 0.0
     frames = 0
     last_in_hand = None
     with client.open_session(spec.global_caption, seed=seed, transport=transport, frame_format="rgb8",
@@ -90,7 +92,7 @@ def render_story_remote(client: Any, spec: StorySpec, seed: int, on_chunk: Calla
         if on_open is not None:
             on_open(info)
         t0 = time.perf_counter()
-        for event_id, shot in zip(event_ids, spec.shots):
+        for event_id, shot in zip(event_ids, spec.shots, strict=True):
             session.cue(shot.prompt, num_chunks=shot.chunks or 0, mode="wait", event_id=event_id)
         due = t0
         for ev in session:
@@ -129,8 +131,8 @@ def render_story_remote(client: Any, spec: StorySpec, seed: int, on_chunk: Calla
             elif isinstance(ev, ServerError) and ev.event_id in event_ids:
                 raise ShotStreamError(ev.code, f"{ev.event_id}: {ev.message}", ev.event_id)
         else:
-            raise ShotStreamError(_unavailable(), f"the server closed the session after {len(shots)} of "
-                                                  f"{shots_total} shots ({session.close_reason})")
+            raise ShotStreamError(grpc.StatusCode.UNAVAILABLE, f"the server closed the session after {len(shots)} of "
+                                                              f"{shots_total} shots ({session.close_reason})")
     wall = (last_in_hand or time.perf_counter()) - t0
     chunk_rows = [c for s in shots for c in s["chunk_timings"]]
     transport_ms = [c["transport_ms"] for c in chunk_rows]
@@ -145,9 +147,3 @@ def render_story_remote(client: Any, spec: StorySpec, seed: int, on_chunk: Calla
         "transport_ms_max": max(transport_ms) if transport_ms else None,
         "shots": shots,
     }
-
-
-def _unavailable():
-    import grpc
-
-    return grpc.StatusCode.UNAVAILABLE

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import importlib.util
 import logging
 import signal
 import time
@@ -23,10 +21,13 @@ from grpc_health.v1 import health_pb2
 
 from engine_core import ShotStreamEngine
 
+from . import ring
+from .gateway import PATH as GATEWAY_PATH
+from .gateway import start_gateway
 from .grpc_server import SERVICE_NAME, build_grpc_server
 from .metrics import ServerMetrics
 from .sessions import SessionRegistry
-from .settings import ServerSettings
+from .settings import ServerSettings, url_host
 from .worker import GpuWorker
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class ShotStreamServer:
     async def start(self) -> ShotStreamServer:
         s = self.settings
         self._stopped = asyncio.Event()
-        removed = _cleanup_stale_rings(s)
+        removed = len(ring.cleanup_stale_rings(s.ring_dir))
         if removed:
             log.info("removed %d stale shared-memory ring file(s) left by a previous run", removed)
         self.worker = GpuWorker()
@@ -62,12 +63,8 @@ class ShotStreamServer:
             await self._grpc.start()
             await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
             if s.gateway_port >= 0:
-                gateway = _gateway_module()
-                if gateway is None:
-                    log.warning("the WebSocket gateway is not available in this build (service/gateway.py missing)")
-                else:
-                    self._gateway = await gateway.start_gateway(self.registry, s)
-                    self.gateway_port = self._gateway.port
+                self._gateway = await start_gateway(self.registry, s)
+                self.gateway_port = self._gateway.port
             if s.metrics_port >= 0:
                 self.metrics_port = self.metrics.start_http(s.metrics_port, s.host)
         except BaseException:
@@ -79,13 +76,14 @@ class ShotStreamServer:
     def _announce(self) -> None:
         s, e = self.settings, self.engine
         scheme = "TLS" if s.tls_cert else "plaintext"
-        log.info("ShotStream gRPC listening on %s:%d (%s%s)", s.host, self.grpc_port, scheme,
+        host = url_host(s.host)
+        log.info("ShotStream gRPC listening on %s:%d (%s%s)", host, self.grpc_port, scheme,
                  ", bearer token required" if s.token else "")
         if self.gateway_port is not None:
-            log.info("engine gateway (WebSocket) on %s://%s:%d/v1/direct", "wss" if s.tls_cert else "ws", s.host,
-                     self.gateway_port)
+            log.info("engine gateway (WebSocket) on %s://%s:%d%s", "wss" if s.tls_cert else "ws", host,
+                     self.gateway_port, GATEWAY_PATH)
         if self.metrics_port is not None:
-            log.info("Prometheus metrics on http://%s:%d/metrics", s.host, self.metrics_port)
+            log.info("Prometheus metrics on http://%s:%d/metrics", host, self.metrics_port)
         log.info("model %s on %s; weights: %s; up to %d sessions", e.config.name, e.device, e.weights_label,
                  s.max_sessions)
         if e.random_weights:
@@ -135,19 +133,6 @@ class ShotStreamServer:
         if self._stopped is None:
             raise RuntimeError("the server was never started")
         await self._stopped.wait()
-
-
-def _gateway_module():
-    """``service.gateway`` when this build has it (it is optional), else None."""
-    if importlib.util.find_spec(f"{__package__}.gateway") is None:
-        return None
-    return importlib.import_module(f"{__package__}.gateway")
-
-
-def _cleanup_stale_rings(settings: ServerSettings) -> int:
-    from . import ring
-
-    return len(ring.cleanup_stale_rings(settings.ring_dir))
 
 
 def serve(settings: ServerSettings, engine: ShotStreamEngine, *, grace: float = 5.0) -> None:

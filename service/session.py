@@ -13,6 +13,7 @@ unacknowledged, so a slow client stalls only its own session and the server hold
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import threading
 import time
@@ -25,12 +26,14 @@ import numpy as np
 
 from engine_core import ShotStreamEngine
 
-from .protocol import PROTOCOL_VERSION, ProtocolError, channels, error_message, pack_frames, pb
+from .protocol import (PROTOCOL_VERSION, ProtocolError, channels, check_protocol_version, error_message, pack_frames,
+                       pb)
 from .ring import FrameRing
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
+_STATS_WINDOW = 64  # chunk times Stats.chunk_ms_mean averages over (and all a session keeps)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class SessionCounters:
     chunks: int = 0
     frames: int = 0
     gpu_s: float = 0.0
-    chunk_ms: list[float] = field(default_factory=list)
+    chunk_ms: list[float] = field(default_factory=list)  # the last _STATS_WINDOW chunks only
 
 
 class Session:
@@ -143,20 +146,13 @@ class Session:
             raise ProtocolError(INVALID, "empty client message: set one of cue, ack, pause, resume, close")
 
     def _parse_cue(self, cue: pb.Cue) -> _Cue:
-        limit, chunks = self.settings.max_prompt_chars, self.engine.config.stream.chunks_per_shot
-        if not cue.prompt.strip():
-            raise ProtocolError(INVALID, "cue prompt is empty: describe the shot", event_id=cue.event_id)
-        if len(cue.prompt) > limit:
-            raise ProtocolError(INVALID, f"cue prompt has {len(cue.prompt)} characters; the limit is {limit}",
-                                event_id=cue.event_id)
+        chunks = self.engine.config.stream.chunks_per_shot
+        check_prompt(cue.prompt, cue.num_chunks, self.settings.max_prompt_chars, chunks, cue.event_id)
         text = self.engine.text
         full = len(self.story.global_caption) + len("shot9999:") + len(cue.prompt)
         if text is not None and full > text.max_prompt_chars:
             raise ProtocolError(INVALID, f"the global caption plus this prompt have {full} characters; the model's "
                                          f"limit is {text.max_prompt_chars}: shorten the prompt or the caption",
-                                event_id=cue.event_id)
-        if cue.num_chunks > chunks:
-            raise ProtocolError(INVALID, f"num_chunks {cue.num_chunks} is out of range 1..{chunks} (0 = full shot)",
                                 event_id=cue.event_id)
         if cue.mode not in (pb.CUE_MODE_UNSPECIFIED, pb.CUE_MODE_WAIT, pb.CUE_MODE_CUT):
             raise ProtocolError(INVALID, f"unknown cue mode {cue.mode}", event_id=cue.event_id)
@@ -193,8 +189,7 @@ class Session:
     def fail(self, exc: BaseException) -> None:
         """An engine failure (e.g. out of GPU memory) ends this session, not the server."""
         log.exception("session %s failed", self.id, exc_info=exc)
-        code = grpc.StatusCode.RESOURCE_EXHAUSTED if "out of memory" in str(exc).lower() else grpc.StatusCode.INTERNAL
-        self._emit(error_message(ProtocolError(code, f"generation failed: {type(exc).__name__}: {exc}", fatal=True)))
+        self._emit(error_message(engine_failure("generation failed", exc)))
 
     def _start_shot(self, cue: _Cue) -> None:
         info = self.story.start_shot(cue.prompt, cue.num_chunks)
@@ -235,6 +230,8 @@ class Session:
         c = self.counters
         c.chunks, c.frames, c.gpu_s = c.chunks + 1, c.frames + len(frames), c.gpu_s + elapsed
         c.chunk_ms.append(1e3 * elapsed)
+        if len(c.chunk_ms) > _STATS_WINDOW:  # bounded: a session may run for hours
+            del c.chunk_ms[0]
         self._emit(pb.ServerMessage(chunk=msg))
         if self._on_chunk is not None:
             self._on_chunk(elapsed, len(frames))
@@ -255,7 +252,7 @@ class Session:
         c = self.counters
         with self._lock:
             queued, in_flight, paused = len(self._cues), len(self._in_flight), self._paused
-        recent = c.chunk_ms[-64:]
+        recent = c.chunk_ms[:]  # a copy: the worker thread appends concurrently
         extra = self.server_stats() if self.server_stats is not None else {}
         return pb.Stats(chunks_sent=c.chunks, frames_sent=c.frames,
                         chunk_ms_mean=float(np.mean(recent)) if recent else 0.0,
@@ -277,11 +274,27 @@ def _max_frames_per_chunk(engine: ShotStreamEngine) -> int:
     return max(cfg.pixel_frames(1), cfg.pixel_frames(2) - cfg.pixel_frames(1))
 
 
+def check_prompt(prompt: str, num_chunks: int, max_chars: int, max_chunks: int, event_id: str = "") -> None:
+    """The checks a shot's prompt and length pass before a shot is queued (Direct cues and RenderStory shots)."""
+    if not prompt.strip():
+        raise ProtocolError(INVALID, "the prompt is empty: describe the shot", event_id=event_id)
+    if len(prompt) > max_chars:
+        raise ProtocolError(INVALID, f"the prompt has {len(prompt)} characters; the limit is {max_chars}",
+                            event_id=event_id)
+    if num_chunks > max_chunks:
+        raise ProtocolError(INVALID, f"num_chunks {num_chunks} is out of range 1..{max_chunks} (0 = full shot)",
+                            event_id=event_id)
+
+
+def engine_failure(what: str, exc: BaseException) -> ProtocolError:
+    """The fatal error a client gets when the engine fails for its session: out of memory is RESOURCE_EXHAUSTED."""
+    oom = "out of memory" in str(exc).lower() or getattr(exc, "errno", None) in (errno.ENOSPC, errno.ENOMEM)
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED if oom else grpc.StatusCode.INTERNAL
+    return ProtocolError(code, f"{what}: {type(exc).__name__}: {exc}", fatal=True)
+
+
 def _check_open(msg: pb.OpenSession, settings: ServerSettings) -> None:
-    if msg.protocol_version != PROTOCOL_VERSION:
-        raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION,
-                            f"protocol version {msg.protocol_version} is not supported; this server speaks "
-                            f"{PROTOCOL_VERSION} (shotstream.v1)", fatal=True)
+    check_protocol_version(msg.protocol_version)
     if len(msg.global_caption) > settings.max_caption_chars:
         raise ProtocolError(INVALID, f"global caption has {len(msg.global_caption)} characters; the limit is "
                                      f"{settings.max_caption_chars}", fatal=True)

@@ -19,7 +19,7 @@ import grpc
 from engine_core import ShotStreamEngine
 
 from .protocol import ProtocolError, error_message, pb
-from .session import Session
+from .session import Session, engine_failure
 from .settings import ServerSettings
 from .telemetry import gpu_info, gpu_memory_free
 from .worker import GpuWorker
@@ -56,8 +56,14 @@ class SessionRegistry:
         if free is not None and free < need:
             raise ProtocolError(exhausted, f"not enough free GPU memory for another session: {free / 2**30:.1f} GiB "
                                            f"free, {need / 2**30:.1f} GiB needed", fatal=True)
-        session = Session(uuid.uuid4().hex[:12], msg, self.engine, self.settings, asyncio.get_running_loop(),
-                          self._on_chunk)
+        try:
+            session = Session(uuid.uuid4().hex[:12], msg, self.engine, self.settings, asyncio.get_running_loop(),
+                              self._on_chunk)
+        except ProtocolError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. no GPU memory for the caches, no room for the ring file
+            log.exception("could not open a session for %s", client)
+            raise engine_failure("could not open the session", exc) from exc
         session.server_stats = self._server_stats
         self.sessions[session.id] = session
         self._per_client[session.client_name] += 1

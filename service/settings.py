@@ -38,6 +38,11 @@ class ServerSettings:
             raise ValueError("default_chunks_in_flight must be between 1 and max_chunks_in_flight")
 
 
+def url_host(host: str) -> str:
+    """``host`` as it goes before ``:port`` in an address or URL (IPv6 literals in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

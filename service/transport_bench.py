@@ -128,7 +128,7 @@ def _serve_child(height: int, width: int) -> None:
 class _ServerProcess:
     """The benchmark server in its own process (as a game's server would be: no shared GIL)."""
 
-    def __init__(self, height: int, width: int, timeout: float = 120.0):
+    def __init__(self, height: int, width: int):
         import subprocess
         import sys
         from pathlib import Path
@@ -158,9 +158,10 @@ class _ServerProcess:
             pass
         try:
             self._proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self._proc.terminate()
-            self._proc.wait(5)
+        except subprocess.TimeoutExpired:  # hung: it ignored stdin closing for 30 s
+            self._proc.kill()
+            self._proc.wait()
+        self._proc.stdout.close()
 
 
 # -- measurements --------------------------------------------------------------------------------
@@ -219,6 +220,8 @@ def bench_grpc(address: str, transport: str, frames: int, credits: int, token: s
                 copy_ms.append(ev.copy_ms)
                 if got >= frames:
                     break
+            if t0 is None:
+                raise RuntimeError(f"the session ended before its first chunk ({session.close_reason})")
             elapsed = time.perf_counter() - t0
     return {"frames": got, "chunks": chunks, "seconds": elapsed, "fps": got / elapsed,
             "chunk_bytes_max": int(np.prod(shape)), "frame_shape": list(shape[1:]),

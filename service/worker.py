@@ -1,7 +1,7 @@
 """The GPU worker: one thread that advances every open session, one chunk at a time, round-robin.
 
-Only this thread touches the engine, so the models need no locking and sessions never race for
-the GPU. With nothing to do it blocks on a condition variable (no polling, no GPU use).
+Only this thread runs the models (the loop thread only allocates a new story's caches), so the
+models need no locking and sessions never race for the GPU. With nothing to do it blocks on a condition variable (no polling, no GPU use).
 """
 
 from __future__ import annotations
@@ -49,11 +49,7 @@ class GpuWorker:
     def _release_pending(self) -> None:
         with self._cond:
             release, self._to_release = self._to_release, []
-        for s in release:
-            try:
-                s.release()
-            except Exception:  # noqa: BLE001
-                log.exception("releasing session %s failed", s.id)
+        _release(release)
 
     def notify(self) -> None:
         """A session may have new work (a cue, an ack, a resume)."""
@@ -92,11 +88,7 @@ class GpuWorker:
                         break
                     self._cond.wait()
                 stopping = self._stopping
-            for s in release:
-                try:
-                    s.release()
-                except Exception:  # noqa: BLE001 - one bad session must not stop the worker
-                    log.exception("releasing session %s failed", s.id)
+            _release(release)
             if session is not None:
                 try:
                     session.run_unit()
@@ -107,3 +99,11 @@ class GpuWorker:
                         self.remove(session)
             elif stopping and not release:
                 return
+
+
+def _release(sessions: list[Session]) -> None:
+    for s in sessions:
+        try:
+            s.release()
+        except Exception:  # noqa: BLE001 - one bad session must not stop the worker (or the others' release)
+            log.exception("releasing session %s failed", s.id)

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from ..protocol import PROTOCOL_VERSION, channels, pb
+from ..protocol import PROTOCOL_VERSION, channels, pb, status_code
 from .events import (Chunk, ChunkTiming, CueAccepted, Event, Progress, ServerError, ServerInfo, SessionInfo,
                      ShotFinished, ShotStarted, ShotStreamError, Stats)
 
@@ -40,8 +40,6 @@ _FORMAT_NAMES = {pb.FRAME_FORMAT_RGB8: "rgb8", pb.FRAME_FORMAT_RGBA8: "rgba8"}
 
 def credentials(root_certificates: bytes | str | Path | None, tls: bool | None) -> grpc.ChannelCredentials | None:
     """TLS credentials for the channel, or None for a plaintext one."""
-    if tls is False and root_certificates is None:
-        return None
     if root_certificates is None and not tls:
         return None
     if isinstance(root_certificates, (str, Path)):
@@ -55,14 +53,6 @@ def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
 
 
 # -- errors -------------------------------------------------------------------------------------
-
-
-def status(code: int) -> grpc.StatusCode:
-    """The StatusCode for a numeric code in an ``Error`` message (UNKNOWN if this grpc has none)."""
-    for candidate in grpc.StatusCode:
-        if candidate.value[0] == code:
-            return candidate
-    return grpc.StatusCode.UNKNOWN
 
 
 def from_rpc_error(exc: grpc.RpcError) -> ShotStreamError:
@@ -180,7 +170,7 @@ def _inline_chunk(m: pb.FrameChunk, now: float, transport: str = "inline") -> Ch
 def _chunk(m: pb.FrameChunk, frames: np.ndarray, transport: str, now: float, t0: float) -> Chunk:
     return Chunk(frames=frames, chunk_seq=m.chunk_seq, event_id=m.event_id, shot_index=m.shot_index,
                  chunk_index=m.chunk_index, first_frame=m.first_frame, story_frame=m.story_frame,
-                 last_in_shot=m.last_in_shot, frame_format=_FORMAT_NAMES.get(m.frame_format or 1, "rgb8"),
+                 last_in_shot=m.last_in_shot, frame_format=_FORMAT_NAMES.get(m.frame_format, "rgb8"),
                  transport=transport, timing=_timing(m), received_at=now, copy_ms=1e3 * (time.perf_counter() - t0))
 
 
@@ -225,7 +215,7 @@ def session_decoder(reply: pb.ServerMessage | None, address: str) -> SessionDeco
         raise ShotStreamError(grpc.StatusCode.UNAVAILABLE, "the server ended the stream without opening the session")
     kind = reply.WhichOneof("kind")
     if kind == "error":
-        raise ShotStreamError(status(reply.error.code), reply.error.message)
+        raise ShotStreamError(status_code(reply.error.code), reply.error.message)
     if kind != "opened":
         raise ShotStreamError(grpc.StatusCode.INTERNAL, f"expected `opened`, the server sent `{kind}`")
     return SessionDecoder(reply.opened, address)
@@ -287,8 +277,8 @@ class SessionDecoder:
         if kind == "error":
             e = msg.error
             if e.fatal:
-                raise ShotStreamError(status(e.code), e.message, e.event_id)
-            return ServerError(status(e.code), e.message, e.event_id)
+                raise ShotStreamError(status_code(e.code), e.message, e.event_id)
+            return ServerError(status_code(e.code), e.message, e.event_id)
         if kind == "closed":
             return Closed(msg.closed.reason)
         return None
