@@ -19,6 +19,7 @@ from service.protocol import pb
 from service.sessions import SessionRegistry, run_session
 from service.settings import ServerSettings
 from service.worker import GpuWorker
+from service_helpers import engine_chunks
 
 H, W = TINY.stream.height, TINY.stream.width
 CAPTION, SEED = "a lighthouse on a stormy coast", 7
@@ -35,19 +36,6 @@ def worker():
     w = GpuWorker()
     yield w
     w.stop()
-
-
-def reference(engine, shots, caption=CAPTION, seed=SEED) -> list[np.ndarray]:
-    """Chunks the engine produces directly: ``shots`` is [(prompt, num_chunks, chunks_to_take)]."""
-    story = engine.open_story(caption, seed)
-    out = []
-    try:
-        for prompt, num_chunks, take in shots:
-            story.start_shot(prompt, num_chunks)
-            out += [story.step().frames.numpy() for _ in range(take)]
-    finally:
-        story.close()
-    return out
 
 
 def run_gateway(engine, worker, scenario, **settings_kw):
@@ -144,7 +132,7 @@ def frames_of(pixels: bytes, chunk: pb.FrameChunk, channels: int = 3) -> np.ndar
 
 
 def test_session_over_gateway(engine, worker):
-    ref = reference(engine, [("a ship fights the waves", 2, 2)])
+    ref = sum(engine_chunks(engine, [("a ship fights the waves", 2, 2)], CAPTION, SEED), [])
 
     async def scenario(registry, base):
         async with connect(base + PATH) as ws:
@@ -259,12 +247,12 @@ def test_gateway_equals_run_session(engine, worker):
     b = run_gateway(engine, worker, in_memory)
     assert sum(p is not None for _, p in a) == 3
     assert comparable(a) == comparable(b)
-    ref = reference(engine, [("a knight rides out", 2, 2), ("the castle burns", 1, 1)])
+    ref = sum(engine_chunks(engine, [("a knight rides out", 2, 2), ("the castle burns", 1, 1)], CAPTION, SEED), [])
     assert [p for _, p in a if p is not None] == [f.tobytes() for f in ref]
 
 
 def test_cut_cue(engine, worker):
-    ref = reference(engine, [("a long walk", 3, 1), ("an explosion", 1, 1)])
+    ref = sum(engine_chunks(engine, [("a long walk", 3, 1), ("an explosion", 1, 1)], CAPTION, SEED), [])
 
     async def scenario(registry, base):
         async with connect(base + PATH) as ws:
@@ -294,7 +282,7 @@ def test_cut_cue(engine, worker):
 
 
 def test_rgba8(engine, worker):
-    (ref,) = reference(engine, [("neon city", 1, 1)])
+    ((ref,),) = engine_chunks(engine, [("neon city", 1, 1)], CAPTION, SEED)
 
     async def scenario(registry, base):
         async with connect(base + PATH) as ws:

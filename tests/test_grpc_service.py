@@ -31,9 +31,10 @@ from service.ring import RingReader
 from service.server import ShotStreamServer
 from service.settings import ServerSettings
 from service.story_file import load_story
+from service_helpers import TIMEOUT, engine_chunks, serving
+from service_helpers import Direct as BaseDirect
 
 STORY_02 = Path(__file__).resolve().parents[1] / "examples" / "stories" / "02.json"
-TIMEOUT = 20.0  # per awaited message: a hang fails the test instead of the suite
 CAPTION, SEED = "A rainy neon city at night.", 11
 INVALID, FAILED_PRECONDITION, RESOURCE_EXHAUSTED = (grpc.StatusCode.INVALID_ARGUMENT,
                                                      grpc.StatusCode.FAILED_PRECONDITION,
@@ -49,96 +50,8 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
-def reference_frames(engine, shots, caption=CAPTION, seed=SEED) -> list[list[bytes]]:
-    """Each shot's chunks as the engine itself produces them: ``shots`` = [(prompt, num_chunks, steps)]."""
-    story = engine.open_story(caption, seed)
-    out = []
-    try:
-        for prompt, num_chunks, steps in shots:
-            story.start_shot(prompt, num_chunks)
-            out.append([story.step().frames.numpy().tobytes() for _ in range(steps)])
-    finally:
-        story.close()
-    return out
-
-
-@contextlib.asynccontextmanager
-async def serving(engine, **overrides):
-    settings = ServerSettings(**{"grpc_port": 0, "gateway_port": -1, "metrics_port": -1, **overrides})
-    server = ShotStreamServer(engine, settings)
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")
-    try:
-        yield server, pb_grpc.ShotStreamStub(channel), channel
-    finally:
-        await channel.close()
-        await server.stop(grace=2.0)
-
-
-class Direct:
-    """One ``Direct`` call driven step by step."""
-
-    def __init__(self, stub, metadata=None):
-        self.call = stub.Direct(metadata=metadata)
-
-    async def send(self, **kind):
-        await self.call.write(pb.ClientMessage(**kind))
-
-    async def recv(self, *, stats: bool = False) -> pb.ServerMessage | None:
-        """The next message (Stats skipped unless asked for); None at the end of the stream."""
-        while True:
-            try:
-                msg = await asyncio.wait_for(self.call.read(), TIMEOUT)
-            except grpc.aio.AioRpcError:
-                return None
-            if msg is grpc.aio.EOF:
-                return None
-            if stats or msg.WhichOneof("kind") != "stats":
-                return msg
-
-    async def expect(self, kind: str, *, stats: bool = False):
-        msg = await self.recv(stats=stats)
-        got = None if msg is None else msg.WhichOneof("kind")
-        assert got == kind, f"expected {kind}, got {msg}"
-        return getattr(msg, kind)
-
-    async def open(self, **fields) -> pb.SessionOpened:
-        fields = {"protocol_version": PROTOCOL_VERSION, "client_name": "test", "global_caption": CAPTION,
-                  "seed": SEED, **fields}
-        await self.send(open=pb.OpenSession(**fields))
-        return await self.expect("opened")
-
-    async def cue(self, event_id: str, prompt: str, num_chunks: int, mode=pb.CUE_MODE_WAIT) -> pb.CueAccepted:
-        await self.send(cue=pb.Cue(event_id=event_id, prompt=prompt, num_chunks=num_chunks, mode=mode))
-        accepted = await self.expect("cue_accepted")
-        assert accepted.event_id == event_id
-        return accepted
-
-    async def ack(self, chunk: pb.FrameChunk):
-        await self.send(ack=pb.Ack(chunk_seq=chunk.chunk_seq))
-
-    async def barrier(self) -> pb.Error:
-        """Returns once the server has applied every message sent before (see the module docstring)."""
-        await self.send(ack=pb.Ack(chunk_seq=10**12))
-        error = await self.expect("error")
-        assert error.code == INVALID.value[0] and not error.fatal and "not awaiting an ack" in error.message
-        return error
-
-    async def close(self):
-        await self.send(close=pb.Close())
-        closed = await self.expect("closed")
-        assert closed.reason == "client"
-        assert await self.recv() is None
-        assert await self.call.code() == grpc.StatusCode.OK
-
-    async def fails(self, code: grpc.StatusCode, needle: str) -> pb.Error:
-        """A fatal Error message, then the stream ends with the same status and message."""
-        error = await self.expect("error")
-        assert error.fatal and error.code == code.value[0] and needle in error.message, error
-        assert await self.recv() is None
-        assert await self.call.code() == code
-        assert await self.call.details() == error.message
-        return error
+class Direct(BaseDirect):
+    open_defaults = {"client_name": "test", "global_caption": CAPTION, "seed": SEED}
 
 
 async def assert_healthy(stub):
@@ -157,7 +70,7 @@ async def assert_healthy(stub):
 
 
 def test_direct_inline_session_matches_the_engine(engine):
-    ref = reference_frames(engine, [("The detective steps out of a taxi.", 2, 2)])[0]
+    ref = engine_chunks(engine, [("The detective steps out of a taxi.", 2, 2)], CAPTION, SEED)[0]
 
     async def body():
         async with serving(engine) as (server, stub, _):
@@ -181,7 +94,7 @@ def test_direct_inline_session_matches_the_engine(engine):
                 assert (chunk.num_frames, chunk.width, chunk.height, chunk.first_frame) == (n, 48, 32, 9 * i)
                 assert chunk.story_frame == story_frame and chunk.last_in_shot == (i == 1)
                 assert chunk.frame_format == pb.FRAME_FORMAT_RGB8 and chunk.WhichOneof("payload") == "pixels"
-                assert chunk.pixels == want
+                assert chunk.pixels == want.tobytes()
                 assert chunk.timing.denoise_ms > 0 and chunk.timing.decode_ms > 0
                 story_frame += n
                 await d.ack(chunk)
@@ -194,7 +107,7 @@ def test_direct_inline_session_matches_the_engine(engine):
 
 
 def test_rgba8_frames(engine):
-    ref = reference_frames(engine, [("A neon sign flickers.", 1, 1)])[0][0]
+    ref = engine_chunks(engine, [("A neon sign flickers.", 1, 1)], CAPTION, SEED)[0][0].tobytes()
 
     async def body():
         async with serving(engine) as (_, stub, _c):
@@ -215,7 +128,8 @@ def test_rgba8_frames(engine):
 
 def test_cut_and_wait_cues(engine):
     a, b = "A long walk down the pier.", "The boss bursts in."
-    ref = reference_frames(engine, [(a, 4, 1), (b, 1, 1)])  # the engine's own cut: shot 1 after 1 chunk of shot 0
+    # the engine's own cut: shot 1 after 1 chunk of shot 0
+    ref = engine_chunks(engine, [(a, 4, 1), (b, 1, 1)], CAPTION, SEED)
 
     async def body():
         async with serving(engine) as (_, stub, _c):
@@ -224,7 +138,7 @@ def test_cut_and_wait_cues(engine):
             await d.cue("walk", a, 4)
             await d.expect("shot_started")
             c1 = await d.expect("chunk")
-            assert c1.pixels == ref[0][0]
+            assert c1.pixels == ref[0][0].tobytes()
             # 1 credit, unacked: the worker is held, so queue positions are deterministic
             assert (await d.cue("w1", "never shown 1", 1)).queue_position == 0
             assert (await d.cue("w2", "never shown 2", 1)).queue_position == 1
@@ -236,7 +150,7 @@ def test_cut_and_wait_cues(engine):
             assert (started.event_id, started.shot_index) == ("boss", 1)
             c2 = await d.expect("chunk")
             assert (c2.chunk_seq, c2.event_id, c2.shot_index, c2.chunk_index, c2.story_frame) == (2, "boss", 1, 0, 9)
-            assert c2.pixels == ref[1][0]
+            assert c2.pixels == ref[1][0].tobytes()
             assert (await d.expect("shot_finished")).cut is False
             # c2 unacked again: two WAIT cues queue behind each other and then run in order
             assert (await d.cue("e", "first in line", 1)).queue_position == 0
@@ -322,7 +236,7 @@ def test_credits_bound_chunks_in_flight(engine):
 def test_render_story_reference_file(engine):
     spec = load_story(STORY_02)
     n = len(spec.shots)
-    ref = reference_frames(engine, [(s.prompt, 1, 1) for s in spec.shots], spec.global_caption, 5)
+    ref = engine_chunks(engine, [(s.prompt, 1, 1) for s in spec.shots], spec.global_caption, 5)
 
     async def body():
         async with serving(engine) as (server, stub, _c):
@@ -335,7 +249,7 @@ def test_render_story_reference_file(engine):
                 started, chunk, finished, progress = (getattr(e, e.WhichOneof("kind")) for e in events[4 * i:4 * i + 4])
                 assert started.shot_index == i and started.num_chunks == 1
                 assert (chunk.shot_index, chunk.chunk_seq, chunk.num_frames, chunk.story_frame) == (i, i + 1, 9, 9 * i)
-                assert chunk.pixels == ref[i][0]
+                assert chunk.pixels == ref[i][0].tobytes()
                 assert (finished.shot_index, finished.frames, finished.cut) == (i, 9, False)
                 assert (progress.shots_done, progress.shots_total) == (i + 1, n)
                 assert (progress.frames_done, progress.frames_total) == (9 * (i + 1), 9 * n)
@@ -653,7 +567,7 @@ def test_busy_port_fails_clearly(engine):
 
 
 def test_graceful_shutdown_closes_sessions_and_removes_rings(engine, tmp_path):
-    ref = reference_frames(engine, [("a lighthouse", 1, 1)])[0][0]
+    ref = engine_chunks(engine, [("a lighthouse", 1, 1)], CAPTION, SEED)[0][0].tobytes()
 
     async def body():
         async with serving(engine, ring_dir=tmp_path) as (server, stub, _c):

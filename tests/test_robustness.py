@@ -42,6 +42,8 @@ from service.sdk import Chunk, ShotFinished, ShotStreamClient, ShotStreamError
 from service.server import ShotStreamServer
 from service.session import Session
 from service.settings import ServerSettings
+from service_helpers import Direct as BaseDirect
+from service_helpers import engine_chunks, serving
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -57,20 +59,6 @@ DEFAULTS = ServerSettings()
 @pytest.fixture(scope="module")
 def engine():
     return ShotStreamEngine.random(TINY, device="cpu", seed=0)
-
-
-def reference(engine, shots, caption=CAPTION, seed=SEED) -> list[np.ndarray]:
-    """Every chunk (uint8 RGB ``[n, H, W, 3]``) of whole ``shots`` = [(prompt, num_chunks)], from the engine."""
-    story = engine.open_story(caption, seed)
-    out = []
-    try:
-        for prompt, n in shots:
-            story.start_shot(prompt, n)
-            while story.shot_in_progress:
-                out.append(story.step().frames.numpy())
-    finally:
-        story.close()
-    return out
 
 
 # -- bounded waiting ------------------------------------------------------------------------------
@@ -172,87 +160,9 @@ def killed(proc: subprocess.Popen) -> None:
 # -- gRPC Direct, step by step --------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def serving(engine, **overrides):
-    settings_ = ServerSettings(**{"grpc_port": 0, "gateway_port": -1, "metrics_port": -1, **overrides})
-    server = ShotStreamServer(engine, settings_)
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")
-    try:
-        yield server, pb_grpc.ShotStreamStub(channel)
-    finally:
-        await channel.close()
-        await server.stop(grace=2.0)
-
-
-class Direct:
-    def __init__(self, stub):
-        self.call = stub.Direct()
-
-    async def send(self, **kind):
-        await self.call.write(pb.ClientMessage(**kind))
-
-    async def recv(self) -> pb.ServerMessage | None:
-        """The next message other than Stats; None at the end of the stream."""
-        while True:
-            try:
-                msg = await asyncio.wait_for(self.call.read(), TIMEOUT)
-            except grpc.aio.AioRpcError:
-                return None
-            if msg is grpc.aio.EOF:
-                return None
-            if msg.WhichOneof("kind") != "stats":
-                return msg
-
-    async def expect(self, kind: str):
-        msg = await self.recv()
-        assert msg is not None and msg.WhichOneof("kind") == kind, f"expected {kind}, got {msg}"
-        return getattr(msg, kind)
-
-    async def open(self, **fields) -> pb.SessionOpened:
-        await self.send(open=pb.OpenSession(**{"protocol_version": PROTOCOL_VERSION, "client_name": "robust",
-                                               "global_caption": CAPTION, "seed": SEED, **fields}))
-        return await self.expect("opened")
-
-    async def cue(self, event_id: str, prompt: str, num_chunks: int, **fields) -> pb.CueAccepted:
-        await self.send(cue=pb.Cue(event_id=event_id, prompt=prompt, num_chunks=num_chunks, **fields))
-        accepted = await self.expect("cue_accepted")
-        assert accepted.event_id == event_id
-        return accepted
-
-    async def ack(self, chunk: pb.FrameChunk):
-        await self.send(ack=pb.Ack(chunk_seq=chunk.chunk_seq))
-
-    async def barrier(self) -> None:
-        """Returns once the server has applied every earlier message: an ack for a chunk that does not exist
-        draws a non-fatal error, and a session applies its messages in order. Fails if a chunk comes first."""
-        await self.send(ack=pb.Ack(chunk_seq=10**12))
-        error = await self.expect("error")
-        assert error.code == INVALID.value[0] and not error.fatal and "not awaiting an ack" in error.message
-
-    async def close(self):
-        await self.send(close=pb.Close())
-        msg = await self.recv()
-        while msg is not None and msg.WhichOneof("kind") != "closed":
-            msg = await self.recv()
-        assert msg is not None and msg.closed.reason == "client"
-        assert await self.recv() is None
-        assert await self.call.code() == OK
-
-    async def play(self, shots: int) -> list[pb.FrameChunk]:
-        """Take (and ack at once) every chunk until ``shots`` shots have finished."""
-        chunks, finished = [], 0
-        while finished < shots:
-            msg = await self.recv()
-            assert msg is not None, "the stream ended early"
-            kind = msg.WhichOneof("kind")
-            assert kind in ("chunk", "shot_started", "shot_finished", "cue_accepted"), msg
-            if kind == "chunk":
-                chunks.append(msg.chunk)
-                await self.ack(msg.chunk)
-            elif kind == "shot_finished":
-                finished += 1
-        return chunks
+class Direct(BaseDirect):
+    open_defaults = {"client_name": "robust", "global_caption": CAPTION, "seed": SEED}
+    close_skips_to_closed = True
 
 
 def frames_of(chunk: pb.FrameChunk, pixels: bytes | None = None) -> np.ndarray:
@@ -304,7 +214,7 @@ def test_client_killed_mid_stream_frees_its_session_ring_and_story(engine, tmp_p
 
         # The server goes on serving: a new shared-memory session gets the right frames.
         shots = [("A wave hits the rocks.", 2)]
-        expected = reference(engine, shots)
+        expected = sum(engine_chunks(engine, shots, CAPTION, SEED), [])
 
         def play():
             with ShotStreamClient(srv.address) as client:
@@ -343,7 +253,8 @@ def test_killed_server_leaves_its_ring_and_the_next_server_removes_it(engine, tm
             session, chunk = bounded(open_and_take_one, 30)
             ring = Path(session.info.ring_path)
             assert ring.parent == tmp_path and ring.name.startswith(f"shotstream-{proc.pid}-") and ring.exists()
-            assert np.array_equal(chunk.frames, reference(engine, [("The keeper climbs the endless stairs.", 1)])[0])
+            want = engine_chunks(engine, [("The keeper climbs the endless stairs.", 1)], CAPTION, SEED)[0][0]
+            assert np.array_equal(chunk.frames, want)
             killed(proc)
 
             def rest_of_session():
@@ -390,10 +301,10 @@ def test_four_ready_sessions_take_turns_round_robin(engine, monkeypatch):
     order = record_units(monkeypatch, gate)
     shots = [("The keeper climbs the stairs.", 4), ("A wave hits the rocks.", 3)]  # 7 chunks per session
     seeds = [1, 2, 3, 4]
-    expected = {seed: reference(engine, shots, seed=seed) for seed in seeds}
+    expected = {seed: sum(engine_chunks(engine, shots, CAPTION, seed), []) for seed in seeds}
 
     async def body():
-        async with serving(engine) as (server, stub):
+        async with serving(engine) as (server, stub, _):
             clients, ids = [], []
             try:
                 for i, seed in enumerate(seeds):
@@ -437,10 +348,10 @@ def test_a_client_that_stops_acking_stalls_only_itself(engine, monkeypatch):
     order = record_units(monkeypatch)
     slow_shot = ("A slow pan across the harbour.", 3)
     fast_shots = [("The keeper climbs the stairs.", 3), ("A wave hits the rocks.", 2)]
-    slow_expected = reference(engine, [slow_shot])
+    (slow_expected,) = engine_chunks(engine, [slow_shot], CAPTION, SEED)
 
     async def body():
-        async with serving(engine) as (server, stub):
+        async with serving(engine) as (server, stub, _):
             slow = Direct(stub)
             slow_id = (await slow.open(client_name="slow", max_chunks_in_flight=1)).session_id
             await slow.cue("slow", *slow_shot)
@@ -903,7 +814,7 @@ async def _via_gateway(url: str, fmt: int) -> list:
 
 @pytest.mark.parametrize("fmt", [pb.FRAME_FORMAT_RGB8, pb.FRAME_FORMAT_RGBA8], ids=["rgb8", "rgba8"])
 def test_gateway_session_equals_grpc_session(engine, fmt):
-    expected = reference(engine, [(prompt, n) for _, prompt, n, _ in _CUES])
+    expected = sum(engine_chunks(engine, [(prompt, n) for _, prompt, n, _ in _CUES], CAPTION, SEED), [])
     settings_ = ServerSettings(grpc_port=0, gateway_port=0, metrics_port=-1)
     with BackgroundServer(engine, settings_, grace=2.0) as srv:
         opened = track(srv.server.registry)

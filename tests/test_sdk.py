@@ -26,6 +26,7 @@ from service.sdk import (AsyncShotStreamClient, Chunk, CueAccepted, Progress, Se
 from service.sdk.codec import SessionDecoder
 from service.settings import ServerSettings
 from service.story_file import load_story
+from service_helpers import engine_chunks
 
 ROOT = Path(__file__).resolve().parents[1]
 STORY_01 = ROOT / "examples" / "stories" / "01.json"
@@ -47,16 +48,7 @@ def server(engine):
 
 def reference(engine, shots=SHOTS, caption=CAPTION, seed=SEED) -> list[np.ndarray]:
     """Every chunk's RGB frames as the engine itself produces them."""
-    story = engine.open_story(caption, seed)
-    out = []
-    try:
-        for prompt, n in shots:
-            story.start_shot(prompt, n)
-            while story.shot_in_progress:
-                out.append(story.step().frames.numpy())
-    finally:
-        story.close()
-    return out
+    return sum(engine_chunks(engine, shots, caption, seed), [])
 
 
 def play(session, shots=SHOTS) -> tuple[list[Chunk], list]:
