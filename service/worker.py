@@ -1,7 +1,8 @@
 """The GPU worker: one thread that advances every open session, one chunk at a time, round-robin.
 
 Only this thread runs the models (the loop thread only allocates a new story's caches), so the
-models need no locking and sessions never race for the GPU. With nothing to do it blocks on a condition variable (no polling, no GPU use).
+models need no locking and sessions never race for the GPU. With nothing to do it blocks on a
+condition variable (no polling, no GPU use).
 """
 
 from __future__ import annotations
