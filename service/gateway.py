@@ -261,7 +261,7 @@ async def start_gateway(registry: SessionRegistry, settings: ServerSettings) -> 
         await server.wait_closed()
         server = await start(port)
         ports = [port]
-    log.info("engine gateway listening on %s://%s:%d%s", "wss" if ssl_context else "ws", settings.host, ports[0], PATH)
+    log.debug("engine gateway listening on %s://%s:%d%s", "wss" if ssl_context else "ws", settings.host, ports[0], PATH)
     return GatewayHandle(server, ports[0])
 
 

@@ -107,5 +107,5 @@ class ServerMetrics:
 def _queue_depth(registry: SessionRegistry) -> int:
     depth = 0
     for session in list(registry.sessions.values()):
-        depth += session.stats().queued_cues + (1 if session.wants_gpu() else 0)
+        depth += session.queued_cues + (1 if session.wants_gpu() else 0)  # no stats(): it queries NVML
     return depth

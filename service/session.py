@@ -248,6 +248,11 @@ class Session:
 
     # -- both ---------------------------------------------------------------------------------
 
+    @property
+    def queued_cues(self) -> int:
+        with self._lock:
+            return len(self._cues)
+
     def stats(self) -> pb.Stats:
         c = self.counters
         with self._lock:
