@@ -144,26 +144,30 @@ class Story:
         self._finish_shot()
         index = len(self.shot_lengths)
         self.captions.append(embedding)
-        t1 = self._now()
+        try:
+            t1 = self._now()
 
-        plan = plan_context(self.shot_lengths, cfg.stream.context_frames)
-        context_latents = self._context_latents(plan)
-        t2 = self._now()
+            plan = plan_context(self.shot_lengths, cfg.stream.context_frames)
+            context_latents = self._context_latents(plan)
+            t2 = self._now()
 
-        caption_of = (lambda flag: flag) if index > 0 else (lambda flag: 0)  # shot 0: a single caption
-        used = sorted({caption_of(f) for f in plan.flags} | {caption_of(plan.shot_flag)})
-        row = {c: i for i, c in enumerate(used)}
-        text = self.engine.dit.encode_text(torch.stack([self.captions[c] for c in used]))
-        hp, wp = self._patch_grid()
-        run = FrameRun(rope=self.engine.rope.cos_sin(0, plan.flags, hp, wp, self.engine.device), write_start=0,
-                       caption_rows=tuple(row[caption_of(f)] for f in plan.flags))
-        self.engine.dit(context_latents, 0.0, run, self.cache, text, need_output=False)
-        t3 = self._now()
+            caption_of = (lambda flag: flag) if index > 0 else (lambda flag: 0)  # shot 0: a single caption
+            used = sorted({caption_of(f) for f in plan.flags} | {caption_of(plan.shot_flag)})
+            row = {c: i for i, c in enumerate(used)}
+            text = self.engine.dit.encode_text(torch.stack([self.captions[c] for c in used]))
+            hp, wp = self._patch_grid()
+            run = FrameRun(rope=self.engine.rope.cos_sin(0, plan.flags, hp, wp, self.engine.device), write_start=0,
+                           caption_rows=tuple(row[caption_of(f)] for f in plan.flags))
+            self.engine.dit(context_latents, 0.0, run, self.cache, text, need_output=False)
+            t3 = self._now()
 
-        self._shot = _Shot(index=index, num_chunks=num_chunks, shot_flag=plan.shot_flag, text=text,
-                           caption_row=row[caption_of(plan.shot_flag)], noise=noise,
-                           decoder=self.engine.vae.stream_decoder(),
-                           generator=torch.Generator().manual_seed(shot_seed(self.seed, index)))
+            self._shot = _Shot(index=index, num_chunks=num_chunks, shot_flag=plan.shot_flag, text=text,
+                               caption_row=row[caption_of(plan.shot_flag)], noise=noise,
+                               decoder=self.engine.vae.stream_decoder(),
+                               generator=torch.Generator().manual_seed(shot_seed(self.seed, index)))
+        except BaseException:  # e.g. out of GPU memory: keep captions aligned with shot indices
+            self.captions.pop()
+            raise
         self._drop_unreachable_history(index)
         return ShotInfo(shot_index=index, prompt=prompt, num_chunks=num_chunks, num_frames=cfg.pixel_frames(num_chunks),
                         context_frames=plan.frames, context_flags=plan.flags, shot_flag=plan.shot_flag,

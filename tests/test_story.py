@@ -582,3 +582,23 @@ def test_close_frees_and_forbids_further_use(engine):
         story.start_shot("more", 1)
     story.close()  # closing twice is harmless
     assert story.closed
+
+
+def test_a_failed_shot_start_leaves_the_story_consistent(engine, monkeypatch):
+    """An engine failure inside start_shot (e.g. GPU out of memory) must not misalign captions and shots."""
+    story = engine.open_story("A harbour at dawn.", seed=3)
+    story.start_shot("Boats leave the harbour.", 1)
+    story.step()
+
+    def boom(frames):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    with monkeypatch.context() as m:
+        m.setattr(engine.vae, "encode_frames", boom)
+        with pytest.raises(RuntimeError, match="out of memory"):
+            story.start_shot("A storm gathers.", 1)
+    assert len(story.captions) == len(story.shot_lengths) == 1
+    info = story.start_shot("A storm gathers.", 1)
+    assert info.shot_index == 1 and len(story.captions) == 2
+    assert story.step().shot_index == 1
+    story.close()
