@@ -4,10 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Test-only system tools: gcc builds the C ring reader, openssl makes a TLS test certificate.
+# Test-only system tools: gcc builds the C ring reader, openssl makes a TLS test certificate,
+# mono-mcs compiles and runs the Unity plugin's C# core (C# 7.2, no Unity needed).
 missing=()
 command -v gcc >/dev/null || missing+=(gcc libc6-dev)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v mcs >/dev/null || missing+=(mono-mcs)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq

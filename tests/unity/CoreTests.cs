@@ -1,0 +1,340 @@
+// Tests for unity_plugin/com.shotstream.bridge/Runtime/Core under mono (no test framework).
+//   mono CoreTests.exe goldens DIR   -> unit + golden tests; prints "N passed, M failed" last; exit 1 on failure
+//   mono CoreTests.exe live URL      -> one real session; prints "CHUNK seq eventId crc32 bytes" per chunk
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using System.Text;
+using System.Threading;
+using System.Threading.Tasks;
+using ShotStream.Core;
+
+static class CoreTests
+{
+    static int passed, failed;
+    static string dir;
+
+    static void Eq<T>(T want, T got, string what)
+    {
+        if (!EqualityComparer<T>.Default.Equals(want, got)) throw new Exception(what + ": expected <" + want + ">, got <" + got + ">");
+    }
+    static void True(bool c, string what) { if (!c) throw new Exception(what); }
+    static void Throws<E>(Action a, string what) where E : Exception
+    {
+        try { a(); } catch (E) { return; } catch (Exception e) { throw new Exception(what + ": threw " + e.GetType().Name + " " + e.Message); }
+        throw new Exception(what + ": did not throw " + typeof(E).Name);
+    }
+    static void Run(string name, Action t)
+    {
+        try { t(); passed++; }
+        catch (Exception e) { failed++; Console.WriteLine("FAIL " + name + ": " + e.Message); }
+    }
+    static string Text(string rel) { return Encoding.UTF8.GetString(File.ReadAllBytes(Path.Combine(dir, rel))); }
+    static ServerMessage Server(string name) { return ServerMessage.FromJson(Text(Path.Combine("server", name + ".json"))); }
+
+    const string Unicode = "Caf\u00e9 \u2014 \U0001F409 \"q\" back\\slash\nnew\ttab \u0001";
+
+    public static uint Crc32(byte[] a, int off, int n)
+    {
+        uint crc = 0xFFFFFFFF;
+        for (int i = off; i < off + n; i++)
+        {
+            crc ^= a[i];
+            for (int k = 0; k < 8; k++) crc = (crc >> 1) ^ (0xEDB88320u & (uint)-(int)(crc & 1));
+        }
+        return ~crc;
+    }
+
+    static int Main(string[] args)
+    {
+        if (args.Length == 2 && args[0] == "live") return Live(new Uri(args[1])).GetAwaiter().GetResult();
+        if (args.Length != 2 || args[0] != "goldens") { Console.Error.WriteLine("usage: CoreTests.exe goldens DIR | live URL"); return 2; }
+        dir = args[1];
+        JsonTests();
+        GoldenServerTests();
+        GoldenClientTests();
+        FieldListTests();
+        ChunkFrameTests();
+        PolicyTests();
+        Console.WriteLine(passed + " passed, " + failed + " failed");
+        return failed == 0 ? 0 : 1;
+    }
+
+    static void JsonTests()
+    {
+        Run("json roundtrip", () =>
+        {
+            var v = Json.Parse(" {\"a\" : [1, -2.5e3, true, false, null, \"x\\u00e9\\ud83d\\udc09\\/\\b\\f\"], \"b\": {}} ");
+            Eq("x\u00e9\U0001F409/\b\f", v["a"].Items[5].AsString, "escapes");
+            Eq("-2.5e3", v["a"].Items[1].NumberText, "number text");
+            Eq("{\"a\":[1,-2.5e3,true,false,null,\"x\u00e9\U0001F409/\\b\\f\"],\"b\":{}}", Json.Write(v), "write");
+        });
+        Run("json malformed", () =>
+        {
+            foreach (var bad in new[] { "", "{", "{\"a\":}", "[1,]", "{\"a\":1,}", "01", "1.", "-", "\"abc", "\"\\x\"", "\"\\ud83d\"",
+                                        "\"\\udc09\"", "\"\\ud83d\\u0041\"", "tru", "{\"a\":1}x", "{a:1}", "\"a\tb\"", "{\"a\":1,\"a\":2}", "[1 2]",
+                                        new string('[', 100) + new string(']', 100), "\"\\u12g4\"" })
+                Throws<JsonException>(() => Json.Parse(bad), "parse " + bad);
+        });
+        Run("json writer rejects lone surrogate", () => Throws<JsonException>(() => Json.Write(JsonValue.FromString("a\ud83d")), "lone"));
+        Run("json invalid utf8", () => Throws<JsonException>(() => Json.Parse(new byte[] { 0x22, 0xff, 0x22 }, 0, 3), "utf8"));
+    }
+
+    static void GoldenServerTests()
+    {
+        Run("opened inline", () =>
+        {
+            var o = Server("opened_inline").Opened;
+            Eq("s-1", o.SessionId, "id"); Eq(1u, o.ProtocolVersion, "pv"); Eq(64u, o.Width, "w"); Eq(32u, o.Height, "h"); Eq(16u, o.Fps, "fps");
+            Eq(9u, o.FramesFirstChunk, "ffc"); Eq(12u, o.FramesPerChunk, "fpc"); Eq(7u, o.MaxChunksPerShot, "mcps");
+            Eq(FrameFormat.Rgba8, o.FrameFormat, "fmt"); Eq(Transport.Inline, o.Transport, "tr"); Eq(2u, o.MaxChunksInFlight, "credits");
+            Eq(null, o.Ring, "ring"); Eq("tiny", o.Model, "model"); Eq(true, o.RandomWeights, "rw");
+        });
+        Run("opened shm", () =>
+        {
+            var o = Server("opened_shm").Opened;
+            Eq(Transport.SharedMemory, o.Transport, "tr"); Eq(FrameFormat.Rgb8, o.FrameFormat, "fmt"); Eq(false, o.RandomWeights, "rw");
+            Eq("/tmp/shotstream-ring-abc", o.Ring.Path, "path"); Eq(1u, o.Ring.LayoutVersion, "lv"); Eq(3u, o.Ring.SlotCount, "sc");
+            Eq(12345678901UL, o.Ring.SlotBytes, "sb"); Eq(4096u, o.Ring.HeaderBytes, "hb"); Eq(64u, o.Ring.SlotHeaderBytes, "shb");
+            Eq(3u, o.MaxChunksInFlight, "credits"); Eq("wan2.1-t2v-1.3b", o.Model, "model");
+        });
+        Run("cue accepted", () =>
+        {
+            var c = Server("cue_accepted"); Eq(ServerKind.CueAccepted, c.Kind, "kind");
+            Eq("boss", c.CueAccepted.EventId, "id"); Eq(2u, c.CueAccepted.QueuePosition, "qp");
+            Eq(0u, Server("cue_accepted_next").CueAccepted.QueuePosition, "omitted default");
+        });
+        Run("shot started", () =>
+        {
+            var s = Server("shot_started").ShotStarted;
+            Eq(Unicode, s.EventId, "unicode id"); Eq("boss,act2", string.Join(",", s.Tags), "tags"); Eq(4u, s.ShotIndex, "si");
+            Eq(3u, s.NumChunks, "nc"); Eq(33u, s.NumFrames, "nf"); Eq(17u, s.PromptTokens, "pt"); Eq(2u, s.TruncatedTokens, "tt"); Eq(12.75, s.SetupMs, "setup");
+        });
+        Run("chunk shm", () =>
+        {
+            var c = Server("chunk_shm").Chunk;
+            Eq(ulong.MaxValue, c.ChunkSeq, "seq"); Eq("boss", c.EventId, "id"); Eq(1u, c.ShotIndex, "si"); Eq(2u, c.ChunkIndex, "ci");
+            Eq(21u, c.FirstFrame, "ff"); Eq(9007199254740993UL, c.StoryFrame, "sf"); Eq(12u, c.NumFrames, "nf"); Eq(832u, c.Width, "w");
+            Eq(480u, c.Height, "h"); Eq(FrameFormat.Rgb8, c.FrameFormat, "fmt"); Eq(true, c.LastInShot, "last"); Eq(false, c.HasPixels, "pixels");
+            Eq(2u, c.RingSlot.Slot, "slot"); Eq(7UL, c.RingSlot.Sequence, "rseq"); Eq(4160UL, c.RingSlot.Offset, "off"); Eq(14376960UL, c.RingSlot.Length, "len");
+            Eq(1.5, c.Timing.CommitMs, "commit"); Eq(20.25, c.Timing.DenoiseMs, "denoise"); Eq(3.0, c.Timing.DecodeMs, "decode");
+            Eq(0.125, c.Timing.QueueMs, "queue"); Eq(100.5, c.Timing.SinceShotStartMs, "since");
+            var z = Server("chunk_shm_slot0").Chunk;
+            True(z.RingSlot != null, "empty ringSlot object still selects the oneof"); Eq(0u, z.RingSlot.Slot, "slot0"); Eq(0u, z.ChunkIndex, "ci default");
+            Eq(null, z.Timing, "no timing");
+        });
+        Run("shot finished", () =>
+        {
+            var f = Server("shot_finished").ShotFinished;
+            Eq("boss", f.EventId, "id"); Eq(4u, f.ShotIndex, "si"); Eq(2u, f.Chunks, "chunks"); Eq(21u, f.Frames, "frames"); Eq(true, f.Cut, "cut");
+        });
+        Run("stats", () =>
+        {
+            var s = Server("stats").Stats;
+            Eq(5UL, s.ChunksSent, "cs"); Eq(57UL, s.FramesSent, "fs"); Eq(33.5, s.ChunkMsMean, "mean"); Eq(120.25, s.Fps, "fps");
+            Eq(1u, s.QueuedCues, "qc"); Eq(2u, s.ChunksInFlight, "cif"); Eq(true, s.Paused, "paused"); Eq(3u, s.Sessions, "sessions");
+            Eq(8000000000UL, s.GpuMemoryUsedBytes, "gpu");
+        });
+        Run("errors and closed", () =>
+        {
+            var e = Server("error_fatal").Error; Eq(8u, e.Code, "code"); Eq("too many sessions", e.Message, "msg"); Eq(true, e.Fatal, "fatal");
+            var s = Server("error_soft").Error; Eq(3u, s.Code, "code"); Eq("x", s.EventId, "id"); Eq(false, s.Fatal, "fatal");
+            Eq("client", Server("closed").Closed.Reason, "reason");
+        });
+        Run("unknown fields ignored", () =>
+        {
+            var m = Server("unknown_fields"); Eq(ServerKind.CueAccepted, m.Kind, "kind"); Eq("f", m.CueAccepted.EventId, "id"); Eq(1u, m.CueAccepted.QueuePosition, "qp");
+        });
+        Run("missing or double kind is an error", () =>
+        {
+            Throws<JsonException>(() => ServerMessage.FromJson("{}"), "empty");
+            Throws<JsonException>(() => ServerMessage.FromJson("{\"future\": {}}"), "only unknown");
+            Throws<JsonException>(() => ServerMessage.FromJson("[]"), "array");
+            Throws<JsonException>(() => ServerMessage.FromJson("{\"closed\": {}, \"stats\": {}}"), "two kinds");
+            Throws<JsonException>(() => ServerMessage.FromJson("{\"stats\": {\"paused\": 1}}"), "wrong type");
+            Throws<JsonException>(() => ServerMessage.FromJson("{\"chunk\": {\"chunkSeq\": \"-1\"}}"), "negative uint64");
+            Throws<JsonException>(() => ServerMessage.FromJson("{\"chunk\": {\"numFrames\": 4294967296}}"), "uint32 overflow");
+        });
+        Run("server json roundtrip", () =>
+        {
+            foreach (var f in Directory.GetFiles(Path.Combine(dir, "server"), "*.json"))
+            {
+                if (f.EndsWith("unknown_fields.json")) continue;
+                string src = File.ReadAllText(f, Encoding.UTF8);
+                Eq(Json.Write(Json.Parse(src)), ServerMessage.FromJson(src).ToJson(), "re-encode " + Path.GetFileName(f));
+            }
+        });
+    }
+
+    static Dictionary<string, ClientMessage> ClientMessages()
+    {
+        var cue = new Cue { EventId = "boss", Prompt = "A dragon \U0001F409 lands.", NumChunks = 2, Mode = CueMode.Cut };
+        cue.Tags.Add("a"); cue.Tags.Add("b");
+        return new Dictionary<string, ClientMessage>
+        {
+            { "open", ClientMessage.Open(new OpenSession { ClientName = "unity/Test", GlobalCaption = Unicode, Seed = ulong.MaxValue,
+                                                           FrameFormat = FrameFormat.Rgba8, Transport = Transport.SharedMemory, MaxChunksInFlight = 3 }) },
+            { "open_defaults", ClientMessage.Open(new OpenSession()) },
+            { "cue", ClientMessage.CueMessage(cue) },
+            { "cue_wait", ClientMessage.CueMessage(new Cue { Prompt = "p", Mode = CueMode.Wait }) },
+            { "ack", ClientMessage.AckMessage(9007199254740993UL) },
+            { "pause", ClientMessage.Pause() },
+            { "resume", ClientMessage.Resume() },
+            { "close", ClientMessage.Close() },
+        };
+    }
+
+    static void GoldenClientTests()
+    {
+        var outDir = Path.Combine(dir, "csharp_client");
+        Directory.CreateDirectory(outDir);
+        foreach (var kv in ClientMessages())
+        {
+            var name = kv.Key; var msg = kv.Value;
+            Run("client " + name, () =>
+            {
+                string mine = msg.ToJson();
+                File.WriteAllBytes(Path.Combine(outDir, name + ".json"), new UTF8Encoding(false).GetBytes(mine));
+                string golden = Text(Path.Combine("client", name + ".json"));
+                Eq(Json.Write(Json.Parse(golden)), mine, "same JSON as json_format.MessageToJson");
+                var back = ClientMessage.FromJson(golden);
+                Eq(msg.Kind, back.Kind, "kind");
+                Eq(mine, back.ToJson(), "parse + re-encode");
+            });
+        }
+        Run("client message errors", () =>
+        {
+            Throws<JsonException>(() => ClientMessage.FromJson("{}"), "no kind");
+            Throws<JsonException>(() => ClientMessage.FromJson("{\"open\": {}, \"close\": {}}"), "two kinds");
+        });
+    }
+
+    static void FieldListTests()
+    {
+        var mine = new Dictionary<string, string[]>
+        {
+            { "ClientMessage", ClientMessage.ProtoFields }, { "OpenSession", OpenSession.ProtoFields }, { "Cue", Cue.ProtoFields },
+            { "Ack", Ack.ProtoFields }, { "Pause", Empty.ProtoFields }, { "Resume", Empty.ProtoFields }, { "Close", Empty.ProtoFields },
+            { "ServerMessage", ServerMessage.ProtoFields }, { "SessionOpened", SessionOpened.ProtoFields }, { "RingLayout", RingLayout.ProtoFields },
+            { "CueAccepted", CueAccepted.ProtoFields }, { "ShotStarted", ShotStarted.ProtoFields }, { "FrameChunk", FrameChunk.ProtoFields },
+            { "RingSlot", RingSlot.ProtoFields }, { "ChunkTiming", ChunkTiming.ProtoFields }, { "ShotFinished", ShotFinished.ProtoFields },
+            { "Stats", Stats.ProtoFields }, { "Error", ServerError.ProtoFields }, { "SessionClosed", SessionClosed.ProtoFields },
+            { "enum:FrameFormat", ProtoEnums.AllFrameFormatNames.ToArray() }, { "enum:Transport", ProtoEnums.AllTransportNames.ToArray() },
+            { "enum:CueMode", ProtoEnums.AllCueModeNames.ToArray() },
+        };
+        var seen = new HashSet<string>();
+        foreach (var line in File.ReadAllLines(Path.Combine(dir, "fields.txt")))
+        {
+            if (line.Trim().Length == 0) continue;
+            int sp = line.IndexOf(' ');
+            string name = sp < 0 ? line : line.Substring(0, sp);
+            string fields = sp < 0 ? "" : line.Substring(sp + 1);
+            seen.Add(name);
+            Run("proto fields " + name, () =>
+            {
+                True(mine.ContainsKey(name), "the proto message " + name + " is not modeled in C#");
+                Eq(fields, string.Join(",", mine[name]), "C# field list of " + name + " (update Messages.cs when the proto changes)");
+            });
+        }
+        Run("proto field lists complete", () => Eq("", string.Join(",", mine.Keys.Where(k => !seen.Contains(k))), "modeled but not in fields.txt"));
+    }
+
+    static void ChunkFrameTests()
+    {
+        foreach (var fmt in new[] { "rgb", "rgba" })
+        {
+            Run("ssc1 " + fmt, () =>
+            {
+                byte[] frame = File.ReadAllBytes(Path.Combine(dir, "server", "chunk_" + fmt + ".bin"));
+                var c = ChunkFrame.Decode(frame, 0, frame.Length);
+                int ch = fmt == "rgb" ? 3 : 4;
+                Eq(fmt == "rgb" ? FrameFormat.Rgb8 : FrameFormat.Rgba8, c.FrameFormat, "fmt");
+                Eq(3UL, c.ChunkSeq, "seq"); Eq("e\u00e9", c.EventId, "id"); Eq(1u, c.ShotIndex, "si"); Eq(0u, c.ChunkIndex, "ci"); Eq(9UL, c.StoryFrame, "sf");
+                Eq(2u, c.NumFrames, "nf"); Eq(5u, c.Width, "w"); Eq(3u, c.Height, "h"); Eq(false, c.LastInShot, "last"); Eq(2.5, c.Timing.DenoiseMs, "timing");
+                Eq(2 * 3 * 5 * ch, c.Pixels.Count, "pixel count");
+                True(ReferenceEquals(frame, c.Pixels.Array), "pixels are not copied");
+                for (int i = 0; i < c.Pixels.Count; i++) if (frame[c.Pixels.Offset + i] != (byte)((i * 7 + 3) % 256)) throw new Exception("pixel " + i);
+                var again = ChunkFrame.Encode(c, c.Pixels);
+                var c2 = ChunkFrame.Decode(again, 0, again.Length);
+                Eq(c.ToJson(), c2.ToJson(), "encode/decode");
+                // malformed frames
+                Throws<FormatException>(() => ChunkFrame.Decode(frame, 0, frame.Length - 1), "short pixels");
+                var longer = new byte[frame.Length + 1]; Buffer.BlockCopy(frame, 0, longer, 0, frame.Length);
+                Throws<FormatException>(() => ChunkFrame.Decode(longer, 0, longer.Length), "extra pixels");
+                Throws<FormatException>(() => ChunkFrame.Decode(frame, 0, 7), "short header");
+                var badMagic = (byte[])frame.Clone(); badMagic[3] = (byte)'2';
+                True(!ChunkFrame.HasKnownMagic(badMagic, 0, badMagic.Length), "unknown magic");
+                Throws<FormatException>(() => ChunkFrame.Decode(badMagic, 0, badMagic.Length), "bad magic");
+                var badLen = (byte[])frame.Clone(); badLen[7] = 0x7f;
+                Throws<FormatException>(() => ChunkFrame.Decode(badLen, 0, badLen.Length), "header length too big");
+                var badJson = (byte[])frame.Clone(); badJson[8] = (byte)'[';
+                Throws<FormatException>(() => ChunkFrame.Decode(badJson, 0, badJson.Length), "bad JSON header");
+            });
+        }
+    }
+
+    static void PolicyTests()
+    {
+        Run("backoff", () =>
+        {
+            var p = new ReconnectPolicy { InitialDelay = TimeSpan.FromMilliseconds(100), MaxDelay = TimeSpan.FromSeconds(1), Multiplier = 2, MaxRetries = 3 };
+            Eq(100.0, p.DelayFor(0).TotalMilliseconds, "0"); Eq(400.0, p.DelayFor(2).TotalMilliseconds, "2");
+            Eq(1000.0, p.DelayFor(5).TotalMilliseconds, "capped"); Eq(1000.0, p.DelayFor(100000).TotalMilliseconds, "huge");
+            Eq(true, p.ShouldRetry(2), "retry 2"); Eq(false, p.ShouldRetry(3), "retry 3");
+            var delays = new List<double>();
+            int calls = 0;
+            Func<TimeSpan, CancellationToken, Task> fake = (d, ct) => { delays.Add(d.TotalMilliseconds); return Task.FromResult(0); };
+            int r = p.RunAsync(ct => { calls++; if (calls < 3) throw new IOException("down"); return Task.FromResult(42); }, default(CancellationToken), fake)
+                     .GetAwaiter().GetResult();
+            Eq(42, r, "result"); Eq("100,200", string.Join(",", delays), "delays");
+            calls = 0;
+            Throws<IOException>(() => p.RunAsync<int>(ct => { calls++; throw new IOException("down"); }, default(CancellationToken), fake).GetAwaiter().GetResult(), "gives up");
+            Eq(4, calls, "1 + MaxRetries attempts");
+            calls = 0;
+            Throws<ShotStreamException>(() => p.RunAsync<int>(ct => { calls++; throw new ShotStreamException(8, "full"); }, default(CancellationToken), fake).GetAwaiter().GetResult(), "server refusal");
+            Eq(1, calls, "no retry on a server refusal");
+        });
+        Run("connect refused is a ShotStreamException", () =>
+        {
+            Throws<ShotStreamException>(() => ShotStreamConnection.ConnectAsync(new Uri("ws://127.0.0.1:1/v1/direct")).GetAwaiter().GetResult(), "refused");
+        });
+    }
+
+    static async Task<int> Live(Uri uri)
+    {
+        using (var conn = await ShotStreamConnection.ConnectAsync(uri, Environment.GetEnvironmentVariable("SHOTSTREAM_TOKEN")))
+        {
+            var opened = await conn.OpenAsync("A lighthouse on a stormy coast.", 5, FrameFormat.Rgba8, Transport.Inline, 1, "unity/CoreTests");
+            Console.WriteLine("OPENED " + opened.Width + "x" + opened.Height + " " + ProtoEnums.Name(opened.FrameFormat) + " " + ProtoEnums.Name(opened.Transport));
+            await conn.SendCueAsync("walk", "The keeper climbs the stairs.", 1, CueMode.Wait);
+            int finished = 0; bool cutSent = false, closeSent = false;
+            while (true)
+            {
+                var m = await conn.ReceiveAsync();
+                if (m == null) break;
+                switch (m.Kind)
+                {
+                    case ServerKind.Chunk:
+                        var c = m.Chunk;
+                        if (!c.HasPixels || c.Pixels.Count != c.ExpectedPixelBytes) throw new Exception("chunk without its pixels");
+                        Console.WriteLine("CHUNK " + c.ChunkSeq + " " + c.EventId + " " + Crc32(c.Pixels.Array, c.Pixels.Offset, c.Pixels.Count) + " " + c.Pixels.Count);
+                        if (!cutSent) { await conn.SendCueAsync("boom", "A wave hits the rocks.", 2, CueMode.Cut); cutSent = true; }
+                        await conn.AckAsync(c.ChunkSeq);
+                        break;
+                    case ServerKind.ShotFinished:
+                        Console.WriteLine("FINISHED " + m.ShotFinished.EventId + " " + m.ShotFinished.Chunks);
+                        if (++finished == 2 && !closeSent) { await conn.CloseAsync(); closeSent = true; }
+                        break;
+                    case ServerKind.Closed:
+                        Console.WriteLine("CLOSED " + m.Closed.Reason);
+                        break;
+                    case ServerKind.Error:
+                        Console.WriteLine("ERROR " + m.Error.Code + " " + m.Error.Message);
+                        return 1;
+                }
+            }
+            return finished == 2 ? 0 : 1;
+        }
+    }
+}

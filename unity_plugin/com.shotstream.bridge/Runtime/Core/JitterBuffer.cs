@@ -1,0 +1,256 @@
+// ShotStream playback jitter buffer: frames arrive in bursts (one chunk of several frames at a
+// time) and are presented at a fixed rate (16 fps by default). Plain C# 7.2, no UnityEngine.
+using System;
+
+namespace ShotStream.Core
+{
+    /// <summary>What to do with a Push that does not fit the bounded queue.</summary>
+    public enum JitterOverflowPolicy
+    {
+        /// <summary>Accept only what fits; Push returns how many frames it took. Lossless: the
+        /// caller keeps the rest (e.g. does not ack the chunk, so the server's credit window
+        /// applies back-pressure). The default, because every generated frame is content.</summary>
+        Refuse = 0,
+        /// <summary>Drop the oldest queued frames to make room (bounded latency for live
+        /// viewing; loses frames). Counted in <see cref="JitterBuffer.DroppedFrames"/>.</summary>
+        DropOldest = 1,
+    }
+
+    public enum JitterState
+    {
+        /// <summary>Nothing presented yet: waiting for the start-up threshold.</summary>
+        Starting = 0,
+        /// <summary>Presenting one frame every 1/fps seconds.</summary>
+        Playing = 1,
+        /// <summary>Underrun: holding the last frame until the re-buffer threshold is met.</summary>
+        Rebuffering = 2,
+        /// <summary>End of stream reached and every frame presented.</summary>
+        Ended = 3,
+    }
+
+    /// <summary>The frame to show now. <see cref="Buffer"/> is owned by the jitter buffer and stays
+    /// valid (unchanged) until the next TryGetFrame call; copy it out (e.g. upload it to a texture) before then.</summary>
+    public struct JitterFrame
+    {
+        /// <summary>Frame bytes (FrameBytes long; pooled storage).</summary>
+        public byte[] Buffer;
+        /// <summary>Index of this frame in arrival order (0 = first frame ever pushed).</summary>
+        public long FrameIndex;
+        /// <summary>True when this frame was not returned by the previous call (upload needed).</summary>
+        public bool IsNew;
+        /// <summary>True when the buffer is empty and the last frame is held (underrun or end).</summary>
+        public bool IsHeld;
+    }
+
+    /// <summary>
+    /// Fixed-rate playback queue with start-up buffering, underrun handling and a bounded capacity.
+    /// Time is injected (seconds, any epoch, monotonic) so it is deterministic to test.
+    /// <para>Schedule: playback (re)starts at time t0 with the oldest queued frame; queued frame k
+    /// after that is due at t0 + k/fps exactly (computed from t0, never accumulated, so no drift).
+    /// A caller that polls late gets the frame due now; the frames it missed are skipped (counted)
+    /// so the picture stays on the clock. When a frame is due and none is queued: underrun, the
+    /// last frame is held, and playback restarts (new t0) once the re-buffer threshold is met.</para>
+    /// <para>No per-frame allocation: capacity + 1 frame buffers are allocated up front; Push copies
+    /// into them and TryGetFrame hands out references.</para> Not thread-safe.
+    /// </summary>
+    public sealed class JitterBuffer
+    {
+        readonly byte[][] _pool;      // capacity + 1 buffers (+1: the frame on screen)
+        readonly int[] _queue;        // ring of pool indices, oldest at _head
+        readonly long[] _queueIndex;  // arrival index of each queued frame
+        readonly int[] _free;         // stack of free pool indices
+        int _freeCount, _head, _count;
+        int _current = -1;            // pool index on screen, -1 before the first frame
+        long _currentIndex = -1;
+        long _lastReturnedIndex = -1;
+        long _pushedTotal;
+        double _t0;                   // time of the frame presented at schedule position 0
+        long _scheduled;              // schedule positions consumed since t0 (frame at position _scheduled-1 is on screen)
+        double _waitSince = double.NaN; // when the current (re)buffering wait got its first frame
+        bool _ended;
+
+        public int FrameBytes { get; private set; }
+        public int Capacity { get; private set; }
+        public double FramesPerSecond { get; private set; }
+        /// <summary>Start (and re-start after an underrun) once this many frames are queued...</summary>
+        public int StartFrames { get; private set; }
+        /// <summary>...or once the oldest queued frame has waited this long (seconds; &lt;= 0: frame threshold only).</summary>
+        public double StartSeconds { get; private set; }
+        public JitterOverflowPolicy OverflowPolicy { get; private set; }
+
+        public JitterState State { get; private set; }
+        public int QueuedFrames { get { return _count; } }
+        /// <summary>Underrun episodes (a frame was due and none was queued), not counting the end of stream.</summary>
+        public int Underruns { get; private set; }
+        public long PresentedFrames { get; private set; }
+        /// <summary>Frames skipped because the caller polled after their slot had passed.</summary>
+        public long SkippedFrames { get; private set; }
+        /// <summary>Frames dropped by <see cref="JitterOverflowPolicy.DropOldest"/>.</summary>
+        public long DroppedFrames { get; private set; }
+        /// <summary>Frames not accepted by <see cref="JitterOverflowPolicy.Refuse"/>.</summary>
+        public long RefusedFrames { get; private set; }
+
+        public JitterBuffer(int frameBytes, int capacity, double framesPerSecond = 16.0, int startFrames = 1,
+            double startSeconds = 0.0, JitterOverflowPolicy overflowPolicy = JitterOverflowPolicy.Refuse)
+        {
+            if (frameBytes < 1) throw new ArgumentOutOfRangeException("frameBytes");
+            if (capacity < 1) throw new ArgumentOutOfRangeException("capacity");
+            if (!(framesPerSecond > 0) || double.IsInfinity(framesPerSecond)) throw new ArgumentOutOfRangeException("framesPerSecond");
+            if (startFrames < 1 || startFrames > capacity) throw new ArgumentOutOfRangeException("startFrames", "must be in [1, capacity]");
+            if (double.IsNaN(startSeconds)) throw new ArgumentOutOfRangeException("startSeconds");
+            FrameBytes = frameBytes;
+            Capacity = capacity;
+            FramesPerSecond = framesPerSecond;
+            StartFrames = startFrames;
+            StartSeconds = startSeconds;
+            OverflowPolicy = overflowPolicy;
+            _pool = new byte[capacity + 1][];
+            for (int i = 0; i < _pool.Length; i++) _pool[i] = new byte[frameBytes];
+            _queue = new int[capacity];
+            _queueIndex = new long[capacity];
+            _free = new int[capacity + 1];
+            for (int i = 0; i < _free.Length; i++) _free[i] = _free.Length - 1 - i;
+            _freeCount = _free.Length;
+            State = JitterState.Starting;
+        }
+
+        /// <summary>Copy <paramref name="frameCount"/> consecutive frames (FrameBytes each) from
+        /// <paramref name="source"/>[offset..] into the queue; <paramref name="nowSeconds"/> is the arrival time.</summary>
+        /// <returns>Frames accepted: all of them, except under <see cref="JitterOverflowPolicy.Refuse"/> when full.</returns>
+        public int Push(byte[] source, int offset, int frameCount, double nowSeconds)
+        {
+            if (source == null) throw new ArgumentNullException("source");
+            if (frameCount < 0 || offset < 0 || (long)offset + (long)frameCount * FrameBytes > source.Length)
+                throw new ArgumentOutOfRangeException("frameCount", "source is too small for the frames");
+            if (_ended) throw new InvalidOperationException("Push after CompleteAdding");
+            int accepted = 0;
+            for (int f = 0; f < frameCount; f++)
+            {
+                if (_count == Capacity)
+                {
+                    if (OverflowPolicy == JitterOverflowPolicy.Refuse)
+                    {
+                        RefusedFrames += frameCount - f;
+                        break;
+                    }
+                    _free[_freeCount++] = _queue[_head]; // drop the oldest
+                    _head = (_head + 1) % Capacity;
+                    _count--;
+                    DroppedFrames++;
+                }
+                int buf = _free[--_freeCount];
+                Buffer.BlockCopy(source, offset + f * FrameBytes, _pool[buf], 0, FrameBytes);
+                int tail = (_head + _count) % Capacity;
+                _queue[tail] = buf;
+                _queueIndex[tail] = _pushedTotal++;
+                _count++;
+                accepted++;
+            }
+            if (accepted > 0 && double.IsNaN(_waitSince)) _waitSince = nowSeconds;
+            return accepted;
+        }
+
+        /// <summary>No more frames will come: play out what is queued without waiting for the
+        /// start threshold, and do not count the final empty queue as an underrun.</summary>
+        public void CompleteAdding()
+        {
+            _ended = true;
+        }
+
+        /// <summary>Drop everything queued and start over (e.g. a new shot); keeps the counters.</summary>
+        public void Reset()
+        {
+            while (_count > 0)
+            {
+                _free[_freeCount++] = _queue[_head];
+                _head = (_head + 1) % Capacity;
+                _count--;
+            }
+            if (_current >= 0) _free[_freeCount++] = _current;
+            _current = -1;
+            _currentIndex = _lastReturnedIndex = -1;
+            _head = 0;
+            _waitSince = double.NaN;
+            _ended = false;
+            State = JitterState.Starting;
+        }
+
+        /// <summary>The frame to show at <paramref name="nowSeconds"/> (non-decreasing between calls).</summary>
+        /// <returns>false only while nothing has been presented yet (start-up buffering).</returns>
+        public bool TryGetFrame(double nowSeconds, out JitterFrame frame)
+        {
+            if (State == JitterState.Starting || State == JitterState.Rebuffering)
+            {
+                if (ReadyToStart(nowSeconds))
+                {
+                    State = JitterState.Playing;
+                    _t0 = nowSeconds;
+                    _scheduled = 0;
+                    _waitSince = double.NaN;
+                }
+                else if (State == JitterState.Rebuffering && _ended && _count == 0)
+                {
+                    State = JitterState.Ended;
+                }
+            }
+            if (State == JitterState.Playing)
+            {
+                // Schedule position due now: floor((now - t0) * fps), with a tolerance so that a
+                // clock reading of exactly t0 + k/fps presents frame k despite rounding.
+                long due = (long)Math.Floor((nowSeconds - _t0) * FramesPerSecond + 1e-9);
+                while (_scheduled <= due)
+                {
+                    if (_count == 0)
+                    {
+                        if (_ended)
+                        {
+                            State = JitterState.Ended;
+                        }
+                        else
+                        {
+                            Underruns++;
+                            State = JitterState.Rebuffering;
+                        }
+                        _waitSince = double.NaN;
+                        break;
+                    }
+                    bool skipping = _scheduled < due && _count > 1;
+                    int buf = _queue[_head];
+                    long idx = _queueIndex[_head];
+                    _head = (_head + 1) % Capacity;
+                    _count--;
+                    if (_current >= 0) _free[_freeCount++] = _current;
+                    _current = buf;
+                    _currentIndex = idx;
+                    _scheduled++;
+                    if (skipping) SkippedFrames++;
+                    else PresentedFrames++;
+                }
+            }
+            if (_current < 0)
+            {
+                frame = default(JitterFrame);
+                return false;
+            }
+            frame.Buffer = _pool[_current];
+            frame.FrameIndex = _currentIndex;
+            frame.IsNew = _currentIndex != _lastReturnedIndex;
+            frame.IsHeld = State != JitterState.Playing;
+            _lastReturnedIndex = _currentIndex;
+            return true;
+        }
+
+        bool ReadyToStart(double now)
+        {
+            if (_count == 0) return false;
+            if (_count >= StartFrames || _ended) return true;
+            return StartSeconds > 0 && !double.IsNaN(_waitSince) && now - _waitSince >= StartSeconds - 1e-9;
+        }
+
+        /// <summary>Time (same clock) at which the next queued frame is due, or NaN when not playing.</summary>
+        public double NextDueSeconds
+        {
+            get { return State == JitterState.Playing ? _t0 + _scheduled / FramesPerSecond : double.NaN; }
+        }
+    }
+}

@@ -1,0 +1,626 @@
+// shotstream.v1 messages the Unity client uses, as proto3 JSON (what the WebSocket gateway speaks).
+// Mirrors proto/shotstream/v1/shotstream.proto; tests/unity checks the field lists against it.
+// Reading: camelCase or proto names, integers as numbers or strings, enums as names or numbers,
+// null = default, unknown fields ignored (forward compatibility). Writing: camelCase, enum names,
+// uint64 as strings, default values omitted (json_format.MessageToJson's output).
+using System;
+using System.Collections.Generic;
+using System.Globalization;
+using System.Text;
+
+namespace ShotStream.Core
+{
+    public enum FrameFormat { Unspecified = 0, Rgb8 = 1, Rgba8 = 2 }
+    public enum Transport { Unspecified = 0, Inline = 1, SharedMemory = 2 }
+    public enum CueMode { Unspecified = 0, Wait = 1, Cut = 2 }
+
+    public static class ProtoEnums
+    {
+        public const uint ProtocolVersionCurrent = 1;
+        static readonly string[] FrameFormatNames = { "FRAME_FORMAT_UNSPECIFIED", "FRAME_FORMAT_RGB8", "FRAME_FORMAT_RGBA8" };
+        static readonly string[] TransportNames = { "TRANSPORT_UNSPECIFIED", "TRANSPORT_INLINE", "TRANSPORT_SHARED_MEMORY" };
+        static readonly string[] CueModeNames = { "CUE_MODE_UNSPECIFIED", "CUE_MODE_WAIT", "CUE_MODE_CUT" };
+
+        public static string Name(FrameFormat v) { return NameOf(FrameFormatNames, (int)v); }
+        public static string Name(Transport v) { return NameOf(TransportNames, (int)v); }
+        public static string Name(CueMode v) { return NameOf(CueModeNames, (int)v); }
+        public static IReadOnlyList<string> AllFrameFormatNames { get { return FrameFormatNames; } }
+        public static IReadOnlyList<string> AllTransportNames { get { return TransportNames; } }
+        public static IReadOnlyList<string> AllCueModeNames { get { return CueModeNames; } }
+
+        /// <summary>Bytes per pixel: 4 for RGBA8, else 3 (UNSPECIFIED is treated as RGB8).</summary>
+        public static int Channels(FrameFormat f) { return f == FrameFormat.Rgba8 ? 4 : 3; }
+
+        static string NameOf(string[] names, int v)
+        {
+            if (v < 0 || v >= names.Length) throw new ArgumentOutOfRangeException("value", v, "unknown enum value");
+            return names[v];
+        }
+
+        // An unknown name or number (a newer server) reads as 0, as with ignore_unknown_fields.
+        internal static int Parse(string[] names, JsonValue v, string field)
+        {
+            if (v.Kind == JsonKind.String)
+            {
+                int i = Array.IndexOf(names, v.AsString);
+                return i < 0 ? 0 : i;
+            }
+            if (v.Kind == JsonKind.Number)
+            {
+                uint n = Json.ToUInt32(v, field);
+                return n < names.Length ? (int)n : 0;
+            }
+            throw new JsonException("field " + field + ": expected an enum name or number, got " + v.Kind);
+        }
+        internal static FrameFormat ParseFrameFormat(JsonValue v, string f) { return (FrameFormat)Parse(FrameFormatNames, v, f); }
+        internal static Transport ParseTransport(JsonValue v, string f) { return (Transport)Parse(TransportNames, v, f); }
+        internal static CueMode ParseCueMode(JsonValue v, string f) { return (CueMode)Parse(CueModeNames, v, f); }
+    }
+
+    /// <summary>Base of every message: proto3 JSON in and out.</summary>
+    public abstract class ProtoMessage
+    {
+        /// <summary>Reads one field (key as camelCase or proto name); unknown keys are ignored.</summary>
+        protected abstract void ReadField(string key, JsonValue value);
+        /// <summary>Writes the non-default fields.</summary>
+        protected internal abstract void WriteFields(JsonValue obj);
+
+        public JsonValue ToJsonValue() { var o = JsonValue.NewObject(); WriteFields(o); return o; }
+        public string ToJson() { return Json.Write(ToJsonValue()); }
+        public override string ToString() { return GetType().Name + ToJson(); }
+
+        public static T FromJsonValue<T>(JsonValue v) where T : ProtoMessage, new()
+        {
+            var m = new T();
+            if (v == null || v.Kind == JsonKind.Null) return m;
+            if (v.Kind != JsonKind.Object) throw new JsonException(typeof(T).Name + ": expected a JSON object, got " + v.Kind);
+            foreach (var kv in v.Members)
+            {
+                if (kv.Value.Kind == JsonKind.Null) continue;  // proto3 JSON: null = default
+                m.ReadField(kv.Key, kv.Value);
+            }
+            return m;
+        }
+        public static T FromJson<T>(string json) where T : ProtoMessage, new() { return FromJsonValue<T>(Json.Parse(json)); }
+
+        // -- helpers ----------------------------------------------------------------------------
+        protected static string Str(JsonValue v, string f)
+        {
+            if (v.Kind != JsonKind.String) throw new JsonException("field " + f + ": expected a string, got " + v.Kind);
+            return v.AsString;
+        }
+        protected static bool Bool(JsonValue v, string f)
+        {
+            if (v.Kind != JsonKind.Bool) throw new JsonException("field " + f + ": expected true/false, got " + v.Kind);
+            return v.AsBool;
+        }
+        protected static List<string> StrList(JsonValue v, string f)
+        {
+            if (v.Kind != JsonKind.Array) throw new JsonException("field " + f + ": expected an array, got " + v.Kind);
+            var r = new List<string>();
+            foreach (var item in v.Items) r.Add(Str(item, f));
+            return r;
+        }
+        protected static void Put(JsonValue o, string k, string v) { if (!string.IsNullOrEmpty(v)) o.Set(k, JsonValue.FromString(v)); }
+        protected static void Put(JsonValue o, string k, uint v) { if (v != 0) o.Set(k, Json.Number(v)); }
+        protected static void Put(JsonValue o, string k, ulong v) { if (v != 0) o.Set(k, Json.UInt64String(v)); }
+        protected static void Put(JsonValue o, string k, double v) { if (v != 0 || double.IsNaN(v)) o.Set(k, Json.Number(v)); }
+        protected static void Put(JsonValue o, string k, bool v) { if (v) o.Set(k, JsonValue.True); }
+        protected static void Put(JsonValue o, string k, ProtoMessage m) { if (m != null) o.Set(k, m.ToJsonValue()); }
+        protected static void Put(JsonValue o, string k, IList<string> list)
+        {
+            if (list == null || list.Count == 0) return;
+            var a = JsonValue.NewArray();
+            foreach (var s in list) a.Add(JsonValue.FromString(s));
+            o.Set(k, a);
+        }
+    }
+
+    // ===================================== client -> server =====================================
+
+    public sealed class OpenSession : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "protocol_version", "client_name", "global_caption", "seed", "frame_format", "transport", "max_chunks_in_flight" };
+        public uint ProtocolVersion = ProtoEnums.ProtocolVersionCurrent;
+        public string ClientName = "";
+        public string GlobalCaption = "";
+        public ulong Seed;
+        public FrameFormat FrameFormat;
+        public Transport Transport;
+        public uint MaxChunksInFlight;
+
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "protocolVersion": case "protocol_version": ProtocolVersion = Json.ToUInt32(v, k); break;
+                case "clientName": case "client_name": ClientName = Str(v, k); break;
+                case "globalCaption": case "global_caption": GlobalCaption = Str(v, k); break;
+                case "seed": Seed = Json.ToUInt64(v, k); break;
+                case "frameFormat": case "frame_format": FrameFormat = ProtoEnums.ParseFrameFormat(v, k); break;
+                case "transport": Transport = ProtoEnums.ParseTransport(v, k); break;
+                case "maxChunksInFlight": case "max_chunks_in_flight": MaxChunksInFlight = Json.ToUInt32(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o)
+        {
+            Put(o, "protocolVersion", ProtocolVersion); Put(o, "clientName", ClientName); Put(o, "globalCaption", GlobalCaption);
+            Put(o, "seed", Seed);
+            if (FrameFormat != FrameFormat.Unspecified) o.Set("frameFormat", JsonValue.FromString(ProtoEnums.Name(FrameFormat)));
+            if (Transport != Transport.Unspecified) o.Set("transport", JsonValue.FromString(ProtoEnums.Name(Transport)));
+            Put(o, "maxChunksInFlight", MaxChunksInFlight);
+        }
+    }
+
+    public sealed class Cue : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "event_id", "prompt", "tags", "num_chunks", "mode" };
+        public string EventId = "";
+        public string Prompt = "";
+        public List<string> Tags = new List<string>();
+        public uint NumChunks;
+        public CueMode Mode;
+
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "eventId": case "event_id": EventId = Str(v, k); break;
+                case "prompt": Prompt = Str(v, k); break;
+                case "tags": Tags = StrList(v, k); break;
+                case "numChunks": case "num_chunks": NumChunks = Json.ToUInt32(v, k); break;
+                case "mode": Mode = ProtoEnums.ParseCueMode(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o)
+        {
+            Put(o, "eventId", EventId); Put(o, "prompt", Prompt); Put(o, "tags", Tags); Put(o, "numChunks", NumChunks);
+            if (Mode != CueMode.Unspecified) o.Set("mode", JsonValue.FromString(ProtoEnums.Name(Mode)));
+        }
+    }
+
+    public sealed class Ack : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "chunk_seq" };
+        public ulong ChunkSeq;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            if (k == "chunkSeq" || k == "chunk_seq") ChunkSeq = Json.ToUInt64(v, k);
+        }
+        protected internal override void WriteFields(JsonValue o) { Put(o, "chunkSeq", ChunkSeq); }
+    }
+
+    /// <summary>Pause, Resume and Close have no fields.</summary>
+    public sealed class Empty : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = new string[0];
+        protected override void ReadField(string k, JsonValue v) { }
+        protected internal override void WriteFields(JsonValue o) { }
+    }
+
+    public enum ClientKind { Open, Cue, Ack, Pause, Resume, Close }
+
+    public sealed class ClientMessage
+    {
+        public static readonly string[] ProtoFields = { "open", "cue", "ack", "pause", "resume", "close" };
+        static readonly string[] JsonNames = { "open", "cue", "ack", "pause", "resume", "close" };
+
+        public readonly ClientKind Kind;
+        public readonly ProtoMessage Body;
+
+        ClientMessage(ClientKind kind, ProtoMessage body) { Kind = kind; Body = body ?? new Empty(); }
+
+        public static ClientMessage Open(OpenSession o) { if (o == null) throw new ArgumentNullException(nameof(o)); return new ClientMessage(ClientKind.Open, o); }
+        public static ClientMessage CueMessage(Cue c) { if (c == null) throw new ArgumentNullException(nameof(c)); return new ClientMessage(ClientKind.Cue, c); }
+        public static ClientMessage AckMessage(ulong chunkSeq) { return new ClientMessage(ClientKind.Ack, new Ack { ChunkSeq = chunkSeq }); }
+        public static ClientMessage Pause() { return new ClientMessage(ClientKind.Pause, null); }
+        public static ClientMessage Resume() { return new ClientMessage(ClientKind.Resume, null); }
+        public static ClientMessage Close() { return new ClientMessage(ClientKind.Close, null); }
+
+        public OpenSession AsOpen { get { return (OpenSession)Body; } }
+        public Cue AsCue { get { return (Cue)Body; } }
+        public Ack AsAck { get { return (Ack)Body; } }
+
+        public string ToJson()
+        {
+            var o = JsonValue.NewObject();
+            o.Set(JsonNames[(int)Kind], Body.ToJsonValue());
+            return Json.Write(o);
+        }
+
+        public static ClientMessage FromJson(string json)
+        {
+            JsonValue v = Json.Parse(json);
+            if (v.Kind != JsonKind.Object) throw new JsonException("ClientMessage: expected a JSON object");
+            ClientMessage found = null;
+            foreach (var kv in v.Members)
+            {
+                if (kv.Value.Kind == JsonKind.Null) continue;
+                ClientMessage m;
+                switch (kv.Key)
+                {
+                    case "open": m = Open(ProtoMessage.FromJsonValue<OpenSession>(kv.Value)); break;
+                    case "cue": m = CueMessage(ProtoMessage.FromJsonValue<Cue>(kv.Value)); break;
+                    case "ack": m = new ClientMessage(ClientKind.Ack, ProtoMessage.FromJsonValue<Ack>(kv.Value)); break;
+                    case "pause": m = new ClientMessage(ClientKind.Pause, ProtoMessage.FromJsonValue<Empty>(kv.Value)); break;
+                    case "resume": m = new ClientMessage(ClientKind.Resume, ProtoMessage.FromJsonValue<Empty>(kv.Value)); break;
+                    case "close": m = new ClientMessage(ClientKind.Close, ProtoMessage.FromJsonValue<Empty>(kv.Value)); break;
+                    default: continue;
+                }
+                if (found != null) throw new JsonException("ClientMessage: more than one kind set (oneof)");
+                found = m;
+            }
+            if (found == null) throw new JsonException("ClientMessage: no known kind (open/cue/ack/pause/resume/close)");
+            return found;
+        }
+    }
+
+    // ===================================== server -> client =====================================
+
+    public sealed class RingLayout : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "path", "layout_version", "slot_count", "slot_bytes", "header_bytes", "slot_header_bytes" };
+        public string Path = "";
+        public uint LayoutVersion;
+        public uint SlotCount;
+        public ulong SlotBytes;
+        public uint HeaderBytes;
+        public uint SlotHeaderBytes;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "path": Path = Str(v, k); break;
+                case "layoutVersion": case "layout_version": LayoutVersion = Json.ToUInt32(v, k); break;
+                case "slotCount": case "slot_count": SlotCount = Json.ToUInt32(v, k); break;
+                case "slotBytes": case "slot_bytes": SlotBytes = Json.ToUInt64(v, k); break;
+                case "headerBytes": case "header_bytes": HeaderBytes = Json.ToUInt32(v, k); break;
+                case "slotHeaderBytes": case "slot_header_bytes": SlotHeaderBytes = Json.ToUInt32(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o)
+        {
+            Put(o, "path", Path); Put(o, "layoutVersion", LayoutVersion); Put(o, "slotCount", SlotCount);
+            Put(o, "slotBytes", SlotBytes); Put(o, "headerBytes", HeaderBytes); Put(o, "slotHeaderBytes", SlotHeaderBytes);
+        }
+    }
+
+    public sealed class SessionOpened : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "session_id", "protocol_version", "width", "height", "fps", "frames_first_chunk", "frames_per_chunk",
+            "max_chunks_per_shot", "frame_format", "transport", "max_chunks_in_flight", "ring", "model", "random_weights" };
+        public string SessionId = "";
+        public uint ProtocolVersion, Width, Height, Fps, FramesFirstChunk, FramesPerChunk, MaxChunksPerShot;
+        public FrameFormat FrameFormat;
+        public Transport Transport;
+        public uint MaxChunksInFlight;
+        public RingLayout Ring;  // null unless transport = SHARED_MEMORY
+        public string Model = "";
+        public bool RandomWeights;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "sessionId": case "session_id": SessionId = Str(v, k); break;
+                case "protocolVersion": case "protocol_version": ProtocolVersion = Json.ToUInt32(v, k); break;
+                case "width": Width = Json.ToUInt32(v, k); break;
+                case "height": Height = Json.ToUInt32(v, k); break;
+                case "fps": Fps = Json.ToUInt32(v, k); break;
+                case "framesFirstChunk": case "frames_first_chunk": FramesFirstChunk = Json.ToUInt32(v, k); break;
+                case "framesPerChunk": case "frames_per_chunk": FramesPerChunk = Json.ToUInt32(v, k); break;
+                case "maxChunksPerShot": case "max_chunks_per_shot": MaxChunksPerShot = Json.ToUInt32(v, k); break;
+                case "frameFormat": case "frame_format": FrameFormat = ProtoEnums.ParseFrameFormat(v, k); break;
+                case "transport": Transport = ProtoEnums.ParseTransport(v, k); break;
+                case "maxChunksInFlight": case "max_chunks_in_flight": MaxChunksInFlight = Json.ToUInt32(v, k); break;
+                case "ring": Ring = FromJsonValue<RingLayout>(v); break;
+                case "model": Model = Str(v, k); break;
+                case "randomWeights": case "random_weights": RandomWeights = Bool(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o)
+        {
+            Put(o, "sessionId", SessionId); Put(o, "protocolVersion", ProtocolVersion); Put(o, "width", Width); Put(o, "height", Height);
+            Put(o, "fps", Fps); Put(o, "framesFirstChunk", FramesFirstChunk); Put(o, "framesPerChunk", FramesPerChunk);
+            Put(o, "maxChunksPerShot", MaxChunksPerShot);
+            if (FrameFormat != FrameFormat.Unspecified) o.Set("frameFormat", JsonValue.FromString(ProtoEnums.Name(FrameFormat)));
+            if (Transport != Transport.Unspecified) o.Set("transport", JsonValue.FromString(ProtoEnums.Name(Transport)));
+            Put(o, "maxChunksInFlight", MaxChunksInFlight); Put(o, "ring", Ring); Put(o, "model", Model); Put(o, "randomWeights", RandomWeights);
+        }
+    }
+
+    public sealed class CueAccepted : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "event_id", "queue_position" };
+        public string EventId = "";
+        public uint QueuePosition;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "eventId": case "event_id": EventId = Str(v, k); break;
+                case "queuePosition": case "queue_position": QueuePosition = Json.ToUInt32(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o) { Put(o, "eventId", EventId); Put(o, "queuePosition", QueuePosition); }
+    }
+
+    public sealed class ShotStarted : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "event_id", "tags", "shot_index", "num_chunks", "num_frames", "prompt_tokens", "truncated_tokens", "setup_ms" };
+        public string EventId = "";
+        public List<string> Tags = new List<string>();
+        public uint ShotIndex, NumChunks, NumFrames, PromptTokens, TruncatedTokens;
+        public double SetupMs;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "eventId": case "event_id": EventId = Str(v, k); break;
+                case "tags": Tags = StrList(v, k); break;
+                case "shotIndex": case "shot_index": ShotIndex = Json.ToUInt32(v, k); break;
+                case "numChunks": case "num_chunks": NumChunks = Json.ToUInt32(v, k); break;
+                case "numFrames": case "num_frames": NumFrames = Json.ToUInt32(v, k); break;
+                case "promptTokens": case "prompt_tokens": PromptTokens = Json.ToUInt32(v, k); break;
+                case "truncatedTokens": case "truncated_tokens": TruncatedTokens = Json.ToUInt32(v, k); break;
+                case "setupMs": case "setup_ms": SetupMs = Json.ToDouble(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o)
+        {
+            Put(o, "eventId", EventId); Put(o, "tags", Tags); Put(o, "shotIndex", ShotIndex); Put(o, "numChunks", NumChunks);
+            Put(o, "numFrames", NumFrames); Put(o, "promptTokens", PromptTokens); Put(o, "truncatedTokens", TruncatedTokens); Put(o, "setupMs", SetupMs);
+        }
+    }
+
+    public sealed class RingSlot : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "slot", "sequence", "offset", "length" };
+        public uint Slot;
+        public ulong Sequence, Offset, Length;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "slot": Slot = Json.ToUInt32(v, k); break;
+                case "sequence": Sequence = Json.ToUInt64(v, k); break;
+                case "offset": Offset = Json.ToUInt64(v, k); break;
+                case "length": Length = Json.ToUInt64(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o)
+        {
+            // Inside a set oneof the message itself is written even when all its fields are 0.
+            Put(o, "slot", Slot); Put(o, "sequence", Sequence); Put(o, "offset", Offset); Put(o, "length", Length);
+        }
+    }
+
+    public sealed class ChunkTiming : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "commit_ms", "denoise_ms", "decode_ms", "queue_ms", "since_shot_start_ms" };
+        public double CommitMs, DenoiseMs, DecodeMs, QueueMs, SinceShotStartMs;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "commitMs": case "commit_ms": CommitMs = Json.ToDouble(v, k); break;
+                case "denoiseMs": case "denoise_ms": DenoiseMs = Json.ToDouble(v, k); break;
+                case "decodeMs": case "decode_ms": DecodeMs = Json.ToDouble(v, k); break;
+                case "queueMs": case "queue_ms": QueueMs = Json.ToDouble(v, k); break;
+                case "sinceShotStartMs": case "since_shot_start_ms": SinceShotStartMs = Json.ToDouble(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o)
+        {
+            Put(o, "commitMs", CommitMs); Put(o, "denoiseMs", DenoiseMs); Put(o, "decodeMs", DecodeMs); Put(o, "queueMs", QueueMs);
+            Put(o, "sinceShotStartMs", SinceShotStartMs);
+        }
+    }
+
+    public sealed class FrameChunk : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "chunk_seq", "event_id", "shot_index", "chunk_index", "first_frame", "story_frame", "num_frames",
+            "width", "height", "frame_format", "last_in_shot", "pixels", "ring_slot", "timing" };
+        public ulong ChunkSeq;
+        public string EventId = "";
+        public uint ShotIndex, ChunkIndex, FirstFrame;
+        public ulong StoryFrame;
+        public uint NumFrames, Width, Height;
+        public FrameFormat FrameFormat;
+        public bool LastInShot;
+        /// <summary>Inline pixels (from a binary SSC1 frame, which does not copy them); Array is null when absent.</summary>
+        public ArraySegment<byte> Pixels;
+        public RingSlot RingSlot;  // set for TRANSPORT_SHARED_MEMORY
+        public ChunkTiming Timing;
+
+        public bool HasPixels { get { return Pixels.Array != null; } }
+        public int Channels { get { return ProtoEnums.Channels(FrameFormat); } }
+        /// <summary>numFrames * height * width * channels, checked for overflow.</summary>
+        public long ExpectedPixelBytes { get { return checked((long)NumFrames * Height * Width * Channels); } }
+
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "chunkSeq": case "chunk_seq": ChunkSeq = Json.ToUInt64(v, k); break;
+                case "eventId": case "event_id": EventId = Str(v, k); break;
+                case "shotIndex": case "shot_index": ShotIndex = Json.ToUInt32(v, k); break;
+                case "chunkIndex": case "chunk_index": ChunkIndex = Json.ToUInt32(v, k); break;
+                case "firstFrame": case "first_frame": FirstFrame = Json.ToUInt32(v, k); break;
+                case "storyFrame": case "story_frame": StoryFrame = Json.ToUInt64(v, k); break;
+                case "numFrames": case "num_frames": NumFrames = Json.ToUInt32(v, k); break;
+                case "width": Width = Json.ToUInt32(v, k); break;
+                case "height": Height = Json.ToUInt32(v, k); break;
+                case "frameFormat": case "frame_format": FrameFormat = ProtoEnums.ParseFrameFormat(v, k); break;
+                case "lastInShot": case "last_in_shot": LastInShot = Bool(v, k); break;
+                case "pixels":
+                    try { Pixels = new ArraySegment<byte>(Convert.FromBase64String(Str(v, k).Replace('-', '+').Replace('_', '/'))); }
+                    catch (FormatException) { throw new JsonException("field pixels: not base64"); }
+                    break;
+                case "ringSlot": case "ring_slot": RingSlot = FromJsonValue<RingSlot>(v); break;
+                case "timing": Timing = FromJsonValue<ChunkTiming>(v); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o)
+        {
+            Put(o, "chunkSeq", ChunkSeq); Put(o, "eventId", EventId); Put(o, "shotIndex", ShotIndex); Put(o, "chunkIndex", ChunkIndex);
+            Put(o, "firstFrame", FirstFrame); Put(o, "storyFrame", StoryFrame); Put(o, "numFrames", NumFrames); Put(o, "width", Width);
+            Put(o, "height", Height);
+            if (FrameFormat != FrameFormat.Unspecified) o.Set("frameFormat", JsonValue.FromString(ProtoEnums.Name(FrameFormat)));
+            Put(o, "lastInShot", LastInShot);
+            if (HasPixels) o.Set("pixels", JsonValue.FromString(Convert.ToBase64String(Pixels.Array, Pixels.Offset, Pixels.Count)));
+            Put(o, "ringSlot", RingSlot); Put(o, "timing", Timing);
+        }
+    }
+
+    public sealed class ShotFinished : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "event_id", "shot_index", "chunks", "frames", "cut" };
+        public string EventId = "";
+        public uint ShotIndex, Chunks, Frames;
+        public bool Cut;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "eventId": case "event_id": EventId = Str(v, k); break;
+                case "shotIndex": case "shot_index": ShotIndex = Json.ToUInt32(v, k); break;
+                case "chunks": Chunks = Json.ToUInt32(v, k); break;
+                case "frames": Frames = Json.ToUInt32(v, k); break;
+                case "cut": Cut = Bool(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o)
+        {
+            Put(o, "eventId", EventId); Put(o, "shotIndex", ShotIndex); Put(o, "chunks", Chunks); Put(o, "frames", Frames); Put(o, "cut", Cut);
+        }
+    }
+
+    public sealed class Stats : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "chunks_sent", "frames_sent", "chunk_ms_mean", "fps", "queued_cues", "chunks_in_flight", "paused",
+            "sessions", "gpu_memory_used_bytes" };
+        public ulong ChunksSent, FramesSent;
+        public double ChunkMsMean, Fps;
+        public uint QueuedCues, ChunksInFlight;
+        public bool Paused;
+        public uint Sessions;
+        public ulong GpuMemoryUsedBytes;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "chunksSent": case "chunks_sent": ChunksSent = Json.ToUInt64(v, k); break;
+                case "framesSent": case "frames_sent": FramesSent = Json.ToUInt64(v, k); break;
+                case "chunkMsMean": case "chunk_ms_mean": ChunkMsMean = Json.ToDouble(v, k); break;
+                case "fps": Fps = Json.ToDouble(v, k); break;
+                case "queuedCues": case "queued_cues": QueuedCues = Json.ToUInt32(v, k); break;
+                case "chunksInFlight": case "chunks_in_flight": ChunksInFlight = Json.ToUInt32(v, k); break;
+                case "paused": Paused = Bool(v, k); break;
+                case "sessions": Sessions = Json.ToUInt32(v, k); break;
+                case "gpuMemoryUsedBytes": case "gpu_memory_used_bytes": GpuMemoryUsedBytes = Json.ToUInt64(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o)
+        {
+            Put(o, "chunksSent", ChunksSent); Put(o, "framesSent", FramesSent); Put(o, "chunkMsMean", ChunkMsMean); Put(o, "fps", Fps);
+            Put(o, "queuedCues", QueuedCues); Put(o, "chunksInFlight", ChunksInFlight); Put(o, "paused", Paused); Put(o, "sessions", Sessions);
+            Put(o, "gpuMemoryUsedBytes", GpuMemoryUsedBytes);
+        }
+    }
+
+    /// <summary>shotstream.v1.Error.</summary>
+    public sealed class ServerError : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "code", "message", "event_id", "fatal" };
+        public uint Code;  // a grpc.StatusCode value
+        public string Message = "";
+        public string EventId = "";
+        public bool Fatal;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "code": Code = Json.ToUInt32(v, k); break;
+                case "message": Message = Str(v, k); break;
+                case "eventId": case "event_id": EventId = Str(v, k); break;
+                case "fatal": Fatal = Bool(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o) { Put(o, "code", Code); Put(o, "message", Message); Put(o, "eventId", EventId); Put(o, "fatal", Fatal); }
+    }
+
+    public sealed class SessionClosed : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "reason" };
+        public string Reason = "";
+        protected override void ReadField(string k, JsonValue v) { if (k == "reason") Reason = Str(v, k); }
+        protected internal override void WriteFields(JsonValue o) { Put(o, "reason", Reason); }
+    }
+
+    public enum ServerKind { Opened, CueAccepted, ShotStarted, Chunk, ShotFinished, Stats, Error, Closed }
+
+    /// <summary>One server event. For a chunk from a binary frame, Chunk.Pixels points into the receive buffer.</summary>
+    public sealed class ServerMessage
+    {
+        public static readonly string[] ProtoFields = { "opened", "cue_accepted", "shot_started", "chunk", "shot_finished", "stats", "error", "closed" };
+        static readonly string[] JsonNames = { "opened", "cueAccepted", "shotStarted", "chunk", "shotFinished", "stats", "error", "closed" };
+        static readonly string[] ProtoNames = ProtoFields;
+
+        public readonly ServerKind Kind;
+        public readonly ProtoMessage Body;
+        public ServerMessage(ServerKind kind, ProtoMessage body)
+        {
+            if (body == null) throw new ArgumentNullException(nameof(body));
+            Kind = kind; Body = body;
+        }
+
+        public SessionOpened Opened { get { return Body as SessionOpened; } }
+        public CueAccepted CueAccepted { get { return Body as CueAccepted; } }
+        public ShotStarted ShotStarted { get { return Body as ShotStarted; } }
+        public FrameChunk Chunk { get { return Body as FrameChunk; } }
+        public ShotFinished ShotFinished { get { return Body as ShotFinished; } }
+        public Stats Stats { get { return Body as Stats; } }
+        public ServerError Error { get { return Body as ServerError; } }
+        public SessionClosed Closed { get { return Body as SessionClosed; } }
+
+        public string ToJson()
+        {
+            var o = JsonValue.NewObject();
+            o.Set(JsonNames[(int)Kind], Body.ToJsonValue());
+            return Json.Write(o);
+        }
+
+        public static ServerMessage FromJson(string json) { return FromJsonValue(Json.Parse(json)); }
+
+        /// <summary>Exactly one known kind must be set; unknown keys (newer kinds/fields) are ignored.</summary>
+        public static ServerMessage FromJsonValue(JsonValue v)
+        {
+            if (v.Kind != JsonKind.Object) throw new JsonException("ServerMessage: expected a JSON object, got " + v.Kind);
+            ServerMessage found = null;
+            foreach (var kv in v.Members)
+            {
+                if (kv.Value.Kind == JsonKind.Null) continue;
+                int i = Array.IndexOf(JsonNames, kv.Key);
+                if (i < 0) i = Array.IndexOf(ProtoNames, kv.Key);
+                if (i < 0) continue;
+                var kind = (ServerKind)i;
+                ProtoMessage body;
+                switch (kind)
+                {
+                    case ServerKind.Opened: body = ProtoMessage.FromJsonValue<SessionOpened>(kv.Value); break;
+                    case ServerKind.CueAccepted: body = ProtoMessage.FromJsonValue<CueAccepted>(kv.Value); break;
+                    case ServerKind.ShotStarted: body = ProtoMessage.FromJsonValue<ShotStarted>(kv.Value); break;
+                    case ServerKind.Chunk: body = ProtoMessage.FromJsonValue<FrameChunk>(kv.Value); break;
+                    case ServerKind.ShotFinished: body = ProtoMessage.FromJsonValue<ShotFinished>(kv.Value); break;
+                    case ServerKind.Stats: body = ProtoMessage.FromJsonValue<Stats>(kv.Value); break;
+                    case ServerKind.Error: body = ProtoMessage.FromJsonValue<ServerError>(kv.Value); break;
+                    default: body = ProtoMessage.FromJsonValue<SessionClosed>(kv.Value); break;
+                }
+                if (found != null) throw new JsonException("ServerMessage: more than one kind set (oneof)");
+                found = new ServerMessage(kind, body);
+            }
+            if (found == null) throw new JsonException("ServerMessage: no known kind (opened/cueAccepted/shotStarted/chunk/shotFinished/stats/error/closed)");
+            return found;
+        }
+    }
+}
