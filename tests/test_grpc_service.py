@@ -69,6 +69,15 @@ async def assert_healthy(stub):
 # -- Direct ---------------------------------------------------------------------------------------
 
 
+async def sessions_freed(server, deadline_s: float = 5.0) -> None:
+    """Poll (bounded) until the server has no open session."""
+    for _ in range(int(deadline_s / 0.01)):
+        if not server.registry.sessions:
+            return
+        await asyncio.sleep(0.01)
+    assert not server.registry.sessions, f"sessions still open: {list(server.registry.sessions)}"
+
+
 def test_direct_inline_session_matches_the_engine(engine):
     ref = engine_chunks(engine, [("The detective steps out of a taxi.", 2, 2)], CAPTION, SEED)[0]
 
@@ -280,11 +289,7 @@ def test_render_story_multi_chunk_progress_and_cancel(engine):
                 pass
             assert len(server.registry.sessions) == 1
             call.cancel()
-            for _ in range(500):  # the server notices the cancel asynchronously
-                if not server.registry.sessions:
-                    break
-                await asyncio.sleep(0.01)
-            assert not server.registry.sessions
+            await sessions_freed(server)  # the server notices the cancel asynchronously
             await assert_healthy(stub)
 
     run(body())
@@ -485,11 +490,7 @@ def test_oversize_client_message_is_rejected_by_grpc(engine):
             await d.send(cue=pb.Cue(event_id="big", prompt="x" * 70_000))  # > max_control_message_bytes (64 KiB)
             assert await d.recv() is None
             assert await d.call.code() == RESOURCE_EXHAUSTED
-            for _ in range(500):
-                if not server.registry.sessions:
-                    break
-                await asyncio.sleep(0.01)
-            assert not server.registry.sessions
+            await sessions_freed(server)
             await assert_healthy(stub)
 
     run(body())
