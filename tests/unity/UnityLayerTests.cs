@@ -1,0 +1,316 @@
+// Unity-layer tests under mono, against tests/unity/stubs/UnityEngineStub.cs (compiled to UnityEngine.dll).
+// Built and run by tests/test_unity_package.py; prints "N passed, M failed" last, exit code 1 on failure.
+using System;
+using System.Collections.Generic;
+using System.Threading.Tasks;
+using ShotStream.Core;
+using ShotStream.Unity;
+using UnityEngine;
+using UnityEngine.UI;
+
+static class UnityLayerTests
+{
+    static int passed, failed;
+
+    static void Check(bool cond, string what) { if (!cond) throw new Exception("check failed: " + what); }
+    static void Eq<T>(T expected, T actual, string what)
+    {
+        if (!EqualityComparer<T>.Default.Equals(expected, actual)) throw new Exception(what + ": expected <" + expected + ">, got <" + actual + ">");
+    }
+    static E Throws<E>(Action a, string what) where E : Exception
+    {
+        try { a(); }
+        catch (E e) { return e; }
+        catch (Exception e) { throw new Exception(what + ": expected " + typeof(E).Name + ", got " + e.GetType().Name + ": " + e.Message); }
+        throw new Exception(what + ": expected " + typeof(E).Name + ", nothing thrown");
+    }
+
+    static void Run(string name, Action test)
+    {
+        try { test(); passed++; Console.WriteLine("ok   " + name); }
+        catch (Exception e) { failed++; Console.WriteLine("FAIL " + name + ": " + e); }
+    }
+
+    static Dictionary<string, string> P(params string[] kv)
+    {
+        var d = new Dictionary<string, string>();
+        for (int i = 0; i + 1 < kv.Length; i += 2) d[kv[i]] = kv[i + 1];
+        return d;
+    }
+
+    static ShotPromptMap Map()
+    {
+        var map = ScriptableObject.CreateInstance<ShotPromptMap>();
+        map.name = "TestMap";
+        map.Add("enter", "{character} enters the hall", 3, true)
+           .Add("duel", "{a} duels {b} under {a}'s banner", 0, false)
+           .Add("calm", "a quiet {{still}} courtyard", 2, false)
+           .Add("broken", "{character enters", 1, false)
+           .Add("stray", "the end }", 1, false);
+        return map;
+    }
+
+    // mono UnityLayerTests.exe live URL [shm]: one real session through ShotStreamClient + ShotStreamScreen,
+    // pumped like Unity's Update loop; prints "LIVE ..." lines and exits 0 when the shot played out.
+    static int Live(string url, bool sharedMemory)
+    {
+        var go = new GameObject("live");
+        var client = go.AddComponent<ShotStreamClient>();
+        var screen = go.AddComponent<ShotStreamScreen>();
+        client.Screen = screen;
+        client.ServerUrl = url;
+        client.GlobalCaption = "A lighthouse on a stormy coast.";
+        client.Seed = 5;
+        client.MaxChunksInFlight = 1;  // the second chunk only comes once the first is acked
+        client.Transport = sharedMemory ? ShotTransport.SharedMemory : ShotTransport.Inline;
+        client.ReconnectPolicy = new ReconnectPolicy { InitialDelay = TimeSpan.FromMilliseconds(50), MaxDelay = TimeSpan.FromMilliseconds(200), MaxRetries = 2 };
+        var errors = new List<string>();
+        int opened = 0, started = 0, finished = 0;
+        client.sessionOpened.AddListener(s => { opened++; Console.WriteLine("LIVE opened " + s.Width + "x" + s.Height + " fps " + s.Fps + " credits " + s.MaxChunksInFlight + " transport " + ProtoEnums.Name(s.Transport)); });
+        client.shotStarted.AddListener(s => started++);
+        client.shotFinished.AddListener(s => { finished++; Console.WriteLine("LIVE finished " + s.EventId + " chunks " + s.Chunks + " frames " + s.Frames); });
+        client.error.AddListener(m => { errors.Add(m); Console.WriteLine("LIVE error " + m); });
+        string id = client.Cue("The keeper climbs the stairs.", 2, false);  // queued until the session opens
+        client.Connect();
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        while (finished == 0 && errors.Count == 0 && sw.Elapsed < TimeSpan.FromSeconds(240))
+        {
+            double now = Time.realtimeSinceStartupAsDouble;
+            client.Pump(now);
+            screen.Present(now);
+            System.Threading.Thread.Sleep(5);
+        }
+        // let the last frames play out (16 fps)
+        var tail = System.Diagnostics.Stopwatch.StartNew();
+        while (screen.Jitter != null && screen.Jitter.QueuedFrames > 0 && tail.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            double now = Time.realtimeSinceStartupAsDouble;
+            screen.Present(now); client.Pump(now); System.Threading.Thread.Sleep(5);
+        }
+        int uploads = screen.Texture == null ? 0 : screen.Texture.LoadRawTextureDataCalls;
+        Console.WriteLine("LIVE cue " + id + " opened " + opened + " started " + started + " finished " + finished + " pushed " + screen.PushedFrames
+            + " uploads " + uploads + " presented " + screen.PresentedFrameIndex + " errors " + errors.Count);
+        client.Close();
+        bool ok = opened == 1 && started == 1 && finished == 1 && errors.Count == 0 && screen.PushedFrames > 0 && uploads > 0
+                  && screen.PresentedFrameIndex == screen.PushedFrames - 1;
+        Console.WriteLine(ok ? "LIVE OK" : "LIVE FAILED");
+        return ok ? 0 : 1;
+    }
+
+    static int Main(string[] args)
+    {
+        if (args.Length >= 2 && args[0] == "live") return Live(args[1], args.Length == 3 && args[2] == "shm");
+        Debug.Sink = (t, m) => { };
+        Run("map resolves template, chunks and cut", () =>
+        {
+            var r = Map().Resolve("enter", P("character", "Ada"));
+            Eq("Ada enters the hall", r.Prompt, "prompt");
+            Eq(3u, r.Chunks, "chunks");
+            Eq(true, r.Cut, "cut");
+            Eq(CueMode.Cut, r.Mode, "mode");
+            var d = Map().Resolve("duel", P("a", "Ada", "b", "Bo", "unused", "x"));
+            Eq("Ada duels Bo under Ada's banner", d.Prompt, "repeated params");
+            Eq(CueMode.Wait, d.Mode, "wait");
+            Eq("a quiet {still} courtyard", Map().Resolve("calm", null).Prompt, "escaped braces, no params");
+        });
+        Run("map unknown event lists known events", () =>
+        {
+            var e = Throws<KeyNotFoundException>(() => Map().Resolve("exit", P()), "unknown");
+            Check(e.Message.Contains("\"exit\"") && e.Message.Contains("\"enter\"") && e.Message.Contains("TestMap"), e.Message);
+            var empty = ScriptableObject.CreateInstance<ShotPromptMap>();
+            Check(Throws<KeyNotFoundException>(() => empty.Resolve("x"), "empty").Message.Contains("known: none"), "empty map message");
+        });
+        Run("map missing parameters are all named", () =>
+        {
+            var e = Throws<ArgumentException>(() => Map().Resolve("duel", P("b", "Bo")), "missing");
+            Check(e.Message.Contains("missing parameter {a} for") && e.Message.Contains("\"duel\""), e.Message);
+            var e2 = Throws<ArgumentException>(() => Map().Resolve("duel", null), "missing all");
+            Check(e2.Message.Contains("{a}, {b}") && e2.Message.Contains("parameters"), e2.Message);
+        });
+        Run("map malformed templates", () =>
+        {
+            Check(Throws<FormatException>(() => Map().Resolve("broken", P("character", "Ada")), "unclosed").Message.Contains("unclosed"), "unclosed msg");
+            Check(Throws<FormatException>(() => Map().Resolve("stray", P()), "stray").Message.Contains("stray"), "stray msg");
+            Throws<ArgumentNullException>(() => Map().Resolve(null), "null event");
+        });
+
+        Run("screen uploads flipped rows and drives targets", () =>
+        {
+            var go = new GameObject("screen");
+            var screen = go.AddComponent<ShotStreamScreen>();
+            var raw = go.AddComponent<RawImage>();
+            var rend = go.AddComponent<Renderer>();
+            rend.material = new Material();
+            var rt = new RenderTexture(3, 2, 0);
+            screen.RawImage = raw; screen.TargetRenderer = rend; screen.RenderTarget = rt; screen.StartFrames = 1;
+            screen.OnSessionOpened(new SessionOpened { Width = 3, Height = 2, Fps = 16, FrameFormat = FrameFormat.Rgba8, MaxChunksInFlight = 2, FramesFirstChunk = 9, FramesPerChunk = 12 });
+            var tex = screen.Texture;
+            Check(tex != null, "texture");
+            Eq(TextureFormat.RGBA32, tex.format, "format");
+            Eq(3, tex.width, "width"); Eq(2, tex.height, "height");
+            Check(ReferenceEquals(raw.texture, tex), "raw image bound");
+            Check(ReferenceEquals(rend.material.mainTexture, tex), "material bound");
+            Check(screen.Jitter.Capacity >= 36, "capacity covers credits: " + screen.Jitter.Capacity);
+            var frame = new byte[24];
+            for (int i = 0; i < frame.Length; i++) frame[i] = (byte)(i + 1);  // row 0 = 1..12, row 1 = 13..24
+            int blits = Graphics.BlitCalls;
+            Eq(1, screen.PushFrames(frame, 0, 1, 100.0), "accepted");
+            Check(screen.Present(100.0), "presented");
+            var got = tex.RawDataForTests;
+            for (int i = 0; i < 12; i++) { Eq((byte)(13 + i), got[i], "bottom row = source row 1"); Eq((byte)(1 + i), got[12 + i], "top row = source row 0"); }
+            Eq(1, tex.LoadRawTextureDataCalls, "uploads");
+            Eq(1, tex.ApplyCalls, "applies");
+            Eq(blits + 1, Graphics.BlitCalls, "blit");
+            Check(ReferenceEquals(rt, Graphics.LastBlitDest) && ReferenceEquals(tex, Graphics.LastBlitSource), "blit args");
+            Check(!screen.Present(100.01), "same frame not re-uploaded");
+            Eq(0L, screen.PresentedFrameIndex, "presented index");
+        });
+        Run("screen refuses non-RGBA sessions", () =>
+        {
+            var screen = new GameObject().AddComponent<ShotStreamScreen>();
+            Throws<NotSupportedException>(() => screen.OnSessionOpened(new SessionOpened { Width = 4, Height = 4, FrameFormat = FrameFormat.Rgb8 }), "rgb8");
+            Throws<InvalidOperationException>(() => screen.PushFrames(new byte[64], 0, 1, 0), "unconfigured");
+        });
+        Run("screen presents at 16 fps without per-frame allocation", () =>
+        {
+            var screen = new GameObject().AddComponent<ShotStreamScreen>();
+            const int W = 64, H = 36;
+            screen.Configure(W, H, 16.0, 32);
+            var chunk = new byte[W * H * 4 * 4];  // 4 frames
+            for (int i = 0; i < chunk.Length; i++) chunk[i] = (byte)(i * 7);
+            double t = 0;
+            int uploads = 0;
+            Action cycle = () =>
+            {
+                screen.PushFrames(chunk, 0, 4, t);
+                for (int k = 0; k < 4; k++) { if (screen.Present(t)) uploads++; t += 1.0 / 16; }
+            };
+            for (int i = 0; i < 10; i++) cycle();  // warm up (JIT, first-use)
+            int before = screen.Texture.LoadRawTextureDataCalls;
+            long a0 = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 250; i++) cycle();
+            long allocated = GC.GetAllocatedBytesForCurrentThread() - a0;
+            int n = screen.Texture.LoadRawTextureDataCalls - before;
+            Check(n >= 990, "uploads in measured loop: " + n);
+            Check(allocated < 4096, "allocated " + allocated + " bytes over " + n + " uploads");
+            // last uploaded frame = frame 3 of the chunk, flipped
+            var got = screen.Texture.RawDataForTests;
+            int fb = W * H * 4, row = W * 4;
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < row; x += 61)
+                    Eq(chunk[3 * fb + y * row + x], got[(H - 1 - y) * row + x], "pixel y=" + y + " x=" + x);
+        });
+
+        Run("director fires a cue through the client", () =>
+        {
+            var go = new GameObject("director");
+            var client = go.AddComponent<ShotStreamClient>();
+            var sent = new List<ClientMessage>();
+            client.SendHook = m => { sent.Add(m); return Task.FromResult(0); };
+            var director = go.AddComponent<ShotStreamDirector>();
+            director.Client = client; director.PromptMap = Map();
+            string id = director.Fire("enter", P("character", "Ada"));
+            Eq(1, sent.Count, "sent");
+            Eq(ClientKind.Cue, sent[0].Kind, "kind");
+            var cue = sent[0].AsCue;
+            Eq(id, cue.EventId, "event id");
+            Eq("Ada enters the hall", cue.Prompt, "prompt");
+            Eq(3u, cue.NumChunks, "chunks");
+            Eq(CueMode.Cut, cue.Mode, "mode");
+            Eq("enter", cue.Tags.Count == 1 ? cue.Tags[0] : null, "tag");
+            var back = ClientMessage.FromJson(sent[0].ToJson());  // the JSON the gateway gets
+            Eq("Ada enters the hall", back.AsCue.Prompt, "json prompt");
+            Eq(CueMode.Cut, back.AsCue.Mode, "json mode");
+            Check(sent[0].ToJson().Contains(ProtoEnums.Name(CueMode.Cut)), sent[0].ToJson());
+            string id2 = director.Fire("calm");
+            Check(id2 != id, "fresh event ids");
+            Eq(CueMode.Wait, sent[1].AsCue.Mode, "wait mode");
+            Eq(0, sent[1].AsCue.Tags.Count > 0 ? 0 : 1, "tagged");
+            Throws<ArgumentException>(() => director.Fire("enter"), "missing param");
+            Throws<KeyNotFoundException>(() => director.Fire("nope"), "unknown");
+            Eq(2, sent.Count, "failed fires send nothing");
+            Throws<InvalidOperationException>(() => new GameObject().AddComponent<ShotStreamDirector>().Fire("enter"), "no client");
+        });
+        Run("client open message from serialized settings", () =>
+        {
+            var client = new GameObject().AddComponent<ShotStreamClient>();
+            client.GlobalCaption = "a castle"; client.Seed = 42; client.Transport = ShotTransport.SharedMemory;
+            var open = client.BuildOpen();
+            Eq(FrameFormat.Rgba8, open.FrameFormat, "format");
+            Eq(Transport.SharedMemory, open.Transport, "transport");
+            Eq(42UL, open.Seed, "seed");
+            Eq("a castle", open.GlobalCaption, "caption");
+            Eq("ws://127.0.0.1:50052/v1/direct", client.ServerUrl, "default url");
+            var p = client.ReconnectPolicy;
+            Check(p.DelayFor(0) == TimeSpan.FromSeconds(0.25) && p.DelayFor(20) == TimeSpan.FromSeconds(10) && p.MaxRetries == 5, "reconnect policy");
+        });
+        Run("client dispatches events on the main thread and acks after presentation", () =>
+        {
+            var go = new GameObject("client");
+            var client = go.AddComponent<ShotStreamClient>();
+            var screen = go.AddComponent<ShotStreamScreen>();
+            client.Screen = screen;
+            var sent = new List<ClientMessage>();
+            client.SendHook = m => { sent.Add(m); return Task.FromResult(0); };
+            var log = new List<string>();
+            client.sessionOpened.AddListener(s => log.Add("opened " + s.SessionId));
+            client.shotStarted.AddListener(s => log.Add("started " + s.EventId));
+            client.shotFinished.AddListener(s => log.Add("finished " + s.EventId));
+            client.error.AddListener(m => log.Add("error " + m));
+            client.Deliver(new ServerMessage(ServerKind.Opened, new SessionOpened { SessionId = "s1", Width = 2, Height = 2, Fps = 16, FrameFormat = FrameFormat.Rgba8, MaxChunksInFlight = 1, FramesFirstChunk = 2, FramesPerChunk = 2 }));
+            client.Deliver(new ServerMessage(ServerKind.ShotStarted, new ShotStarted { EventId = "e1" }));
+            var px = new byte[2 * 2 * 2 * 4];
+            for (int i = 0; i < px.Length; i++) px[i] = (byte)i;
+            client.Deliver(new ServerMessage(ServerKind.Chunk, new FrameChunk { ChunkSeq = 7, NumFrames = 2, Width = 2, Height = 2, FrameFormat = FrameFormat.Rgba8 }), px);
+            Eq(0, log.Count, "nothing dispatched off Update");
+            client.Pump(10.0);
+            Eq("opened s1|started e1", string.Join("|", log), "events");
+            Check(screen.Texture != null && screen.Width == 2, "screen sized from session");
+            Eq(0, sent.Count, "not acked before presentation");
+            screen.Present(10.0);
+            client.Pump(10.0);
+            Eq(0, sent.Count, "not acked after first of two frames");
+            screen.Present(10.0 + 1.0 / 16);
+            client.Pump(10.1);
+            Eq(1, sent.Count, "acked");
+            Eq(ClientKind.Ack, sent[0].Kind, "ack kind");
+            Eq(7UL, sent[0].AsAck.ChunkSeq, "ack seq");
+            client.Deliver(new ServerMessage(ServerKind.ShotFinished, new ShotFinished { EventId = "e1" }));
+            client.Deliver(new ServerMessage(ServerKind.Error, new ServerError { Code = 3, Message = "bad cue" }));
+            client.Pump(11);
+            Check(log.Count == 4 && log[2] == "finished e1" && log[3].Contains("bad cue"), string.Join("|", log));
+        });
+
+        Run("client reports a refused connection after its retries and closes", () =>
+        {
+            var client = new GameObject().AddComponent<ShotStreamClient>();
+            var errors = new List<string>();
+            client.error.AddListener(m => errors.Add(m));
+            client.ServerUrl = "http://example.invalid/";
+            client.Connect();
+            Check(errors.Count == 1 && errors[0].Contains("bad server URL") && !client.IsRunning, "bad url: " + string.Join("|", errors));
+            errors.Clear();
+            var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+            listener.Start();
+            int port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+            listener.Stop();  // nothing listens on this port now
+            client.ServerUrl = "ws://127.0.0.1:" + port + "/v1/direct";
+            client.ReconnectPolicy = new ReconnectPolicy { InitialDelay = TimeSpan.FromMilliseconds(10), MaxDelay = TimeSpan.FromMilliseconds(20), MaxRetries = 1 };
+            client.Connect();
+            Check(client.IsRunning || errors.Count == 0, "running");
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            while (client.IsRunning && sw.Elapsed < TimeSpan.FromSeconds(20)) System.Threading.Thread.Sleep(10);
+            Check(!client.IsRunning, "loop gave up");
+            client.Pump(0);
+            Eq(1, errors.Count, "one error after the retries: " + string.Join("|", errors));
+            Check(errors[0].Contains("could not connect"), errors[0]);
+            Eq(false, client.IsConnected, "not connected");
+            string id = client.Cue("a shot", 1, false);  // queued until a session opens
+            Check(id.StartsWith("unity-"), id);
+            client.Close();
+        });
+
+        Console.WriteLine(passed + " passed, " + failed + " failed");
+        return failed == 0 ? 0 : 1;
+    }
+}
