@@ -78,3 +78,22 @@ def test_unity_layer_live_session(built, transport):
     with BackgroundServer(engine, settings, grace=2.0) as server:
         proc = subprocess.run(["mono", str(exe), "live", server.gateway_url, transport], capture_output=True, text=True, timeout=300, cwd=built)
     assert proc.returncode == 0 and "LIVE OK" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_editor_window_and_sample_compile(built):
+    """Editor/*.cs (Editor-only asmdef referencing the runtime) compiles against the UnityEditor stub
+    (tests/unity/stubs/UnityEditorStub.cs, only the editor APIs used) and the UnityEngine stub; the
+    Samples~/EventShots script compiles against the runtime; package.json lists the sample."""
+    asmdef = json.loads((PKG / "Editor" / "ShotStream.Editor.asmdef").read_text())
+    assert asmdef["name"] == "ShotStream.Editor"
+    assert asmdef["includePlatforms"] == ["Editor"] and asmdef["references"] == ["ShotStream.Runtime"]
+    samples = json.loads((PKG / "package.json").read_text())["samples"]
+    assert [s["path"] for s in samples] == ["Samples~/EventShots"] and all(s["displayName"] and s["description"] for s in samples)
+    assert (PKG / "Samples~" / "EventShots" / "README.md").is_file()
+    assert (PKG / "Documentation~" / "index.md").is_file()
+    editor = built / "UnityEditor.dll"
+    _mcs("-target:library", f"-r:{built / 'UnityEngine.dll'}", f"-out:{editor}", TESTS / "stubs" / "UnityEditorStub.cs")
+    _mcs("-target:library", f"-r:{built / 'UnityEngine.dll'}", f"-r:{editor}", f"-r:{built / 'ShotStream.Runtime.dll'}",
+         f"-out:{built / 'ShotStream.Editor.dll'}", *sorted((PKG / "Editor").glob("*.cs")))
+    _mcs("-target:library", f"-r:{built / 'UnityEngine.dll'}", f"-r:{built / 'ShotStream.Runtime.dll'}",
+         f"-out:{built / 'EventShotsSample.dll'}", PKG / "Samples~" / "EventShots" / "EventShotsSample.cs")

@@ -12,6 +12,8 @@ namespace UnityEngine
     {
         public string name { get; set; } = "";
         public static void Destroy(Object obj) { if (obj != null) obj.destroyed = true; }
+        public static void DestroyImmediate(Object obj) { if (obj != null) obj.destroyed = true; }
+        public HideFlags hideFlags { get; set; }
         internal bool destroyed;
         public bool IsDestroyedForTests { get { return destroyed; } }
         public static implicit operator bool(Object o) { return !ReferenceEquals(o, null) && !o.destroyed; }
@@ -86,6 +88,42 @@ namespace UnityEngine
 
         public void Apply(bool updateMipmaps) { ApplyCalls++; }
         public void Apply(bool updateMipmaps, bool makeNoLongerReadable) { ApplyCalls++; }
+    }
+
+    public static class ImageConversion
+    {
+        public static byte[] EncodeToPNG(this Texture2D tex) { return new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }; }
+    }
+
+    [Flags] public enum HideFlags { None = 0, HideInHierarchy = 1, HideInInspector = 2, DontSaveInEditor = 4, NotEditable = 8, DontSaveInBuild = 16, DontUnloadUnusedAsset = 32, DontSave = 52, HideAndDontSave = 61 }
+    public enum ScaleMode { StretchToFill = 0, ScaleAndCrop = 1, ScaleToFit = 2 }
+
+    public struct Rect
+    {
+        public float x, y, width, height;
+        public Rect(float x, float y, float width, float height) { this.x = x; this.y = y; this.width = width; this.height = height; }
+    }
+
+    public sealed class GUILayoutOption { }
+
+    public static class GUILayout
+    {
+        public static bool Button(string text, params GUILayoutOption[] options) { return false; }
+        public static GUILayoutOption MinHeight(float minHeight) { return new GUILayoutOption(); }
+    }
+
+    public static class GUILayoutUtility
+    {
+        public static Rect GetAspectRect(float aspect) { return new Rect(0, 0, 1, 1 / aspect); }
+    }
+
+    public enum KeyCode { None = 0, Alpha1 = 49, Alpha2 = 50, Alpha3 = 51 }
+
+    public static class Input
+    {
+        /// <summary>Test hook (not Unity API): which keys read as pressed this frame.</summary>
+        public static Func<KeyCode, bool> KeyDown = k => false;
+        public static bool GetKeyDown(KeyCode key) { return KeyDown(key); }
     }
 
     public sealed class RenderTexture : Texture

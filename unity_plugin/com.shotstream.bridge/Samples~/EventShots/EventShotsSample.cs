@@ -1,0 +1,40 @@
+// Sample: keys 1/2/3 fire named game events through a ShotStreamDirector. Without a ShotPromptMap
+// asset assigned, the map of EventShotsPromptMap.json is built in code.
+using System.Collections.Generic;
+using ShotStream.Unity;
+using UnityEngine;
+
+namespace ShotStream.Samples
+{
+    public sealed class EventShotsSample : MonoBehaviour
+    {
+        [SerializeField] ShotStreamDirector director = null;
+        [SerializeField] string character = "the knight";
+
+        void Start()
+        {
+            if (director != null && director.PromptMap == null)
+            {
+                var map = ScriptableObject.CreateInstance<ShotPromptMap>();
+                map.Add("enter_hall", "{character} enters a torch-lit hall, wide shot", 2, false)
+                   .Add("draw_sword", "close-up: {character} draws a glowing sword", 1, false)
+                   .Add("dragon_attacks", "a dragon crashes through the roof, chaos, fast camera", 3, true);
+                director.PromptMap = map;
+            }
+        }
+
+        void Update()
+        {
+            if (director == null) return;
+            if (Input.GetKeyDown(KeyCode.Alpha1)) Fire("enter_hall");
+            if (Input.GetKeyDown(KeyCode.Alpha2)) Fire("draw_sword");
+            if (Input.GetKeyDown(KeyCode.Alpha3)) Fire("dragon_attacks");  // cuts the current shot
+        }
+
+        void Fire(string eventName)
+        {
+            try { Debug.Log("EventShots: " + eventName + " -> " + director.Fire(eventName, new Dictionary<string, string> { { "character", character } })); }
+            catch (System.Exception e) { Debug.LogException(e); }
+        }
+    }
+}
