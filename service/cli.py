@@ -254,7 +254,8 @@ def _serve(args: argparse.Namespace) -> int:
         settings = ServerSettings(
             host=args.host, grpc_port=args.port, gateway_port=args.gateway_port, metrics_port=args.metrics_port,
             token=token, tls_cert=Path(args.tls_cert) if args.tls_cert else None,
-            tls_key=Path(args.tls_key) if args.tls_key else None, max_sessions=args.max_sessions)
+            tls_key=Path(args.tls_key) if args.tls_key else None, max_sessions=args.max_sessions,
+            takes_dir=Path(args.takes_dir))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     for what, path in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key)):
@@ -336,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key: serve TLS)")
     serve.add_argument("--tls-key", help="PEM private key")
     serve.add_argument("--max-sessions", type=int, default=4, help="open sessions at most (default 4)")
+    serve.add_argument("--takes-dir", default="takes",
+                       help="folder for takes that clients record (StartTake), created on the first one "
+                            "(default: ./takes)")
     serve.set_defaults(func=_serve)
 
     story = sub.add_parser("story", help="render a story file to an MP4 and a timing report, locally or through a "

@@ -34,6 +34,7 @@ Client -> server: **text** frames, each one ``shotstream.v1.ClientMessage`` as p
     {"cue": {"eventId": "boss", "prompt": "...", "numChunks": 2, "mode": "CUE_MODE_CUT"}}
     {"ack": {"chunkSeq": "3"}}
     {"pause": {}}   {"resume": {}}   {"close": {}}
+    {"startTake": {"name": "boss-fight"}}   {"stopTake": {}}
 
 The server parses with ``google.protobuf.json_format.Parse(ignore_unknown_fields=False)``, so it
 accepts both camelCase (``chunkSeq``) and proto field names (``chunk_seq``), 64-bit integers as
@@ -64,7 +65,7 @@ Server -> client: two kinds of frames.
    * one message per frame, no indentation, non-ASCII characters as UTF-8 (not ``\\u`` escapes).
 
    Every message kind goes this way (``opened``, ``cueAccepted``, ``shotStarted``,
-   ``shotFinished``, ``stats``, ``error``, ``closed``), and so does a ``chunk`` whose pixels are in
+   ``shotFinished``, ``stats``, ``error``, ``closed``, ``takeStarted``, ``takeSaved``), and so does a ``chunk`` whose pixels are in
    the shared-memory ring (``TRANSPORT_SHARED_MEMORY``: the chunk has ``ringSlot`` and no pixels).
 
 2. **Binary** frames: one frame chunk with inline pixels (``TRANSPORT_INLINE``, the default), laid

@@ -86,6 +86,7 @@ class ShotStreamServer:
             log.info("Prometheus metrics on http://%s:%d/metrics", host, self.metrics_port)
         log.info("model %s on %s; weights: %s; up to %d sessions", e.config.name, e.device, e.weights_label,
                  s.max_sessions)
+        log.info("takes (StartTake) are saved in %s", s.takes_dir.expanduser().resolve())
         if e.random_weights:
             bar = "!" * 100
             log.warning("%s\n!!! RANDOM WEIGHTS: model %r has no checkpoint loaded, so every frame is noise-like.\n"

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import grpc
@@ -30,6 +31,7 @@ from .protocol import (PROTOCOL_VERSION, ProtocolError, channels, check_protocol
                        pb)
 from .ring import FrameRing
 from .settings import ServerSettings
+from .takes import TakeRecorder, take_path
 
 log = logging.getLogger(__name__)
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -87,6 +89,8 @@ class Session:
         self._in_flight: dict[int, int | None] = {}  # chunk seq -> ring slot
         self._seq = 0
         self._story_frame = 0
+        self._take: TakeRecorder | None = None
+        self._takes_started = 0
         self.counters = SessionCounters()
         stream = engine.config.stream
         self._frame_bytes = stream.height * stream.width * channels(self.frame_format)
@@ -141,9 +145,50 @@ class Session:
             if kind == "resume":
                 self._paused = False
                 return True
+            if kind == "start_take":
+                self._start_take(msg.start_take.name)
+                return False
+            if kind == "stop_take":
+                if self._take is None:
+                    raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION, "no take is recording: send start_take first")
+                self._stop_take_locked().add_done_callback(lambda done: self._emit(done.result()))
+                return False
             if kind == "open":
                 raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION, "the session is already open")
-            raise ProtocolError(INVALID, "empty client message: set one of cue, ack, pause, resume, close")
+            raise ProtocolError(INVALID, "empty client message: set one of cue, ack, pause, resume, close, "
+                                         "start_take, stop_take")
+
+    def _start_take(self, name: str) -> None:
+        if self._take is not None:
+            raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"take {self._take.name!r} is already recording: send stop_take first")
+        name = name or f"{self.id}-take{self._takes_started + 1}"
+        path = take_path(self.settings.takes_dir, name)
+        stream = self.engine.config.stream
+        try:
+            self._take = TakeRecorder(name, path, stream.width, stream.height, stream.fps)
+        except OSError as exc:
+            raise ProtocolError(grpc.StatusCode.INTERNAL, f"cannot start take {name!r} at {path}: {exc}") from None
+        self._takes_started += 1
+        self._emit(self._take.started_message())
+
+    def _stop_take_locked(self) -> Future[pb.ServerMessage]:
+        """Detach the recording take and finish it; the future holds ``take_saved`` (or an error message)."""
+        take, self._take = self._take, None
+        done: Future[pb.ServerMessage] = Future()
+
+        def report(saved: Future[pb.TakeSaved]) -> None:
+            exc = saved.exception()
+            done.set_result(pb.ServerMessage(take_saved=saved.result()) if exc is None else error_message(
+                ProtocolError(grpc.StatusCode.INTERNAL, f"take {take.name!r} failed: {exc}")))
+
+        take.stop().add_done_callback(report)
+        return done
+
+    def end_take(self) -> Future[pb.ServerMessage] | None:
+        """Finish the recording take, if any, because the session is ending (any thread)."""
+        with self._lock:
+            return self._stop_take_locked() if self._take is not None else None
 
     def _parse_cue(self, cue: pb.Cue) -> _Cue:
         chunks = self.engine.config.stream.chunks_per_shot
@@ -206,6 +251,8 @@ class Session:
         chunk = self.story.step()
         frames = pack_frames(chunk.frames.numpy(), self.frame_format)
         with self._lock:
+            if self._take is not None:
+                self._take.add(chunk.frames.numpy())  # a fresh tensor per chunk: nothing else writes to it
             self._seq += 1
             seq = self._seq
             slot = self._free_slots.pop() if self.ring is not None else None

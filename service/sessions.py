@@ -26,6 +26,7 @@ from .worker import GpuWorker
 
 log = logging.getLogger(__name__)
 Send = Callable[[pb.ServerMessage], Awaitable[None]]
+_TAKE_FINISH_S = 60.0  # how long a closing session waits for its take's encoder to finish the file
 
 
 class SessionRegistry:
@@ -124,9 +125,12 @@ async def run_session(registry: SessionRegistry, incoming: AsyncIterator[pb.Clie
                 getter.cancel()
                 reason = reader.result()
                 await _drain(session, send)
+                await _end_take(session, send)
                 await send(pb.ServerMessage(closed=pb.SessionClosed(reason=reason)))
                 return
             msg = getter.result()
+            if msg.WhichOneof("kind") == "closed":  # server shutdown: the take is saved and reported first
+                await _end_take(session, send)
             await send(msg)
             kind = msg.WhichOneof("kind")
             if kind == "closed" or (kind == "error" and msg.error.fatal):
@@ -137,6 +141,7 @@ async def run_session(registry: SessionRegistry, incoming: AsyncIterator[pb.Clie
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
+        await _end_take(session, None)  # the client is gone or the session failed: still finish the file
         registry.close(session)
 
 
@@ -153,6 +158,21 @@ async def _read(registry: SessionRegistry, session: Session, incoming: AsyncIter
             if exc.fatal:
                 return "error"
     return "client disconnected"
+
+
+async def _end_take(session: Session, send: Send | None) -> None:
+    """Finish the session's recording take, if any, and report it (``take_saved``) when ``send`` is given."""
+    done = session.end_take()
+    if done is None:
+        return
+    try:
+        msg = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(done)), _TAKE_FINISH_S)
+    except asyncio.TimeoutError:
+        log.error("session %s: take still encoding after %.0f s; it finishes in the background", session.id,
+                  _TAKE_FINISH_S)
+        return
+    if send is not None:
+        await send(msg)
 
 
 async def _drain(session: Session, send: Send) -> None:

@@ -25,6 +25,7 @@ class ServerSettings:
     max_message_bytes: int = 64 * 1024 * 1024  # one RGBA chunk at 480x832 is 19 MB
     max_control_message_bytes: int = 64 * 1024  # client -> server messages carry text only
     ring_dir: Path | None = None  # None: /dev/shm where it exists, else the temp folder
+    takes_dir: Path = Path("takes")  # where StartTake writes MP4s (relative: to the server's working folder)
     gpu_memory_reserve_bytes: int = 1 << 30  # keep this much free when admitting a session
     stats_every_chunks: int = 7
 

@@ -33,10 +33,11 @@ from .aio import AsyncSession, AsyncShotStreamClient
 from .client import Session, ShotStreamClient
 from .codec import DEFAULT_ADDRESS, MAX_MESSAGE_BYTES
 from .events import (Chunk, ChunkTiming, CueAccepted, Event, Progress, ServerError, ServerInfo, SessionInfo,
-                     ShotFinished, ShotStarted, ShotStreamError, Stats)
+                     ShotFinished, ShotStarted, ShotStreamError, Stats, TakeSaved, TakeStarted)
 
 __all__ = [
     "ShotStreamClient", "AsyncShotStreamClient", "Session", "AsyncSession", "ShotStreamError",
     "Chunk", "ChunkTiming", "ShotStarted", "ShotFinished", "Stats", "ServerError", "CueAccepted", "Progress",
+    "TakeStarted", "TakeSaved",
     "SessionInfo", "ServerInfo", "Event", "DEFAULT_ADDRESS", "MAX_MESSAGE_BYTES",
 ]

@@ -131,6 +131,13 @@ class AsyncSession:
     async def resume(self) -> None:
         await self._send(pb.ClientMessage(resume=pb.Resume()))
 
+    async def start_take(self, name: str = "") -> None:
+        """See :meth:`Session.start_take`."""
+        await self._send(pb.ClientMessage(start_take=pb.StartTake(name=name)))
+
+    async def stop_take(self) -> None:
+        await self._send(pb.ClientMessage(stop_take=pb.StopTake()))
+
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._events()
 

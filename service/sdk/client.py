@@ -146,6 +146,17 @@ class Session:
     def resume(self) -> None:
         self._send(pb.ClientMessage(resume=pb.Resume()))
 
+    def start_take(self, name: str = "") -> None:
+        """Record the frames of every later chunk into ``NAME.mp4`` on the server's host (its ``--takes-dir``).
+        Answered by a :class:`TakeStarted` event, or a :class:`ServerError` (bad or existing name, already
+        recording). ``name`` "" lets the server pick one."""
+        self._send(pb.ClientMessage(start_take=pb.StartTake(name=name)))
+
+    def stop_take(self) -> None:
+        """Finish the take; a :class:`TakeSaved` event follows once the file is complete. Closing the session
+        also finishes the file, but :meth:`close` discards events: stop first to learn the take's size."""
+        self._send(pb.ClientMessage(stop_take=pb.StopTake()))
+
     # -- events -------------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Event]:

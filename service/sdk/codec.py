@@ -17,7 +17,7 @@ import numpy as np
 
 from ..protocol import PROTOCOL_VERSION, channels, pb, status_code
 from .events import (Chunk, ChunkTiming, CueAccepted, Event, Progress, ServerError, ServerInfo, SessionInfo,
-                     ShotFinished, ShotStarted, ShotStreamError, Stats)
+                     ShotFinished, ShotStarted, ShotStreamError, Stats, TakeSaved, TakeStarted)
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # one RGBA chunk at 480x832 is 19 MB
@@ -274,6 +274,11 @@ class SessionDecoder:
             return CueAccepted(msg.cue_accepted.event_id, msg.cue_accepted.queue_position)
         if kind == "stats":
             return _stats(msg.stats)
+        if kind == "take_started":
+            return TakeStarted(msg.take_started.name, msg.take_started.path)
+        if kind == "take_saved":
+            t = msg.take_saved
+            return TakeSaved(t.name, t.path, t.frames, t.bytes, t.duration_s)
         if kind == "error":
             e = msg.error
             if e.fatal:

@@ -102,6 +102,25 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class TakeStarted:
+    """The server is recording this session's frames from the next chunk on (``Session.start_take``)."""
+
+    name: str
+    path: str  # where the MP4 will be, on the server's host
+
+
+@dataclass(frozen=True)
+class TakeSaved:
+    """A take's MP4 is complete on the server's host."""
+
+    name: str
+    path: str
+    frames: int
+    bytes: int
+    duration_s: float
+
+
+@dataclass(frozen=True)
 class ServerError:
     """A non-fatal error (e.g. a rejected cue); the session goes on."""
 
@@ -120,7 +139,7 @@ class Progress:
     frames_total: int
 
 
-Event = Union[Chunk, ShotStarted, ShotFinished, CueAccepted, Stats, ServerError, Progress]
+Event = Union[Chunk, ShotStarted, ShotFinished, CueAccepted, Stats, TakeStarted, TakeSaved, ServerError, Progress]
 
 
 @dataclass(frozen=True)

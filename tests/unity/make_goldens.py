@@ -1,12 +1,7 @@
-"""Golden wire messages for the Unity plugin's C# core (tests/unity/CoreTests.cs).
+"""Golden wire messages for the Unity plugin's C# core (tests/unity/CoreTests.cs); see tests/wire_goldens.py.
 
     python tests/unity/make_goldens.py write DIR     # server frames, client expectations, proto field lists
     python tests/unity/make_goldens.py check DIR     # parse the client messages C# wrote to DIR/csharp_client
-
-Server frames are exactly what the gateway sends (``encode_server_message``); the C# tests decode each
-one and check its fields against the values below (kept in sync by hand with CoreTests.cs). ``fields.txt``
-lists the proto field names of every message the C# side models, so a proto change it does not follow
-fails the C# test.
 """
 
 from __future__ import annotations
@@ -14,129 +9,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.gateway import encode_server_message, parse_client_message, to_json  # noqa: E402
-from service.protocol import pb  # noqa: E402
+import wire_goldens  # noqa: E402
 
-# Messages modeled in C# (Runtime/Core/Messages.cs), by proto name.
-MODELED = ["ClientMessage", "OpenSession", "Cue", "Ack", "Pause", "Resume", "Close", "ServerMessage", "SessionOpened",
-           "RingLayout", "CueAccepted", "ShotStarted", "FrameChunk", "RingSlot", "ChunkTiming", "ShotFinished", "Stats",
-           "Error", "SessionClosed"]
-ENUMS = ["FrameFormat", "Transport", "CueMode"]
-
-UNICODE = "Caf\u00e9 \u2014 \U0001F409 \"q\" back\\slash\nnew\ttab \u0001"
-
-
-def pixels(n: int, h: int, w: int, c: int) -> bytes:
-    return bytes((i * 7 + 3) % 256 for i in range(n * h * w * c))
-
-
-def server_messages() -> dict[str, pb.ServerMessage]:
-    ring = pb.RingLayout(path="/tmp/shotstream-ring-abc", layout_version=1, slot_count=3, slot_bytes=12_345_678_901,
-                         header_bytes=4096, slot_header_bytes=64)
-    timing = pb.ChunkTiming(commit_ms=1.5, denoise_ms=20.25, decode_ms=3.0, queue_ms=0.125, since_shot_start_ms=100.5)
-    return {
-        "opened_inline": pb.ServerMessage(opened=pb.SessionOpened(
-            session_id="s-1", protocol_version=1, width=64, height=32, fps=16, frames_first_chunk=9, frames_per_chunk=12,
-            max_chunks_per_shot=7, frame_format=pb.FRAME_FORMAT_RGBA8, transport=pb.TRANSPORT_INLINE,
-            max_chunks_in_flight=2, model="tiny", random_weights=True)),
-        "opened_shm": pb.ServerMessage(opened=pb.SessionOpened(
-            session_id="s-2", protocol_version=1, width=832, height=480, fps=16, frames_first_chunk=9, frames_per_chunk=12,
-            max_chunks_per_shot=7, frame_format=pb.FRAME_FORMAT_RGB8, transport=pb.TRANSPORT_SHARED_MEMORY,
-            max_chunks_in_flight=3, ring=ring, model="wan2.1-t2v-1.3b")),
-        "cue_accepted": pb.ServerMessage(cue_accepted=pb.CueAccepted(event_id="boss", queue_position=2)),
-        "cue_accepted_next": pb.ServerMessage(cue_accepted=pb.CueAccepted(event_id="next")),
-        "shot_started": pb.ServerMessage(shot_started=pb.ShotStarted(
-            event_id=UNICODE, tags=["boss", "act2"], shot_index=4, num_chunks=3, num_frames=33, prompt_tokens=17,
-            truncated_tokens=2, setup_ms=12.75)),
-        "chunk_shm": pb.ServerMessage(chunk=pb.FrameChunk(
-            chunk_seq=18_446_744_073_709_551_615, event_id="boss", shot_index=1, chunk_index=2, first_frame=21,
-            story_frame=9_007_199_254_740_993, num_frames=12, width=832, height=480, frame_format=pb.FRAME_FORMAT_RGB8,
-            last_in_shot=True, ring_slot=pb.RingSlot(slot=2, sequence=7, offset=4096 + 64, length=14_376_960),
-            timing=timing)),
-        "chunk_shm_slot0": pb.ServerMessage(chunk=pb.FrameChunk(chunk_seq=1, event_id="a", num_frames=9, width=8,
-                                                                height=8, ring_slot=pb.RingSlot())),
-        "shot_finished": pb.ServerMessage(shot_finished=pb.ShotFinished(event_id="boss", shot_index=4, chunks=2,
-                                                                        frames=21, cut=True)),
-        "stats": pb.ServerMessage(stats=pb.Stats(chunks_sent=5, frames_sent=57, chunk_ms_mean=33.5, fps=120.25,
-                                                 queued_cues=1, chunks_in_flight=2, paused=True, sessions=3,
-                                                 gpu_memory_used_bytes=8_000_000_000)),
-        "error_fatal": pb.ServerMessage(error=pb.Error(code=8, message="too many sessions", fatal=True)),
-        "error_soft": pb.ServerMessage(error=pb.Error(code=3, message="bad cue", event_id="x")),
-        "closed": pb.ServerMessage(closed=pb.SessionClosed(reason="client")),
-    }
-
-
-def chunk_messages() -> dict[str, pb.ServerMessage]:
-    out = {}
-    for name, fmt, c in (("chunk_rgb", pb.FRAME_FORMAT_RGB8, 3), ("chunk_rgba", pb.FRAME_FORMAT_RGBA8, 4)):
-        out[name] = pb.ServerMessage(chunk=pb.FrameChunk(
-            chunk_seq=3, event_id="e\u00e9", shot_index=1, chunk_index=0, first_frame=0, story_frame=9, num_frames=2,
-            width=5, height=3, frame_format=fmt, last_in_shot=False, pixels=pixels(2, 3, 5, c),
-            timing=pb.ChunkTiming(denoise_ms=2.5)))
-    return out
-
-
-def client_messages() -> dict[str, pb.ClientMessage]:
-    """What CoreTests.cs builds; C# must write JSON that parses back to exactly these."""
-    return {
-        "open": pb.ClientMessage(open=pb.OpenSession(protocol_version=1, client_name="unity/Test", global_caption=UNICODE,
-                                                     seed=18_446_744_073_709_551_615, frame_format=pb.FRAME_FORMAT_RGBA8,
-                                                     transport=pb.TRANSPORT_SHARED_MEMORY, max_chunks_in_flight=3)),
-        "open_defaults": pb.ClientMessage(open=pb.OpenSession(protocol_version=1)),
-        "cue": pb.ClientMessage(cue=pb.Cue(event_id="boss", prompt="A dragon \U0001F409 lands.", tags=["a", "b"],
-                                           num_chunks=2, mode=pb.CUE_MODE_CUT)),
-        "cue_wait": pb.ClientMessage(cue=pb.Cue(prompt="p", mode=pb.CUE_MODE_WAIT)),
-        "ack": pb.ClientMessage(ack=pb.Ack(chunk_seq=9_007_199_254_740_993)),
-        "pause": pb.ClientMessage(pause=pb.Pause()),
-        "resume": pb.ClientMessage(resume=pb.Resume()),
-        "close": pb.ClientMessage(close=pb.Close()),
-    }
-
-
-def write(out: Path) -> None:
-    (out / "server").mkdir(parents=True, exist_ok=True)
-    (out / "client").mkdir(parents=True, exist_ok=True)
-    for name, msg in server_messages().items():
-        frame = encode_server_message(msg)
-        assert isinstance(frame, str), name
-        (out / "server" / f"{name}.json").write_bytes(frame.encode("utf-8"))
-    for name, msg in chunk_messages().items():
-        frame = encode_server_message(msg)
-        assert isinstance(frame, bytes) and frame[:4] == b"SSC1", name
-        (out / "server" / f"{name}.bin").write_bytes(frame)
-    # forward compatibility: a newer server's unknown fields (and an unknown kind next to a known one)
-    (out / "server" / "unknown_fields.json").write_bytes(
-        b'{"futureKind": {"x": [1, {"y": null}]}, "cueAccepted": {"eventId": "f", "newField": "z", "queuePosition": 1}}')
-    for name, msg in client_messages().items():
-        (out / "client" / f"{name}.json").write_bytes(to_json(msg).encode("utf-8"))
-    lines = []
-    for name in MODELED:
-        desc = pb.DESCRIPTOR.message_types_by_name[name]
-        lines.append(name + " " + ",".join(f.name for f in desc.fields))
-    for name in ENUMS:
-        desc = pb.DESCRIPTOR.enum_types_by_name[name]
-        lines.append("enum:" + name + " " + ",".join(v.name for v in desc.values))
-    (out / "fields.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def check(out: Path) -> None:
-    """C# wrote DIR/csharp_client/NAME.json for every client message: the gateway must parse each to the same message."""
-    expected = client_messages()
-    got_dir = out / "csharp_client"
-    names = sorted(p.stem for p in got_dir.glob("*.json"))
-    assert names == sorted(expected), f"C# wrote {names}, expected {sorted(expected)}"
-    for name, want in expected.items():
-        text = (got_dir / f"{name}.json").read_bytes().decode("utf-8")
-        got = parse_client_message(text)
-        assert got == want, f"{name}: C# wrote {text!r}, which parses to {got}, expected {want}"
-        assert text == to_json(want).replace(", ", ",").replace(": ", ":") or name in ("open", "cue"), \
-            f"{name}: {text!r} differs from the canonical {to_json(want)!r}"
-    print(f"checked {len(expected)} client messages")
-
+CLIENT_NAME = "unity/Test"
+# Client messages C# writes in the canonical compact form (the others may order or quote fields differently).
+STRICT = ("open_defaults", "cue_wait", "ack", "pause", "resume", "close", "start_take", "start_take_default",
+          "stop_take")
 
 if __name__ == "__main__":
     mode, directory = sys.argv[1], Path(sys.argv[2])
-    {"write": write, "check": check}[mode](directory)
+    if mode == "write":
+        wire_goldens.write(directory, CLIENT_NAME)
+    elif mode == "check":
+        print(f"checked {wire_goldens.check(directory / 'csharp_client', CLIENT_NAME, STRICT)} client messages")
+    else:
+        sys.exit(f"unknown mode {mode!r}: use write or check")
