@@ -15,11 +15,13 @@ import contextlib
 import json
 import os
 import queue
+import re
 import signal
 import struct
 import subprocess
 import sys
 import threading
+import uuid
 import time
 from collections import Counter
 from pathlib import Path
@@ -412,8 +414,12 @@ _good_opens = st.builds(pb.OpenSession, protocol_version=st.just(PROTOCOL_VERSIO
                         max_chunks_in_flight=st.integers(0, 8))
 _cues = st.builds(pb.Cue, event_id=_small_text, prompt=st.one_of(st.just("a quiet street"), _big_text),
                   tags=st.lists(_small_text, max_size=3), num_chunks=st.one_of(st.integers(0, 8), _u32), mode=_enum)
+FRESH = "fresh-name"  # replaced by a new uuid when sent: a take name is taken for good once its file exists
+_take_names = st.sampled_from([FRESH, "", "../x", ".hidden", "x" * 65, "a b", "caf\u00e9"])
 _client_messages = st.one_of(
     _cues.map(lambda c: pb.ClientMessage(cue=c)),
+    _take_names.map(lambda n: pb.ClientMessage(start_take=pb.StartTake(name=n))),
+    st.just(pb.ClientMessage(stop_take=pb.StopTake())),
     st.one_of(st.integers(0, 6), _u64).map(lambda s: pb.ClientMessage(ack=pb.Ack(chunk_seq=s))),
     st.sampled_from([pb.ClientMessage(pause=pb.Pause()), pb.ClientMessage(resume=pb.Resume()),
                      pb.ClientMessage(close=pb.Close()), pb.ClientMessage()]),
@@ -423,6 +429,13 @@ _sequences = st.one_of(
     st.tuples(_good_opens, st.lists(_client_messages, max_size=8)).map(lambda t: [pb.ClientMessage(open=t[0]), *t[1]]),
     st.lists(_client_messages, max_size=6),
 )
+
+
+def with_fresh_name(m: pb.ClientMessage) -> pb.ClientMessage:
+    """``m``, or a copy of a ``start_take`` named FRESH with a name never used before."""
+    if m.WhichOneof("kind") != "start_take" or m.start_take.name != FRESH:
+        return m
+    return pb.ClientMessage(start_take=pb.StartTake(name=f"fuzz-{uuid.uuid4()}"))
 
 
 def open_verdict(o: pb.OpenSession) -> grpc.StatusCode:
@@ -442,15 +455,29 @@ def cue_verdict(c: pb.Cue, caption: str, model_prompt_chars: int) -> grpc.Status
     return OK if valid else INVALID
 
 
-def session_answers(messages: list[pb.ClientMessage], caption: str, model_prompt_chars: int) -> tuple[list, str, int]:
-    """The answers an open session owes to ``messages`` (cue_accepted, or an error, in order; acks aside), why it
-    ends, and how many acks it reads."""
-    answers, acks = [], 0
+def session_answers(messages: list[pb.ClientMessage], caption: str,
+                    model_prompt_chars: int) -> tuple[list, str, int, int]:
+    """The answers an open session owes to ``messages`` (cue_accepted, take_started, or an error, in order; acks
+    aside), why it ends, how many acks it reads and how many takes it saves (one per take started: stopped, or
+    finished by the session's end)."""
+    answers, acks, takes, recording = [], 0, 0, False
     for m in messages:
         kind = m.WhichOneof("kind")
         if kind == "close":
-            return answers, "client", acks
-        if kind == "cue":
+            return answers, "client", acks, takes
+        if kind == "start_take":
+            if recording:
+                answers.append(("error", "", FAILED_PRECONDITION.value[0]))
+            elif not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}", m.start_take.name or "default"):
+                answers.append(("error", "", INVALID.value[0]))
+            else:
+                answers.append(("take_started", "", 0))
+                recording, takes = True, takes + 1
+        elif kind == "stop_take":
+            if not recording:
+                answers.append(("error", "", FAILED_PRECONDITION.value[0]))
+            recording = False
+        elif kind == "cue":
             verdict = cue_verdict(m.cue, caption, model_prompt_chars)
             answers.append(("cue_accepted", m.cue.event_id, 0) if verdict == OK
                            else ("error", m.cue.event_id, verdict.value[0]))
@@ -460,7 +487,7 @@ def session_answers(messages: list[pb.ClientMessage], caption: str, model_prompt
             answers.append(("error", "", INVALID.value[0]))
         elif kind == "ack":
             acks += 1
-    return answers, "client disconnected", acks
+    return answers, "client disconnected", acks, takes
 
 
 def answers_in(responses: list[pb.ServerMessage]) -> list:
@@ -469,6 +496,8 @@ def answers_in(responses: list[pb.ServerMessage]) -> list:
         kind = r.WhichOneof("kind")
         if kind == "cue_accepted":
             out.append(("cue_accepted", r.cue_accepted.event_id, 0))
+        elif kind == "take_started":
+            out.append(("take_started", "", 0))
         elif kind == "error" and not r.error.message.startswith("ack for chunk"):
             out.append(("error", r.error.event_id, r.error.code))
     return out
@@ -479,8 +508,9 @@ def check_session_replies(responses, first: pb.OpenSession, rest, model_prompt_c
     credits, closed last."""
     kinds = [r.WhichOneof("kind") for r in responses]
     assert kinds[0] == "opened" and kinds[-1] == "closed" and kinds.count("opened") == kinds.count("closed") == 1
-    answers, reason, acks = session_answers(rest, first.global_caption, model_prompt_chars)
+    answers, reason, acks, takes = session_answers(rest, first.global_caption, model_prompt_chars)
     assert answers_in(responses) == answers
+    assert kinds.count("take_saved") == takes
     assert responses[-1].closed.reason == reason
     errors = [r.error for r in responses if r.WhichOneof("kind") == "error"]
     assert all(not e.fatal and e.message for e in errors)
@@ -498,8 +528,10 @@ def check_session_replies(responses, first: pb.OpenSession, rest, model_prompt_c
 
 
 def fuzz_server(engine, tmp_path, gateway: bool):
+    """A server whose ring files go to ``tmp_path`` (checked empty between examples) and takes next to it."""
+    takes = tmp_path.with_name(tmp_path.name + "-takes")
     return BackgroundServer(engine, ServerSettings(grpc_port=0, gateway_port=0 if gateway else -1, metrics_port=-1,
-                                                   ring_dir=tmp_path), grace=2.0)
+                                                   ring_dir=tmp_path, takes_dir=takes), grace=2.0)
 
 
 def check_nothing_leaked(srv: BackgroundServer, opened, stub, tmp_path) -> None:
@@ -517,7 +549,18 @@ def test_fuzzed_direct_messages_never_break_the_server(engine, tmp_path):
         @settings(max_examples=35, deadline=None, database=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
         @given(messages=_sequences)
+        @example(messages=[  # every take answer, then a cue recorded by a take that the close finishes
+            pb.ClientMessage(open=pb.OpenSession(protocol_version=PROTOCOL_VERSION, client_name="fuzz")),
+            pb.ClientMessage(stop_take=pb.StopTake()),
+            pb.ClientMessage(start_take=pb.StartTake(name="../x")),
+            pb.ClientMessage(start_take=pb.StartTake(name="")),
+            pb.ClientMessage(start_take=pb.StartTake(name="again")),
+            pb.ClientMessage(stop_take=pb.StopTake()),
+            pb.ClientMessage(start_take=pb.StartTake(name=FRESH)),
+            pb.ClientMessage(cue=pb.Cue(prompt="a quiet street", num_chunks=1)),
+            pb.ClientMessage(close=pb.Close())])
         def check(messages):
+            messages = [with_fresh_name(m) for m in messages]
             call = stub.Direct(iter(messages), timeout=TIMEOUT)
             responses = []
             try:
