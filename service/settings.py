@@ -30,6 +30,7 @@ class ServerSettings:
     stats_every_chunks: int = 7
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "takes_dir", Path(self.takes_dir))  # a str from config files works too
         if not is_loopback(self.host) and not self.token:
             raise ValueError(f"binding to {self.host} exposes the service beyond this machine: "
                              "set a bearer token (--token or SHOTSTREAM_TOKEN), or bind to 127.0.0.1")
