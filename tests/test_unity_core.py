@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "unity_plugin" / "com.shotstream.bridge" / "Runtime" / "Core"
-SOURCES = [CORE / n for n in ("Json.cs", "Messages.cs", "ChunkFrame.cs", "ShotStreamConnection.cs")]
+SOURCES = [CORE / n for n in ("Json.cs", "Messages.cs", "ChunkFrame.cs", "ShotStreamConnection.cs", "RingReader.cs")]
 TESTS = ROOT / "tests" / "unity"
 
 pytestmark = pytest.mark.skipif(not (shutil.which("mcs") and shutil.which("mono")),
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not (shutil.which("mcs") and shutil.which("mono"
 @pytest.fixture(scope="module")
 def exe(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("unity") / "CoreTests.exe"
-    proc = subprocess.run(["mcs", "-langversion:7.2", "-warnaserror+", "-nowarn:414", f"-out:{out}",
+    proc = subprocess.run(["mcs", "-langversion:7.2", "-unsafe", "-warnaserror+", "-nowarn:414", f"-out:{out}",
                            *map(str, SOURCES), str(TESTS / "CoreTests.cs")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
@@ -43,38 +43,70 @@ def test_core_goldens(exe, tmp_path):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_live_session_matches_python_sdk(exe):
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """The real service (tiny engine, random weights) on loopback, and the story as the Python SDK receives
+    it over gRPC: "walk" (3 chunks) cut by "boom" (2 chunks, CUT) as soon as walk starts. With one credit the
+    cut lands after walk's first chunk (its second needs the first one's ack), so every client gets the same
+    chunks. Yields (server, [(seq, event_id, crc32, bytes)], takes folder)."""
     from engine_core import TINY, ShotStreamEngine
     from service.background import BackgroundServer
-    from service.sdk import Chunk, ShotFinished, ShotStreamClient
+    from service.sdk import Chunk, ShotFinished, ShotStarted, ShotStreamClient
     from service.settings import ServerSettings
 
+    takes = tmp_path_factory.mktemp("takes")
     engine = ShotStreamEngine.random(TINY, device="cpu", seed=0)
-    settings = ServerSettings(grpc_port=0, gateway_port=0, metrics_port=-1)
+    settings = ServerSettings(grpc_port=0, gateway_port=0, metrics_port=-1, takes_dir=takes)
     with BackgroundServer(engine, settings, grace=2.0) as server:
-        proc = subprocess.run(["mono", str(exe), "live", server.gateway_url], capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        got = [tuple(line.split()[1:]) for line in proc.stdout.splitlines() if line.startswith("CHUNK ")]
-        assert "CLOSED client" in proc.stdout, proc.stdout
-
-        # The same story through the Python SDK (gRPC): same seed, same cues, same moment for the CUT.
-        want, finished = [], 0
+        want, finished = [], []
         with ShotStreamClient(server.address) as client:
             session = client.open_session("A lighthouse on a stormy coast.", seed=5, transport="inline",
                                           frame_format="rgba8", chunks_in_flight=1)
-            session.cue("The keeper climbs the stairs.", num_chunks=1, event_id="walk")
-            cut_sent = False
+            session.cue("The keeper climbs the stairs.", num_chunks=3, event_id="walk")
             for ev in session:
-                if isinstance(ev, Chunk):
+                if isinstance(ev, ShotStarted) and ev.event_id == "walk":
+                    session.cue("A wave hits the rocks.", num_chunks=2, mode="cut", event_id="boom")
+                elif isinstance(ev, Chunk):
                     data = ev.frames.tobytes()
                     want.append((str(ev.chunk_seq), ev.event_id, str(zlib.crc32(data)), str(len(data))))
-                    if not cut_sent:
-                        session.cue("A wave hits the rocks.", num_chunks=2, mode="cut", event_id="boom")
-                        cut_sent = True
                 elif isinstance(ev, ShotFinished):
-                    finished += 1
-                    if finished == 2:
+                    finished.append((ev.event_id, ev.chunks, ev.cut))
+                    if len(finished) == 2:
                         break
             session.close()
-    assert [w[1] for w in want] == ["walk", "boom", "boom"]
+        assert [w[1] for w in want] == ["walk", "boom", "boom"]
+        assert finished == [("walk", 1, True), ("boom", 2, False)]
+        yield server, want, takes
+
+
+@pytest.mark.parametrize("transport", ["inline", "shm"])
+def test_live_session_matches_python_sdk(exe, live, transport):
+    """The C# core plays the same story over the WebSocket gateway, its pixels inline (binary SSC1 frames) or
+    read from the shared-memory ring the session maps by path; every chunk must equal the Python SDK's. Both
+    runs record a take, which must hold every frame sent: over shared memory a named one ended by stop_take;
+    inline one named by the server and ended by close (take_saved must come before closed)."""
+    server, want, takes = live
+    take, end = ("unity-live", "stop") if transport == "shm" else ("", "close")
+    proc = subprocess.run(["mono", str(exe), "live", server.gateway_url, transport, take, end],
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    got = [tuple(line.split()[1:]) for line in out.splitlines() if line.startswith("CHUNK ")]
     assert got == want
+    assert [line.split()[1:] for line in out.splitlines() if line.startswith("FINISHED ")] == [
+        ["walk", "1", "cut"], ["boom", "2", "full"]]
+    assert out.splitlines()[-1] == "CLOSED client", out
+
+    import imageio_ffmpeg
+
+    session_id = next(line.split()[1] for line in out.splitlines() if line.startswith("OPENED "))
+    name = take or f"{session_id}-take1"
+    path = takes.resolve() / f"{name}.mp4"
+    assert f"TAKE_STARTED {name} {path}" in out.splitlines(), out
+    saved = [line.split()[1:] for line in out.splitlines() if line.startswith("TAKE_SAVED ")]
+    assert len(saved) == 1, out
+    saved_name, saved_path, frames, size, duration = saved[0]
+    assert (saved_name, saved_path) == (name, str(path))
+    assert int(size) == path.stat().st_size > 0
+    assert float(duration) == int(frames) / 16
+    assert imageio_ffmpeg.count_frames_and_secs(str(path))[0] == int(frames)

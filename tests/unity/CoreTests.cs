@@ -1,6 +1,9 @@
 // Tests for unity_plugin/com.shotstream.bridge/Runtime/Core under mono (no test framework).
 //   mono CoreTests.exe goldens DIR   -> unit + golden tests; prints "N passed, M failed" last; exit 1 on failure
-//   mono CoreTests.exe live URL      -> one real session; prints "CHUNK seq eventId crc32 bytes" per chunk
+//   mono CoreTests.exe live URL inline|shm [TAKE stop|close]
+//                                    -> one real session over that transport (and a take named TAKE, "" =
+//                                       the server's default name, ended by stop_take or by close);
+//                                       prints "CHUNK seq eventId crc32 bytes" per chunk
 using System;
 using System.Collections.Generic;
 using System.IO;
@@ -48,8 +51,10 @@ static class CoreTests
 
     static int Main(string[] args)
     {
-        if (args.Length == 2 && args[0] == "live") return Live(new Uri(args[1])).GetAwaiter().GetResult();
-        if (args.Length != 2 || args[0] != "goldens") { Console.Error.WriteLine("usage: CoreTests.exe goldens DIR | live URL"); return 2; }
+        if (args.Length >= 3 && args[0] == "live")
+            return Live(new Uri(args[1]), args[2] == "shm" ? Transport.SharedMemory : Transport.Inline, args.Length > 3 ? args[3] : null,
+                        args.Length > 4 && args[4] == "stop").GetAwaiter().GetResult();
+        if (args.Length != 2 || args[0] != "goldens") { Console.Error.WriteLine("usage: CoreTests.exe goldens DIR | live URL inline|shm [TAKE stop|close]"); return 2; }
         dir = args[1];
         JsonTests();
         GoldenServerTests();
@@ -142,6 +147,14 @@ static class CoreTests
             var s = Server("error_soft").Error; Eq(3u, s.Code, "code"); Eq("x", s.EventId, "id"); Eq(false, s.Fatal, "fatal");
             Eq("client", Server("closed").Closed.Reason, "reason");
         });
+        Run("takes", () =>
+        {
+            var t = Server("take_started"); Eq(ServerKind.TakeStarted, t.Kind, "kind");
+            Eq("boss-fight", t.TakeStarted.Name, "name"); Eq("/srv/takes/boss-fight.mp4", t.TakeStarted.Path, "path");
+            var s = Server("take_saved"); Eq(ServerKind.TakeSaved, s.Kind, "kind");
+            Eq("boss-fight", s.TakeSaved.Name, "name"); Eq("/srv/takes/boss-fight.mp4", s.TakeSaved.Path, "path");
+            Eq(45u, s.TakeSaved.Frames, "frames"); Eq(6000000000UL, s.TakeSaved.Bytes, "bytes above 2^32"); Eq(2.8125, s.TakeSaved.DurationS, "duration");
+        });
         Run("unknown fields ignored", () =>
         {
             var m = Server("unknown_fields"); Eq(ServerKind.CueAccepted, m.Kind, "kind"); Eq("f", m.CueAccepted.EventId, "id"); Eq(1u, m.CueAccepted.QueuePosition, "qp");
@@ -182,6 +195,9 @@ static class CoreTests
             { "pause", ClientMessage.Pause() },
             { "resume", ClientMessage.Resume() },
             { "close", ClientMessage.Close() },
+            { "start_take", ClientMessage.StartTakeMessage("boss-fight") },
+            { "start_take_default", ClientMessage.StartTakeMessage() },
+            { "stop_take", ClientMessage.StopTakeMessage() },
         };
     }
 
@@ -207,6 +223,9 @@ static class CoreTests
         {
             Throws<JsonException>(() => ClientMessage.FromJson("{}"), "no kind");
             Throws<JsonException>(() => ClientMessage.FromJson("{\"open\": {}, \"close\": {}}"), "two kinds");
+            Throws<JsonException>(() => ClientMessage.FromJson("{\"startTake\": {}, \"stop_take\": {}}"), "two kinds, either spelling");
+            var proto = ClientMessage.FromJson("{\"start_take\": {\"name\": \"t1\"}}");
+            Eq(ClientKind.StartTake, proto.Kind, "proto field name"); Eq("t1", proto.AsStartTake.Name, "name");
         });
     }
 
@@ -216,10 +235,12 @@ static class CoreTests
         {
             { "ClientMessage", ClientMessage.ProtoFields }, { "OpenSession", OpenSession.ProtoFields }, { "Cue", Cue.ProtoFields },
             { "Ack", Ack.ProtoFields }, { "Pause", Empty.ProtoFields }, { "Resume", Empty.ProtoFields }, { "Close", Empty.ProtoFields },
+            { "StartTake", StartTake.ProtoFields }, { "StopTake", Empty.ProtoFields },
             { "ServerMessage", ServerMessage.ProtoFields }, { "SessionOpened", SessionOpened.ProtoFields }, { "RingLayout", RingLayout.ProtoFields },
             { "CueAccepted", CueAccepted.ProtoFields }, { "ShotStarted", ShotStarted.ProtoFields }, { "FrameChunk", FrameChunk.ProtoFields },
             { "RingSlot", RingSlot.ProtoFields }, { "ChunkTiming", ChunkTiming.ProtoFields }, { "ShotFinished", ShotFinished.ProtoFields },
             { "Stats", Stats.ProtoFields }, { "Error", ServerError.ProtoFields }, { "SessionClosed", SessionClosed.ProtoFields },
+            { "TakeStarted", TakeStarted.ProtoFields }, { "TakeSaved", TakeSaved.ProtoFields },
             { "enum:FrameFormat", ProtoEnums.AllFrameFormatNames.ToArray() }, { "enum:Transport", ProtoEnums.AllTransportNames.ToArray() },
             { "enum:CueMode", ProtoEnums.AllCueModeNames.ToArray() },
         };
@@ -301,40 +322,90 @@ static class CoreTests
         });
     }
 
-    static async Task<int> Live(Uri uri)
+    // The story tests/test_unity_core.py also plays through the Python SDK (same seed, one credit): "walk"
+    // (3 chunks) is cut by "boom" (2 chunks, CUT) sent when walk starts, so the cut lands after walk's first
+    // chunk whatever the timing (walk's second chunk needs the first one's ack). With a take (a name, or ""
+    // for the server's default) the frames are also recorded into an MP4 on the server: start_take before the
+    // first cue; stop_take after the last shot, or (stopTake false) close, which must report take_saved first.
+    static async Task<int> Live(Uri uri, Transport transport, string take, bool stopTake)
     {
         using (var conn = await ShotStreamConnection.ConnectAsync(uri, Environment.GetEnvironmentVariable("SHOTSTREAM_TOKEN")))
         {
-            var opened = await conn.OpenAsync("A lighthouse on a stormy coast.", 5, FrameFormat.Rgba8, Transport.Inline, 1, "unity/CoreTests");
-            Console.WriteLine("OPENED " + opened.Width + "x" + opened.Height + " " + ProtoEnums.Name(opened.FrameFormat) + " " + ProtoEnums.Name(opened.Transport));
-            await conn.SendCueAsync("walk", "The keeper climbs the stairs.", 1, CueMode.Wait);
-            int finished = 0; bool cutSent = false, closeSent = false;
-            while (true)
+            var opened = await conn.OpenAsync("A lighthouse on a stormy coast.", 5, FrameFormat.Rgba8, transport, 1, "unity/CoreTests");
+            Console.WriteLine("OPENED " + opened.SessionId + " " + opened.Width + "x" + opened.Height + " " + ProtoEnums.Name(opened.FrameFormat) + " " + ProtoEnums.Name(opened.Transport));
+            if (opened.Transport != transport) throw new Exception("asked for " + transport + ", the server chose " + opened.Transport);
+            RingReader ring = null;
+            if (transport == Transport.SharedMemory)
             {
-                var m = await conn.ReceiveAsync();
-                if (m == null) break;
-                switch (m.Kind)
-                {
-                    case ServerKind.Chunk:
-                        var c = m.Chunk;
-                        if (!c.HasPixels || c.Pixels.Count != c.ExpectedPixelBytes) throw new Exception("chunk without its pixels");
-                        Console.WriteLine("CHUNK " + c.ChunkSeq + " " + c.EventId + " " + Crc32(c.Pixels.Array, c.Pixels.Offset, c.Pixels.Count) + " " + c.Pixels.Count);
-                        if (!cutSent) { await conn.SendCueAsync("boom", "A wave hits the rocks.", 2, CueMode.Cut); cutSent = true; }
-                        await conn.AckAsync(c.ChunkSeq);
-                        break;
-                    case ServerKind.ShotFinished:
-                        Console.WriteLine("FINISHED " + m.ShotFinished.EventId + " " + m.ShotFinished.Chunks);
-                        if (++finished == 2 && !closeSent) { await conn.CloseAsync(); closeSent = true; }
-                        break;
-                    case ServerKind.Closed:
-                        Console.WriteLine("CLOSED " + m.Closed.Reason);
-                        break;
-                    case ServerKind.Error:
-                        Console.WriteLine("ERROR " + m.Error.Code + " " + m.Error.Message);
-                        return 1;
-                }
+                var r = opened.Ring ?? throw new Exception("a shared-memory session without a ring layout");
+                ring = new RingReader(r.Path, (int)r.SlotCount, (long)r.SlotBytes, (int)r.HeaderBytes, (int)r.SlotHeaderBytes);
             }
-            return finished == 2 ? 0 : 1;
+            try
+            {
+                if (take != null) await conn.StartTakeAsync(take);
+                await conn.SendCueAsync("walk", "The keeper climbs the stairs.", 3, CueMode.Wait);
+                int finished = 0, chunks = 0; long frames = 0; bool cutSent = false, saved = take == null;
+                byte[] copy = new byte[0];
+                while (true)
+                {
+                    var m = await conn.ReceiveAsync();
+                    if (m == null) break;
+                    switch (m.Kind)
+                    {
+                        case ServerKind.ShotStarted:
+                            if (!cutSent) { await conn.SendCueAsync("boom", "A wave hits the rocks.", 2, CueMode.Cut); cutSent = true; }
+                            break;
+                        case ServerKind.Chunk:
+                            var c = m.Chunk;
+                            ArraySegment<byte> px = ring == null ? c.Pixels : ReadRing(ring, c, ref copy);
+                            if (px.Array == null || px.Count != c.ExpectedPixelBytes) throw new Exception("chunk " + c.ChunkSeq + " without its pixels");
+                            if ((ring == null) != c.HasPixels || (ring == null) == (c.RingSlot != null)) throw new Exception("chunk " + c.ChunkSeq + " used the other transport");
+                            Console.WriteLine("CHUNK " + c.ChunkSeq + " " + c.EventId + " " + Crc32(px.Array, px.Offset, px.Count) + " " + px.Count);
+                            chunks++; frames += c.NumFrames;
+                            await conn.AckAsync(c.ChunkSeq);
+                            break;
+                        case ServerKind.ShotFinished:
+                            var f = m.ShotFinished;
+                            Console.WriteLine("FINISHED " + f.EventId + " " + f.Chunks + " " + (f.Cut ? "cut" : "full"));
+                            if (++finished == 2)
+                            {
+                                if (take != null && stopTake) await conn.StopTakeAsync();
+                                else await conn.CloseAsync();
+                            }
+                            break;
+                        case ServerKind.TakeStarted:
+                            Console.WriteLine("TAKE_STARTED " + m.TakeStarted.Name + " " + m.TakeStarted.Path);
+                            break;
+                        case ServerKind.TakeSaved:
+                            var t = m.TakeSaved;
+                            Console.WriteLine("TAKE_SAVED " + t.Name + " " + t.Path + " " + t.Frames + " " + t.Bytes + " " + t.DurationS.ToString("R", System.Globalization.CultureInfo.InvariantCulture));
+                            if (t.Frames != frames) throw new Exception("the take has " + t.Frames + " frames, the session sent " + frames);
+                            saved = true;
+                            if (stopTake) await conn.CloseAsync();
+                            break;
+                        case ServerKind.Closed:
+                            Console.WriteLine("CLOSED " + m.Closed.Reason);
+                            if (!saved) throw new Exception("closed before take_saved");
+                            break;
+                        case ServerKind.Error:
+                            Console.WriteLine("ERROR " + m.Error.Code + " " + m.Error.Message);
+                            return 1;
+                    }
+                }
+                return finished == 2 && chunks == 3 && saved ? 0 : 1;
+            }
+            finally { if (ring != null) ring.Dispose(); }
         }
+    }
+
+    // Copies a chunk out of the shared-memory ring; with one credit the slot cannot be reused before the ack.
+    static ArraySegment<byte> ReadRing(RingReader ring, FrameChunk c, ref byte[] copy)
+    {
+        var s = c.RingSlot ?? throw new Exception("chunk " + c.ChunkSeq + " has no ring slot");
+        if (copy.Length < (long)s.Length) copy = new byte[s.Length];
+        RingReadStatus status;
+        if (!ring.TryRead((int)s.Slot, s.Sequence, (long)s.Offset, (long)s.Length, copy, out status))
+            throw new Exception("chunk " + c.ChunkSeq + ": ring read " + status);
+        return new ArraySegment<byte>(copy, 0, (int)s.Length);
     }
 }

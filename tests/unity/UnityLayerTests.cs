@@ -281,6 +281,33 @@ static class UnityLayerTests
             Check(log.Count == 4 && log[2] == "finished e1" && log[3].Contains("bad cue"), string.Join("|", log));
         });
 
+        Run("client takes: queued with cues until the session opens, events on the main thread", () =>
+        {
+            var client = new GameObject("takes").AddComponent<ShotStreamClient>();
+            var log = new List<string>();
+            client.takeStarted.AddListener(t => log.Add("started " + t.Name + " " + t.Path));
+            client.takeSaved.AddListener(t => log.Add("saved " + t.Name + " " + t.Frames + " " + t.Bytes));
+            client.StartTake("intro");
+            string id = client.Cue("a castle at dawn", 2, false);
+            client.StopTake();
+            var sent = new List<ClientMessage>();
+            client.SendHook = m => { sent.Add(m); return Task.FromResult(0); };
+            Eq(0, sent.Count, "nothing sent before the session opens");
+            client.Deliver(new ServerMessage(ServerKind.Opened, new SessionOpened { SessionId = "s", Width = 2, Height = 2, FrameFormat = FrameFormat.Rgba8 }));
+            client.Pump(0);
+            Eq("StartTake,Cue,StopTake", string.Join(",", sent.ConvertAll(m => m.Kind.ToString())), "order kept");
+            Eq("{\"startTake\":{\"name\":\"intro\"}}", sent[0].ToJson(), "start_take JSON");
+            Eq(id, sent[1].AsCue.EventId, "the queued cue");
+            Eq("{\"stopTake\":{}}", sent[2].ToJson(), "stop_take JSON");
+            client.StartTake();
+            Eq("{\"startTake\":{}}", sent[3].ToJson(), "default name: left to the server");
+            client.Deliver(new ServerMessage(ServerKind.TakeStarted, new TakeStarted { Name = "intro", Path = "/srv/takes/intro.mp4" }));
+            client.Deliver(new ServerMessage(ServerKind.TakeSaved, new TakeSaved { Name = "intro", Path = "/srv/takes/intro.mp4", Frames = 21, Bytes = 5000000000UL }));
+            Eq(0, log.Count, "nothing dispatched off Update");
+            client.Pump(1);
+            Eq("started intro /srv/takes/intro.mp4|saved intro 21 5000000000", string.Join("|", log), "take events");
+        });
+
         Run("client reports a refused connection after its retries and closes", () =>
         {
             var client = new GameObject().AddComponent<ShotStreamClient>();

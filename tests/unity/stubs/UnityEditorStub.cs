@@ -46,6 +46,8 @@ namespace UnityEditor
     public static class EditorGUI
     {
         public static void DrawPreviewTexture(Rect position, Texture image, Material mat, ScaleMode scaleMode) { }
+        public static void BeginDisabledGroup(bool disabled) { }
+        public static void EndDisabledGroup() { }
     }
 
     public static class EditorUtility
@@ -53,5 +55,6 @@ namespace UnityEditor
         public static string SaveFolderPanel(string title, string folder, string defaultName) { return ""; }
         public static void DisplayProgressBar(string title, string info, float progress) { }
         public static void ClearProgressBar() { }
+        public static void RevealInFinder(string path) { }
     }
 }

@@ -117,7 +117,7 @@ namespace UnityEngine
         public static Rect GetAspectRect(float aspect) { return new Rect(0, 0, 1, 1 / aspect); }
     }
 
-    public enum KeyCode { None = 0, Alpha1 = 49, Alpha2 = 50, Alpha3 = 51 }
+    public enum KeyCode { None = 0, Alpha1 = 49, Alpha2 = 50, Alpha3 = 51, T = 116 }
 
     public static class Input
     {

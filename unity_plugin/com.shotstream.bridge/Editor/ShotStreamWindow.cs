@@ -1,6 +1,7 @@
 // Editor preview: Window/ShotStream/Preview. Connects to a gateway (inline transport), sends shot
 // prompts, plays the stream through a hidden ShotStreamScreen (same jitter buffer / row flip / upload
-// as at runtime), shows per-chunk timings and the server's Stats, and saves the take as PNGs.
+// as at runtime), shows per-chunk timings and the server's Stats, and saves takes: as an MP4 written by
+// the service on its host (start_take / stop_take), or as PNGs of the frames this window received.
 // The protocol is ShotStream.Core's ShotStreamConnection; nothing here re-implements it.
 using System;
 using System.Collections.Concurrent;
@@ -17,8 +18,10 @@ namespace ShotStream.Editor
 {
     public sealed class ShotStreamWindow : EditorWindow
     {
-        const int MaxTakeFrames = 4096;
+        const int MaxPngFrames = 4096;
         const int MaxChunkRows = 8;
+        // After Disconnect the old receive loop keeps listening this long for the server's take_saved and closed.
+        static readonly TimeSpan CloseGrace = TimeSpan.FromSeconds(10);
 
         string serverUrl = "ws://127.0.0.1:50052/v1/direct";
         string token = "";
@@ -26,18 +29,24 @@ namespace ShotStream.Editor
         string prompt = "";
         int chunks = 0;
         bool cut = true;
+        string takeName = "";
 
-        struct Incoming { public ServerMessage Message; public byte[] Pixels; public string Error; }
+        // Generation: which Connect() a message belongs to; only take_saved is still shown from an older one.
+        struct Incoming { public int Generation; public ServerMessage Message; public byte[] Pixels; public string Error; }
         struct ChunkRow { public ulong Seq; public uint Frames; public ChunkTiming Timing; }
 
         readonly ConcurrentQueue<Incoming> inbox = new ConcurrentQueue<Incoming>();
         readonly Queue<KeyValuePair<ulong, long>> acks = new Queue<KeyValuePair<ulong, long>>();
         readonly List<ChunkRow> chunkRows = new List<ChunkRow>();
-        readonly List<byte[]> take = new List<byte[]>();   // top-down RGBA frames of this session
+        readonly List<byte[]> pngFrames = new List<byte[]>();   // top-down RGBA frames of this session, for the PNG export
+        readonly object connLock = new object();   // connection, cts and generation change together
         ShotStreamConnection connection;
         CancellationTokenSource cts;
+        int generation;   // bumped by Connect and Disconnect: a loop of an older generation must not install its connection
         SessionOpened session;
         Stats stats;
+        TakeStarted recording;   // the service's take in progress (null: none)
+        TakeSaved lastTake;
         GameObject host;
         ShotStreamScreen screen;
         string status = "Disconnected";
@@ -65,7 +74,7 @@ namespace ShotStream.Editor
                 status = "Bad server URL (expected ws://HOST:PORT/v1/direct)";
                 return;
             }
-            take.Clear(); chunkRows.Clear(); acks.Clear(); stats = null; session = null;
+            pngFrames.Clear(); chunkRows.Clear(); acks.Clear(); stats = null; session = null; recording = null;
             var open = new OpenSession
             {
                 ClientName = "unity-editor",
@@ -74,21 +83,28 @@ namespace ShotStream.Editor
                 Transport = Transport.Inline,
                 MaxChunksInFlight = 2,
             };
-            cts = new CancellationTokenSource();
-            var ct = cts.Token;
+            var source = new CancellationTokenSource();
+            int gen;
+            lock (connLock) { cts = source; gen = ++generation; }
             string tok = token;
             status = "Connecting…";
-            Task.Run(() => ReceiveLoop(uri, tok, open, ct));
+            Task.Run(() => ReceiveLoop(uri, tok, open, source, gen));
         }
 
-        async Task ReceiveLoop(Uri uri, string tok, OpenSession open, CancellationToken ct)
+        // Owns `source` (disposes it when the loop ends).
+        async Task ReceiveLoop(Uri uri, string tok, OpenSession open, CancellationTokenSource source, int gen)
         {
             ShotStreamConnection conn = null;
+            var ct = source.Token;
             try
             {
                 conn = await ShotStreamConnection.ConnectAndOpenAsync(uri, tok, open, new ReconnectPolicy { MaxRetries = 2 }, ct).ConfigureAwait(false);
-                connection = conn;
-                inbox.Enqueue(new Incoming { Message = new ServerMessage(ServerKind.Opened, conn.Session) });
+                lock (connLock)
+                {
+                    if (gen != generation) return;  // disconnected while opening (finally disposes conn)
+                    connection = conn;
+                }
+                inbox.Enqueue(new Incoming { Generation = gen, Message = new ServerMessage(ServerKind.Opened, conn.Session) });
                 while (!ct.IsCancellationRequested)
                 {
                     ServerMessage m = await conn.ReceiveAsync(ct).ConfigureAwait(false);
@@ -99,35 +115,65 @@ namespace ShotStream.Editor
                         pixels = new byte[m.Chunk.Pixels.Count];
                         Buffer.BlockCopy(m.Chunk.Pixels.Array, m.Chunk.Pixels.Offset, pixels, 0, pixels.Length);
                     }
-                    inbox.Enqueue(new Incoming { Message = m, Pixels = pixels });
+                    inbox.Enqueue(new Incoming { Generation = gen, Message = m, Pixels = pixels });
                     if (m.Kind == ServerKind.Closed) break;
                 }
-                inbox.Enqueue(new Incoming { Error = "Session closed" });
+                inbox.Enqueue(new Incoming { Generation = gen, Error = "Session closed" });
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
-            catch (Exception e) { inbox.Enqueue(new Incoming { Error = "Error: " + e.Message }); }
+            catch (Exception e) { inbox.Enqueue(new Incoming { Generation = gen, Error = "Error: " + e.Message }); }
             finally
             {
-                if (connection == conn) connection = null;
+                lock (connLock) { if (connection == conn) connection = null; }
                 if (conn != null) conn.Dispose();
+                source.Dispose();
             }
         }
 
+        // Sends close and lets the old loop run on (up to CloseGrace) so the take_saved of a take still
+        // recording reaches the window: the service finishes the MP4 when the session ends.
         void Disconnect()
         {
-            var conn = connection;
-            if (conn != null) { try { conn.CloseAsync().Wait(TimeSpan.FromSeconds(1)); } catch (Exception) { } }
-            if (cts != null) { cts.Cancel(); cts.Dispose(); cts = null; }
-            connection = null;
-            status = "Disconnected";
+            ShotStreamConnection conn;
+            CancellationTokenSource source;
+            lock (connLock)
+            {
+                conn = connection; connection = null;
+                source = cts; cts = null;
+                generation++;
+            }
+            bool closeSent = false;
+            if (conn != null)
+            {
+                try { closeSent = conn.CloseAsync().Wait(TimeSpan.FromSeconds(1)); } catch (Exception) { }
+            }
+            if (source != null)
+            {
+                try
+                {
+                    if (closeSent) source.CancelAfter(CloseGrace);
+                    else source.Cancel();
+                }
+                catch (ObjectDisposedException) { }  // the loop had already ended
+            }
+            status = recording != null ? "Disconnected; the service is finishing take " + recording.Name : "Disconnected";
+            recording = null;
         }
 
         void Send(ClientMessage message)
         {
-            var conn = connection;
+            ShotStreamConnection conn;
+            int gen;
+            lock (connLock) { conn = connection; gen = generation; }
             if (conn == null) { status = "Not connected"; return; }
-            conn.SendAsync(message).ContinueWith(t => inbox.Enqueue(new Incoming { Error = "Send failed: " + t.Exception.GetBaseException().Message }),
+            conn.SendAsync(message).ContinueWith(t => inbox.Enqueue(new Incoming { Generation = gen, Error = "Send failed: " + t.Exception.GetBaseException().Message }),
                                                  TaskContinuationOptions.OnlyOnFaulted);
+        }
+
+        void StartTake()
+        {
+            Send(ClientMessage.StartTakeMessage(takeName.Trim()));
+            status = "Starting take…";
         }
 
         void SendShot()
@@ -162,6 +208,11 @@ namespace ShotStream.Editor
             while (inbox.TryDequeue(out p))
             {
                 dirty = true;
+                if (p.Generation != generation)
+                {
+                    if (p.Message != null && p.Message.Kind == ServerKind.TakeSaved) OnTakeSaved(p.Message.TakeSaved);
+                    continue;
+                }
                 if (p.Message == null) { status = p.Error; continue; }
                 try { Handle(p, now); }
                 catch (Exception e) { status = "Error: " + e.Message; Debug.LogException(e); }
@@ -183,6 +234,11 @@ namespace ShotStream.Editor
                     status = "Connected: session " + session.SessionId + " (" + session.Width + "x" + session.Height + " @ " + session.Fps + " fps)";
                     break;
                 case ServerKind.Stats: stats = m.Stats; break;
+                case ServerKind.TakeStarted:
+                    recording = m.TakeStarted;
+                    status = "Recording take " + recording.Name + " on the server";
+                    break;
+                case ServerKind.TakeSaved: OnTakeSaved(m.TakeSaved); break;
                 case ServerKind.Error: status = "Server error " + m.Error.Code + ": " + m.Error.Message; break;
                 case ServerKind.Chunk:
                     var c = m.Chunk;
@@ -195,16 +251,23 @@ namespace ShotStream.Editor
                         screen.PushFrames(p.Pixels, 0, (int)c.NumFrames, now);
                         last = screen.PushedFrames - 1;
                         int frameBytes = (int)(c.Width * c.Height * 4);
-                        for (int i = 0; i < c.NumFrames && take.Count < MaxTakeFrames; i++)
+                        for (int i = 0; i < c.NumFrames && pngFrames.Count < MaxPngFrames; i++)
                         {
                             var f = new byte[frameBytes];
                             Buffer.BlockCopy(p.Pixels, i * frameBytes, f, 0, frameBytes);
-                            take.Add(f);
+                            pngFrames.Add(f);
                         }
                     }
                     acks.Enqueue(new KeyValuePair<ulong, long>(c.ChunkSeq, last));
                     break;
             }
+        }
+
+        void OnTakeSaved(TakeSaved t)
+        {
+            lastTake = t;
+            if (recording != null && recording.Name == t.Name) recording = null;
+            status = "Take " + t.Name + " saved on the server";
         }
 
         void OnGUI()
@@ -248,11 +311,33 @@ namespace ShotStream.Editor
                 EditorGUILayout.LabelField("Queue", stats.QueuedCues + " cues, " + stats.ChunksInFlight + " chunks in flight, " + stats.Sessions + " sessions");
             }
 
-            EditorGUILayout.LabelField("Take", take.Count + " frames");
-            if (GUILayout.Button("Save take as PNG sequence") && take.Count > 0) SaveTake();
+            EditorGUILayout.LabelField("Take as MP4 (written by the service on its host)", EditorStyles.boldLabel);
+            EditorGUI.BeginDisabledGroup(connection == null);
+            if (recording == null)
+            {
+                takeName = EditorGUILayout.TextField("Name (empty = automatic)", takeName);
+                if (GUILayout.Button("Start take")) StartTake();
+            }
+            else
+            {
+                EditorGUILayout.LabelField("Recording", recording.Name + " → " + recording.Path);
+                if (GUILayout.Button("Stop take")) Send(ClientMessage.StopTakeMessage());
+            }
+            EditorGUI.EndDisabledGroup();
+            if (lastTake != null)
+            {
+                EditorGUILayout.LabelField("Saved", lastTake.Path);
+                EditorGUILayout.LabelField("", lastTake.Frames + " frames, " + lastTake.DurationS.ToString("F2") + " s, "
+                                                + (lastTake.Bytes / (1024.0 * 1024.0)).ToString("F1") + " MiB");
+                if (File.Exists(lastTake.Path) && GUILayout.Button("Show in file browser")) EditorUtility.RevealInFinder(lastTake.Path);
+            }
+
+            EditorGUILayout.LabelField("Take as PNG sequence (frames received here)", EditorStyles.boldLabel);
+            EditorGUILayout.LabelField("Frames", pngFrames.Count.ToString());
+            if (GUILayout.Button("Save PNG sequence…") && pngFrames.Count > 0) SavePngs();
         }
 
-        void SaveTake()
+        void SavePngs()
         {
             string folder = EditorUtility.SaveFolderPanel("Save take as PNG sequence", "", "shotstream_take");
             if (string.IsNullOrEmpty(folder) || session == null) return;
@@ -261,16 +346,16 @@ namespace ShotStream.Editor
             var flipped = new byte[row * h];
             try
             {
-                for (int i = 0; i < take.Count; i++)
+                for (int i = 0; i < pngFrames.Count; i++)
                 {
-                    if (take[i].Length != flipped.Length) continue;  // a frame of another size
-                    EditorUtility.DisplayProgressBar("ShotStream", "Saving frame " + (i + 1) + "/" + take.Count, (float)i / take.Count);
-                    for (int y = 0; y < h; y++) Buffer.BlockCopy(take[i], y * row, flipped, (h - 1 - y) * row, row);
+                    if (pngFrames[i].Length != flipped.Length) continue;  // a frame of another size
+                    EditorUtility.DisplayProgressBar("ShotStream", "Saving frame " + (i + 1) + "/" + pngFrames.Count, (float)i / pngFrames.Count);
+                    for (int y = 0; y < h; y++) Buffer.BlockCopy(pngFrames[i], y * row, flipped, (h - 1 - y) * row, row);
                     tex.LoadRawTextureData(flipped);
                     tex.Apply(false);
                     File.WriteAllBytes(Path.Combine(folder, "frame_" + i.ToString("D5") + ".png"), tex.EncodeToPNG());
                 }
-                status = "Saved " + take.Count + " frames to " + folder;
+                status = "Saved " + pngFrames.Count + " frames to " + folder;
             }
             catch (Exception e) { status = "Save failed: " + e.Message; }
             finally

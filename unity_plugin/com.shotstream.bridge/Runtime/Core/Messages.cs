@@ -190,7 +190,18 @@ namespace ShotStream.Core
         protected internal override void WriteFields(JsonValue o) { Put(o, "chunkSeq", ChunkSeq); }
     }
 
-    /// <summary>Pause, Resume and Close have no fields.</summary>
+    /// <summary>Records the session's frames, from the next chunk on, into an MP4 on the server's host
+    /// (one take at a time; the server answers take_started, and take_saved after stop_take or the session's end).</summary>
+    public sealed class StartTake : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "name" };
+        /// <summary>File name without ".mp4" (1-64 of A-Z a-z 0-9 - _ .); "" lets the server name it "&lt;session&gt;-take&lt;n&gt;".</summary>
+        public string Name = "";
+        protected override void ReadField(string k, JsonValue v) { if (k == "name") Name = Str(v, k); }
+        protected internal override void WriteFields(JsonValue o) { Put(o, "name", Name); }
+    }
+
+    /// <summary>Pause, Resume, Close and StopTake have no fields.</summary>
     public sealed class Empty : ProtoMessage
     {
         public static readonly string[] ProtoFields = new string[0];
@@ -198,12 +209,12 @@ namespace ShotStream.Core
         protected internal override void WriteFields(JsonValue o) { }
     }
 
-    public enum ClientKind { Open, Cue, Ack, Pause, Resume, Close }
+    public enum ClientKind { Open, Cue, Ack, Pause, Resume, Close, StartTake, StopTake }
 
     public sealed class ClientMessage
     {
-        public static readonly string[] ProtoFields = { "open", "cue", "ack", "pause", "resume", "close" };
-        static readonly string[] JsonNames = { "open", "cue", "ack", "pause", "resume", "close" };
+        public static readonly string[] ProtoFields = { "open", "cue", "ack", "pause", "resume", "close", "start_take", "stop_take" };
+        static readonly string[] JsonNames = { "open", "cue", "ack", "pause", "resume", "close", "startTake", "stopTake" };
 
         public readonly ClientKind Kind;
         public readonly ProtoMessage Body;
@@ -216,10 +227,14 @@ namespace ShotStream.Core
         public static ClientMessage Pause() { return new ClientMessage(ClientKind.Pause, null); }
         public static ClientMessage Resume() { return new ClientMessage(ClientKind.Resume, null); }
         public static ClientMessage Close() { return new ClientMessage(ClientKind.Close, null); }
+        /// <summary>start_take; <paramref name="name"/> "" (or null) lets the server pick the file name.</summary>
+        public static ClientMessage StartTakeMessage(string name = "") { return new ClientMessage(ClientKind.StartTake, new StartTake { Name = name ?? "" }); }
+        public static ClientMessage StopTakeMessage() { return new ClientMessage(ClientKind.StopTake, null); }
 
         public OpenSession AsOpen { get { return (OpenSession)Body; } }
         public Cue AsCue { get { return (Cue)Body; } }
         public Ack AsAck { get { return (Ack)Body; } }
+        public StartTake AsStartTake { get { return (StartTake)Body; } }
 
         public string ToJson()
         {
@@ -236,21 +251,23 @@ namespace ShotStream.Core
             foreach (var kv in v.Members)
             {
                 if (kv.Value.Kind == JsonKind.Null) continue;
-                ClientMessage m;
-                switch (kv.Key)
+                int i = Array.IndexOf(JsonNames, kv.Key);
+                if (i < 0) i = Array.IndexOf(ProtoFields, kv.Key);
+                if (i < 0) continue;
+                var kind = (ClientKind)i;
+                ProtoMessage body;
+                switch (kind)
                 {
-                    case "open": m = Open(ProtoMessage.FromJsonValue<OpenSession>(kv.Value)); break;
-                    case "cue": m = CueMessage(ProtoMessage.FromJsonValue<Cue>(kv.Value)); break;
-                    case "ack": m = new ClientMessage(ClientKind.Ack, ProtoMessage.FromJsonValue<Ack>(kv.Value)); break;
-                    case "pause": m = new ClientMessage(ClientKind.Pause, ProtoMessage.FromJsonValue<Empty>(kv.Value)); break;
-                    case "resume": m = new ClientMessage(ClientKind.Resume, ProtoMessage.FromJsonValue<Empty>(kv.Value)); break;
-                    case "close": m = new ClientMessage(ClientKind.Close, ProtoMessage.FromJsonValue<Empty>(kv.Value)); break;
-                    default: continue;
+                    case ClientKind.Open: body = ProtoMessage.FromJsonValue<OpenSession>(kv.Value); break;
+                    case ClientKind.Cue: body = ProtoMessage.FromJsonValue<Cue>(kv.Value); break;
+                    case ClientKind.Ack: body = ProtoMessage.FromJsonValue<Ack>(kv.Value); break;
+                    case ClientKind.StartTake: body = ProtoMessage.FromJsonValue<StartTake>(kv.Value); break;
+                    default: body = ProtoMessage.FromJsonValue<Empty>(kv.Value); break;
                 }
                 if (found != null) throw new JsonException("ClientMessage: more than one kind set (oneof)");
-                found = m;
+                found = new ClientMessage(kind, body);
             }
-            if (found == null) throw new JsonException("ClientMessage: no known kind (open/cue/ack/pause/resume/close)");
+            if (found == null) throw new JsonException("ClientMessage: no known kind (" + string.Join("/", JsonNames) + ")");
             return found;
         }
     }
@@ -557,13 +574,62 @@ namespace ShotStream.Core
         protected internal override void WriteFields(JsonValue o) { Put(o, "reason", Reason); }
     }
 
-    public enum ServerKind { Opened, CueAccepted, ShotStarted, Chunk, ShotFinished, Stats, Error, Closed }
+    /// <summary>The server started recording a take (answer to start_take).</summary>
+    public sealed class TakeStarted : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "name", "path" };
+        public string Name = "";
+        /// <summary>Absolute path the MP4 will have on the server's host.</summary>
+        public string Path = "";
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "name": Name = Str(v, k); break;
+                case "path": Path = Str(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o) { Put(o, "name", Name); Put(o, "path", Path); }
+    }
+
+    /// <summary>A take's MP4 is complete (after stop_take or the session's end).</summary>
+    public sealed class TakeSaved : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "name", "path", "frames", "bytes", "duration_s" };
+        public string Name = "";
+        /// <summary>Absolute path of the finished MP4 on the server's host.</summary>
+        public string Path = "";
+        public uint Frames;
+        /// <summary>File size.</summary>
+        public ulong Bytes;
+        /// <summary>Frames / fps.</summary>
+        public double DurationS;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "name": Name = Str(v, k); break;
+                case "path": Path = Str(v, k); break;
+                case "frames": Frames = Json.ToUInt32(v, k); break;
+                case "bytes": Bytes = Json.ToUInt64(v, k); break;
+                case "durationS": case "duration_s": DurationS = Json.ToDouble(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o)
+        {
+            Put(o, "name", Name); Put(o, "path", Path); Put(o, "frames", Frames); Put(o, "bytes", Bytes); Put(o, "durationS", DurationS);
+        }
+    }
+
+    public enum ServerKind { Opened, CueAccepted, ShotStarted, Chunk, ShotFinished, Stats, Error, Closed, TakeStarted, TakeSaved }
 
     /// <summary>One server event. For a chunk from a binary frame, Chunk.Pixels points into the receive buffer.</summary>
     public sealed class ServerMessage
     {
-        public static readonly string[] ProtoFields = { "opened", "cue_accepted", "shot_started", "chunk", "shot_finished", "stats", "error", "closed" };
-        static readonly string[] JsonNames = { "opened", "cueAccepted", "shotStarted", "chunk", "shotFinished", "stats", "error", "closed" };
+        public static readonly string[] ProtoFields = { "opened", "cue_accepted", "shot_started", "chunk", "shot_finished", "stats", "error", "closed",
+            "take_started", "take_saved" };
+        static readonly string[] JsonNames = { "opened", "cueAccepted", "shotStarted", "chunk", "shotFinished", "stats", "error", "closed",
+            "takeStarted", "takeSaved" };
         static readonly string[] ProtoNames = ProtoFields;
 
         public readonly ServerKind Kind;
@@ -582,6 +648,8 @@ namespace ShotStream.Core
         public Stats Stats { get { return Body as Stats; } }
         public ServerError Error { get { return Body as ServerError; } }
         public SessionClosed Closed { get { return Body as SessionClosed; } }
+        public TakeStarted TakeStarted { get { return Body as TakeStarted; } }
+        public TakeSaved TakeSaved { get { return Body as TakeSaved; } }
 
         public string ToJson()
         {
@@ -614,12 +682,14 @@ namespace ShotStream.Core
                     case ServerKind.ShotFinished: body = ProtoMessage.FromJsonValue<ShotFinished>(kv.Value); break;
                     case ServerKind.Stats: body = ProtoMessage.FromJsonValue<Stats>(kv.Value); break;
                     case ServerKind.Error: body = ProtoMessage.FromJsonValue<ServerError>(kv.Value); break;
-                    default: body = ProtoMessage.FromJsonValue<SessionClosed>(kv.Value); break;
+                    case ServerKind.Closed: body = ProtoMessage.FromJsonValue<SessionClosed>(kv.Value); break;
+                    case ServerKind.TakeStarted: body = ProtoMessage.FromJsonValue<TakeStarted>(kv.Value); break;
+                    default: body = ProtoMessage.FromJsonValue<TakeSaved>(kv.Value); break;
                 }
                 if (found != null) throw new JsonException("ServerMessage: more than one kind set (oneof)");
                 found = new ServerMessage(kind, body);
             }
-            if (found == null) throw new JsonException("ServerMessage: no known kind (opened/cueAccepted/shotStarted/chunk/shotFinished/stats/error/closed)");
+            if (found == null) throw new JsonException("ServerMessage: no known kind (" + string.Join("/", JsonNames) + ")");
             return found;
         }
     }

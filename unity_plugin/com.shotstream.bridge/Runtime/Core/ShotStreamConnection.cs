@@ -134,6 +134,13 @@ namespace ShotStream.Core
         public Task AckAsync(ulong chunkSeq, CancellationToken ct = default(CancellationToken)) { return SendAsync(ClientMessage.AckMessage(chunkSeq), ct); }
         public Task PauseAsync(CancellationToken ct = default(CancellationToken)) { return SendAsync(ClientMessage.Pause(), ct); }
         public Task ResumeAsync(CancellationToken ct = default(CancellationToken)) { return SendAsync(ClientMessage.Resume(), ct); }
+        /// <summary>Starts recording the frames of every later chunk into an MP4 on the server's host; the server
+        /// answers take_started (or a non-fatal error: 9 when a take is already recording, 3 for a bad name).
+        /// <paramref name="name"/>: 1-64 of A-Z a-z 0-9 - _ . without ".mp4"; "" lets the server name it.</summary>
+        public Task StartTakeAsync(string name = "", CancellationToken ct = default(CancellationToken)) { return SendAsync(ClientMessage.StartTakeMessage(name), ct); }
+        /// <summary>Finishes the take; the server answers take_saved (path, frames, bytes, duration) or error 9 when none is recording.
+        /// Closing the session also finishes it (take_saved comes before closed).</summary>
+        public Task StopTakeAsync(CancellationToken ct = default(CancellationToken)) { return SendAsync(ClientMessage.StopTakeMessage(), ct); }
         /// <summary>Asks the server to end the session; keep receiving until `closed` (then null).</summary>
         public Task CloseAsync(CancellationToken ct = default(CancellationToken)) { return SendAsync(ClientMessage.Close(), ct); }
 

@@ -18,6 +18,8 @@ namespace ShotStream.Unity
     [Serializable] public sealed class ShotStartedEvent : UnityEvent<ShotStarted> { }
     [Serializable] public sealed class ShotFinishedEvent : UnityEvent<ShotFinished> { }
     [Serializable] public sealed class ShotErrorEvent : UnityEvent<string> { }
+    [Serializable] public sealed class TakeStartedEvent : UnityEvent<TakeStarted> { }
+    [Serializable] public sealed class TakeSavedEvent : UnityEvent<TakeSaved> { }
 
     /// <summary>
     /// Connects on Start, opens a session, and feeds chunks to a <see cref="ShotStreamScreen"/>.
@@ -57,6 +59,10 @@ namespace ShotStream.Unity
         public ShotStartedEvent shotStarted = new ShotStartedEvent();
         public ShotFinishedEvent shotFinished = new ShotFinishedEvent();
         public ShotErrorEvent error = new ShotErrorEvent();
+        /// <summary>The server started recording a take (path: where the MP4 goes on the server's host).</summary>
+        public TakeStartedEvent takeStarted = new TakeStartedEvent();
+        /// <summary>A take's MP4 is complete (after StopTake, or when the session ends while recording).</summary>
+        public TakeSavedEvent takeSaved = new TakeSavedEvent();
 
         struct Pending
         {
@@ -70,7 +76,7 @@ namespace ShotStream.Unity
         readonly ConcurrentQueue<Pending> inbox = new ConcurrentQueue<Pending>();
         readonly ConcurrentDictionary<int, ConcurrentBag<byte[]>> pixelPools = new ConcurrentDictionary<int, ConcurrentBag<byte[]>>();
         readonly Queue<PendingAck> acks = new Queue<PendingAck>();
-        readonly List<Cue> unsent = new List<Cue>();
+        readonly List<ClientMessage> unsent = new List<ClientMessage>();  // cues and takes asked for before the session opened, in order
         readonly object connLock = new object();
         ShotStreamConnection connection;
         CancellationTokenSource cts;
@@ -280,12 +286,14 @@ namespace ShotStream.Unity
                     pixelPools.Clear();
                     if (screen != null) screen.OnSessionOpened(Session);
                     sessionOpened.Invoke(Session);
-                    Cue[] toSend;
+                    ClientMessage[] toSend;
                     lock (unsent) { toSend = unsent.ToArray(); unsent.Clear(); }
-                    foreach (var c in toSend) Send(ClientMessage.CueMessage(c));
+                    foreach (var c in toSend) Send(c);
                     break;
                 case ServerKind.ShotStarted: shotStarted.Invoke(m.ShotStarted); break;
                 case ServerKind.ShotFinished: shotFinished.Invoke(m.ShotFinished); break;
+                case ServerKind.TakeStarted: takeStarted.Invoke(m.TakeStarted); break;
+                case ServerKind.TakeSaved: takeSaved.Invoke(m.TakeSaved); break;
                 case ServerKind.Error: Report("ShotStream server error " + m.Error.Code + ": " + m.Error.Message); break;
                 case ServerKind.Chunk:
                     var chunk = m.Chunk;
@@ -324,11 +332,25 @@ namespace ShotStream.Unity
         public string Cue(string prompt, int chunks = 0, bool cut = false, params string[] tags)
         {
             var cue = BuildCue(prompt, chunks, cut, tags);
+            SendOrQueue(ClientMessage.CueMessage(cue));
+            return cue.EventId;
+        }
+
+        /// <summary>Records the frames of every later chunk into an MP4 on the server's host (`serve --takes-dir`);
+        /// sent now when connected, else once the session opens (so a take can cover the first shot).
+        /// <paramref name="name"/>: 1-64 of A-Z a-z 0-9 - _ . without ".mp4"; "" lets the server name it.
+        /// Answered by <see cref="takeStarted"/>, or <see cref="error"/> (already recording, bad name).</summary>
+        public void StartTake(string name = "") { SendOrQueue(ClientMessage.StartTakeMessage(name)); }
+
+        /// <summary>Finishes the take; answered by <see cref="takeSaved"/> with the MP4's path, frames and size.</summary>
+        public void StopTake() { SendOrQueue(ClientMessage.StopTakeMessage()); }
+
+        void SendOrQueue(ClientMessage msg)
+        {
             bool connected;
             lock (connLock) connected = connection != null && Session != null;
-            if (SendHook != null || connected) Send(ClientMessage.CueMessage(cue));
-            else lock (unsent) unsent.Add(cue);
-            return cue.EventId;
+            if (SendHook != null || connected) Send(msg);
+            else lock (unsent) unsent.Add(msg);
         }
 
         void Send(ClientMessage msg)
@@ -353,7 +375,8 @@ namespace ShotStream.Unity
             error.Invoke(message);
         }
 
-        /// <summary>Sends close, stops the loop and drops the connection.</summary>
+        /// <summary>Sends close, stops the loop and drops the connection. A take still recording is finished by
+        /// the service all the same, but no takeSaved is raised for it: StopTake first to get its path.</summary>
         public void Close()
         {
             ShotStreamConnection conn;

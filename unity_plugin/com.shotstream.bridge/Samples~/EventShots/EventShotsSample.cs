@@ -1,5 +1,6 @@
-// Sample: keys 1/2/3 fire named game events through a ShotStreamDirector. Without a ShotPromptMap
-// asset assigned, the map of EventShotsPromptMap.json is built in code.
+// Sample: keys 1/2/3 fire named game events through a ShotStreamDirector; T starts and stops a take (an MP4
+// the service writes on its host). Without a ShotPromptMap asset assigned, the map of
+// EventShotsPromptMap.json is built in code.
 using System.Collections.Generic;
 using ShotStream.Unity;
 using UnityEngine;
@@ -11,6 +12,8 @@ namespace ShotStream.Samples
         [SerializeField] ShotStreamDirector director = null;
         [SerializeField] string character = "the knight";
 
+        bool recording;
+
         void Start()
         {
             if (director != null && director.PromptMap == null)
@@ -21,6 +24,12 @@ namespace ShotStream.Samples
                    .Add("dragon_attacks", "a dragon crashes through the roof, chaos, fast camera", 3, true);
                 director.PromptMap = map;
             }
+            if (director != null && director.Client != null)
+            {
+                var client = director.Client;
+                client.takeStarted.AddListener(t => { recording = true; Debug.Log("EventShots: recording take " + t.Name + " to " + t.Path); });
+                client.takeSaved.AddListener(t => { recording = false; Debug.Log("EventShots: take saved: " + t.Path + " (" + t.Frames + " frames)"); });
+            }
         }
 
         void Update()
@@ -29,6 +38,11 @@ namespace ShotStream.Samples
             if (Input.GetKeyDown(KeyCode.Alpha1)) Fire("enter_hall");
             if (Input.GetKeyDown(KeyCode.Alpha2)) Fire("draw_sword");
             if (Input.GetKeyDown(KeyCode.Alpha3)) Fire("dragon_attacks");  // cuts the current shot
+            if (Input.GetKeyDown(KeyCode.T) && director.Client != null)
+            {
+                if (recording) director.Client.StopTake();
+                else director.Client.StartTake();  // the server names it <session>-take<n>
+            }
         }
 
         void Fire(string eventName)

@@ -1,0 +1,121 @@
+// Edit Mode tests of ShotStream.Core.JitterBuffer: 16 fps playback from bursty chunks, on an injected clock.
+using NUnit.Framework;
+using ShotStream.Core;
+
+namespace ShotStream.Tests
+{
+    [TestFixture]
+    public sealed class JitterBufferTests
+    {
+        const double Fps = 16.0;
+        const int FrameBytes = 2;
+
+        // `count` frames whose bytes hold their arrival index (low byte, then high byte).
+        static byte[] Frames(int first, int count)
+        {
+            var b = new byte[count * FrameBytes];
+            for (int i = 0; i < count; i++) { b[i * FrameBytes] = (byte)(first + i); b[i * FrameBytes + 1] = (byte)((first + i) >> 8); }
+            return b;
+        }
+
+        static long Shown(JitterBuffer jb, double now)
+        {
+            JitterFrame f;
+            Assert.IsTrue(jb.TryGetFrame(now, out f), "a frame at t={0}", now);
+            Assert.AreEqual(f.FrameIndex & 0xff, f.Buffer[0], "the buffer holds the frame it claims");
+            return f.FrameIndex;
+        }
+
+        [Test]
+        public void PresentsOneFrameEverySixteenthOfASecond()
+        {
+            var jb = new JitterBuffer(FrameBytes, 32, Fps, 1);
+            jb.Push(Frames(0, 9), 0, 9, 0.0);  // a shot's first chunk arrives at once
+            for (int k = 0; k < 9; k++)
+            {
+                Assert.AreEqual(k, Shown(jb, 5.0 + k / Fps), "frame due at t0 + {0}/16", k);
+                Assert.AreEqual(k, Shown(jb, 5.0 + (k + 0.9) / Fps), "still frame {0} just before the next is due", k);
+            }
+            Assert.AreEqual(0L, jb.SkippedFrames);
+            Assert.AreEqual(9L, jb.PresentedFrames);
+        }
+
+        [Test]
+        public void WaitsForTheStartThreshold()
+        {
+            var jb = new JitterBuffer(FrameBytes, 32, Fps, 4);
+            JitterFrame f;
+            jb.Push(Frames(0, 3), 0, 3, 0.0);
+            Assert.IsFalse(jb.TryGetFrame(1.0, out f), "3 of 4 frames: still buffering");
+            Assert.AreEqual(JitterState.Starting, jb.State);
+            jb.Push(Frames(3, 1), 0, 1, 1.0);
+            Assert.AreEqual(0L, Shown(jb, 1.0));
+            Assert.AreEqual(JitterState.Playing, jb.State);
+        }
+
+        [Test]
+        public void UnderrunHoldsTheLastFrameThenResumesWithoutLoss()
+        {
+            var jb = new JitterBuffer(FrameBytes, 32, Fps, 2);
+            jb.Push(Frames(0, 2), 0, 2, 0.0);
+            Assert.AreEqual(0L, Shown(jb, 0.0));
+            Assert.AreEqual(1L, Shown(jb, 1 / Fps));
+            JitterFrame f;
+            Assert.IsTrue(jb.TryGetFrame(2 / Fps, out f));
+            Assert.AreEqual(1L, f.FrameIndex, "holds the last frame");
+            Assert.IsTrue(f.IsHeld);
+            Assert.IsFalse(f.IsNew, "nothing new to upload");
+            Assert.AreEqual(1, jb.Underruns);
+            Assert.AreEqual(JitterState.Rebuffering, jb.State);
+            jb.Push(Frames(2, 2), 0, 2, 3.0);  // the next chunk, late
+            Assert.AreEqual(2L, Shown(jb, 3.0), "resumes with the next frame");
+            Assert.AreEqual(3L, Shown(jb, 3.0 + 1 / Fps), "on a schedule restarted at the recovery");
+        }
+
+        [Test]
+        public void LatePollSkipsToTheFrameDueNow()
+        {
+            var jb = new JitterBuffer(FrameBytes, 32, Fps, 1);
+            jb.Push(Frames(0, 8), 0, 8, 0.0);
+            Assert.AreEqual(0L, Shown(jb, 0.0));
+            Assert.AreEqual(5L, Shown(jb, 5 / Fps), "a stalled caller sees the frame of the clock, not the next in line");
+            Assert.AreEqual(4L, jb.SkippedFrames);
+        }
+
+        [Test]
+        public void NoDriftOverAMinute()
+        {
+            var jb = new JitterBuffer(FrameBytes, 64, Fps, 1);
+            int pushed = 0;
+            for (int k = 0; k < 16 * 60; k++)
+            {
+                if (jb.QueuedFrames == 0) { jb.Push(Frames(pushed, 12), 0, 12, k / Fps); pushed += 12; }
+                Assert.AreEqual(k, Shown(jb, 100.0 + k / Fps), "frame {0}", k);
+            }
+            Assert.AreEqual(0L, jb.SkippedFrames);
+            Assert.AreEqual(0, jb.Underruns);
+        }
+
+        [Test]
+        public void FullBufferRefusesWhatDoesNotFit()
+        {
+            var jb = new JitterBuffer(FrameBytes, 4, Fps, 1);
+            Assert.AreEqual(4, jb.Push(Frames(0, 6), 0, 6, 0.0), "takes what fits: the caller keeps the chunk unacked");
+            Assert.AreEqual(2L, jb.RefusedFrames);
+            Assert.AreEqual(0L, Shown(jb, 0.0));
+        }
+
+        [Test]
+        public void EndOfStreamIsNotAnUnderrun()
+        {
+            var jb = new JitterBuffer(FrameBytes, 32, Fps, 4);
+            jb.Push(Frames(0, 2), 0, 2, 0.0);
+            jb.CompleteAdding();
+            Assert.AreEqual(0L, Shown(jb, 0.0), "plays out below the start threshold once the stream ended");
+            Assert.AreEqual(1L, Shown(jb, 1 / Fps));
+            Assert.AreEqual(1L, Shown(jb, 2 / Fps), "the last frame stays up");
+            Assert.AreEqual(JitterState.Ended, jb.State);
+            Assert.AreEqual(0, jb.Underruns);
+        }
+    }
+}
