@@ -2,9 +2,18 @@
 
 Unity ignores an asset without a ``.meta`` in an immutable package (installed from a git URL), so every
 file and folder of ``com.shotstream.bridge`` needs one, except what Unity never imports: the package root,
-hidden entries and anything in or named like a ``~`` folder (``Samples~``, ``Documentation~``). A GUID is
-the MD5 of ``com.shotstream.bridge/<path in the package>``: stable across checkouts and releases, unique
-to the path (a renamed asset gets a new GUID, as a new asset would).
+hidden entries and anything in or named like a ``~`` folder (``Documentation~``, ``Samples~``).
+
+One exception inside ``Samples~``: Unity does not import a sample where it lies, but *Import* in the Package
+Manager copies the sample's folder content, ``.meta`` files included, to
+``Assets/Samples/<package>/<version>/<sample>``. So every file and sub-folder inside a sample
+(``Samples~/<sample>/...``) gets a ``.meta`` too: that keeps the sample scene's references to the sample's
+script (``m_Script`` GUID) valid after the copy. ``Samples~`` and ``Samples~/<sample>`` themselves get none:
+the copy lands in a folder Unity creates (named after the sample's ``displayName``) and gives its own GUID,
+so a ``.meta`` next to the sample folder would never be read.
+
+A GUID is the MD5 of ``com.shotstream.bridge/<path in the package>``: stable across checkouts and
+releases, unique to the path (a renamed asset gets a new GUID, as a new asset would).
 
     python unity_plugin/tools/make_meta.py           # write missing or outdated .meta files, delete orphans
     python unity_plugin/tools/make_meta.py --check   # list differences, exit 1 if any (nothing written)
@@ -29,12 +38,21 @@ IMPORTERS = {
     "package.json": "PackageManifestImporter:\n  externalObjects: {}\n" + _TAIL,
     ".json": "TextScriptImporter:\n  externalObjects: {}\n" + _TAIL,
     ".md": "TextScriptImporter:\n  externalObjects: {}\n" + _TAIL,
+    ".unity": "DefaultImporter:\n  externalObjects: {}\n" + _TAIL,
 }
+
+SAMPLES = "Samples~"
 
 
 def imported(rel: Path) -> bool:
-    """Whether Unity imports this package-relative path (and so needs its .meta)."""
-    return not any(part.startswith(".") or part.endswith("~") for part in rel.parts) and rel.suffix != ".meta"
+    """Whether Unity imports this package-relative path, in the package or as part of an imported sample
+    (``Samples~/<sample>/...``), and so needs its .meta."""
+    parts = rel.parts
+    if not parts or rel.suffix == ".meta" or any(part.startswith(".") for part in parts):
+        return False
+    if parts[0] == SAMPLES:  # inside a sample: copied into Assets/ with its .meta files
+        return len(parts) >= 3 and not any(part.endswith("~") for part in parts[1:])
+    return not any(part.endswith("~") for part in parts)
 
 
 def assets(package: Path = PACKAGE) -> list[Path]:
@@ -63,9 +81,11 @@ def expected(package: Path = PACKAGE) -> dict[Path, str]:
 
 
 def orphans(package: Path = PACKAGE) -> list[Path]:
-    """.meta files Unity would import whose asset is gone."""
+    """.meta files (outside hidden folders) whose asset is gone or needs no .meta (e.g. one left in
+    ``Documentation~`` or next to a sample folder)."""
     metas = (p.relative_to(package) for p in package.rglob("*.meta"))
-    return sorted(m for m in metas if imported(m.with_suffix("")) and not (package / m.with_suffix("")).exists())
+    return sorted(m for m in metas if not any(part.startswith(".") for part in m.parts)
+                  and not (imported(m.with_suffix("")) and (package / m.with_suffix("")).exists()))
 
 
 def main(argv: list[str]) -> int:

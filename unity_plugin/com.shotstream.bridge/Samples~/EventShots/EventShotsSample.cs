@@ -1,6 +1,6 @@
 // Sample: keys 1/2/3 fire named game events through a ShotStreamDirector; T starts and stops a take (an MP4
 // the service writes on its host). Without a ShotPromptMap asset assigned, the map of
-// EventShotsPromptMap.json is built in code.
+// EventShotsPromptMap.json is built in code. EventShots.unity is a ready scene with this wired up.
 using System.Collections.Generic;
 using ShotStream.Unity;
 using UnityEngine;
@@ -16,6 +16,8 @@ namespace ShotStream.Samples
 
         void Start()
         {
+            if (director == null) Debug.LogWarning("EventShots: no ShotStreamDirector assigned");
+            else Debug.Log("EventShots: keys 1/2/3 fire enter_hall, draw_sword, dragon_attacks (cut); T starts/stops a take");
             if (director != null && director.PromptMap == null)
             {
                 var map = ScriptableObject.CreateInstance<ShotPromptMap>();
