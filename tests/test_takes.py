@@ -118,23 +118,32 @@ def test_bad_take_requests_are_non_fatal(engine, tmp_path):
     assert sorted(p.name for p in takes.iterdir()) == ["after.mp4", "exists.mp4"]
 
 
+async def recording(stub, name: str, num_chunks: int) -> tuple[Direct, pb.TakeStarted, pb.FrameChunk]:
+    """A session (one credit) recording take ``name`` whose first chunk has arrived."""
+    d = Direct(stub)
+    await d.open(max_chunks_in_flight=1)
+    await d.send(start_take=pb.StartTake(name=name))
+    started = await d.expect("take_started")
+    await d.cue("walk", "The keeper climbs the stairs.", num_chunks)
+    await d.expect("shot_started")
+    return d, started, await d.expect("chunk")
+
+
+async def kinds_until_end(d: Direct) -> tuple[list[str], pb.TakeSaved | None]:
+    kinds, saved = [], None
+    while (msg := await d.recv()) is not None:
+        kinds.append(msg.WhichOneof("kind"))
+        if kinds[-1] == "take_saved":
+            saved = msg.take_saved
+    return kinds, saved
+
+
 def test_closing_while_recording_saves_the_take_first(engine, tmp_path):
     async def scenario():
         async with serving(engine, takes_dir=tmp_path) as (_, stub, _channel):
-            d = Direct(stub)
-            await d.open(max_chunks_in_flight=1)
-            await d.send(start_take=pb.StartTake(name="cut-short"))
-            started = await d.expect("take_started")
-            await d.cue("walk", "The keeper climbs the stairs.", 2)
-            await d.expect("shot_started")
-            chunk = await d.expect("chunk")
+            d, started, chunk = await recording(stub, "cut-short", 2)
             await d.send(close=pb.Close())
-            kinds, saved = [], None
-            while (msg := await d.recv()) is not None:
-                kinds.append(msg.WhichOneof("kind"))
-                if kinds[-1] == "take_saved":
-                    saved = msg.take_saved
-            return started, chunk, kinds, saved
+            return (started, chunk, *await kinds_until_end(d))
 
     started, chunk, kinds, saved = run(scenario())
     assert kinds[-2:] == ["take_saved", "closed"], kinds
@@ -145,17 +154,9 @@ def test_closing_while_recording_saves_the_take_first(engine, tmp_path):
 def test_server_shutdown_saves_the_take(engine, tmp_path):
     async def scenario():
         async with serving(engine, takes_dir=tmp_path) as (server, stub, _channel):
-            d = Direct(stub)
-            await d.open(max_chunks_in_flight=1)
-            await d.send(start_take=pb.StartTake(name="shutdown"))
-            await d.expect("take_started")
-            await d.cue("walk", "The keeper climbs the stairs.", 1)
-            await d.expect("shot_started")
-            await d.expect("chunk")
+            d, _, _ = await recording(stub, "shutdown", 1)
             stop = asyncio.create_task(server.stop(grace=5.0))
-            kinds = []
-            while (msg := await d.recv()) is not None:
-                kinds.append(msg.WhichOneof("kind"))
+            kinds, _ = await kinds_until_end(d)
             await stop
             return kinds
 
@@ -167,13 +168,7 @@ def test_server_shutdown_saves_the_take(engine, tmp_path):
 def test_client_vanishing_still_finishes_the_file(engine, tmp_path):
     async def scenario():
         async with serving(engine, takes_dir=tmp_path) as (server, stub, _channel):
-            d = Direct(stub)
-            await d.open(max_chunks_in_flight=1)
-            await d.send(start_take=pb.StartTake(name="gone"))
-            await d.expect("take_started")
-            await d.cue("walk", "The keeper climbs the stairs.", 1)
-            await d.expect("shot_started")
-            await d.expect("chunk")
+            d, _, _ = await recording(stub, "gone", 1)
             d.call.cancel()
             for _ in range(500):  # the session is freed once its take is finished
                 if not server.registry.sessions:
