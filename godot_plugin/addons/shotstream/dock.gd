@@ -1,0 +1,300 @@
+@tool
+class_name ShotStreamDock
+extends VBoxContainer
+## The editor dock (added by the plugin): connect to a server, write prompts, watch the stream,
+## read latency and GPU stats, save takes.
+##
+## Built in code from plain Controls with its own [ShotStreamClient] and [ShotStreamPlayer]
+## children, so it also runs outside the editor (the tests drive it in a game build). Nothing here
+## touches the editor API; [code]plugin.gd[/code] only adds it as a dock.
+
+## Server URL field.
+var url_edit: LineEdit
+## Token field (hidden text).
+var token_edit: LineEdit
+## Global caption field.
+var caption_edit: LineEdit
+## Seed field.
+var seed_spin: SpinBox
+## Connect / Disconnect button.
+var connect_button: Button
+## Connection status line.
+var status_label: Label
+## Shot prompt.
+var prompt_edit: TextEdit
+## Chunks of the next shot (0 = full shot).
+var chunks_spin: SpinBox
+## Queues the prompt after the current shot.
+var cue_button: Button
+## Cuts to the prompt now.
+var cut_button: Button
+## The stream.
+var preview: TextureRect
+## Per-chunk latency and server timing.
+var latency_label: Label
+## Session and GPU statistics.
+var stats_label: Label
+## Take name ("" = chosen by the server).
+var take_edit: LineEdit
+## Starts recording a take.
+var take_start_button: Button
+## Stops recording and saves the take.
+var take_stop_button: Button
+## The last take's state / saved path.
+var take_label: Label
+## Last error.
+var error_label: Label
+## The dock's session.
+var client: ShotStreamClient
+## The dock's preview player.
+var player: ShotStreamPlayer
+
+var _last_latency_ms := -1.0
+
+
+func _init() -> void:
+	name = "ShotStream"
+	custom_minimum_size = Vector2(260, 0)
+	client = ShotStreamClient.new()
+	client.name = "Client"
+	client.connect_on_ready = false
+	client.auto_reconnect = false
+	client.client_name = "godot/editor"
+	player = ShotStreamPlayer.new()
+	player.name = "Player"
+	client.player = player
+	add_child(client)
+	add_child(player)
+	_build()
+	client.state_changed.connect(_on_state_changed)
+	client.connected.connect(_on_connected)
+	client.disconnected.connect(_on_disconnected)
+	client.chunk_received.connect(_on_chunk)
+	client.cue_latency.connect(_on_cue_latency)
+	client.stats_received.connect(_on_stats)
+	client.error_received.connect(_on_error)
+	client.take_started.connect(_on_take_started)
+	client.take_saved.connect(_on_take_saved)
+	_on_state_changed(client.state)
+
+
+## Connects with the fields' settings, or closes the open session.
+func toggle_connection() -> void:
+	if client.state != ShotStreamClient.State.DISCONNECTED:
+		client.close()
+		return
+	client.server_url = url_edit.text.strip_edges()
+	client.token = token_edit.text.strip_edges()
+	client.global_caption = caption_edit.text
+	client.story_seed = int(seed_spin.value)
+	error_label.text = ""
+	client.open_session()
+
+
+## Sends the prompt box as a cue ([param cut]: cut to it now). Returns the event id or "".
+func send_prompt(cut: bool = false) -> String:
+	var prompt := prompt_edit.text.strip_edges()
+	if prompt.is_empty():
+		error_label.text = "Write a prompt first."
+		return ""
+	return client.cue(prompt, "", int(chunks_spin.value), "cut" if cut else "wait")
+
+
+## Starts a take named by the take field.
+func start_take() -> void:
+	client.start_take(take_edit.text.strip_edges())
+
+
+## Stops the take (the saved path appears under the buttons).
+func stop_take() -> void:
+	client.stop_take()
+
+
+func _build() -> void:
+	url_edit = _line("Server", ShotStreamClient.DEFAULT_URL, "ws://HOST:PORT/v1/direct")
+	token_edit = _line("Token", "", "none")
+	token_edit.secret = true
+	caption_edit = _line("Caption", "", "global caption of the story")
+	seed_spin = SpinBox.new()
+	seed_spin.min_value = 0
+	seed_spin.max_value = 2147483647
+	seed_spin.step = 1
+	_row("Seed", seed_spin)
+	connect_button = Button.new()
+	connect_button.pressed.connect(toggle_connection)
+	add_child(connect_button)
+	status_label = Label.new()
+	status_label.autowrap_mode = TextServer.AUTOWRAP_WORD_SMART
+	add_child(status_label)
+	add_child(HSeparator.new())
+	prompt_edit = TextEdit.new()
+	prompt_edit.placeholder_text = "Shot prompt, e.g. A dragon lands on the castle wall."
+	prompt_edit.custom_minimum_size = Vector2(0, 64)
+	prompt_edit.wrap_mode = TextEdit.LINE_WRAPPING_BOUNDARY
+	add_child(prompt_edit)
+	chunks_spin = SpinBox.new()
+	chunks_spin.min_value = 0
+	chunks_spin.max_value = 64
+	chunks_spin.value = 2
+	chunks_spin.tooltip_text = "Chunks of the shot (0 = full shot)"
+	var buttons := HBoxContainer.new()
+	buttons.add_child(chunks_spin)
+	cue_button = Button.new()
+	cue_button.text = "Cue"
+	cue_button.tooltip_text = "Play after the current shot"
+	cue_button.pressed.connect(func() -> void: send_prompt(false))
+	buttons.add_child(cue_button)
+	cut_button = Button.new()
+	cut_button.text = "Cut"
+	cut_button.tooltip_text = "Cut to this shot now"
+	cut_button.pressed.connect(func() -> void: send_prompt(true))
+	buttons.add_child(cut_button)
+	add_child(buttons)
+	preview = TextureRect.new()
+	preview.custom_minimum_size = Vector2(240, 135)
+	preview.expand_mode = TextureRect.EXPAND_IGNORE_SIZE
+	preview.stretch_mode = TextureRect.STRETCH_KEEP_ASPECT_CENTERED
+	preview.size_flags_vertical = Control.SIZE_EXPAND_FILL
+	add_child(preview)
+	player.target = preview
+	player.target_property = "texture"
+	latency_label = Label.new()
+	latency_label.autowrap_mode = TextServer.AUTOWRAP_WORD_SMART
+	add_child(latency_label)
+	stats_label = Label.new()
+	stats_label.autowrap_mode = TextServer.AUTOWRAP_WORD_SMART
+	add_child(stats_label)
+	add_child(HSeparator.new())
+	take_edit = LineEdit.new()
+	take_edit.placeholder_text = "take name (optional)"
+	add_child(take_edit)
+	var take_buttons := HBoxContainer.new()
+	take_start_button = Button.new()
+	take_start_button.text = "Start take"
+	take_start_button.pressed.connect(start_take)
+	take_buttons.add_child(take_start_button)
+	take_stop_button = Button.new()
+	take_stop_button.text = "Stop take"
+	take_stop_button.pressed.connect(stop_take)
+	take_buttons.add_child(take_stop_button)
+	add_child(take_buttons)
+	take_label = Label.new()
+	take_label.autowrap_mode = TextServer.AUTOWRAP_WORD_SMART
+	add_child(take_label)
+	error_label = Label.new()
+	error_label.autowrap_mode = TextServer.AUTOWRAP_WORD_SMART
+	error_label.add_theme_color_override("font_color", Color(1.0, 0.45, 0.4))
+	add_child(error_label)
+
+
+func _line(label: String, value: String, placeholder: String) -> LineEdit:
+	var edit := LineEdit.new()
+	edit.text = value
+	edit.placeholder_text = placeholder
+	edit.size_flags_horizontal = Control.SIZE_EXPAND_FILL
+	_row(label, edit)
+	return edit
+
+
+func _row(label: String, control: Control) -> void:
+	var row := HBoxContainer.new()
+	var l := Label.new()
+	l.text = label
+	l.custom_minimum_size = Vector2(60, 0)
+	row.add_child(l)
+	control.size_flags_horizontal = Control.SIZE_EXPAND_FILL
+	row.add_child(control)
+	add_child(row)
+
+
+func _on_state_changed(_state: int) -> void:
+	var s := client.state
+	var open := s == ShotStreamClient.State.OPEN
+	connect_button.text = "Connect" if s == ShotStreamClient.State.DISCONNECTED else "Disconnect"
+	for b: Button in [cue_button, cut_button, take_start_button, take_stop_button]:
+		b.disabled = not open
+	status_label.text = str(ShotStreamClient.State.keys()[s]).capitalize()
+	if open:
+		var o := client.session
+		status_label.text = (
+			"Open: %s, %dx%d @ %d fps, model %s%s"
+			% [
+				o["session_id"],
+				o["width"],
+				o["height"],
+				o["fps"],
+				o["model"],
+				" (random weights)" if o["random_weights"] else ""
+			]
+		)
+
+
+func _on_connected(_session: Dictionary) -> void:
+	_on_state_changed(client.state)
+
+
+func _on_disconnected(reason: String) -> void:
+	status_label.text = "Disconnected (%s)" % reason
+
+
+func _on_cue_latency(event_id: String, latency_ms: float) -> void:
+	_last_latency_ms = latency_ms
+	latency_label.text = "cue %s -> first frame: %.0f ms" % [event_id, latency_ms]
+
+
+func _on_chunk(chunk: Dictionary) -> void:
+	var line := (
+		"chunk %s (%s, shot %d chunk %d, %d frames)"
+		% [
+			ShotStreamProtocol.u64_to_string(chunk["chunk_seq"]),
+			chunk["event_id"],
+			chunk["shot_index"],
+			chunk["chunk_index"],
+			chunk["num_frames"]
+		]
+	)
+	var t: Variant = chunk["timing"]
+	if t != null:
+		line += (
+			"\ndenoise %.0f ms, decode %.0f ms, commit %.0f ms, queue %.0f ms"
+			% [t["denoise_ms"], t["decode_ms"], t["commit_ms"], t["queue_ms"]]
+		)
+	if _last_latency_ms >= 0.0:
+		line += "\ncue -> first frame: %.0f ms" % _last_latency_ms
+	latency_label.text = line
+
+
+func _on_stats(stats: Dictionary) -> void:
+	stats_label.text = (
+		(
+			"GPU: %.1f frames/s, %.0f ms/chunk, %.0f MiB in use\n"
+			+ "%s chunks, %s frames, %d queued, %d sessions%s"
+		)
+		% [
+			stats["fps"],
+			stats["chunk_ms_mean"],
+			stats["gpu_memory_used_bytes"] / 1048576.0,
+			ShotStreamProtocol.u64_to_string(stats["chunks_sent"]),
+			ShotStreamProtocol.u64_to_string(stats["frames_sent"]),
+			stats["queued_cues"],
+			stats["sessions"],
+			", paused" if stats["paused"] else ""
+		]
+	)
+
+
+func _on_error(code: int, message: String, _fatal: bool) -> void:
+	error_label.text = (
+		("%s: %s" % [ShotStreamProtocol.status_name(code), message]) if code != 0 else message
+	)
+
+
+func _on_take_started(take_name: String, path: String) -> void:
+	take_label.text = "Recording %s -> %s" % [take_name, path]
+
+
+func _on_take_saved(take: Dictionary) -> void:
+	take_label.text = (
+		"Saved %s: %d frames, %.2f s, %.1f MB\n%s"
+		% [take["name"], take["frames"], take["duration_s"], take["bytes"] / 1e6, take["path"]]
+	)

@@ -1,0 +1,97 @@
+extends Control
+## ShotStream demo: number keys fire game events, the director turns them into shots and the
+## player shows them on the full-screen TextureRect.
+##
+## 1 explore, 2 find treasure (a signal bound to an event), 3 ambush (cuts), 4 calm (waits),
+## P pause/resume generation, T start/stop a take. Start the service first:
+## [code]shotstream serve[/code] (gateway on ws://127.0.0.1:50052/v1/direct).
+
+## The game emits this; the director is bound to it (see _ready).
+signal treasure_found(item: String)
+
+const ITEMS := ["sword", "lantern", "map", "crown"]
+
+## Who the shots are about ({hero} in the prompts).
+@export var hero_name := "A young knight in a blue cloak"
+
+var _paused := false
+var _recording := false
+var _found := 0
+var _shot_line := ""
+
+@onready var client: ShotStreamClient = $Client
+@onready var player: ShotStreamPlayer = $Player
+@onready var director: ShotStreamDirector = $Director
+@onready var status: Label = $Status
+
+
+func _ready() -> void:
+	director.bind_signal(self, "treasure_found", "discover", PackedStringArray(["item"]))
+	client.state_changed.connect(func(_s: int) -> void: _refresh())
+	client.shot_started.connect(_on_shot_started)
+	client.take_saved.connect(
+		func(take: Dictionary) -> void: _shot_line = "Take saved: %s" % take["path"]
+	)
+	client.error_received.connect(
+		func(_code: int, message: String, _fatal: bool) -> void: _shot_line = message
+	)
+	director.fire_failed.connect(func(_e: String, message: String) -> void: _shot_line = message)
+	_refresh()
+
+
+func _process(_delta: float) -> void:
+	_refresh()
+
+
+func _unhandled_input(event: InputEvent) -> void:
+	var key := event as InputEventKey
+	if key == null or not key.pressed or key.echo:
+		return
+	if handle_key(key.keycode) != "":
+		get_viewport().set_input_as_handled()
+
+
+## Does what [param keycode] is bound to; returns what it did ("" for an unbound key).
+func handle_key(keycode: Key) -> String:
+	var did := ""
+	match keycode:
+		KEY_1:
+			director.fire("explore", {"hero": hero_name})
+			did = "explore"
+		KEY_2:
+			_found += 1
+			treasure_found.emit(ITEMS[_found % ITEMS.size()])
+			did = "discover"
+		KEY_3:
+			director.fire("ambush", {"hero": hero_name})
+			did = "ambush"
+		KEY_4:
+			director.fire("calm")
+			did = "calm"
+		KEY_P:
+			if _paused:
+				client.resume()
+			else:
+				client.pause()
+			_paused = not _paused
+			did = "pause" if _paused else "resume"
+		KEY_T:
+			if _recording:
+				client.stop_take()
+			else:
+				client.start_take()
+			_recording = not _recording
+			did = "take"
+	return did
+
+
+func _on_shot_started(shot: Dictionary) -> void:
+	_shot_line = "Shot %d: %s" % [shot["shot_index"], shot["event_id"]]
+
+
+func _refresh() -> void:
+	var state: String = ShotStreamClient.State.keys()[client.state]
+	status.text = (
+		"ShotStream %s - %s\n1 explore  2 treasure  3 ambush (cut)  4 calm  P pause  T take\n%s"
+		% [state.capitalize(), client.server_url, _shot_line]
+	)

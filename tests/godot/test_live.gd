@@ -1,0 +1,212 @@
+extends "res://tests/test_base.gd"
+## A live session against the real service (tiny engine) over the WebSocket gateway on loopback,
+## through ShotStreamClient + ShotStreamPlayer, then the editor dock against the same server.
+##
+## Story (the Python test replays it with the SDK and compares): caption "A lighthouse on a
+## stormy coast.", seed 5, 1 chunk in flight; cue "walk" (3 chunks); when "walk" starts, a CUT cue
+## "boom" (2 chunks), which lands after walk's first chunk; close after the second shot finishes.
+## Prints "CHUNK <seq> <eventId> <sha256 of the pixels> <bytes>" per chunk and
+## "FINISHED <eventId> <chunks> <frames> <cut>" per shot.
+## args: {"url": gateway URL, "take": bool (the server records takes), "stats": bool (the server
+## sends Stats after every chunk)}
+
+const P := preload("res://addons/shotstream/protocol.gd")
+const TIMEOUT_MS := 150000
+
+var _events: Array[String] = []
+
+
+func run_tests() -> void:
+	var url: String = args().get("url", "")
+	check(url.begins_with("ws://"), "gateway URL given")
+	await _live(url, bool(args().get("take", false)))
+	await _dock(url, bool(args().get("take", false)))
+
+
+func _sha256(data: PackedByteArray) -> String:
+	var ctx := HashingContext.new()
+	ctx.start(HashingContext.HASH_SHA256)
+	ctx.update(data)
+	return ctx.finish().hex_encode()
+
+
+func _wait(cond: Callable, what: String, limit_ms: int = TIMEOUT_MS) -> bool:
+	var t0 := Time.get_ticks_msec()
+	while not cond.call():
+		if Time.get_ticks_msec() - t0 > limit_ms:
+			check(false, "timed out waiting for " + what)
+			return false
+		await get_tree().process_frame
+	return true
+
+
+func _live(url: String, record: bool) -> void:
+	var client := ShotStreamClient.new()
+	client.connect_on_ready = false
+	client.auto_reconnect = false
+	client.server_url = url
+	client.global_caption = "A lighthouse on a stormy coast."
+	client.story_seed = 5
+	client.max_chunks_in_flight = 1
+	client.client_name = "godot/LiveTest"
+	var player := ShotStreamPlayer.new()
+	client.player = player
+	add_child(player)
+	add_child(client)
+	var state := {
+		"cut_sent": false,
+		"finished": 0,
+		"done": false,
+		"last_pixels": PackedByteArray(),
+		"take": {},
+		"latency": [],
+		"stats": 0,
+	}
+	client.connected.connect(
+		func(s: Dictionary) -> void:
+			print(
+				(
+					"OPENED %dx%d %s"
+					% [s["width"], s["height"], P.enum_name("FrameFormat", s["frame_format"])]
+				)
+			)
+			if record:
+				client.start_take("godot-live")
+	)
+	client.shot_started.connect(
+		func(shot: Dictionary) -> void:
+			print("STARTED %s %d" % [shot["event_id"], shot["num_chunks"]])
+			if shot["event_id"] == "walk" and not state["cut_sent"]:
+				state["cut_sent"] = true
+				eq("boom", client.cue("A wave hits the rocks.", "boom", 2, "cut"), "cut cue sent")
+	)
+	client.chunk_received.connect(
+		func(c: Dictionary) -> void:
+			var pixels: PackedByteArray = c["pixels"]
+			check(pixels.size() == P.expected_pixel_bytes(c), "chunk carries its pixels")
+			print(
+				(
+					"CHUNK %s %s %s %d"
+					% [
+						P.u64_to_string(c["chunk_seq"]),
+						c["event_id"],
+						_sha256(pixels),
+						pixels.size()
+					]
+				)
+			)
+			state["last_pixels"] = pixels
+	)
+	client.shot_finished.connect(
+		func(f: Dictionary) -> void:
+			print("FINISHED %s %d %d %s" % [f["event_id"], f["chunks"], f["frames"], f["cut"]])
+			state["finished"] += 1
+			if state["finished"] == 2:
+				if record:
+					client.stop_take()
+				else:
+					client.close()
+	)
+	client.take_started.connect(
+		func(take_name: String, path: String) -> void:
+			print("TAKE_STARTED %s %s" % [take_name, path])
+	)
+	client.take_saved.connect(
+		func(t: Dictionary) -> void:
+			print(
+				(
+					"TAKE_SAVED %s %d %s %s"
+					% [t["name"], t["frames"], P.u64_to_string(t["bytes"]), t["path"]]
+				)
+			)
+			state["take"] = t
+			client.close()
+	)
+	client.cue_latency.connect(
+		func(id: String, ms: float) -> void: state["latency"].append("%s %.0f" % [id, ms])
+	)
+	client.stats_received.connect(func(_s: Dictionary) -> void: state["stats"] += 1)
+	client.error_received.connect(
+		func(code: int, message: String, fatal: bool) -> void:
+			print("ERROR %d %s %s" % [code, message, fatal])
+			check(false, "no error expected: %d %s" % [code, message])
+	)
+	client.disconnected.connect(
+		func(reason: String) -> void:
+			print("CLOSED " + reason)
+			state["done"] = true
+	)
+	# queued now, sent as soon as the session opens (after start_take, which `connected` sends)
+	eq("walk", client.cue("The keeper climbs the stairs.", "walk", 3, "wait"), "first cue queued")
+	eq(OK, client.open_session(), "open_session")
+	await _wait(func() -> bool: return state["done"], "the live session to end")
+	eq(2, state["finished"], "two shots finished")
+	eq(ShotStreamClient.State.DISCONNECTED, client.state, "disconnected after close")
+	eq(2, state["latency"].size(), "a cue latency for each shot: %s" % [state["latency"]])
+	if args().get("stats", false):
+		check(state["stats"] > 0, "stats received")
+	if record:
+		eq("godot-live", state["take"].get("name"), "take saved")
+	# the player plays everything out at 16 fps; its image then holds the last frame
+	await _wait(
+		func() -> bool: return player.presented_frame_index == player.pushed_frames - 1,
+		"the player to present every frame",
+		10000
+	)
+	eq(9 + 9 + 12, player.pushed_frames, "the player got every frame")
+	var last: PackedByteArray = state["last_pixels"]
+	var frame_bytes := player.width * player.height * 4
+	eq(
+		_sha256(last.slice(last.size() - frame_bytes)),
+		_sha256(player.frame_image.get_data()),
+		"the texture shows the last frame"
+	)
+	print("PRESENTED %d %d" % [player.presented_frame_index + 1, player.jitter.underruns])
+	client.queue_free()
+	player.queue_free()
+
+
+func _dock(url: String, record: bool) -> void:
+	var dock := ShotStreamDock.new()
+	add_child(dock)
+	eq("Connect", dock.connect_button.text, "dock starts disconnected")
+	check(dock.cue_button.disabled, "cue disabled while disconnected")
+	dock.url_edit.text = url
+	dock.caption_edit.text = "A quiet harbour at dawn."
+	dock.seed_spin.value = 3
+	dock.toggle_connection()
+	if not await _wait(func() -> bool: return dock.client.is_session_open(), "the dock to connect"):
+		dock.queue_free()
+		return
+	check(dock.status_label.text.begins_with("Open:"), "status: " + dock.status_label.text)
+	check(not dock.cue_button.disabled, "cue enabled when open")
+	eq("Disconnect", dock.connect_button.text, "connect button toggles")
+	if record:
+		dock.take_edit.text = "dock-take"
+		dock.start_take()
+		await _wait(
+			func() -> bool: return dock.take_label.text.begins_with("Recording"), "take start"
+		)
+	dock.prompt_edit.text = "Gulls circle the masts."
+	dock.chunks_spin.value = 1
+	check(dock.send_prompt(false) != "", "dock cue sent")
+	await _wait(
+		func() -> bool: return dock.player.presented_frame_index >= 0,
+		"the dock preview's first frame"
+	)
+	check(dock.preview.texture == dock.player.texture, "the preview shows the player's texture")
+	check("ms" in dock.latency_label.text, "latency shown: " + dock.latency_label.text)
+	if args().get("stats", false):
+		await _wait(func() -> bool: return dock.stats_label.text.begins_with("GPU"), "dock stats")
+	if record:
+		dock.stop_take()
+		await _wait(func() -> bool: return dock.take_label.text.begins_with("Saved"), "take saved")
+		check("dock-take" in dock.take_label.text, "saved path shown: " + dock.take_label.text)
+	dock.toggle_connection()
+	await _wait(
+		func() -> bool: return dock.client.state == ShotStreamClient.State.DISCONNECTED,
+		"the dock to disconnect"
+	)
+	eq("", dock.error_label.text, "no error in the dock")
+	print("DOCK " + dock.take_label.text.replace("\n", " "))
+	dock.queue_free()

@@ -1,0 +1,508 @@
+extends "res://tests/test_base.gd"
+## The addon's parts without a server: the jitter buffer (same cases as the Unity plugin's),
+## the player (texture updated in place, target binding, frame content), the shot map and the
+## director (templates, errors, signal binding), the reconnect policy, and the client offline
+## (queued cues, input errors, an unreachable server retried with backoff).
+
+signal no_args_fired
+signal two_args_fired(hero: String, place: String)
+
+const FPS := 16.0
+const JB := preload("res://addons/shotstream/jitter_buffer.gd")
+const P := preload("res://addons/shotstream/protocol.gd")
+
+
+func run_tests() -> void:
+	_jitter_steady_from_bursts()
+	_jitter_startup_by_frames()
+	_jitter_startup_by_time()
+	_jitter_underrun_and_recovery()
+	_jitter_capacity_refuse()
+	_jitter_capacity_drop_oldest()
+	_jitter_timing_exact()
+	_jitter_late_poll_skips()
+	_jitter_end_of_stream()
+	_player()
+	_player_targets()
+	_shot_map()
+	_director()
+	_policy()
+	await _client_offline()
+	await _client_unreachable()
+
+
+# -- jitter buffer: frames are (source, offset); source = the arrival index of its frame 0 ------
+
+
+func _is_frame(jb: ShotStreamJitterBuffer, index: int) -> bool:
+	return jb.frame_index == index and int(jb.frame_source) + jb.frame_offset == index
+
+
+func _jitter_steady_from_bursts() -> void:
+	# start-up buffering of two chunks (1 s) covers 0.2 s of arrival jitter
+	var jb := ShotStreamJitterBuffer.new(32, FPS, 16)
+	var rng := RandomNumberGenerator.new()
+	rng.seed = 7
+	var arrivals: Array[float] = []
+	for c in 12:
+		arrivals.append(1.0 + c * 0.5 + rng.randf() * 0.2)
+	var next_chunk := 0
+	var pushed := 0
+	var expect := 0
+	var t0 := NAN
+	var times: Array[float] = []
+	var in_order := true
+	for tick in 240 * 8 + 1:  # the game polls at 240 Hz
+		var now := tick / 240.0
+		while next_chunk < arrivals.size() and arrivals[next_chunk] <= now:
+			eq(8, jb.push(pushed, 8, now), "push accepted")
+			pushed += 8
+			next_chunk += 1
+			if next_chunk == arrivals.size():
+				jb.complete_adding()
+		if not jb.advance(now):
+			if not is_nan(t0):
+				check(false, "advance is false only before the start")
+			continue
+		if is_nan(t0):
+			t0 = now
+		if jb.frame_is_new:
+			in_order = in_order and _is_frame(jb, expect)
+			times.append(now)
+			expect += 1
+	check(in_order, "frames in order, none skipped")
+	eq(96, expect, "all frames shown")
+	eq(0, jb.underruns, "no underrun")
+	eq(0, jb.skipped_frames, "no skips")
+	var on_clock := true
+	for k in times.size():
+		if absf(times[k] - (t0 + k / FPS)) > 1e-9:
+			on_clock = false
+			print("frame %d shown at %f, expected %f" % [k, times[k], t0 + k / FPS])
+			break
+	check(on_clock, "frame k shown at t0 + k/16")
+	eq(JB.State.ENDED, jb.state, "ended")
+
+
+func _jitter_startup_by_frames() -> void:
+	var jb := ShotStreamJitterBuffer.new(16, FPS, 5)
+	check(not jb.advance(0.0), "empty")
+	jb.push(0, 4, 0.1)
+	check(not jb.advance(5.0), "4 < 5 frames: still buffering, however long")
+	eq(JB.State.STARTING, jb.state, "starting")
+	jb.push(4, 1, 5.1)
+	check(jb.advance(5.2), "started")
+	check(_is_frame(jb, 0), "first frame")
+	check(jb.frame_is_new and not jb.frame_is_held, "new, not held")
+	eq(JB.State.PLAYING, jb.state, "playing")
+	check(jb.advance(5.2 + 1 / FPS) and _is_frame(jb, 1), "second frame after 1/16 s")
+
+
+func _jitter_startup_by_time() -> void:
+	var jb := ShotStreamJitterBuffer.new(16, FPS, 8, 0.25)
+	jb.push(0, 2, 1.0)
+	check(not jb.advance(1.0), "just arrived")
+	check(not jb.advance(1.2499), "before 250 ms")
+	check(jb.advance(1.25) and _is_frame(jb, 0), "at 250 ms")
+	eq(1.25 + 1 / FPS, jb.next_due_seconds(), "next due")
+
+
+func _jitter_underrun_and_recovery() -> void:
+	var jb := ShotStreamJitterBuffer.new(16, FPS, 3)
+	jb.push(0, 3, 0.0)
+	var t := 10.0
+	for k in 3:
+		check(jb.advance(t + k / FPS) and _is_frame(jb, k), "playing %d" % k)
+	check(jb.advance(t + 3 / FPS), "an underrun still returns a frame")
+	check(_is_frame(jb, 2), "holds the last frame")
+	check(jb.frame_is_held and not jb.frame_is_new, "held, not new")
+	eq(1, jb.underruns, "one underrun")
+	eq(JB.State.REBUFFERING, jb.state, "rebuffering")
+	check(jb.advance(t + 10 / FPS) and _is_frame(jb, 2), "still held later")
+	eq(1, jb.underruns, "one underrun per episode")
+	jb.push(3, 2, 11.0)
+	check(jb.advance(11.0) and _is_frame(jb, 2) and jb.frame_is_held, "2 < 3 frames: holding")
+	jb.push(5, 1, 11.5)
+	check(jb.advance(11.6) and _is_frame(jb, 3), "recovers with the next frame, none lost")
+	check(jb.frame_is_new and not jb.frame_is_held, "new again")
+	eq(JB.State.PLAYING, jb.state, "playing")
+	check(jb.advance(11.6 + 1 / FPS - 1e-6) and _is_frame(jb, 3), "schedule restarts at recovery")
+	check(jb.advance(11.6 + 1 / FPS) and _is_frame(jb, 4), "next at +1/16")
+	check(jb.advance(11.6 + 2 / FPS) and _is_frame(jb, 5), "next at +2/16")
+	eq(0, jb.skipped_frames, "no skips")
+
+
+func _jitter_capacity_refuse() -> void:
+	var jb := ShotStreamJitterBuffer.new(4, FPS, 1)
+	eq(4, jb.push(0, 6, 0.0), "takes what fits")
+	eq(2, jb.refused_frames, "refused count")
+	eq(4, jb.queued_frames, "queued = capacity")
+	eq(0, jb.push(4, 1, 0.0), "full")
+	check(jb.advance(1.0) and _is_frame(jb, 0), "oldest first")
+	eq(1, jb.push(4, 1, 1.0), "room again after one is presented")
+	eq(0, jb.push(5, 1, 1.0), "full again")
+	check(_is_frame(jb, 0), "the frame on screen is untouched by pushes")
+
+
+func _jitter_capacity_drop_oldest() -> void:
+	var jb := ShotStreamJitterBuffer.new(4, FPS, 1, 0.0, JB.OverflowPolicy.DROP_OLDEST)
+	eq(6, jb.push(0, 6, 0.0), "accepts all")
+	eq(2, jb.dropped_frames, "dropped count")
+	eq(4, jb.queued_frames, "bounded")
+	check(jb.advance(1.0) and _is_frame(jb, 2), "oldest two dropped")
+	jb.push(6, 8, 1.0)
+	check(_is_frame(jb, 2), "the frame on screen is not dropped")
+	check(jb.advance(1.0 + 1 / FPS) and _is_frame(jb, 10), "newest four kept")
+
+
+func _jitter_timing_exact() -> void:
+	var jb := ShotStreamJitterBuffer.new(64, FPS, 1)
+	var t0 := 1000.1  # not a binary fraction
+	var pushed := 32
+	jb.push(0, 32, t0)
+	check(jb.advance(t0) and _is_frame(jb, 0), "start")
+	var ok := true
+	for k in range(1, 20000):
+		if jb.queued_frames < 8:
+			jb.push(pushed, 32, t0)
+			pushed += 32
+		var due := t0 + k / FPS
+		jb.advance(due - 1e-6)
+		if jb.frame_index != k - 1:
+			ok = false
+			print("1 us before frame %d showed %d" % [k, jb.frame_index])
+			break
+		jb.advance(due)
+		if jb.frame_index != k:
+			ok = false
+			print("at t0 + %d/16 showed %d" % [k, jb.frame_index])
+			break
+	check(ok, "20000 frames (about 21 min) each exactly on its slot")
+	eq(0, jb.underruns, "no underrun")
+	eq(0, jb.skipped_frames, "no skips: no drift")
+
+
+func _jitter_late_poll_skips() -> void:
+	var jb := ShotStreamJitterBuffer.new(16, FPS, 1)
+	jb.push(0, 10, 0.0)
+	check(jb.advance(2.0) and _is_frame(jb, 0), "start")
+	check(jb.advance(2.0 + 3.5 / FPS) and _is_frame(jb, 3), "a late poll shows the frame due now")
+	eq(2, jb.skipped_frames, "frames 1, 2 skipped")
+	check(jb.advance(2.0 + 4 / FPS) and _is_frame(jb, 4), "back on the clock")
+
+
+func _jitter_end_of_stream() -> void:
+	var jb := ShotStreamJitterBuffer.new(16, FPS, 8)
+	jb.push(0, 2, 0.0)
+	check(not jb.advance(0.0), "buffering")
+	jb.complete_adding()
+	check(jb.advance(0.1) and _is_frame(jb, 0), "the end of the stream starts playback")
+	check(jb.advance(0.1 + 1 / FPS) and _is_frame(jb, 1), "last")
+	check(jb.advance(0.1 + 2 / FPS) and _is_frame(jb, 1) and jb.frame_is_held, "held at the end")
+	eq(JB.State.ENDED, jb.state, "ended")
+	eq(0, jb.underruns, "the end is not an underrun")
+	jb.reset()
+	eq(JB.State.STARTING, jb.state, "reset")
+	eq(1, jb.push(2, 1, 2.0), "push after reset")
+
+
+# -- player -----------------------------------------------------------------------------------
+
+
+func _chunk(seq: int, n: int, w: int, h: int, fmt: int, first_value: int) -> Dictionary:
+	var c := P.default_message("FrameChunk")
+	c["chunk_seq"] = seq
+	c["num_frames"] = n
+	c["width"] = w
+	c["height"] = h
+	c["frame_format"] = fmt
+	var pixels := PackedByteArray()
+	pixels.resize(n * w * h * P.channels(fmt))
+	for i in pixels.size():
+		pixels[i] = (first_value + i * 7) % 256
+	c["pixels"] = pixels
+	return c
+
+
+func _player() -> void:
+	var player := ShotStreamPlayer.new()
+	player.playing = false
+	add_child(player)
+	var opened := P.default_message("SessionOpened")
+	opened["width"] = 6
+	opened["height"] = 4
+	opened["fps"] = 16
+	opened["frames_first_chunk"] = 3
+	opened["frames_per_chunk"] = 4
+	opened["max_chunks_in_flight"] = 2
+	opened["frame_format"] = P.FrameFormat.RGBA8
+	player.start_frames = 4
+	player.capacity_frames = 2
+	player.configure_for_session(opened)
+	eq(6, player.width, "width from the session")
+	eq(4, player.height, "height from the session")
+	eq(3, player.jitter.start_frames, "start frames capped by the first chunk's frames")
+	eq(12, player.jitter.capacity, "capacity holds (credits + 1) chunks")
+	var tex := player.texture
+	check(tex != null and tex.get_width() == 6 and tex.get_height() == 4, "texture sized")
+	var first := _chunk(1, 3, 6, 4, P.FrameFormat.RGBA8, 0)
+	var second := _chunk(2, 4, 6, 4, P.FrameFormat.RGBA8, 100)
+	eq(3, player.push_chunk(first, 0.0), "first chunk queued")
+	eq(4, player.push_chunk(second, 0.1), "second chunk queued")
+	eq(7, player.pushed_frames, "pushed frames")
+	var frame_bytes := 6 * 4 * 4
+	var objects_before := Performance.get_monitor(Performance.OBJECT_COUNT)
+	var content_ok := true
+	for k in 7:
+		var t := 1.0 + k / FPS
+		check(player.present(t), "frame %d presented" % k)
+		var src: Dictionary = first if k < 3 else second
+		var off := k if k < 3 else k - 3
+		var want: PackedByteArray = src["pixels"].slice(off * frame_bytes, (off + 1) * frame_bytes)
+		if player.frame_image.get_data() != want:
+			content_ok = false
+			print("frame %d content differs" % k)
+		eq(k, player.presented_frame_index, "presented index %d" % k)
+	check(content_ok, "every frame's pixels reach the texture image")
+	var objects_after := Performance.get_monitor(Performance.OBJECT_COUNT)
+	check(
+		objects_after <= objects_before,
+		(
+			"presenting creates no objects (texture and image updated in place): %d -> %d"
+			% [objects_before, objects_after]
+		)
+	)
+	check(player.texture == tex, "same texture object for the whole session")
+	check(not player.present(1.0 + 7 / FPS), "underrun: nothing new")
+	# a new session of the same size keeps the texture; another size replaces it
+	player.configure_for_session(opened)
+	check(player.texture == tex, "same size: texture kept")
+	eq(-1, player.presented_frame_index, "reset for the new session")
+	var rgb := _chunk(9, 2, 5, 3, P.FrameFormat.RGB8, 1)
+	eq(2, player.push_chunk(rgb, 2.0), "a chunk of another size and format reconfigures")
+	check(player.texture != tex and player.texture.get_width() == 5, "new texture for the new size")
+	check(player.present(5.0), "rgb frame presented")
+	eq(Image.FORMAT_RGB8, player.frame_image.get_format(), "rgb image")
+	eq(rgb["pixels"].slice(0, 5 * 3 * 3), player.frame_image.get_data(), "rgb frame content")
+	var bad := _chunk(10, 2, 5, 3, P.FrameFormat.RGB8, 1)
+	bad["num_frames"] = 3
+	eq(0, player.push_chunk(bad, 6.0), "a chunk whose pixels do not match is refused")
+	player.queue_free()
+
+
+func _player_targets() -> void:
+	var player := ShotStreamPlayer.new()
+	player.playing = false
+	var rect := TextureRect.new()
+	var sprite := Sprite2D.new()
+	var mesh := MeshInstance3D.new()
+	mesh.material_override = StandardMaterial3D.new()
+	add_child(rect)
+	add_child(sprite)
+	add_child(mesh)
+	add_child(player)
+	player.target = rect
+	player.configure(4, 2, 16.0, 8, 1)
+	check(rect.texture == player.texture and rect.texture != null, "TextureRect gets the texture")
+	player.target = sprite
+	check(sprite.texture == player.texture, "Sprite2D gets the texture")
+	player.target_property = "material_override:albedo_texture"
+	player.target = mesh
+	var mat := mesh.material_override as StandardMaterial3D
+	check(mat.albedo_texture == player.texture, "a 3D material gets the texture")
+	var fired: Array[int] = []
+	player.frame_presented.connect(func(i: int) -> void: fired.append(i))
+	player.push_chunk(_chunk(1, 2, 4, 2, P.FrameFormat.RGBA8, 0), 0.0)
+	player.present(0.0)
+	eq([0], fired, "frame_presented signal")
+	for n: Node in [player, rect, sprite, mesh]:
+		n.queue_free()
+
+
+# -- shot map and director --------------------------------------------------------------------
+
+
+func _shot_map() -> void:
+	var map := ShotStreamShotMap.new()
+	map.add("enter", "{hero} enters the {place}.", 2)
+	map.add(
+		"ambush", "Bandits leap at {hero}!", 1, ShotStreamCue.Mode.CUT, PackedStringArray(["act2"])
+	)
+	map.add("braces", "A sign reads {{{word}}} and }} {{.")
+	map.add("plain", "Rain falls.")
+	var r := map.resolve("enter", {"hero": "The knight", "place": "hall"})
+	eq("", r["error"], "resolve ok")
+	eq("The knight enters the hall.", r["prompt"], "template filled")
+	eq(2, r["num_chunks"], "num chunks")
+	eq("wait", r["mode"], "wait")
+	r = map.resolve("ambush", {"hero": 7})
+	eq("Bandits leap at 7!", r["prompt"], "non-string parameter")
+	eq("cut", r["mode"], "cut")
+	eq(PackedStringArray(["act2"]), r["tags"], "tags")
+	eq("A sign reads {STOP} and } {.", map.resolve("braces", {"word": "STOP"})["prompt"], "braces")
+	eq("Rain falls.", map.resolve("plain")["prompt"], "no parameters")
+	var unknown: String = map.resolve("nope")["error"]
+	check(
+		'unknown event "nope"' in unknown and '"enter"' in unknown,
+		"unknown event names the known ones: " + unknown
+	)
+	var missing: String = map.resolve("enter", {"hero": "x"})["error"]
+	check("missing parameter {place}" in missing, "a missing parameter is named: " + missing)
+	missing = map.resolve("enter")["error"]
+	check("missing parameters {hero}, {place}" in missing, "every missing parameter: " + missing)
+	for bad: String in ["{unclosed", "a } b", "{}", "{ }", "{a{b}"]:
+		var f := ShotStreamShotMap.fill("e", bad, {"a": 1})
+		check(f["error"] != "" and f["text"] == "", "malformed template %s: %s" % [bad, f["error"]])
+	eq(PackedStringArray(["enter", "ambush", "braces", "plain"]), map.event_names(), "event names")
+	check(map.has_event("plain") and not map.has_event("Plain"), "names are exact")
+
+
+func _director() -> void:
+	var client := ShotStreamClient.new()
+	client.connect_on_ready = false
+	client.log_errors = false
+	var director := ShotStreamDirector.new()
+	director.log_errors = false
+	add_child(client)
+	add_child(director)
+	var failures: Array[String] = []
+	director.fire_failed.connect(func(_e: String, m: String) -> void: failures.append(m))
+	eq("", director.fire("enter"), "no shot map: refused")
+	director.shot_map = ShotStreamShotMap.new()
+	director.shot_map.add("enter", "{hero} enters the {place}.", 2)
+	director.shot_map.add("boom", "An explosion.", 1, ShotStreamCue.Mode.CUT)
+	eq("", director.fire("enter", {"hero": "h", "place": "p"}), "no client: refused")
+	director.client = client
+	var cued: Array[String] = []
+	director.shot_cued.connect(
+		func(e: String, id: String, prompt: String) -> void:
+			cued.append("%s|%s|%s" % [e, id, prompt])
+	)
+	var id := director.fire("enter", {"hero": "The knight", "place": "hall"})
+	eq("enter-1", id, "event id")
+	eq(["enter|enter-1|The knight enters the hall."], cued, "shot_cued")
+	eq("", director.fire("enter", {"hero": "x"}), "missing parameter: nothing sent")
+	eq("", director.fire("unknown"), "unknown event: nothing sent")
+	eq(4, failures.size(), "fire_failed for each failure")
+	# signals -> events, arguments -> parameters by position
+	eq(
+		OK,
+		director.bind_signal(self, "two_args_fired", "enter", PackedStringArray(["hero", "place"])),
+		"bind 2"
+	)
+	eq(OK, director.bind_signal(self, "no_args_fired", "boom"), "bind 0")
+	eq(
+		ERR_INVALID_PARAMETER,
+		director.bind_signal(self, "no_such_signal", "boom"),
+		"unknown signal"
+	)
+	two_args_fired.emit("The queen", "garden")
+	no_args_fired.emit()
+	var queued := client.queued_messages()
+	eq(3, queued.size(), "three cues queued until the session opens")
+	var cues: Array[Dictionary] = []
+	for text in queued:
+		cues.append(P.decode_client_text(text)["message"])
+	if cues.size() == 3:
+		eq("The queen enters the garden.", cues[1]["prompt"], "signal arguments fill the template")
+		eq(P.CueMode.WAIT, cues[1]["mode"], "wait cue")
+		eq(2, cues[1]["num_chunks"], "num chunks sent")
+		eq(PackedStringArray(["enter"]), cues[1]["tags"], "tagged with the event name")
+		eq("An explosion.", cues[2]["prompt"], "zero-argument signal")
+		eq(P.CueMode.CUT, cues[2]["mode"], "cut cue")
+		eq("boom-3", cues[2]["event_id"], "event id of a bound signal")
+	director.unbind_all()
+	no_args_fired.emit()
+	eq(3, client.queued_messages().size(), "unbound: no more cues")
+	eq(-1, ShotStreamDirector.signal_arg_count(self, "nothing"), "arg count of a missing signal")
+	eq(
+		2,
+		ShotStreamDirector.signal_arg_count(self, "two_args_fired"),
+		"arg count of a script signal"
+	)
+	var button := Button.new()
+	eq(0, ShotStreamDirector.signal_arg_count(button, "pressed"), "arg count of a native signal")
+	eq(1, ShotStreamDirector.signal_arg_count(button, "toggled"), "arg count of toggled")
+	button.free()
+	director.queue_free()
+	client.queue_free()
+
+
+func _policy() -> void:
+	var p := ShotStreamReconnectPolicy.new(0.1, 1.0, 3)
+	eq(0.1, p.delay_for(0), "delay 0")
+	eq(0.4, p.delay_for(2), "delay 2")
+	eq(1.0, p.delay_for(5), "capped")
+	eq(1.0, p.delay_for(100000), "huge retry capped")
+	check(p.should_retry(2) and not p.should_retry(3), "max retries")
+	check(ShotStreamReconnectPolicy.new(0.1, 1.0, -1).should_retry(1000000), "negative = forever")
+	check(not ShotStreamReconnectPolicy.new(0.1, 1.0, 0).should_retry(0), "0 = never")
+
+
+# -- client without a server --------------------------------------------------------------------
+
+
+func _client_offline() -> void:
+	var client := ShotStreamClient.new()
+	client.connect_on_ready = false
+	client.log_errors = false
+	add_child(client)
+	var errors: Array[String] = []
+	client.error_received.connect(
+		func(code: int, message: String, _fatal: bool) -> void:
+			errors.append("%d %s" % [code, message])
+	)
+	eq("godot-1", client.cue("A shot."), "cue while disconnected: queued, id assigned")
+	eq("", client.cue("   "), "empty prompt refused")
+	eq("", client.cue("x", "", -1), "negative chunks refused")
+	eq("", client.cue("x", "", 0, "sideways"), "unknown mode refused")
+	eq("mine", client.cut("Cut!", "mine", 1), "cut with own id")
+	eq(3, errors.size(), "each refusal reported")
+	var q := client.queued_messages()
+	eq(2, q.size(), "two cues queued")
+	if q.size() == 2:
+		eq(P.CueMode.CUT, P.decode_client_text(q[1])["message"]["mode"], "cut mode queued")
+	client.pause()
+	eq(4, errors.size(), "pause without a session is reported")
+	client.server_url = "http://127.0.0.1:1/v1/direct"
+	eq(ERR_INVALID_PARAMETER, client.open_session(), "bad URL scheme refused")
+	eq(ShotStreamClient.State.DISCONNECTED, client.state, "still disconnected")
+	check(client.effective_client_name().begins_with("godot/"), "client name godot/<project>")
+	client.queue_free()
+	await get_tree().process_frame
+
+
+func _client_unreachable() -> void:
+	var client := ShotStreamClient.new()
+	client.connect_on_ready = false
+	client.log_errors = false
+	client.server_url = "ws://127.0.0.1:1/v1/direct"
+	client.reconnect_initial_s = 0.05
+	client.reconnect_max_s = 0.1
+	client.reconnect_max_retries = 2
+	add_child(client)
+	var states: Array[int] = []
+	var errors: Array[String] = []
+	var reasons: Array[String] = []
+	client.state_changed.connect(func(s: int) -> void: states.append(s))
+	client.error_received.connect(
+		func(_c: int, m: String, fatal: bool) -> void: errors.append(("F " if fatal else "") + m)
+	)
+	client.disconnected.connect(func(r: String) -> void: reasons.append(r))
+	var t0 := Time.get_ticks_msec()
+	eq(OK, client.open_session(), "open_session starts")
+	while (
+		client.state != ShotStreamClient.State.DISCONNECTED and Time.get_ticks_msec() - t0 < 15000
+	):
+		await get_tree().process_frame
+	eq(ShotStreamClient.State.DISCONNECTED, client.state, "gave up")
+	var connects := states.count(ShotStreamClient.State.CONNECTING)
+	eq(3, connects, "1 attempt + 2 retries")
+	eq(2, states.count(ShotStreamClient.State.WAITING_TO_RETRY), "waited twice")
+	eq(["unreachable"], reasons, "disconnected(unreachable)")
+	check(
+		errors.size() == 1 and errors[0].begins_with("F ") and "shotstream serve" in errors[0],
+		"one fatal, actionable error: %s" % [errors]
+	)
+	check(Time.get_ticks_msec() - t0 >= 140, "backoff delays were waited (0.05 + 0.1 s)")
+	client.queue_free()
