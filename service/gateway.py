@@ -111,7 +111,10 @@ frame whose magic it does not know.
 
 Connection end
 ==============
-After ``closed`` (or a fatal ``error``) the server closes the WebSocket (code 1000). When the client
+After ``closed`` (or a fatal ``error``) the server waits up to 2 s for the client to close the
+WebSocket (clients should: some WebSocket stacks, e.g. Godot's native one, drop messages that arrive
+just before a close frame), then closes it itself with code 1000 and a reason that repeats the end
+(``closed: client``, ``error 8: the server is full ...``; at most 123 bytes). When the client
 closes or drops the connection, the session ends and its resources (GPU caches, ring file, its
 slot in the session limits) are freed, as if it had sent ``close``. On server shutdown an open
 session gets ``{"closed": {"reason": "server shutdown"}}`` and then a normal close (1000); if the
@@ -124,6 +127,7 @@ be latency).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import http
@@ -154,6 +158,7 @@ MAX_QUEUE = 4  # incoming frames buffered per connection before TCP backpressure
 # A peer that stops reading during the closing handshake holds its session (GPU cache, ring) until
 # this runs out; websockets' default is 10 s.
 CLOSE_TIMEOUT_S = 2.0
+CLIENT_CLOSE_WAIT_S = 2.0  # after `closed` / a fatal error: how long the client gets to close first
 
 __all__ = ["PATH", "CHUNK_MAGIC", "GatewayHandle", "start_gateway", "to_json", "encode_server_message",
            "decode_chunk_frame", "parse_client_message"]
@@ -309,12 +314,23 @@ def _loopback_origin(origin: str) -> bool:
 
 
 async def _serve_connection(registry: SessionRegistry, ws: ServerConnection) -> None:
+    ending: list[str] = []  # why the session ended, once the server has said so
+
     async def send(msg: pb.ServerMessage) -> None:
         await ws.send(encode_server_message(msg))
+        kind = msg.WhichOneof("kind")
+        if kind == "closed":
+            ending[:] = [f"closed: {msg.closed.reason}"]
+        elif kind == "error" and msg.error.fatal:
+            ending[:] = [f"error {msg.error.code}: {msg.error.message}"]
 
     incoming = _incoming(ws)
     try:
         await run_session(registry, incoming, send)
+        if ending:  # the client has every message: let it close first, then close with the reason
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ws.wait_closed(), CLIENT_CLOSE_WAIT_S)
+            await ws.close(1000, _close_reason(ending[0]))
     except ConnectionClosed:
         pass  # the client went away; run_session has freed the session
     except Exception:  # noqa: BLE001 - never let one connection take the gateway down
@@ -322,6 +338,14 @@ async def _serve_connection(registry: SessionRegistry, ws: ServerConnection) -> 
     finally:
         with contextlib.suppress(Exception):
             await incoming.aclose()
+
+
+def _close_reason(text: str) -> str:
+    """``text`` cut to the 123 UTF-8 bytes a WebSocket close reason may hold."""
+    data = text.encode("utf-8")
+    if len(data) <= 123:
+        return text
+    return data[:120].decode("utf-8", "ignore") + "..."
 
 
 async def _incoming(ws: ServerConnection) -> AsyncIterator[pb.ClientMessage]:

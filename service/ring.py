@@ -254,6 +254,7 @@ def _release(state: dict) -> None:
             pass
         except OSError as exc:  # e.g. Windows, a client still has it open
             log.warning("could not remove ring file %s: %s", path, exc)
+    state["released"] = True  # last: `closed` means unmapped *and* unlinked
 
 
 class FrameRing:
@@ -335,7 +336,7 @@ class FrameRing:
 
     @property
     def closed(self) -> bool:
-        return "mm" not in self._state
+        return self._state.get("released", False) or not self._state  # (empty: construction failed)
 
     def layout(self) -> pb.RingLayout:
         return pb.RingLayout(path=str(self.path), layout_version=LAYOUT_VERSION, slot_count=self.slot_count,

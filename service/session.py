@@ -90,6 +90,7 @@ class Session:
         self._seq = 0
         self._story_frame = 0
         self._take: TakeRecorder | None = None
+        self._stopped_takes: list[Future[pb.ServerMessage]] = []  # their take_saved goes through the outbox
         self._takes_started = 0
         self.counters = SessionCounters()
         stream = engine.config.stream
@@ -151,7 +152,9 @@ class Session:
             if kind == "stop_take":
                 if self._take is None:
                     raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION, "no take is recording: send start_take first")
-                self._stop_take_locked().add_done_callback(lambda done: self._emit(done.result()))
+                done = self._stop_take_locked()
+                self._stopped_takes.append(done)
+                done.add_done_callback(lambda d: self._emit(d.result()))
                 return False
             if kind == "open":
                 raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION, "the session is already open")
@@ -185,10 +188,12 @@ class Session:
         take.stop().add_done_callback(report)
         return done
 
-    def end_take(self) -> Future[pb.ServerMessage] | None:
-        """Finish the recording take, if any, because the session is ending (any thread)."""
+    def end_takes(self) -> tuple[list[Future[pb.ServerMessage]], Future[pb.ServerMessage] | None]:
+        """The session is ending (any thread): takes stopped earlier that may still be encoding (each emits its
+        own ``take_saved``), and the recording take, if any, now being finished (its message is the caller's)."""
         with self._lock:
-            return self._stop_take_locked() if self._take is not None else None
+            stopped = [f for f in self._stopped_takes if not f.done()]
+            return stopped, self._stop_take_locked() if self._take is not None else None
 
     def _parse_cue(self, cue: pb.Cue) -> _Cue:
         chunks = self.engine.config.stream.chunks_per_shot

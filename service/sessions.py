@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
 
 import grpc
 
@@ -161,18 +162,25 @@ async def _read(registry: SessionRegistry, session: Session, incoming: AsyncIter
 
 
 async def _end_take(session: Session, send: Send | None) -> None:
-    """Finish the session's recording take, if any, and report it (``take_saved``) when ``send`` is given."""
-    done = session.end_take()
-    if done is None:
-        return
-    try:
-        msg = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(done)), _TAKE_FINISH_S)
-    except asyncio.TimeoutError:
-        log.error("session %s: take still encoding after %.0f s; it finishes in the background", session.id,
-                  _TAKE_FINISH_S)
-        return
+    """Finish the session's takes and, when ``send`` is given, report every ``take_saved`` before the end."""
+    stopped, recording = session.end_takes()
+    for done in stopped:  # their take_saved is emitted to the outbox when the file is complete
+        await _take_finished(session, done)
     if send is not None:
-        await send(msg)
+        await _drain(session, send)
+    if recording is not None:
+        msg = await _take_finished(session, recording)
+        if send is not None and msg is not None:
+            await send(msg)
+
+
+async def _take_finished(session: Session, done: Future) -> pb.ServerMessage | None:
+    try:
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(done)), _TAKE_FINISH_S)
+    except asyncio.TimeoutError:
+        log.error("session %s: a take is still encoding after %.0f s; it finishes in the background", session.id,
+                  _TAKE_FINISH_S)
+        return None
 
 
 async def _drain(session: Session, send: Send) -> None:

@@ -14,7 +14,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from engine_core import TINY, ShotStreamEngine
-from service.gateway import CHUNK_MAGIC, PATH, decode_chunk_frame, encode_server_message, start_gateway, to_json
+from service.gateway import (CHUNK_MAGIC, PATH, _close_reason, decode_chunk_frame, encode_server_message, start_gateway,
+                             to_json)
 from service.protocol import pb
 from service.sessions import SessionRegistry, run_session
 from service.settings import ServerSettings
@@ -116,10 +117,10 @@ class Client:
         return await self.expect("opened")
 
     async def close(self) -> pb.SessionClosed:
+        """Close as a well-behaved client does: ``close``, read up to ``closed``, then close the socket."""
         await self.send({"close": {}})
         closed = await self.until("closed")  # a shot_finished may race the close
-        with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(self.ws.recv(), TIMEOUT)
+        await self.ws.close()
         assert self.ws.close_code == 1000
         return closed
 
@@ -360,6 +361,7 @@ def test_first_message_must_be_open(engine, worker):
             assert error.fatal and "open" in error.message
             with pytest.raises(ConnectionClosed):
                 await c.recv()
+            assert ws.close_code == 1000 and ws.close_reason == f"error 9: {error.message}"[:123]
 
     run_gateway(engine, worker, scenario)
 
@@ -445,8 +447,9 @@ def test_server_shutdown_tells_the_client(engine, worker):
             await c.open()
             registry.shutdown()
             assert (await c.expect("closed")).reason == "server shutdown"
-            with pytest.raises(ConnectionClosed):
+            with pytest.raises(ConnectionClosed):  # this client does not close: the server does, with the reason
                 await c.recv()
+            assert (ws.close_code, ws.close_reason) == (1000, "closed: server shutdown")
 
     run_gateway(engine, worker, scenario)
 
@@ -475,6 +478,12 @@ def test_gateway_close_ends_open_sessions(engine, worker):
 
 
 # -- framing helpers ------------------------------------------------------------------------------
+
+
+def test_close_reason_fits_a_close_frame():
+    assert _close_reason("closed: client") == "closed: client"
+    long = _close_reason("error 3: " + "\u00e9" * 200)
+    assert len(long.encode("utf-8")) <= 123 and long.endswith("...") and long.startswith("error 3: \u00e9")
 
 
 def test_framing_helpers():

@@ -716,6 +716,11 @@ def gateway_expectation(frames) -> tuple[int, list, list | None, int, int]:
     raise AssertionError("the frames end with close or with a text frame that is not UTF-8")
 
 
+def ends_session(msg: dict) -> bool:
+    """Whether a gateway text frame (proto3 JSON) is the end of the session: ``closed`` or a fatal ``error``."""
+    return "closed" in msg or bool(msg.get("error", {}).get("fatal"))
+
+
 @settings(max_examples=35, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 @given(frames=st.lists(_frames, max_size=6), open_first=st.booleans())
@@ -742,6 +747,8 @@ def _gateway_example(frames, open_first, *, srv, opened, stub, tmp_path, model_p
             with contextlib.suppress(ConnectionClosed):
                 while True:
                     received.append(await asyncio.wait_for(ws.recv(), TIMEOUT))
+                    if isinstance(received[-1], str) and ends_session(json.loads(received[-1])):
+                        await ws.close()  # as clients should: the server would wait for it before closing
             ws.transport.abort()  # our socket is closed now, whatever state the closing handshake is in
         return received, ws.close_code
 

@@ -178,3 +178,17 @@ def test_client_vanishing_still_finishes_the_file(engine, tmp_path):
 
     run(scenario())
     assert len(read_mp4(tmp_path / "gone.mp4")) == TINY.pixel_frames(1)
+
+
+def test_a_take_stopped_just_before_close_is_still_reported(engine, tmp_path):
+    async def scenario():
+        async with serving(engine, takes_dir=tmp_path) as (_, stub, _channel):
+            d, _, _ = await recording(stub, "first", 1)
+            await d.send(stop_take=pb.StopTake())  # still encoding when the session closes
+            await d.send(start_take=pb.StartTake(name="second"))
+            await d.send(close=pb.Close())
+            return await kinds_until_end(d)
+
+    kinds, _ = run(scenario())
+    assert kinds.count("take_saved") == 2 and kinds[-1] == "closed", kinds
+    assert len(read_mp4(tmp_path / "first.mp4")) == TINY.pixel_frames(1)
