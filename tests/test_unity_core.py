@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "unity_plugin" / "com.shotstream.bridge" / "Runtime" / "Core"
-SOURCES = [CORE / n for n in ("Json.cs", "Messages.cs", "ChunkFrame.cs", "ShotStreamConnection.cs", "RingReader.cs")]
+SOURCES = sorted(CORE.glob("*.cs"))
 TESTS = ROOT / "tests" / "unity"
 
 pytestmark = pytest.mark.skipif(not (shutil.which("mcs") and shutil.which("mono")),
@@ -110,3 +110,24 @@ def test_live_session_matches_python_sdk(exe, live, transport):
     assert int(size) == path.stat().st_size > 0
     assert float(duration) == int(frames) / 16
     assert imageio_ffmpeg.count_frames_and_secs(str(path))[0] == int(frames)
+
+
+def test_refused_handshake_reports_the_http_status(exe):
+    """A gateway that has a token refuses a wrong one with HTTP 401, and any path but /v1/direct with 404. mono's
+    ClientWebSocket (Unity's) reports both as "Unable to connect to the remote server"; ShotStreamConnection must
+    still say which status the real gateway answered, pass on its explanation, and mark the failure as one a retry
+    would repeat (not Transient)."""
+    from engine_core import TINY, ShotStreamEngine
+    from service.background import BackgroundServer
+    from service.settings import ServerSettings
+
+    engine = ShotStreamEngine.random(TINY, device="cpu", seed=0)
+    settings = ServerSettings(grpc_port=0, gateway_port=0, metrics_port=-1, token="s3cret")
+    with BackgroundServer(engine, settings, grace=2.0) as server:
+        proc = subprocess.run(["mono", str(exe), "refused", server.gateway_url, "s3cret"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [line.split(" ", 3) for line in proc.stdout.splitlines() if line.startswith("REFUSED ")]
+    assert [(status, transient) for _, status, transient, _ in lines] == [("401", "False"), ("404", "False")], proc.stdout
+    assert "HTTP 401: set the client's Token" in lines[0][3] and "the token is wrong" in lines[0][3], lines[0][3]
+    assert "HTTP 404: the URL's path must be /v1/direct" in lines[1][3] and "404 Not Found" in lines[1][3], lines[1][3]
+

@@ -1,15 +1,19 @@
 """The Unity package unity_plugin/com.shotstream.bridge as a whole: the UPM manifest and assembly
-definition parse with the expected names; Runtime/Core + Runtime/Unity compile (C# 7.2, unsafe,
-warnings as errors) against tests/unity/stubs/UnityEngineStub.cs, a stub of only the UnityEngine APIs
-the package uses (so a call to a missing API fails here); tests/unity/UnityLayerTests.cs runs under
-mono; every shipped asset has its .meta; and the sample scene (Samples~/EventShots/EventShots.unity) is
-checked as Unity YAML against the C# classes it uses. The tests that compile or run C# skip only when
+definitions parse with the expected names; Runtime/Core compiles on its own without UnityEngine (its asmdef
+says noEngineReferences) and Runtime/Unity against it and tests/unity/stubs/UnityEngineStub.cs, a stub of only
+the UnityEngine APIs the package uses (so a call to a missing API fails here), C# 7.2, warnings as errors;
+tests/unity/UnityLayerTests.cs and EditorLayerTests.cs run under mono, the client also against scripted fake
+gateways (tests/unity/fake_gateway.py) that reproduce what a real server or network can do to it; every
+shipped asset has its .meta; and the sample scene (Samples~/EventShots/EventShots.unity) and prompt map asset
+are checked as Unity YAML against the C# classes they use. The tests that compile or run C# skip only when
 mcs/mono are missing (apt-get install -y --no-install-recommends mono-mcs); the others always run."""
+import contextlib
 import json
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "unity_plugin" / "com.shotstream.bridge"
 TESTS = ROOT / "tests" / "unity"
 MCS = ["mcs", "-langversion:7.2", "-warnaserror+"]
+sys.path.insert(0, str(TESTS))  # fake_gateway
 
 HAVE_MONO = bool(shutil.which("mcs") and shutil.which("mono"))
 NO_MONO = "mcs/mono not installed (apt-get install -y --no-install-recommends mono-mcs)"
@@ -35,9 +40,17 @@ def built(tmp_path_factory) -> Path:
         pytest.skip(NO_MONO)
     out = tmp_path_factory.mktemp("unitypkg")
     _mcs("-target:library", f"-out:{out / 'UnityEngine.dll'}", TESTS / "stubs" / "UnityEngineStub.cs")
-    sources = sorted((PKG / "Runtime" / "Core").glob("*.cs")) + sorted((PKG / "Runtime" / "Unity").glob("*.cs"))
-    _mcs("-unsafe", "-target:library", f"-r:{out / 'UnityEngine.dll'}", f"-out:{out / 'ShotStream.Runtime.dll'}", *sources)
+    # ShotStream.Core: no UnityEngine reference at all, as its asmdef promises (noEngineReferences)
+    _mcs("-unsafe", "-target:library", f"-out:{out / 'ShotStream.Core.dll'}", *sorted((PKG / "Runtime" / "Core").glob("*.cs")))
+    _mcs("-target:library", f"-r:{out / 'UnityEngine.dll'}", f"-r:{out / 'ShotStream.Core.dll'}", f"-out:{out / 'ShotStream.Runtime.dll'}",
+         *sorted((PKG / "Runtime" / "Unity").glob("*.cs")))
+    _mcs("-target:library", f"-r:{out / 'UnityEngine.dll'}", f"-out:{out / 'UnityEditor.dll'}", TESTS / "stubs" / "UnityEditorStub.cs")
+    _mcs(*_refs(out, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime"), f"-out:{out / 'UnityLayerTests.exe'}", TESTS / "UnityLayerTests.cs")
     return out
+
+
+def _refs(built: Path, *names: str) -> list[str]:
+    return [f"-r:{built / (name + '.dll')}" for name in names]
 
 
 def test_package_manifest_and_asmdef():
@@ -48,19 +61,27 @@ def test_package_manifest_and_asmdef():
     assert manifest["displayName"] and manifest["description"]
     # only Unity's own uGUI (RawImage), which ships with the editor: nothing third-party to install
     assert manifest.get("dependencies") == {"com.unity.ugui": "1.0.0"}
-    asmdef = json.loads((PKG / "Runtime" / "ShotStream.Runtime.asmdef").read_text())
-    assert asmdef["name"] == "ShotStream.Runtime"
-    assert asmdef["allowUnsafeCode"] is True
-    assert (PKG / "CHANGELOG.md").is_file()
+    # an SPDX id, the repository's own license (pyproject.toml)
+    assert manifest["license"] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]["text"] == "Apache-2.0"
+    # the engine-agnostic core is its own assembly: nothing in it may reach UnityEngine
+    core = json.loads((PKG / "Runtime" / "Core" / "ShotStream.Core.asmdef").read_text())
+    assert (core["name"], core["rootNamespace"], core["references"]) == ("ShotStream.Core", "ShotStream.Core", [])
+    assert core["noEngineReferences"] is True and core["allowUnsafeCode"] is True  # RingReader maps the ring with pointers
+    runtime = json.loads((PKG / "Runtime" / "ShotStream.Runtime.asmdef").read_text())
+    assert runtime["name"] == "ShotStream.Runtime" and runtime["references"] == ["ShotStream.Core", "UnityEngine.UI"]
+    assert runtime["allowUnsafeCode"] is False and runtime["noEngineReferences"] is False
+    # the Unity layer's internals are open to the mono test harness only, by its real assembly name
+    assert re.findall(r'InternalsVisibleTo\("([^"]+)"\)', (PKG / "Runtime" / "Unity" / "AssemblyInfo.cs").read_text()) == ["UnityLayerTests"]
+    changelog = (PKG / "CHANGELOG.md").read_text()
+    assert re.search(r"^## \[(Unreleased|\d+\.\d+\.\d+)\]( - \d{4}-\d{2}-\d{2})?$", changelog, re.M), "Keep a Changelog headings"
 
 
 def test_runtime_compiles_against_unity_stub(built):
-    assert (built / "ShotStream.Runtime.dll").is_file()
+    assert (built / "ShotStream.Core.dll").is_file() and (built / "ShotStream.Runtime.dll").is_file()
 
 
 def test_unity_layer(built):
     exe = built / "UnityLayerTests.exe"
-    _mcs(f"-r:{built / 'UnityEngine.dll'}", f"-r:{built / 'ShotStream.Runtime.dll'}", f"-out:{exe}", TESTS / "UnityLayerTests.cs")
     proc = subprocess.run(["mono", str(exe)], capture_output=True, text=True, timeout=120, cwd=built)
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     assert re.fullmatch(r"\d+ passed, 0 failed", last), proc.stdout + proc.stderr
@@ -77,8 +98,6 @@ def test_unity_layer_live_session(built, transport):
     from service.settings import ServerSettings
 
     exe = built / "UnityLayerTests.exe"
-    if not exe.exists():
-        _mcs(f"-r:{built / 'UnityEngine.dll'}", f"-r:{built / 'ShotStream.Runtime.dll'}", f"-out:{exe}", TESTS / "UnityLayerTests.cs")
     engine = ShotStreamEngine.random(TINY, device="cpu", seed=0)
     settings = ServerSettings(grpc_port=0, gateway_port=0, metrics_port=-1)
     with BackgroundServer(engine, settings, grace=2.0) as server:
@@ -87,22 +106,292 @@ def test_unity_layer_live_session(built, transport):
 
 
 def test_editor_window_and_sample_compile(built):
-    """Editor/*.cs (Editor-only asmdef referencing the runtime) compiles against the UnityEditor stub
-    (tests/unity/stubs/UnityEditorStub.cs, only the editor APIs used) and the UnityEngine stub; the
+    """Editor/*.cs (Editor-only asmdef referencing the core and the runtime) compiles against the UnityEditor
+    stub (tests/unity/stubs/UnityEditorStub.cs, only the editor APIs used) and the UnityEngine stub; the
     Samples~/EventShots script compiles against the runtime; package.json lists the sample."""
     asmdef = json.loads((PKG / "Editor" / "ShotStream.Editor.asmdef").read_text())
     assert asmdef["name"] == "ShotStream.Editor"
-    assert asmdef["includePlatforms"] == ["Editor"] and asmdef["references"] == ["ShotStream.Runtime"]
+    assert asmdef["includePlatforms"] == ["Editor"] and asmdef["references"] == ["ShotStream.Core", "ShotStream.Runtime"]
     samples = json.loads((PKG / "package.json").read_text())["samples"]
     assert [s["path"] for s in samples] == ["Samples~/EventShots"] and all(s["displayName"] and s["description"] for s in samples)
     assert (PKG / "Samples~" / "EventShots" / "README.md").is_file()
     assert (PKG / "Documentation~" / "index.md").is_file()
-    editor = built / "UnityEditor.dll"
-    _mcs("-target:library", f"-r:{built / 'UnityEngine.dll'}", f"-out:{editor}", TESTS / "stubs" / "UnityEditorStub.cs")
-    _mcs("-target:library", f"-r:{built / 'UnityEngine.dll'}", f"-r:{editor}", f"-r:{built / 'ShotStream.Runtime.dll'}",
+    _mcs("-target:library", *_refs(built, "UnityEngine", "UnityEditor", "ShotStream.Core", "ShotStream.Runtime"),
          f"-out:{built / 'ShotStream.Editor.dll'}", *sorted((PKG / "Editor").glob("*.cs")))
-    _mcs("-target:library", f"-r:{built / 'UnityEngine.dll'}", f"-r:{built / 'ShotStream.Runtime.dll'}",
+    _mcs("-target:library", *_refs(built, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime"),
          f"-out:{built / 'EventShotsSample.dll'}", PKG / "Samples~" / "EventShots" / "EventShotsSample.cs")
+
+
+def _editor_tests(built: Path) -> Path:
+    """tests/unity/EditorLayerTests.cs compiled with the editor sources (so it reaches the window's internals)."""
+    exe = built / "EditorLayerTests.exe"
+    if not exe.exists():
+        _mcs(*_refs(built, "UnityEngine", "UnityEditor", "ShotStream.Core", "ShotStream.Runtime"), f"-out:{exe}",
+             TESTS / "EditorLayerTests.cs", *sorted((PKG / "Editor").glob("*.cs")))
+    return exe
+
+
+def test_editor_layer(built, tmp_path):
+    """The editor preview window under mono, in edit mode (where Unity refuses Destroy): it holds no frames
+    unless "Record PNGs" is on, then writes each frame to disk as it arrives, flipped into Unity's row order for
+    EncodeArrayToPNG; closing it releases the preview texture with DestroyImmediate."""
+    proc = subprocess.run(["mono", str(_editor_tests(built)), "unit", str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=built)
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert re.fullmatch(r"\d+ passed, 0 failed", last), proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The client against scripted fake gateways (tests/unity/fake_gateway.py): what a real server or network can do
+# to it but the real service will not do on demand.
+
+class _Mono:
+    """The C# side of a scenario: its stdout lines as they come, its stdin for the cues a scenario waits on."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        import queue
+        import threading
+
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     bufsize=1, cwd=cwd)
+        self.lines: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def expect(self, prefix: str, timeout: float = 30) -> str:
+        import queue
+
+        while True:
+            try:
+                line = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no {prefix!r} line within {timeout} s: {self.lines[-40:]}") from None
+            assert line is not None, f"exited before {prefix!r}: {self.lines[-40:]} {self.proc.stderr.read()}"
+            self.lines.append(line)
+            if line.startswith(prefix):
+                return line
+
+    def send(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def finish(self) -> int:
+        self.expect("DONE")
+        while (line := self._queue.get(timeout=30)) is not None:
+            self.lines.append(line)
+        return self.proc.wait(timeout=30)
+
+    def kind(self, prefix: str) -> list[str]:
+        return [line[len(prefix) + 1:] for line in self.lines if line.startswith(prefix + " ")]
+
+
+def _fake(built: Path, scenario: str, script, *, refuse=None, drive=None):
+    """Runs `scenario` of UnityLayerTests.exe against a FakeGateway playing `script`; `drive(mono, gateway)` does
+    the interactive steps. Returns the gateway (connections, requests) and the C# side's lines."""
+    from fake_gateway import FakeGateway
+
+    with FakeGateway(script, refuse=refuse) as gateway:
+        mono = _Mono(["mono", str(built / "UnityLayerTests.exe"), "fake", scenario, gateway.url], built)
+        try:
+            if drive is not None:
+                drive(mono, gateway)
+            rc = mono.finish()
+        finally:
+            if mono.proc.poll() is None:
+                mono.proc.kill()
+    assert rc == 0 and not gateway.errors, (mono.lines[-40:], gateway.errors)
+    return gateway, mono
+
+
+def test_editor_window_lets_go_before_a_domain_reload(built):
+    """The preview window, connected, gets AssemblyReloadEvents.beforeAssemblyReload: its receive loop ends at once
+    (no 10 s grace, no socket left in the old domain), the gateway sees the connection go, and the preview texture
+    is destroyed."""
+    async def script(gw, conn):
+        await conn.recv_kind("open")
+        await conn.opened()
+        await conn.closed.wait()
+        gw.notes.put("gone")
+
+    from fake_gateway import FakeGateway
+
+    with FakeGateway(script) as gateway:
+        proc = subprocess.run(["mono", str(_editor_tests(built)), "reload", gateway.url], capture_output=True, text=True, timeout=120, cwd=built)
+        assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == "DONE", proc.stdout + proc.stderr
+        assert gateway.notes.get(timeout=30) == "gone"
+    assert "STATUS Connected: session fake-1 (4x4 @ 16 fps)" in proc.stdout, proc.stdout
+    assert "RELOAD loop ended True, texture destroyed True, preview released" in proc.stdout, proc.stdout
+    assert not gateway.errors and len(gateway.connections) == 1
+
+
+def test_client_falls_back_to_inline_when_the_ring_cannot_be_mapped(built):
+    """The server answers a shared-memory open with a ring file this process cannot open (a server in WSL or
+    Docker, another user, another host): one error that says shared memory needs the same host and user, that
+    session is closed, and one new session asks for inline frames, which play. Not a new session every 250 ms."""
+    from service.protocol import pb
+
+    async def script(gw, conn):
+        open_ = await conn.recv_kind("open")
+        if conn.index == 1:
+            assert open_["transport"] == "TRANSPORT_SHARED_MEMORY"
+            await conn.opened(pb.TRANSPORT_SHARED_MEMORY, pb.RingLayout(
+                path="/nonexistent/shotstream-fake.ring", layout_version=1, slot_count=3, slot_bytes=4096, header_bytes=128,
+                slot_header_bytes=64))
+        else:
+            assert open_["transport"] == "TRANSPORT_INLINE"
+            await conn.opened()
+            await conn.chunk(1)
+
+    gateway, mono = _fake(built, "ring-fallback", script)
+    assert len(gateway.connections) == 2
+    assert list(map(list, gateway.connections[0].received)) == [["open"], ["close"]], "the shared-memory session is ended"
+    errors = mono.kind("ERROR")
+    assert len(errors) == 1 and "same host, run by the same user; using Inline instead" in errors[0], errors
+    assert "/nonexistent/shotstream-fake.ring" in errors[0]
+    assert mono.kind("OPENED") == ["fake-2 TRANSPORT_INLINE"]
+
+
+def test_client_gives_up_on_a_server_that_drops_every_session(built):
+    """Every session is dropped right after it opens (close 1011). Failures are counted across reconnects and
+    the count starts over only once a chunk arrives: with MaxRetries 1 the three sessions that deliver a chunk
+    are each retried; the fourth delivers none, its drop is the second failure in a row, and the client gives up.
+    Each session's end is raised as sessionClosed."""
+    async def script(gw, conn):
+        await conn.recv_kind("open")
+        await conn.opened()
+        if conn.index <= 3:
+            await conn.chunk(1)
+        await conn.ws.close(1011, "boom")
+
+    gateway, mono = _fake(built, "drop-storm", script)
+    assert len(gateway.connections) == 4, len(gateway.connections)
+    assert len(mono.kind("OPENED")) == 4 and len(mono.kind("CLOSED")) == 4
+    assert all(r.startswith("connection lost: the server closed the connection: 1011 boom") for r in mono.kind("CLOSED")), mono.lines
+    assert mono.kind("ERROR")[-1] == "ShotStreamClient: gave up after 2 failures in a row: the server closed the connection: 1011 boom"
+    assert mono.kind("END") == ["running False opened 4 closed 4"]
+
+
+def test_client_reports_a_refused_handshake_once(built):
+    """A wrong token: the gateway answers the handshake with HTTP 401. The client asks once why (a plain GET,
+    since mono's ClientWebSocket hides the status), reports the status and the server's explanation, and does not
+    retry: a wrong token stays wrong."""
+    async def script(gw, conn):
+        raise AssertionError("no WebSocket may open")
+
+    gateway, mono = _fake(built, "refused", script,
+                          refuse=(401, "401 Unauthorized: the token is wrong. This server requires its bearer token.\n"))
+    assert [r["upgrade"] for r in gateway.requests] == [True, False], gateway.requests  # one handshake, one probe
+    assert mono.kind("ERROR") == [f"ShotStreamClient: the server at {gateway.url} refused the WebSocket handshake with HTTP 401: "
+                                  "set the client's Token to the server's token (shotstream serve --token). The server says: "
+                                  "401 Unauthorized: the token is wrong. This server requires its bearer token."]
+    assert mono.kind("END") == ["running False opened 0 closed 0"]
+
+
+def test_client_times_out_a_peer_that_never_answers_open(built):
+    """A peer accepts the WebSocket and never answers open: each attempt ends after the open timeout (0.3 s
+    here), is retried per the policy (MaxRetries 1), and the client gives up saying why."""
+    async def script(gw, conn):
+        await conn.recv_kind("open")
+
+    gateway, mono = _fake(built, "open-timeout", script)
+    assert len(gateway.connections) == 2
+    errors = mono.kind("ERROR")
+    assert len(errors) == 2 and errors[0].endswith("(retrying)"), errors
+    assert errors[1] == (f"ShotStreamClient: gave up after 2 failures in a row: no answer from {gateway.url} within 0.3 s "
+                         "(connect + open): is it a ShotStream gateway, and reachable?")
+
+
+def test_client_reconnects_after_a_server_restart_only(built):
+    """closed "server shutdown" is a restart: sessionClosed, then a new session. closed "client" ends the
+    session for good: sessionClosed and no reconnect."""
+    from service.protocol import pb
+
+    async def script(gw, conn):
+        await conn.recv_kind("open")
+        await conn.opened()
+        reason = "server shutdown" if conn.index == 1 else "client"
+        await conn.send(pb.ServerMessage(closed=pb.SessionClosed(reason=reason)))
+        await conn.ws.close()
+
+    gateway, mono = _fake(built, "server-shutdown", script)
+    assert len(gateway.connections) == 2
+    events = [line for line in mono.lines if line.split(" ")[0] in ("OPENED", "CLOSED", "ERROR")]
+    assert events == ["OPENED fake-1 TRANSPORT_INLINE", "CLOSED server shutdown", "ERROR ShotStreamClient: the server shut down (retrying)",
+                      "OPENED fake-2 TRANSPORT_INLINE", "CLOSED client"], mono.lines
+
+
+def test_client_refuses_a_message_larger_than_the_session_allows(built):
+    """A 2 MiB message in a session of 4x4 frames (chunks of at most 2 x 4 x 4 x 4 bytes): the receive buffer
+    stops growing at its limit with a clear error, and the client does not retry."""
+    async def script(gw, conn):
+        await conn.recv_kind("open")
+        await conn.opened()
+        await conn.ws.send(b"SSC1" + bytes(2 << 20))
+
+    gateway, mono = _fake(built, "oversized", script)
+    assert len(gateway.connections) == 1
+    errors = mono.kind("ERROR")
+    assert len(errors) == 1 and "a message from the server is larger than 1048576 bytes" in errors[0], errors
+    assert mono.kind("CLOSED")[0].startswith("error: a message from the server is larger than")
+
+
+def test_client_sends_no_stale_ack_to_a_new_session(built):
+    """Session 1 drops while its chunk 7 is still playing; the client reconnects, and chunk 7's last frame is
+    presented once session 2 is live but before its opened event is handled. Chunk 7's ack belonged to session 1:
+    session 2 must get only the ack of its own chunk."""
+    async def script(gw, conn):
+        await conn.recv_kind("open")
+        await conn.opened()
+        if conn.index == 1:
+            await conn.chunk(7)
+            await gw.wait("drop")
+            conn.ws.transport.abort()  # a dropped connection: no close frame
+        else:
+            await conn.chunk(1)
+            ack = await conn.recv_kind("ack")
+            gw.notes.put("acked " + ack["chunkSeq"])
+
+    def drive(mono, gw):
+        mono.expect("PUSHED")
+        gw.signal("drop")
+        assert mono.expect("PRESENTED") == "PRESENTED 1"  # chunk 7's last frame is on screen: its ack is due
+        assert gw.notes.get(timeout=30) == "acked 1", "session 2's first ack must be its own chunk's"
+        mono.send("acked")
+
+    gateway, mono = _fake(built, "stale-ack", script, drive=drive)
+    assert len(gateway.connections) == 2
+    assert gateway.connections[0].acks() == []
+    assert gateway.connections[1].acks() == ["1"], gateway.connections[1].received
+
+
+def test_client_connects_when_enabled_and_closes_at_once_when_disabled(built):
+    """Connect On Start: OnEnable connects. OnDisable returns at once with the client stopped and sends `close`;
+    what the gateway sends after that never reaches the listeners."""
+    from service.protocol import pb
+
+    async def script(gw, conn):
+        await conn.recv_kind("open")
+        await conn.opened()
+        await conn.recv_kind("close")
+        with contextlib.suppress(Exception):  # the client may have gone already
+            await conn.send(pb.ServerMessage(shot_started=pb.ShotStarted(event_id="late")))
+            await conn.send(pb.ServerMessage(closed=pb.SessionClosed(reason="client")))
+        gw.notes.put("closed")
+
+    def drive(mono, gw):
+        assert mono.expect("DISABLED") == "DISABLED running False connected False session False blocked no"
+        assert gw.notes.get(timeout=30) == "closed"
+        mono.send("closed")
+
+    gateway, mono = _fake(built, "lifecycle", script, drive=drive)
+    assert len(gateway.connections) == 1
+    assert mono.kind("OPENED") == ["fake-1 TRANSPORT_INLINE"]
+    assert not mono.kind("STARTED") and not mono.kind("CLOSED") and not mono.kind("ERROR"), mono.lines
 
 
 def _nunit(built: Path) -> Path:
@@ -131,15 +420,14 @@ def test_package_nunit_tests(built):
     and every [Test] runs under mono (tests/unity/NUnitRunner.cs)."""
     asmdef = json.loads((PKG / "Tests" / "Editor" / "ShotStream.Tests.asmdef").read_text())
     assert asmdef["name"] == "ShotStream.Tests"
-    assert asmdef["references"] == ["ShotStream.Runtime", "UnityEngine.TestRunner", "UnityEditor.TestRunner"]
+    assert asmdef["references"] == ["ShotStream.Core", "ShotStream.Runtime", "UnityEngine.TestRunner", "UnityEditor.TestRunner"]
     assert asmdef["includePlatforms"] == ["Editor"]
     assert asmdef["overrideReferences"] is True and asmdef["precompiledReferences"] == ["nunit.framework.dll"]
     assert asmdef["defineConstraints"] == ["UNITY_INCLUDE_TESTS"] and asmdef["autoReferenced"] is False
     nunit = _nunit(built)
     sources = sorted((PKG / "Tests").rglob("*.cs"))
     dll = built / "ShotStream.Tests.dll"
-    _mcs("-target:library", f"-r:{built / 'UnityEngine.dll'}", f"-r:{built / 'ShotStream.Runtime.dll'}", f"-r:{nunit}",
-         f"-out:{dll}", *sources)
+    _mcs("-target:library", *_refs(built, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime"), f"-r:{nunit}", f"-out:{dll}", *sources)
     declared = sum(len(re.findall(r"^\s*\[Test\]", f.read_text(), re.M)) for f in sources)
     passed, failed, out = _run_nunit(built, dll)
     assert (passed, failed) == (declared, 0), out
@@ -159,8 +447,8 @@ public class Failing {
     [Test] public int NotVoid() { return 0; }
 }""")
     dll = tmp_path / "Failing.dll"
-    _mcs("-target:library", f"-r:{built / 'ShotStream.Runtime.dll'}", f"-r:{nunit}", f"-out:{dll}", src)
-    for dep in ("ShotStream.Runtime.dll", "UnityEngine.dll", "nunit.framework.dll"):
+    _mcs("-target:library", f"-r:{built / 'ShotStream.Core.dll'}", f"-r:{nunit}", f"-out:{dll}", src)
+    for dep in ("ShotStream.Core.dll", "nunit.framework.dll"):
         (tmp_path / dep).write_bytes((built / dep).read_bytes())
     passed, failed, out = _run_nunit(built, dll)
     assert (passed, failed) == (1, 3), out
@@ -168,7 +456,7 @@ public class Failing {
 
 
 IMPORTER = {".cs": "MonoImporter", ".asmdef": "AssemblyDefinitionImporter", ".md": "TextScriptImporter", ".json": "TextScriptImporter",
-            ".unity": "DefaultImporter"}
+            ".unity": "DefaultImporter", ".asset": "NativeFormatImporter"}
 
 
 def _needs_meta(rel: Path) -> bool:
@@ -194,7 +482,7 @@ def test_every_shipped_asset_has_a_meta():
     shipped = sorted(p for p in PKG.rglob("*") if _needs_meta(p.relative_to(PKG)))
     assert {"package.json", "Runtime", "Runtime/Core/Messages.cs", "Editor/ShotStream.Editor.asmdef", "Tests/Editor",
             "Samples~/EventShots/EventShots.unity", "Samples~/EventShots/EventShotsSample.cs",
-            "Samples~/EventShots/README.md", "Samples~/EventShots/EventShotsPromptMap.json"} <= {
+            "Samples~/EventShots/README.md", "Samples~/EventShots/EventShotsPromptMap.asset", "Runtime/Core/ShotStream.Core.asmdef"} <= {
         p.relative_to(PKG).as_posix() for p in shipped}
     guids: dict[str, Path] = {}
     for asset in shipped:
@@ -214,6 +502,8 @@ def test_every_shipped_asset_has_a_meta():
         else:
             want = "PackageManifestImporter" if asset.name == "package.json" else IMPORTER[asset.suffix]
         assert re.search(rf"^{want}:$", text, re.M), f"{meta}: expected {want}"
+        if asset.suffix == ".asset":  # a ScriptableObject asset: its one object is the main object
+            assert "\n  mainObjectFileID: 11400000\n" in text, meta
     metas = sorted(PKG.rglob("*.meta"))
     orphans = [m.relative_to(PKG) for m in metas if not m.with_suffix("").exists()]
     assert not orphans, f"orphaned .meta files: {orphans}"
@@ -442,6 +732,69 @@ def _script_guids() -> dict[str, Path]:
     return out
 
 
+def _asset_guids() -> dict[str, Path]:
+    """GUID -> asset, for every ScriptableObject asset a sample ships with its .meta."""
+    out = {}
+    for meta in (PKG / "Samples~").rglob("*.asset.meta"):
+        m = re.search(r"^guid: ([0-9a-f]{32})$", meta.read_text(), re.M)
+        assert m, meta
+        out[m[1]] = meta.with_suffix("")
+    return out
+
+
+def _check_value(where: str, ftype: str, value, enums: dict[str, set[int]], events: set[str]) -> None:
+    """A serialized field's value has the kind of its C# type (Unity's YAML scalars are strings)."""
+    if ftype == "string":
+        assert isinstance(value, str), where
+    elif ftype == "bool":
+        assert value in ("0", "1"), where
+    elif ftype in ("int", "long", "uint", "ulong", "short", "byte"):
+        assert re.fullmatch(r"-?\d+", value), where
+    elif ftype in ("float", "double"):
+        assert re.fullmatch(r"-?\d+(\.\d+)?(e[-+]?\d+)?", value), where
+    elif ftype in enums:
+        assert re.fullmatch(r"-?\d+", value) and int(value) in enums[ftype], where
+    elif ftype in events:
+        assert value == {"m_PersistentCalls": {"m_Calls": []}}, where
+    else:  # a UnityEngine.Object reference: in this file, or the main object of an asset the sample ships
+        assert isinstance(value, dict) and (set(value) == {"fileID"} or (
+            value.get("guid") in _asset_guids() and (value["fileID"], value["type"]) == ("11400000", "2"))), where
+
+
+def test_sample_prompt_map_asset():
+    """Samples~/EventShots/EventShotsPromptMap.asset is a ShotPromptMap as Unity 2021.3 writes a ScriptableObject:
+    one MonoBehaviour document &11400000 whose m_Script is ShotPromptMap.cs's GUID, serializing exactly the fields of
+    ShotPromptMap, each entry exactly those of ShotPromptEntry with values of their kinds; it maps the three game
+    events the sample's keys fire, and every template resolves with the sample's one parameter."""
+    asset = PKG / "Samples~" / "EventShots" / "EventShotsPromptMap.asset"
+    raw = asset.read_bytes()
+    assert b"\r" not in raw and b"\t" not in raw and raw.endswith(b"\n"), "Unity writes LF, spaces, a final newline"
+    docs = _parse_unity_scene(raw.decode("utf-8"))
+    assert list(docs) == [11400000] and docs[11400000][:2] == (114, "MonoBehaviour")
+    fields = docs[11400000][2]
+    assert MONO_HEADER <= set(fields) and fields["m_GameObject"] == {"fileID": "0"} and fields["m_Name"] == asset.stem
+    source = (PKG / "Runtime" / "Unity" / "ShotPromptMap.cs").read_text()
+    guid = _script_guids()
+    assert fields["m_Script"]["guid"] in guid and guid[fields["m_Script"]["guid"]].name == "ShotPromptMap.cs"
+    assert (fields["m_Script"]["fileID"], fields["m_Script"]["type"]) == ("11500000", "3")
+    declared = _serialized_fields(source, "ShotPromptMap")
+    assert {k for k in fields if k not in MONO_HEADER} == set(declared) == {"entries"}
+    entry_fields = _serialized_fields(source, "ShotPromptEntry")
+    entries = fields["entries"]
+    assert isinstance(entries, list) and entries
+    for i, entry in enumerate(entries):
+        assert set(entry) == set(entry_fields), f"entries[{i}]: {sorted(set(entry) ^ set(entry_fields))}"
+        for key, ftype in entry_fields.items():
+            _check_value(f"entries[{i}].{key} ({ftype}) = {entry[key]!r}", ftype, entry[key], {}, set())
+    sample = (PKG / "Samples~" / "EventShots" / "EventShotsSample.cs").read_text()
+    fired = re.findall(r'Fire\("(\w+)"\)', sample)
+    assert fired and sorted(e["eventName"] for e in entries) == sorted(fired)
+    for e in entries:
+        assert set(re.findall(r"\{(\w+)\}", e["promptTemplate"])) <= {"character"}, e
+        assert int(e["chunks"]) >= 0
+    assert [e["eventName"] for e in entries if e["cut"] == "1"] == ["dragon_attacks"]
+
+
 def test_sample_scene_is_wired():
     """Samples~/EventShots/EventShots.unity is a valid Unity 2021.3 text scene, checked structurally (there is
     no editor here): Unity's header; unique fileIDs; the four scene-settings objects; every local reference
@@ -466,7 +819,7 @@ def test_sample_scene_is_wired():
     for fid, (_, name, fields) in docs.items():
         for path, ref in _walk_refs(fields):
             if "guid" in ref:
-                if path == ".m_Script":
+                if path == ".m_Script" or ref["guid"] in _asset_guids():
                     continue
                 assert BUILTIN_RESOURCE_GUID.fullmatch(ref["guid"]), f"&{fid}{path}: external reference {ref}"
             else:
@@ -531,22 +884,7 @@ def test_sample_scene_is_wired():
         assert own == set(declared), (f"&{fid} ({cs.name}): scene has {sorted(own - set(declared))} extra, "
                                       f"{sorted(set(declared) - own)} missing")
         for key, ftype in declared.items():
-            value = fields[key]
-            where = f"&{fid} {cs.stem}.{key} ({ftype}) = {value!r}"
-            if ftype == "string":
-                assert isinstance(value, str), where
-            elif ftype == "bool":
-                assert value in ("0", "1"), where
-            elif ftype in ("int", "long", "uint", "ulong", "short", "byte"):
-                assert re.fullmatch(r"-?\d+", value), where
-            elif ftype in ("float", "double"):
-                assert re.fullmatch(r"-?\d+(\.\d+)?(e[-+]?\d+)?", value), where
-            elif ftype in enums:
-                assert re.fullmatch(r"-?\d+", value) and int(value) in enums[ftype], where
-            elif ftype in events:
-                assert value == {"m_PersistentCalls": {"m_Calls": []}}, where
-            else:  # a UnityEngine.Object reference
-                assert isinstance(value, dict) and set(value) == {"fileID"}, where
+            _check_value(f"&{fid} {cs.stem}.{key} ({ftype}) = {fields[key]!r}", ftype, fields[key], enums, events)
 
     def one(guid: str) -> tuple[int, dict]:
         assert len(by_script.get(guid, [])) == 1, f"expected one MonoBehaviour with script {guid}"
@@ -569,9 +907,11 @@ def test_sample_scene_is_wired():
     assert ref(director["client"]) == client_id
     assert ref(sample["director"]) == director_id
     assert client["serverUrl"] == "ws://127.0.0.1:50052/v1/direct"
-    assert client["transport"] == "1" and client["frameFormat"] == "2"  # ShotTransport.Inline, ShotFrameFormat.Rgba8
+    assert client["transport"] == "1"  # ShotTransport.Inline
     assert client["connectOnStart"] == "1" and client["globalCaption"].strip()
-    assert ref(director["promptMap"]) == 0  # the sample builds EventShotsPromptMap.json's map in code
+    # the director's prompts come from the sample's asset (the GUID its .meta gives it, the main object)
+    assert {guid: p.name for guid, p in _asset_guids().items()}.get(director["promptMap"].get("guid")) == "EventShotsPromptMap.asset"
+    assert (director["promptMap"]["fileID"], director["promptMap"]["type"]) == ("11400000", "2")
     assert sample["character"]
 
     # The RawImage: full-screen child of a screen-space overlay Canvas, with a CanvasRenderer.

@@ -1,5 +1,7 @@
 // Tests for unity_plugin/com.shotstream.bridge/Runtime/Core under mono (no test framework).
 //   mono CoreTests.exe goldens DIR   -> unit + golden tests; prints "N passed, M failed" last; exit 1 on failure
+//   mono CoreTests.exe refused URL TOKEN -> ConnectAsync with a wrong token, then to a wrong path, against a gateway
+//                                       that has TOKEN: prints "REFUSED status transient message" for each
 //   mono CoreTests.exe live URL inline|shm [TAKE stop|close]
 //                                    -> one real session over that transport (and a take named TAKE, "" =
 //                                       the server's default name, ended by stop_take or by close);
@@ -54,6 +56,7 @@ static class CoreTests
         if (args.Length >= 3 && args[0] == "live")
             return Live(new Uri(args[1]), args[2] == "shm" ? Transport.SharedMemory : Transport.Inline, args.Length > 3 ? args[3] : null,
                         args.Length > 4 && args[4] == "stop").GetAwaiter().GetResult();
+        if (args.Length == 3 && args[0] == "refused") return Refused(new Uri(args[1]), args[2]);
         if (args.Length != 2 || args[0] != "goldens") { Console.Error.WriteLine("usage: CoreTests.exe goldens DIR | live URL inline|shm [TAKE stop|close]"); return 2; }
         dir = args[1];
         JsonTests();
@@ -276,7 +279,7 @@ static class CoreTests
                 Eq(2 * 3 * 5 * ch, c.Pixels.Count, "pixel count");
                 True(ReferenceEquals(frame, c.Pixels.Array), "pixels are not copied");
                 for (int i = 0; i < c.Pixels.Count; i++) if (frame[c.Pixels.Offset + i] != (byte)((i * 7 + 3) % 256)) throw new Exception("pixel " + i);
-                var again = ChunkFrame.Encode(c, c.Pixels);
+                var again = Encode(c, c.Pixels);
                 var c2 = ChunkFrame.Decode(again, 0, again.Length);
                 Eq(c.ToJson(), c2.ToJson(), "encode/decode");
                 // malformed frames
@@ -293,6 +296,36 @@ static class CoreTests
                 Throws<FormatException>(() => ChunkFrame.Decode(badJson, 0, badJson.Length), "bad JSON header");
             });
         }
+    }
+
+    // An SSC1 frame as the gateway writes it: the chunk's JSON without pixels, then the pixels.
+    static byte[] Encode(FrameChunk chunk, ArraySegment<byte> pixels)
+    {
+        var saved = chunk.Pixels;
+        chunk.Pixels = default(ArraySegment<byte>);
+        byte[] header = new UTF8Encoding(false, true).GetBytes(chunk.ToJson());
+        chunk.Pixels = saved;
+        var result = new byte[ChunkFrame.HeaderSize + header.Length + pixels.Count];
+        BitConverter.GetBytes(ChunkFrame.Magic).CopyTo(result, 0);
+        BitConverter.GetBytes((uint)header.Length).CopyTo(result, 4);
+        Buffer.BlockCopy(header, 0, result, ChunkFrame.HeaderSize, header.Length);
+        Buffer.BlockCopy(pixels.Array, pixels.Offset, result, ChunkFrame.HeaderSize + header.Length, pixels.Count);
+        return result;
+    }
+
+    static int Refused(Uri gateway, string token)
+    {
+        var wrongPath = new UriBuilder(gateway) { Path = "/v1/elsewhere" }.Uri;
+        foreach (var attempt in new[] { Tuple.Create(gateway, "not-" + token), Tuple.Create(wrongPath, token) })
+        {
+            try
+            {
+                ShotStreamConnection.ConnectAsync(attempt.Item1, attempt.Item2).GetAwaiter().GetResult().Dispose();
+                Console.WriteLine("CONNECTED " + attempt.Item1);
+            }
+            catch (ShotStreamException e) { Console.WriteLine("REFUSED " + e.HttpStatus + " " + e.Transient + " " + e.Message.Replace('\n', ' ')); }
+        }
+        return 0;
     }
 
     static void PolicyTests()
@@ -316,9 +349,32 @@ static class CoreTests
             Throws<ShotStreamException>(() => p.RunAsync<int>(ct => { calls++; throw new ShotStreamException(8, "full"); }, default(CancellationToken), fake).GetAwaiter().GetResult(), "server refusal");
             Eq(1, calls, "no retry on a server refusal");
         });
-        Run("connect refused is a ShotStreamException", () =>
+        Run("only transient failures are retried", () =>
         {
-            Throws<ShotStreamException>(() => ShotStreamConnection.ConnectAsync(new Uri("ws://127.0.0.1:1/v1/direct")).GetAwaiter().GetResult(), "refused");
+            var p = new ReconnectPolicy { MaxRetries = 3 };
+            Func<TimeSpan, CancellationToken, Task> noDelay = (d, ct) => Task.FromResult(0);
+            foreach (var e in new Exception[] { new IOException("reset"), new ShotStreamException(0, "lost", null, transient: true),
+                                                new System.Net.WebSockets.WebSocketException("aborted"), new TimeoutException() })
+            {
+                True(ReconnectPolicy.IsTransient(e), e.GetType().Name + " is transient");
+                int calls = 0;
+                Throws<Exception>(() => p.RunAsync<int>(ct => { calls++; throw e; }, default(CancellationToken), noDelay).GetAwaiter().GetResult(), "gives up");
+                Eq(4, calls, e.GetType().Name + ": retried");
+            }
+            foreach (var e in new Exception[] { new InvalidOperationException("a bug"), new NullReferenceException(), new ArgumentException("bad"),
+                                                new ShotStreamException(0, "refused handshake", null, transient: false, httpStatus: 401),
+                                                new ShotStreamException(8, "the server is full") })
+            {
+                True(!ReconnectPolicy.IsTransient(e), e.GetType().Name + " " + e.Message + " is not transient");
+                int calls = 0;
+                Throws<Exception>(() => p.RunAsync<int>(ct => { calls++; throw e; }, default(CancellationToken), noDelay).GetAwaiter().GetResult(), "fails");
+                Eq(1, calls, e.Message + ": not retried");
+            }
+        });
+        Run("connect refused is a transient ShotStreamException", () =>
+        {
+            try { ShotStreamConnection.ConnectAsync(new Uri("ws://127.0.0.1:1/v1/direct")).GetAwaiter().GetResult(); throw new Exception("connected"); }
+            catch (ShotStreamException e) { True(e.Transient && e.HttpStatus == 0 && e.Message.Contains("could not connect"), e.Message); }
         });
     }
 

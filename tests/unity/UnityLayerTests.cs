@@ -1,12 +1,21 @@
 // Unity-layer tests under mono, against tests/unity/stubs/UnityEngineStub.cs (compiled to UnityEngine.dll).
-// Built and run by tests/test_unity_package.py; prints "N passed, M failed" last, exit code 1 on failure.
+// Built and run by tests/test_unity_package.py:
+//   mono UnityLayerTests.exe                      -> unit tests; prints "N passed, M failed" last, exit code 1 on failure
+//   mono UnityLayerTests.exe live URL [shm]       -> one real session against the service (prints "LIVE ...")
+//   mono UnityLayerTests.exe fake SCENARIO URL    -> the client against tests/unity/fake_gateway.py playing SCENARIO:
+//        prints what the client raises ("OPENED id transport", "CLOSED reason", "ERROR message", ...), reads
+//        cues from the test on stdin where the scenario needs them, "DONE" last (exit 0) or "TIMEOUT" (exit 1)
 using System;
 using System.Collections.Generic;
+using System.Diagnostics;
+using System.Reflection;
+using System.Threading;
 using System.Threading.Tasks;
 using ShotStream.Core;
 using ShotStream.Unity;
 using UnityEngine;
 using UnityEngine.UI;
+using Debug = UnityEngine.Debug;
 
 static class UnityLayerTests
 {
@@ -72,7 +81,7 @@ static class UnityLayerTests
         client.error.AddListener(m => { errors.Add(m); Console.WriteLine("LIVE error " + m); });
         string id = client.Cue("The keeper climbs the stairs.", 2, false);  // queued until the session opens
         client.Connect();
-        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var sw = Stopwatch.StartNew();
         while (finished == 0 && errors.Count == 0 && sw.Elapsed < TimeSpan.FromSeconds(240))
         {
             double now = Time.realtimeSinceStartupAsDouble;
@@ -81,7 +90,7 @@ static class UnityLayerTests
             System.Threading.Thread.Sleep(5);
         }
         // let the last frames play out (16 fps)
-        var tail = System.Diagnostics.Stopwatch.StartNew();
+        var tail = Stopwatch.StartNew();
         while (screen.Jitter != null && screen.Jitter.QueuedFrames > 0 && tail.Elapsed < TimeSpan.FromSeconds(10))
         {
             double now = Time.realtimeSinceStartupAsDouble;
@@ -100,6 +109,7 @@ static class UnityLayerTests
     static int Main(string[] args)
     {
         if (args.Length >= 2 && args[0] == "live") return Live(args[1], args.Length == 3 && args[2] == "shm");
+        if (args.Length == 3 && args[0] == "fake") return Fake(args[1], args[2]);
         Debug.Sink = (t, m) => { };
         Run("map resolves template, chunks and cut", () =>
         {
@@ -140,7 +150,6 @@ static class UnityLayerTests
             var screen = go.AddComponent<ShotStreamScreen>();
             var raw = go.AddComponent<RawImage>();
             var rend = go.AddComponent<Renderer>();
-            rend.material = new Material();
             var rt = new RenderTexture(3, 2, 0);
             screen.RawImage = raw; screen.TargetRenderer = rend; screen.RenderTarget = rt; screen.StartFrames = 1;
             screen.OnSessionOpened(new SessionOpened { Width = 3, Height = 2, Fps = 16, FrameFormat = FrameFormat.Rgba8, MaxChunksInFlight = 2, FramesFirstChunk = 9, FramesPerChunk = 12 });
@@ -149,8 +158,13 @@ static class UnityLayerTests
             Eq(TextureFormat.RGBA32, tex.format, "format");
             Eq(3, tex.width, "width"); Eq(2, tex.height, "height");
             Check(ReferenceEquals(raw.texture, tex), "raw image bound");
-            Check(ReferenceEquals(rend.material.mainTexture, tex), "material bound");
-            Check(screen.Jitter.Capacity >= 36, "capacity covers credits: " + screen.Jitter.Capacity);
+            var block = new MaterialPropertyBlock();
+            rend.GetPropertyBlock(block);
+            Check(ReferenceEquals(block.GetTexture("_MainTex"), tex), "renderer bound through its property block");
+            screen.TextureProperty = "_BaseMap";  // URP
+            rend.GetPropertyBlock(block);
+            Check(ReferenceEquals(block.GetTexture("_BaseMap"), tex), "bound to the configured property");
+            Eq(36, screen.Jitter.Capacity, "capacity: (2 credits + 1) x 12 frames per chunk");
             var frame = new byte[24];
             for (int i = 0; i < frame.Length; i++) frame[i] = (byte)(i + 1);  // row 0 = 1..12, row 1 = 13..24
             int blits = Graphics.BlitCalls;
@@ -175,7 +189,7 @@ static class UnityLayerTests
         {
             var screen = new GameObject().AddComponent<ShotStreamScreen>();
             const int W = 64, H = 36;
-            screen.Configure(W, H, 16.0, 32);
+            screen.Configure(W, H, 16.0, 32, 4);
             var chunk = new byte[W * H * 4 * 4];  // 4 frames
             for (int i = 0; i < chunk.Length; i++) chunk[i] = (byte)(i * 7);
             double t = 0;
@@ -201,6 +215,125 @@ static class UnityLayerTests
                     Eq(chunk[3 * fb + y * row + x], got[(H - 1 - y) * row + x], "pixel y=" + y + " x=" + x);
         });
 
+        Run("screen reuses its jitter buffer for a new session of the same size", () =>
+        {
+            var screen = new GameObject().AddComponent<ShotStreamScreen>();
+            var s = new SessionOpened { Width = 8, Height = 4, Fps = 16, FrameFormat = FrameFormat.Rgba8, MaxChunksInFlight = 1, FramesFirstChunk = 3, FramesPerChunk = 5 };
+            screen.OnSessionOpened(s);
+            var jitter = screen.Jitter;
+            var tex = screen.Texture;
+            Eq(10, jitter.Capacity, "(1 credit + 1) x 5 frames per chunk");
+            screen.PushFrames(new byte[8 * 4 * 4 * 3], 0, 3, 0.0);
+            Check(screen.Present(0.0), "playing");
+            screen.OnSessionOpened(s);  // a reconnect: a new session of the same server
+            Check(ReferenceEquals(jitter, screen.Jitter) && ReferenceEquals(tex, screen.Texture), "same jitter buffer and texture: nothing allocated");
+            Eq(0, jitter.QueuedFrames, "the old session's frames are dropped");
+            Eq(0L, screen.PushedFrames, "frame numbering restarts");
+            Eq(-1L, screen.PresentedFrameIndex, "nothing of the new session on screen yet");
+            s.MaxChunksInFlight = 3;
+            screen.OnSessionOpened(s);
+            Check(!ReferenceEquals(jitter, screen.Jitter), "another capacity needs other buffers");
+            Eq(20, screen.Jitter.Capacity, "(3 + 1) x 5");
+            screen.CapacityFrames = 7;
+            screen.OnSessionOpened(s);
+            Eq(7, screen.Jitter.Capacity, "a capacity set on the screen wins");
+        });
+        Run("screen in edit mode destroys its textures with DestroyImmediate", () =>
+        {
+            Application.PlayingForTests = false;  // the editor preview's case
+            try
+            {
+                var screen = new GameObject().AddComponent<ShotStreamScreen>();
+                screen.Configure(2, 2);
+                var first = screen.Texture;
+                screen.Configure(3, 2);  // another size replaces the texture
+                Check(first.IsDestroyedForTests, "the old texture is destroyed");
+                var second = screen.Texture;
+                screen.Release();
+                Check(second.IsDestroyedForTests && screen.Texture == null && screen.Jitter == null, "released");
+                Throws<UnityException>(() => UnityEngine.Object.Destroy(second), "the stub refuses Destroy in edit mode, as Unity does");
+            }
+            finally { Application.PlayingForTests = true; }
+        });
+        Run("client: a throwing screen or listener strands no queued cue and stops no later event", () =>
+        {
+            var go = new GameObject("throwing");
+            var client = go.AddComponent<ShotStreamClient>();
+            client.Screen = go.AddComponent<ShotStreamScreen>();
+            string id = client.Cue("a castle at dawn", 1, false);  // not connected: queued until the session opens
+            var sent = new List<ClientMessage>();
+            client.SendHook = m => { sent.Add(m); return Task.FromResult(0); };
+            var logged = new List<string>();
+            var events = new List<string>();
+            client.sessionOpened.AddListener(s => { throw new InvalidOperationException("a listener's bug"); });
+            client.shotStarted.AddListener(s => events.Add("started " + s.EventId));
+            client.error.AddListener(m => events.Add("error " + m));
+            // RGB8: the screen cannot show it and throws too
+            client.Deliver(new ServerMessage(ServerKind.Opened, new SessionOpened { SessionId = "s", Width = 2, Height = 2, FrameFormat = FrameFormat.Rgb8 }));
+            client.Deliver(new ServerMessage(ServerKind.ShotStarted, new ShotStarted { EventId = id }));
+            Debug.Sink = (t, m) => { if (t == LogType.Exception) logged.Add(m); };
+            try { client.Pump(0); }
+            finally { Debug.Sink = (t, m) => { }; }
+            Eq(1, sent.Count, "the queued cue went out");
+            Eq(id, sent[0].AsCue.EventId, "the cue");
+            Eq(2, events.Count, string.Join("|", events));
+            Check(events[0].StartsWith("error ShotStreamClient: the screen cannot show this session") && events[0].Contains("RGBA8"), events[0]);
+            Eq("started " + id, events[1], "the next event is still dispatched");
+            Check(logged.Count == 1 && logged[0].Contains("a listener's bug"), "the listener's exception is logged: " + string.Join("|", logged));
+        });
+        Run("client acks at once when its screen is not active", () =>
+        {
+            var go = new GameObject("inactive");
+            var client = go.AddComponent<ShotStreamClient>();
+            var screen = go.AddComponent<ShotStreamScreen>();
+            client.Screen = screen;
+            var sent = new List<ClientMessage>();
+            client.SendHook = m => { sent.Add(m); return Task.FromResult(0); };
+            var px = new byte[2 * 2 * 2 * 4];
+            client.Deliver(new ServerMessage(ServerKind.Opened, new SessionOpened { SessionId = "s", Width = 2, Height = 2, Fps = 16, FrameFormat = FrameFormat.Rgba8, MaxChunksInFlight = 1, FramesFirstChunk = 2, FramesPerChunk = 2 }));
+            client.Deliver(new ServerMessage(ServerKind.Chunk, new FrameChunk { ChunkSeq = 4, NumFrames = 2, Width = 2, Height = 2, FrameFormat = FrameFormat.Rgba8 }), (byte[])px.Clone());
+            client.Pump(0);
+            Eq(0, sent.Count, "an active screen: the ack waits for the chunk's last frame");
+            screen.enabled = false;  // its Update stops: nothing will present that frame
+            client.Pump(0);
+            Check(sent.Count == 1 && sent[0].AsAck.ChunkSeq == 4, "the pending ack goes out");
+            client.Deliver(new ServerMessage(ServerKind.Chunk, new FrameChunk { ChunkSeq = 5, NumFrames = 2, Width = 2, Height = 2, FrameFormat = FrameFormat.Rgba8 }), (byte[])px.Clone());
+            client.Pump(0);
+            Check(sent.Count == 2 && sent[1].AsAck.ChunkSeq == 5, "acked on receipt");
+            Eq(2L, screen.PushedFrames, "no frames pushed to a screen that does not present them");
+        });
+        Run("director raises its events under the game event's name", () =>
+        {
+            var go = new GameObject("director events");
+            var client = go.AddComponent<ShotStreamClient>();
+            client.SendHook = m => Task.FromResult(0);
+            var director = go.AddComponent<ShotStreamDirector>();
+            director.PromptMap = Map();
+            director.Client = client;  // an enabled director listens to its client
+            var log = new List<string>();
+            director.shotStarted.AddListener(g => log.Add("started " + g));
+            director.shotFinished.AddListener(g => log.Add("finished " + g));
+            director.error.AddListener((g, m) => log.Add("error " + g + ": " + m));
+            string enter = director.Fire("enter", P("character", "Ada"));
+            string calm = director.Fire("calm");
+            client.Deliver(new ServerMessage(ServerKind.ShotStarted, new ShotStarted { EventId = enter }));
+            client.Deliver(new ServerMessage(ServerKind.ShotStarted, new ShotStarted { EventId = "someone-else" }));
+            client.Deliver(new ServerMessage(ServerKind.ShotFinished, new ShotFinished { EventId = enter }));
+            client.Deliver(new ServerMessage(ServerKind.ShotFinished, new ShotFinished { EventId = enter }));  // forgotten once finished
+            client.Deliver(new ServerMessage(ServerKind.Error, new ServerError { Code = 3, Message = "prompt too long", EventId = calm }));
+            client.Pump(0);
+            Eq("started enter|finished enter|error calm: prompt too long", string.Join("|", log), "events");
+            director.FireEvent("nope");
+            Check(log.Count == 4 && log[3].StartsWith("error nope: ") && log[3].Contains("unknown event"), string.Join("|", log));
+            string again = director.Fire("calm");
+            client.Deliver(new ServerMessage(ServerKind.Opened, new SessionOpened { SessionId = "s", Width = 2, Height = 2, FrameFormat = FrameFormat.Rgba8 }));
+            client.Pump(0);
+            // the session ends (a reconnect follows): its cues are gone, and so are their names
+            typeof(ShotStreamClient).GetMethod("EndSession", BindingFlags.Instance | BindingFlags.NonPublic).Invoke(client, new object[] { "connection lost" });
+            client.Deliver(new ServerMessage(ServerKind.ShotStarted, new ShotStarted { EventId = again }));
+            client.Pump(0);
+            Eq(4, log.Count, "a cue of an ended session is not reported: " + string.Join("|", log));
+        });
         Run("director fires a cue through the client", () =>
         {
             var go = new GameObject("director");
@@ -325,12 +458,13 @@ static class UnityLayerTests
             client.ReconnectPolicy = new ReconnectPolicy { InitialDelay = TimeSpan.FromMilliseconds(10), MaxDelay = TimeSpan.FromMilliseconds(20), MaxRetries = 1 };
             client.Connect();
             Check(client.IsRunning || errors.Count == 0, "running");
-            var sw = System.Diagnostics.Stopwatch.StartNew();
+            var sw = Stopwatch.StartNew();
             while (client.IsRunning && sw.Elapsed < TimeSpan.FromSeconds(20)) System.Threading.Thread.Sleep(10);
             Check(!client.IsRunning, "loop gave up");
             client.Pump(0);
-            Eq(1, errors.Count, "one error after the retries: " + string.Join("|", errors));
-            Check(errors[0].Contains("could not connect"), errors[0]);
+            Eq(2, errors.Count, "the first failure, then giving up: " + string.Join("|", errors));
+            Check(errors[0].Contains("could not connect") && errors[0].EndsWith("(retrying)"), errors[0]);
+            Check(errors[1].Contains("gave up after 2 failures in a row: could not connect"), errors[1]);
             Eq(false, client.IsConnected, "not connected");
             string id = client.Cue("a shot", 1, false);  // queued until a session opens
             Check(id.StartsWith("unity-"), id);
@@ -339,5 +473,127 @@ static class UnityLayerTests
 
         Console.WriteLine(passed + " passed, " + failed + " failed");
         return failed == 0 ? 0 : 1;
+    }
+
+    // ---- against tests/unity/fake_gateway.py ----
+
+    static readonly object outLock = new object();
+    static void Out(string line) { lock (outLock) { Console.WriteLine(line.Replace('\n', ' ')); Console.Out.Flush(); } }
+
+    // Pumps like Unity's Update loop (the client, then the screen) until `done` or the deadline.
+    static bool PumpUntil(ShotStreamClient client, ShotStreamScreen screen, Func<bool> done, double seconds, bool present = true)
+    {
+        var sw = Stopwatch.StartNew();
+        while (!done())
+        {
+            if (sw.Elapsed.TotalSeconds > seconds) return false;
+            double now = Time.realtimeSinceStartupAsDouble;
+            client.Pump(now);
+            if (present) screen.Present(now);
+            Thread.Sleep(5);
+        }
+        return true;
+    }
+
+    // What Unity does to a component: its message methods are private and found by name.
+    static void Message(object component, string name)
+    {
+        component.GetType().GetMethod(name, BindingFlags.Instance | BindingFlags.NonPublic).Invoke(component, null);
+    }
+
+    static int Fake(string scenario, string url)
+    {
+        Debug.Sink = (t, m) => { if (t == LogType.Exception || t == LogType.Error) Out("LOG " + t + " " + m); };
+        var go = new GameObject("fake");
+        var client = go.AddComponent<ShotStreamClient>();
+        var screen = go.AddComponent<ShotStreamScreen>();
+        client.Screen = screen;
+        client.ServerUrl = url;
+        client.MaxChunksInFlight = 1;
+        Func<int, ReconnectPolicy> retries = n => new ReconnectPolicy { InitialDelay = TimeSpan.FromMilliseconds(10), MaxDelay = TimeSpan.FromMilliseconds(50), MaxRetries = n };
+        client.ReconnectPolicy = retries(2);
+        int opened = 0, closed = 0;
+        client.sessionOpened.AddListener(s => { opened++; Out("OPENED " + s.SessionId + " " + ProtoEnums.Name(s.Transport)); });
+        client.sessionClosed.AddListener(r => { closed++; Out("CLOSED " + r); });
+        client.error.AddListener(m => Out("ERROR " + m));
+        client.shotStarted.AddListener(s => Out("STARTED " + s.EventId));
+        Func<bool> stopped = () => PumpUntil(client, screen, () => !client.IsRunning, 30);
+        bool ok;
+        switch (scenario)
+        {
+            case "ring-fallback":  // the ring the server announces cannot be mapped here
+                client.Transport = ShotTransport.SharedMemory;
+                client.Connect();
+                ok = PumpUntil(client, screen, () => opened == 1 && screen.PushedFrames == 2, 20);
+                break;
+            case "drop-storm":     // every session is dropped; the first three deliver a chunk first
+                client.ReconnectPolicy = retries(1);
+                client.Connect();
+                ok = stopped();
+                break;
+            case "refused":        // HTTP 401 to every handshake
+                client.ReconnectPolicy = retries(5);
+                client.Connect();
+                ok = stopped();
+                break;
+            case "open-timeout":   // the peer accepts the WebSocket and never answers open
+                client.ReconnectPolicy = retries(1);
+                client.OpenTimeout = TimeSpan.FromSeconds(0.3);
+                client.Connect();
+                ok = stopped();
+                break;
+            case "server-shutdown":  // closed "server shutdown", then, after the reconnect, closed "client"
+            case "oversized":        // a 2 MiB message in a session of 4x4 frames
+                client.Connect();
+                ok = stopped();
+                break;
+            case "stale-ack": ok = StaleAck(client, screen, () => opened); break;
+            case "lifecycle": ok = Lifecycle(client, screen, () => opened); break;
+            default: Out("unknown scenario " + scenario); return 2;
+        }
+        client.Pump(Time.realtimeSinceStartupAsDouble);  // what the loop queued before it ended
+        Out("END running " + client.IsRunning + " opened " + opened + " closed " + closed);
+        client.Close();
+        Out(ok ? "DONE" : "TIMEOUT");
+        return ok ? 0 : 1;
+    }
+
+    // Session 1's chunk 7 is pushed but not yet presented (its ack pending) when session 1 drops; the client
+    // reconnects, and the frames of chunk 7 finish playing after session 2 is live but before its opened event
+    // is dispatched. Chunk 7's ack must not go to session 2; session 2's own chunk is acked as usual.
+    static bool StaleAck(ShotStreamClient client, ShotStreamScreen screen, Func<int> opened)
+    {
+        client.Connect();
+        if (!PumpUntil(client, screen, () => screen.PushedFrames == 2, 20, present: false)) return false;
+        var live = new ManualResetEventSlim();
+        var release = new ManualResetEventSlim();
+        client.AfterConnectForTest = () => { live.Set(); release.Wait(TimeSpan.FromSeconds(30)); };
+        Out("PUSHED");  // the gateway drops session 1 now
+        if (!live.Wait(TimeSpan.FromSeconds(20))) return false;
+        client.AfterConnectForTest = null;
+        double t = Time.realtimeSinceStartupAsDouble;
+        screen.Present(t);
+        screen.Present(t + 1.0);
+        Out("PRESENTED " + screen.PresentedFrameIndex);
+        client.Pump(t + 1.0);  // chunk 7's ack is due now
+        release.Set();
+        var reply = Task.Run(() => Console.In.ReadLine());  // "acked": the gateway has session 2's ack
+        return PumpUntil(client, screen, () => reply.IsCompleted && opened() == 2, 20) && reply.Result == "acked";
+    }
+
+    // Connect On Start: OnEnable connects; OnDisable returns at once (close sent, the loop stops once it is out) and nothing the
+    // old session still delivers reaches the listeners.
+    static bool Lifecycle(ShotStreamClient client, ShotStreamScreen screen, Func<int> opened)
+    {
+        Message(client, "OnEnable");
+        if (!PumpUntil(client, screen, () => opened() == 1, 20)) return false;
+        var sw = Stopwatch.StartNew();
+        Message(client, "OnDisable");
+        Out("DISABLED running " + client.IsRunning + " connected " + client.IsConnected + " session " + (client.Session != null)
+            + " blocked " + (sw.Elapsed.TotalSeconds < 1 ? "no" : "yes"));
+        var reply = Task.Run(() => Console.In.ReadLine());  // "closed": the gateway got `close` and answered
+        bool ok = PumpUntil(client, screen, () => reply.IsCompleted, 20) && reply.Result == "closed";
+        client.Pump(Time.realtimeSinceStartupAsDouble);
+        return ok;
     }
 }

@@ -39,6 +39,8 @@ IMPORTERS = {
     ".json": "TextScriptImporter:\n  externalObjects: {}\n" + _TAIL,
     ".md": "TextScriptImporter:\n  externalObjects: {}\n" + _TAIL,
     ".unity": "DefaultImporter:\n  externalObjects: {}\n" + _TAIL,
+    # a ScriptableObject asset: its one object is the main object, fileID 11400000 (class 114 x 100000)
+    ".asset": "NativeFormatImporter:\n  externalObjects: {}\n  mainObjectFileID: 11400000\n" + _TAIL,
 }
 
 SAMPLES = "Samples~"

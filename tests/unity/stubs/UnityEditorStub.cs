@@ -22,6 +22,14 @@ namespace UnityEditor
         public static CallbackFunction update;
     }
 
+    public static class AssemblyReloadEvents
+    {
+        public delegate void AssemblyReloadCallback();
+        public static event AssemblyReloadCallback beforeAssemblyReload;
+        /// <summary>Test hook (not Unity API): what Unity does right before it unloads the domain.</summary>
+        public static void RaiseBeforeAssemblyReloadForTests() { var e = beforeAssemblyReload; if (e != null) e(); }
+    }
+
     public sealed class GUIStyle { }
 
     public static class EditorStyles { public static GUIStyle boldLabel { get { return new GUIStyle(); } } }
@@ -53,8 +61,6 @@ namespace UnityEditor
     public static class EditorUtility
     {
         public static string SaveFolderPanel(string title, string folder, string defaultName) { return ""; }
-        public static void DisplayProgressBar(string title, string info, float progress) { }
-        public static void ClearProgressBar() { }
         public static void RevealInFinder(string path) { }
     }
 }

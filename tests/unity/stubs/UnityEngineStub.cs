@@ -1,8 +1,11 @@
-// A stub of ONLY the UnityEngine / UnityEngine.UI / UnityEngine.Events APIs that
-// unity_plugin/com.shotstream.bridge/Runtime uses. Compiled to UnityEngine.dll by
-// tests/test_unity_package.py; the package is then compiled against it, so a call to an API that
-// is missing here fails the build (add it here only after checking it exists in Unity 2021.3).
-// Texture2D records LoadRawTextureData/Apply calls so tests can check uploads. C# 7.2.
+// A stub of ONLY the UnityEngine / UnityEngine.UI / UnityEngine.Events / UnityEngine.Experimental.Rendering
+// APIs that unity_plugin/com.shotstream.bridge uses (Runtime/Unity, Editor, the sample, Tests), with Unity
+// 2021.3's signatures. Compiled to UnityEngine.dll by tests/test_unity_package.py; the package is then
+// compiled against it, so a call to an API that is missing here fails the build (add it here only after
+// checking it exists in Unity 2021.3). Runtime/Core is compiled without it (noEngineReferences).
+// Texture2D records LoadRawTextureData/Apply calls so tests can check uploads. Where Unity enforces a rule
+// at run time only with a log line (Destroy in edit mode), the stub throws, so a test that breaks it fails.
+// C# 7.2.
 using System;
 using System.Collections.Generic;
 
@@ -11,7 +14,14 @@ namespace UnityEngine
     public class Object
     {
         public string name { get; set; } = "";
-        public static void Destroy(Object obj) { if (obj != null) obj.destroyed = true; }
+        /// <summary>Unity logs "Destroy may not be called from edit mode! Use DestroyImmediate instead." and leaks
+        /// the object; the stub throws instead.</summary>
+        public static void Destroy(Object obj)
+        {
+            if (!Application.isPlaying)
+                throw new UnityException("Destroy may not be called from edit mode! Use DestroyImmediate instead.\nDestroying an object in edit mode destroys it permanently.");
+            if (obj != null) obj.destroyed = true;
+        }
         public static void DestroyImmediate(Object obj) { if (obj != null) obj.destroyed = true; }
         public HideFlags hideFlags { get; set; }
         internal bool destroyed;
@@ -38,7 +48,12 @@ namespace UnityEngine
         public GameObject gameObject { get; internal set; }
     }
 
-    public class Behaviour : Component { public bool enabled { get; set; } = true; }
+    public class Behaviour : Component
+    {
+        public bool enabled { get; set; } = true;
+        /// <summary>Unity: enabled and its GameObject active in the hierarchy; the stub's GameObjects are always active.</summary>
+        public bool isActiveAndEnabled { get { return enabled; } }
+    }
     public class MonoBehaviour : Behaviour { }
 
     public class ScriptableObject : Object
@@ -87,12 +102,32 @@ namespace UnityEngine
         }
 
         public void Apply(bool updateMipmaps) { ApplyCalls++; }
-        public void Apply(bool updateMipmaps, bool makeNoLongerReadable) { ApplyCalls++; }
     }
 
     public static class ImageConversion
     {
-        public static byte[] EncodeToPNG(this Texture2D tex) { return new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }; }
+        /// <summary>Unity: a PNG of <paramref name="array"/>, rows in texture order (bottom row first), thread-safe.
+        /// The stub's "PNG" is the bytes "PNG", width and height (u32 LE each) and then the rows as given, so a test
+        /// can check what was encoded.</summary>
+        public static byte[] EncodeArrayToPNG(Array array, UnityEngine.Experimental.Rendering.GraphicsFormat format, uint width, uint height, uint rowBytes = 0)
+        {
+            var data = (byte[])array;
+            if (format != UnityEngine.Experimental.Rendering.GraphicsFormat.R8G8B8A8_SRGB) throw new ArgumentException("the stub encodes RGBA8 only");
+            if (data.Length < width * height * 4) throw new ArgumentException("array is smaller than width x height pixels");
+            var png = new byte[11 + width * height * 4];
+            png[0] = (byte)'P'; png[1] = (byte)'N'; png[2] = (byte)'G';
+            BitConverter.GetBytes(width).CopyTo(png, 3);
+            BitConverter.GetBytes(height).CopyTo(png, 7);
+            Buffer.BlockCopy(data, 0, png, 11, (int)(width * height * 4));
+            return png;
+        }
+    }
+
+    public static class Application
+    {
+        /// <summary>Test hook (not Unity API): play mode (true, the default) or edit mode.</summary>
+        public static bool PlayingForTests = true;
+        public static bool isPlaying { get { return PlayingForTests; } }
     }
 
     [Flags] public enum HideFlags { None = 0, HideInHierarchy = 1, HideInInspector = 2, DontSaveInEditor = 4, NotEditable = 8, DontSaveInBuild = 16, DontUnloadUnusedAsset = 32, DontSave = 52, HideAndDontSave = 61 }
@@ -140,14 +175,26 @@ namespace UnityEngine
         public static void Blit(Texture source, RenderTexture dest) { BlitCalls++; LastBlitSource = source; LastBlitDest = dest; }
     }
 
-    public class Material : Object
+    public class Material : Object { }
+
+    public sealed class MaterialPropertyBlock
     {
-        public Texture mainTexture { get; set; }
+        readonly Dictionary<string, Texture> textures = new Dictionary<string, Texture>();
+        public void SetTexture(string name, Texture value) { textures[name] = value; }
+        public Texture GetTexture(string name) { Texture t; return textures.TryGetValue(name, out t) ? t : null; }
+        internal void CopyTo(MaterialPropertyBlock dest)
+        {
+            dest.textures.Clear();
+            foreach (var kv in textures) dest.textures[kv.Key] = kv.Value;
+        }
     }
 
+    /// <summary>Holds its own copy of the property block, as Unity does (Get/SetPropertyBlock copy).</summary>
     public class Renderer : Component
     {
-        public Material material { get; set; }
+        readonly MaterialPropertyBlock block = new MaterialPropertyBlock();
+        public void GetPropertyBlock(MaterialPropertyBlock dest) { block.CopyTo(dest); }
+        public void SetPropertyBlock(MaterialPropertyBlock properties) { properties.CopyTo(block); }
     }
 
     public class UnityException : Exception { public UnityException(string message) : base(message) { } }
@@ -201,22 +248,17 @@ namespace UnityEngine
     public sealed class AddComponentMenu : Attribute { public AddComponentMenu(string menuName) { } }
 }
 
+namespace UnityEngine.Experimental.Rendering
+{
+    public enum GraphicsFormat { None = 0, R8G8B8A8_SRGB = 4 }
+}
+
 namespace UnityEngine.Events
 {
-    public delegate void UnityAction();
     public delegate void UnityAction<T0>(T0 arg0);
+    public delegate void UnityAction<T0, T1>(T0 arg0, T1 arg1);
 
     public abstract class UnityEventBase { }
-
-    [Serializable]
-    public class UnityEvent : UnityEventBase
-    {
-        readonly List<UnityAction> calls = new List<UnityAction>();
-        public void AddListener(UnityAction call) { calls.Add(call); }
-        public void RemoveListener(UnityAction call) { calls.Remove(call); }
-        public void RemoveAllListeners() { calls.Clear(); }
-        public void Invoke() { foreach (var c in calls.ToArray()) c(); }
-    }
 
     [Serializable]
     public abstract class UnityEvent<T0> : UnityEventBase
@@ -224,8 +266,15 @@ namespace UnityEngine.Events
         readonly List<UnityAction<T0>> calls = new List<UnityAction<T0>>();
         public void AddListener(UnityAction<T0> call) { calls.Add(call); }
         public void RemoveListener(UnityAction<T0> call) { calls.Remove(call); }
-        public void RemoveAllListeners() { calls.Clear(); }
         public void Invoke(T0 arg0) { foreach (var c in calls.ToArray()) c(arg0); }
+    }
+
+    [Serializable]
+    public abstract class UnityEvent<T0, T1> : UnityEventBase
+    {
+        readonly List<UnityAction<T0, T1>> calls = new List<UnityAction<T0, T1>>();
+        public void AddListener(UnityAction<T0, T1> call) { calls.Add(call); }
+        public void Invoke(T0 arg0, T1 arg1) { foreach (var c in calls.ToArray()) c(arg0, arg1); }
     }
 }
 

@@ -1,7 +1,8 @@
 // Editor preview: Window/ShotStream/Preview. Connects to a gateway (inline transport), sends shot
 // prompts, plays the stream through a hidden ShotStreamScreen (same jitter buffer / row flip / upload
 // as at runtime), shows per-chunk timings and the server's Stats, and saves takes: as an MP4 written by
-// the service on its host (start_take / stop_take), or as PNGs of the frames this window received.
+// the service on its host (start_take / stop_take), or as PNGs of the frames this window receives while
+// "Record PNGs" is on (written to disk as they arrive, see PngSequenceWriter).
 // The protocol is ShotStream.Core's ShotStreamConnection; nothing here re-implements it.
 using System;
 using System.Collections.Concurrent;
@@ -18,18 +19,21 @@ namespace ShotStream.Editor
 {
     public sealed class ShotStreamWindow : EditorWindow
     {
-        const int MaxPngFrames = 4096;
         const int MaxChunkRows = 8;
+        // Chunks received but not yet on disk while recording PNGs: the most the window holds for the recording.
+        const int MaxQueuedPngChunks = 8;
         // After Disconnect the old receive loop keeps listening this long for the server's take_saved and closed.
         static readonly TimeSpan CloseGrace = TimeSpan.FromSeconds(10);
 
-        string serverUrl = "ws://127.0.0.1:50052/v1/direct";
-        string token = "";
-        string globalCaption = "";
-        string prompt = "";
-        int chunks = 0;
-        bool cut = true;
-        string takeName = "";
+        // The form survives domain reloads (Unity serializes these with the window); the token does not, so it
+        // never lands in the editor's layout files.
+        [SerializeField] string serverUrl = "ws://127.0.0.1:50052/v1/direct";
+        [SerializeField] string globalCaption = "";
+        [SerializeField] string prompt = "";
+        [SerializeField] int chunks = 0;
+        [SerializeField] bool cut = true;
+        [SerializeField] string takeName = "";
+        [NonSerialized] string token = "";
 
         // Generation: which Connect() a message belongs to; only take_saved is still shown from an older one.
         struct Incoming { public int Generation; public ServerMessage Message; public byte[] Pixels; public string Error; }
@@ -38,43 +42,78 @@ namespace ShotStream.Editor
         readonly ConcurrentQueue<Incoming> inbox = new ConcurrentQueue<Incoming>();
         readonly Queue<KeyValuePair<ulong, long>> acks = new Queue<KeyValuePair<ulong, long>>();
         readonly List<ChunkRow> chunkRows = new List<ChunkRow>();
-        readonly List<byte[]> pngFrames = new List<byte[]>();   // top-down RGBA frames of this session, for the PNG export
-        readonly object connLock = new object();   // connection, cts and generation change together
+        // Chunk pixel copies, pooled per size: the receive loop rents, the main thread or the PNG writer returns.
+        readonly ConcurrentDictionary<int, ConcurrentBag<byte[]>> pixelPools = new ConcurrentDictionary<int, ConcurrentBag<byte[]>>();
+        readonly object connLock = new object();   // connection, cts, loops and generation change together
+        readonly List<CancellationTokenSource> loops = new List<CancellationTokenSource>();  // every receive loop still running, lingering ones included
         ShotStreamConnection connection;
         CancellationTokenSource cts;
+        Task receiveTask;
         int generation;   // bumped by Connect and Disconnect: a loop of an older generation must not install its connection
         SessionOpened session;
         Stats stats;
         TakeStarted recording;   // the service's take in progress (null: none)
         TakeSaved lastTake;
+        PngSequenceWriter png;        // recording PNGs (null: not recording)
+        PngSequenceWriter pngClosing; // stopped, still writing what it had queued
         GameObject host;
         ShotStreamScreen screen;
         string status = "Disconnected";
         int cueCounter;
 
+        internal string Status { get { return status; } }
+        /// <summary>The latest receive loop (tests wait on it).</summary>
+        internal Task ReceiveTask { get { return receiveTask; } }
+        internal PngSequenceWriter Png { get { return png ?? pngClosing; } }
+        internal ShotStreamScreen Preview { get { return screen; } }
+
         [MenuItem("Window/ShotStream/Preview")]
         public static void Open() { GetWindow<ShotStreamWindow>("ShotStream"); }
 
-        void OnEnable() { EditorApplication.update += Tick; }
+        void OnEnable()
+        {
+            EditorApplication.update += Tick;
+            AssemblyReloadEvents.beforeAssemblyReload += Shutdown;
+        }
 
         void OnDisable()
         {
             EditorApplication.update -= Tick;
-            Disconnect();
+            AssemblyReloadEvents.beforeAssemblyReload -= Shutdown;
+            Shutdown();
+        }
+
+        // Before a domain reload (and when the window closes) nothing may outlive the domain: every receive loop
+        // is cancelled now, which aborts its socket, the PNG writer drops what it has not written, and the
+        // preview's texture is destroyed. Nothing here waits.
+        void Shutdown()
+        {
+            CancellationTokenSource[] running;
+            lock (connLock)
+            {
+                running = loops.ToArray();
+                connection = null; cts = null;
+                generation++;
+            }
+            foreach (var source in running) Cancel(source);
+            if (png != null) { png.Abandon(); png = null; }
+            if (pngClosing != null) { pngClosing.Abandon(); pngClosing = null; }
+            recording = null;
+            if (screen != null) screen.Release();
             if (host != null) DestroyImmediate(host);
             host = null; screen = null;
         }
 
-        void Connect()
+        internal void Connect()
         {
-            Disconnect();
+            Disconnect(graceful: true);
             Uri uri;
             if (!Uri.TryCreate(serverUrl, UriKind.Absolute, out uri) || (uri.Scheme != "ws" && uri.Scheme != "wss"))
             {
                 status = "Bad server URL (expected ws://HOST:PORT/v1/direct)";
                 return;
             }
-            pngFrames.Clear(); chunkRows.Clear(); acks.Clear(); stats = null; session = null; recording = null;
+            chunkRows.Clear(); acks.Clear(); stats = null; session = null; recording = null;
             var open = new OpenSession
             {
                 ClientName = "unity-editor",
@@ -85,20 +124,21 @@ namespace ShotStream.Editor
             };
             var source = new CancellationTokenSource();
             int gen;
-            lock (connLock) { cts = source; gen = ++generation; }
+            lock (connLock) { cts = source; gen = ++generation; loops.Add(source); }
             string tok = token;
             status = "Connecting…";
-            Task.Run(() => ReceiveLoop(uri, tok, open, source, gen));
+            receiveTask = Task.Run(() => ReceiveLoop(uri, tok, open, source, gen));
         }
 
-        // Owns `source` (disposes it when the loop ends).
+        // Owns `source` (disposes it, and takes it off `loops`, when the loop ends).
         async Task ReceiveLoop(Uri uri, string tok, OpenSession open, CancellationTokenSource source, int gen)
         {
             ShotStreamConnection conn = null;
             var ct = source.Token;
             try
             {
-                conn = await ShotStreamConnection.ConnectAndOpenAsync(uri, tok, open, new ReconnectPolicy { MaxRetries = 2 }, ct).ConfigureAwait(false);
+                conn = await ShotStreamConnection.ConnectAndOpenAsync(uri, tok, open, new ReconnectPolicy { MaxRetries = 2 },
+                                                                      ShotStreamConnection.DefaultOpenTimeout, ct).ConfigureAwait(false);
                 lock (connLock)
                 {
                     if (gen != generation) return;  // disconnected while opening (finally disposes conn)
@@ -112,27 +152,52 @@ namespace ShotStream.Editor
                     byte[] pixels = null;
                     if (m.Kind == ServerKind.Chunk && m.Chunk.HasPixels)
                     {
-                        pixels = new byte[m.Chunk.Pixels.Count];
-                        Buffer.BlockCopy(m.Chunk.Pixels.Array, m.Chunk.Pixels.Offset, pixels, 0, pixels.Length);
+                        pixels = Rent(m.Chunk.Pixels.Count);
+                        Buffer.BlockCopy(m.Chunk.Pixels.Array, m.Chunk.Pixels.Offset, pixels, 0, m.Chunk.Pixels.Count);
                     }
                     inbox.Enqueue(new Incoming { Generation = gen, Message = m, Pixels = pixels });
                     if (m.Kind == ServerKind.Closed) break;
                 }
                 inbox.Enqueue(new Incoming { Generation = gen, Error = "Session closed" });
             }
-            catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
+            catch (Exception) when (ct.IsCancellationRequested) { }  // disconnected: whatever failed, failed because of it
             catch (Exception e) { inbox.Enqueue(new Incoming { Generation = gen, Error = "Error: " + e.Message }); }
             finally
             {
-                lock (connLock) { if (connection == conn) connection = null; }
+                lock (connLock)
+                {
+                    if (connection == conn) connection = null;
+                    loops.Remove(source);
+                    source.Dispose();
+                }
                 if (conn != null) conn.Dispose();
-                source.Dispose();
             }
         }
 
-        // Sends close and lets the old loop run on (up to CloseGrace) so the take_saved of a take still
-        // recording reaches the window: the service finishes the MP4 when the session ends.
-        void Disconnect()
+        /// <summary>Test seam: queues a server event as the receive loop of the current connection would
+        /// (<paramref name="pixels"/>: the chunk's pixel copy).</summary>
+        internal void Deliver(ServerMessage message, byte[] pixels = null)
+        {
+            inbox.Enqueue(new Incoming { Generation = generation, Message = message, Pixels = pixels });
+        }
+
+        byte[] Rent(int length)
+        {
+            ConcurrentBag<byte[]> bag;
+            byte[] b;
+            if (pixelPools.TryGetValue(length, out bag) && bag.TryTake(out b)) return b;
+            return new byte[length];
+        }
+
+        void Return(byte[] pixels)
+        {
+            if (pixels != null) pixelPools.GetOrAdd(pixels.Length, _ => new ConcurrentBag<byte[]>()).Add(pixels);
+        }
+
+        /// <summary>Ends the session. <paramref name="graceful"/>: sends close and lets the old loop run on (up to
+        /// CloseGrace) so the take_saved of a take still recording reaches the window (the service finishes the
+        /// MP4 when the session ends); otherwise the loop is cancelled at once. Never blocks.</summary>
+        internal void Disconnect(bool graceful)
         {
             ShotStreamConnection conn;
             CancellationTokenSource source;
@@ -142,22 +207,23 @@ namespace ShotStream.Editor
                 source = cts; cts = null;
                 generation++;
             }
-            bool closeSent = false;
-            if (conn != null)
+            if (conn != null && graceful)
             {
-                try { closeSent = conn.CloseAsync().Wait(TimeSpan.FromSeconds(1)); } catch (Exception) { }
+                conn.CloseAsync().ContinueWith(t => t.Exception, TaskContinuationOptions.OnlyOnFaulted);
+                try { source.CancelAfter(CloseGrace); }
+                catch (ObjectDisposedException) { }  // the loop has just ended
             }
-            if (source != null)
-            {
-                try
-                {
-                    if (closeSent) source.CancelAfter(CloseGrace);
-                    else source.Cancel();
-                }
-                catch (ObjectDisposedException) { }  // the loop had already ended
-            }
+            else if (source != null) Cancel(source);
             status = recording != null ? "Disconnected; the service is finishing take " + recording.Name : "Disconnected";
             recording = null;
+        }
+
+        // Outside connLock: a cancelled loop may run its finally (which takes the lock and disposes the source)
+        // right here, on this thread.
+        static void Cancel(CancellationTokenSource source)
+        {
+            try { source.Cancel(); }
+            catch (ObjectDisposedException) { }  // the loop has just ended
         }
 
         void Send(ClientMessage message)
@@ -189,6 +255,25 @@ namespace ShotStream.Editor
             Send(ClientMessage.CueMessage(cue));
         }
 
+        /// <summary>Starts writing every frame received from now on to <paramref name="folder"/> as PNGs.</summary>
+        internal void StartPngRecording(string folder)
+        {
+            StopPngRecording();
+            try { png = new PngSequenceWriter(folder, MaxQueuedPngChunks, Return); }
+            catch (Exception e) when (e is IOException || e is UnauthorizedAccessException) { status = "Cannot record PNGs to " + folder + ": " + e.Message; return; }
+            status = "Recording PNGs to " + folder;
+        }
+
+        /// <summary>Stops taking frames; the writer finishes what it has queued in the background.</summary>
+        internal void StopPngRecording()
+        {
+            if (png == null) return;
+            png.Complete();
+            pngClosing = png;
+            png = null;
+            status = "Finishing the PNG sequence in " + pngClosing.Folder + "…";
+        }
+
         ShotStreamScreen Screen()
         {
             if (screen == null)
@@ -202,28 +287,46 @@ namespace ShotStream.Editor
 
         void Tick()
         {
-            double now = Time.realtimeSinceStartupAsDouble;
+            if (Pump(Time.realtimeSinceStartupAsDouble)) Repaint();
+        }
+
+        /// <summary>Main thread: handles what the receive loop queued, presents the due frame, sends due acks;
+        /// true when the window needs a repaint.</summary>
+        internal bool Pump(double now)
+        {
             bool dirty = false;
             Incoming p;
             while (inbox.TryDequeue(out p))
             {
                 dirty = true;
-                if (p.Generation != generation)
+                bool kept = false;
+                try
                 {
-                    if (p.Message != null && p.Message.Kind == ServerKind.TakeSaved) OnTakeSaved(p.Message.TakeSaved);
-                    continue;
+                    if (p.Generation != generation)
+                    {
+                        if (p.Message != null && p.Message.Kind == ServerKind.TakeSaved) OnTakeSaved(p.Message.TakeSaved);
+                    }
+                    else if (p.Message == null) status = p.Error;
+                    else kept = Handle(p, now);
                 }
-                if (p.Message == null) { status = p.Error; continue; }
-                try { Handle(p, now); }
                 catch (Exception e) { status = "Error: " + e.Message; Debug.LogException(e); }
+                finally { if (!kept) Return(p.Pixels); }
             }
             if (screen != null && screen.Present(now)) dirty = true;
             while (acks.Count > 0 && screen != null && screen.PresentedFrameIndex >= acks.Peek().Value)
                 Send(ClientMessage.AckMessage(acks.Dequeue().Key));
-            if (dirty) Repaint();
+            if (pngClosing != null && pngClosing.Completion.IsCompleted)
+            {
+                status = pngClosing.Error ?? "Saved " + pngClosing.Written + " PNG frames to " + pngClosing.Folder
+                                              + (pngClosing.Dropped > 0 ? " (" + pngClosing.Dropped + " dropped: the disk was too slow)" : "");
+                pngClosing = null;
+                dirty = true;
+            }
+            return dirty;
         }
 
-        void Handle(Incoming p, double now)
+        // True when the chunk's pixels went to the PNG writer (which returns them to the pool itself).
+        bool Handle(Incoming p, double now)
         {
             var m = p.Message;
             switch (m.Kind)
@@ -232,14 +335,14 @@ namespace ShotStream.Editor
                     session = m.Opened;
                     Screen().OnSessionOpened(session);
                     status = "Connected: session " + session.SessionId + " (" + session.Width + "x" + session.Height + " @ " + session.Fps + " fps)";
-                    break;
-                case ServerKind.Stats: stats = m.Stats; break;
+                    return false;
+                case ServerKind.Stats: stats = m.Stats; return false;
                 case ServerKind.TakeStarted:
                     recording = m.TakeStarted;
                     status = "Recording take " + recording.Name + " on the server";
-                    break;
-                case ServerKind.TakeSaved: OnTakeSaved(m.TakeSaved); break;
-                case ServerKind.Error: status = "Server error " + m.Error.Code + ": " + m.Error.Message; break;
+                    return false;
+                case ServerKind.TakeSaved: OnTakeSaved(m.TakeSaved); return false;
+                case ServerKind.Error: status = "Server error " + m.Error.Code + ": " + m.Error.Message; return false;
                 case ServerKind.Chunk:
                     var c = m.Chunk;
                     chunkRows.Add(new ChunkRow { Seq = c.ChunkSeq, Frames = c.NumFrames, Timing = c.Timing });
@@ -247,19 +350,18 @@ namespace ShotStream.Editor
                     long last = -1;
                     if (p.Pixels != null && screen != null)
                     {
-                        if (c.Width != screen.Width || c.Height != screen.Height) screen.Configure((int)c.Width, (int)c.Height);
-                        screen.PushFrames(p.Pixels, 0, (int)c.NumFrames, now);
-                        last = screen.PushedFrames - 1;
-                        int frameBytes = (int)(c.Width * c.Height * 4);
-                        for (int i = 0; i < c.NumFrames && pngFrames.Count < MaxPngFrames; i++)
+                        if (c.Width != screen.Width || c.Height != screen.Height)
                         {
-                            var f = new byte[frameBytes];
-                            Buffer.BlockCopy(p.Pixels, i * frameBytes, f, 0, frameBytes);
-                            pngFrames.Add(f);
+                            while (acks.Count > 0) Send(ClientMessage.AckMessage(acks.Dequeue().Key));  // their frames go with the old size
+                            screen.Configure((int)c.Width, (int)c.Height);
                         }
+                        if (screen.PushFrames(p.Pixels, 0, (int)c.NumFrames, now) > 0) last = screen.PushedFrames - 1;
                     }
                     acks.Enqueue(new KeyValuePair<ulong, long>(c.ChunkSeq, last));
-                    break;
+                    if (p.Pixels == null || png == null) return false;
+                    png.Add(p.Pixels, (int)c.NumFrames, (int)c.Width, (int)c.Height);  // the writer owns them now, queued or dropped
+                    return true;
+                default: return false;
             }
         }
 
@@ -279,7 +381,7 @@ namespace ShotStream.Editor
             globalCaption = EditorGUILayout.TextArea(globalCaption, GUILayout.MinHeight(36));
             EditorGUILayout.BeginHorizontal();
             if (GUILayout.Button(connection == null ? "Connect" : "Reconnect")) Connect();
-            if (GUILayout.Button("Disconnect")) Disconnect();
+            if (GUILayout.Button("Disconnect")) Disconnect(graceful: true);
             EditorGUILayout.EndHorizontal();
             EditorGUILayout.HelpBox(status, MessageType.None);
 
@@ -293,6 +395,9 @@ namespace ShotStream.Editor
             {
                 Rect r = GUILayoutUtility.GetAspectRect((float)screen.Width / screen.Height);
                 EditorGUI.DrawPreviewTexture(r, screen.Texture, null, ScaleMode.ScaleToFit);
+                var j = screen.Jitter;
+                EditorGUILayout.LabelField("Playback", j.QueuedFrames + " frames queued, " + j.Underruns + " underruns, "
+                                                       + j.SkippedFrames + " skipped, " + j.RefusedFrames + " refused");
             }
 
             EditorGUILayout.LabelField("Chunks (latest last)", EditorStyles.boldLabel);
@@ -332,36 +437,20 @@ namespace ShotStream.Editor
                 if (File.Exists(lastTake.Path) && GUILayout.Button("Show in file browser")) EditorUtility.RevealInFinder(lastTake.Path);
             }
 
-            EditorGUILayout.LabelField("Take as PNG sequence (frames received here)", EditorStyles.boldLabel);
-            EditorGUILayout.LabelField("Frames", pngFrames.Count.ToString());
-            if (GUILayout.Button("Save PNG sequence…") && pngFrames.Count > 0) SavePngs();
-        }
-
-        void SavePngs()
-        {
-            string folder = EditorUtility.SaveFolderPanel("Save take as PNG sequence", "", "shotstream_take");
-            if (string.IsNullOrEmpty(folder) || session == null) return;
-            int w = (int)session.Width, h = (int)session.Height, row = w * 4;
-            var tex = new Texture2D(w, h, TextureFormat.RGBA32, false);
-            var flipped = new byte[row * h];
-            try
+            EditorGUILayout.LabelField("Take as PNG sequence (frames received while recording)", EditorStyles.boldLabel);
+            if (png == null)
             {
-                for (int i = 0; i < pngFrames.Count; i++)
+                if (GUILayout.Button("Record PNGs…"))
                 {
-                    if (pngFrames[i].Length != flipped.Length) continue;  // a frame of another size
-                    EditorUtility.DisplayProgressBar("ShotStream", "Saving frame " + (i + 1) + "/" + pngFrames.Count, (float)i / pngFrames.Count);
-                    for (int y = 0; y < h; y++) Buffer.BlockCopy(pngFrames[i], y * row, flipped, (h - 1 - y) * row, row);
-                    tex.LoadRawTextureData(flipped);
-                    tex.Apply(false);
-                    File.WriteAllBytes(Path.Combine(folder, "frame_" + i.ToString("D5") + ".png"), tex.EncodeToPNG());
+                    string folder = EditorUtility.SaveFolderPanel("Record frames as a PNG sequence", "", "shotstream_take");
+                    if (!string.IsNullOrEmpty(folder)) StartPngRecording(folder);
                 }
-                status = "Saved " + pngFrames.Count + " frames to " + folder;
             }
-            catch (Exception e) { status = "Save failed: " + e.Message; }
-            finally
+            else
             {
-                EditorUtility.ClearProgressBar();
-                DestroyImmediate(tex);
+                EditorGUILayout.LabelField("Recording to", png.Folder);
+                EditorGUILayout.LabelField("Frames", png.Written + " written" + (png.Dropped > 0 ? ", " + png.Dropped + " dropped" : ""));
+                if (GUILayout.Button("Stop recording PNGs")) StopPngRecording();
             }
         }
     }

@@ -39,21 +39,5 @@ namespace ShotStream.Core
             chunk.Pixels = new ArraySegment<byte>(buffer, pixelStart, pixelBytes);
             return chunk;
         }
-
-        /// <summary>Encodes a frame (for tests and tools); the header is the chunk's JSON without pixels.</summary>
-        public static byte[] Encode(FrameChunk chunk, ArraySegment<byte> pixels)
-        {
-            var saved = chunk.Pixels;
-            chunk.Pixels = default(ArraySegment<byte>);
-            byte[] header;
-            try { header = new System.Text.UTF8Encoding(false, true).GetBytes(chunk.ToJson()); }
-            finally { chunk.Pixels = saved; }
-            var result = new byte[HeaderSize + header.Length + pixels.Count];
-            BinaryPrimitives.WriteUInt32LittleEndian(new Span<byte>(result, 0, 4), Magic);
-            BinaryPrimitives.WriteUInt32LittleEndian(new Span<byte>(result, 4, 4), (uint)header.Length);
-            Buffer.BlockCopy(header, 0, result, HeaderSize, header.Length);
-            if (pixels.Count > 0) Buffer.BlockCopy(pixels.Array, pixels.Offset, result, HeaderSize + header.Length, pixels.Count);
-            return result;
-        }
     }
 }

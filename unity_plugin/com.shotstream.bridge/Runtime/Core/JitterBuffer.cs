@@ -4,18 +4,6 @@ using System;
 
 namespace ShotStream.Core
 {
-    /// <summary>What to do with a Push that does not fit the bounded queue.</summary>
-    public enum JitterOverflowPolicy
-    {
-        /// <summary>Accept only what fits; Push returns how many frames it took. Lossless: the
-        /// caller keeps the rest (e.g. does not ack the chunk, so the server's credit window
-        /// applies back-pressure). The default, because every generated frame is content.</summary>
-        Refuse = 0,
-        /// <summary>Drop the oldest queued frames to make room (bounded latency for live
-        /// viewing; loses frames). Counted in <see cref="JitterBuffer.DroppedFrames"/>.</summary>
-        DropOldest = 1,
-    }
-
     public enum JitterState
     {
         /// <summary>Nothing presented yet: waiting for the start-up threshold.</summary>
@@ -24,8 +12,6 @@ namespace ShotStream.Core
         Playing = 1,
         /// <summary>Underrun: holding the last frame until the re-buffer threshold is met.</summary>
         Rebuffering = 2,
-        /// <summary>End of stream reached and every frame presented.</summary>
-        Ended = 3,
     }
 
     /// <summary>The frame to show now. <see cref="Buffer"/> is owned by the jitter buffer and stays
@@ -38,7 +24,7 @@ namespace ShotStream.Core
         public long FrameIndex;
         /// <summary>True when this frame was not returned by the previous call (upload needed).</summary>
         public bool IsNew;
-        /// <summary>True when the buffer is empty and the last frame is held (underrun or end).</summary>
+        /// <summary>True when the buffer ran empty and the last frame is held (underrun).</summary>
         public bool IsHeld;
     }
 
@@ -50,8 +36,12 @@ namespace ShotStream.Core
     /// A caller that polls late gets the frame due now; the frames it missed are skipped (counted)
     /// so the picture stays on the clock. When a frame is due and none is queued: underrun, the
     /// last frame is held, and playback restarts (new t0) once the re-buffer threshold is met.</para>
+    /// <para>Bounded and lossless: a Push that does not fit is refused (Push returns how many frames it
+    /// took), so the caller can hold back the chunk's ack and the server's credit window applies
+    /// back-pressure; every generated frame is content, none is dropped to make room.</para>
     /// <para>No per-frame allocation: capacity + 1 frame buffers are allocated up front; Push copies
-    /// into them and TryGetFrame hands out references.</para> Not thread-safe.
+    /// into them and TryGetFrame hands out references. <see cref="Reset"/> reuses them for a new stream.</para>
+    /// Not thread-safe.
     /// </summary>
     public sealed class JitterBuffer
     {
@@ -66,44 +56,30 @@ namespace ShotStream.Core
         long _pushedTotal;
         double _t0;                   // time of the frame presented at schedule position 0
         long _scheduled;              // schedule positions consumed since t0 (frame at position _scheduled-1 is on screen)
-        double _waitSince = double.NaN; // when the current (re)buffering wait got its first frame
-        bool _ended;
 
         public int FrameBytes { get; private set; }
         public int Capacity { get; private set; }
         public double FramesPerSecond { get; private set; }
-        /// <summary>Start (and re-start after an underrun) once this many frames are queued...</summary>
+        /// <summary>Start (and re-start after an underrun) once this many frames are queued.</summary>
         public int StartFrames { get; private set; }
-        /// <summary>...or once the oldest queued frame has waited this long (seconds; &lt;= 0: frame threshold only).</summary>
-        public double StartSeconds { get; private set; }
-        public JitterOverflowPolicy OverflowPolicy { get; private set; }
 
         public JitterState State { get; private set; }
         public int QueuedFrames { get { return _count; } }
-        /// <summary>Underrun episodes (a frame was due and none was queued), not counting the end of stream.</summary>
+        /// <summary>Underrun episodes: a frame was due and none was queued (a late chunk, or the story ran out of shots).</summary>
         public int Underruns { get; private set; }
         public long PresentedFrames { get; private set; }
         /// <summary>Frames skipped because the caller polled after their slot had passed.</summary>
         public long SkippedFrames { get; private set; }
-        /// <summary>Frames dropped by <see cref="JitterOverflowPolicy.DropOldest"/>.</summary>
-        public long DroppedFrames { get; private set; }
-        /// <summary>Frames not accepted by <see cref="JitterOverflowPolicy.Refuse"/>.</summary>
+        /// <summary>Frames not accepted because the queue was full.</summary>
         public long RefusedFrames { get; private set; }
 
-        public JitterBuffer(int frameBytes, int capacity, double framesPerSecond = 16.0, int startFrames = 1,
-            double startSeconds = 0.0, JitterOverflowPolicy overflowPolicy = JitterOverflowPolicy.Refuse)
+        public JitterBuffer(int frameBytes, int capacity, double framesPerSecond = 16.0, int startFrames = 1)
         {
             if (frameBytes < 1) throw new ArgumentOutOfRangeException("frameBytes");
             if (capacity < 1) throw new ArgumentOutOfRangeException("capacity");
-            if (!(framesPerSecond > 0) || double.IsInfinity(framesPerSecond)) throw new ArgumentOutOfRangeException("framesPerSecond");
-            if (startFrames < 1 || startFrames > capacity) throw new ArgumentOutOfRangeException("startFrames", "must be in [1, capacity]");
-            if (double.IsNaN(startSeconds)) throw new ArgumentOutOfRangeException("startSeconds");
             FrameBytes = frameBytes;
             Capacity = capacity;
-            FramesPerSecond = framesPerSecond;
-            StartFrames = startFrames;
-            StartSeconds = startSeconds;
-            OverflowPolicy = overflowPolicy;
+            SetPlayback(framesPerSecond, startFrames);
             _pool = new byte[capacity + 1][];
             for (int i = 0; i < _pool.Length; i++) _pool[i] = new byte[frameBytes];
             _queue = new int[capacity];
@@ -114,29 +90,29 @@ namespace ShotStream.Core
             State = JitterState.Starting;
         }
 
+        void SetPlayback(double framesPerSecond, int startFrames)
+        {
+            if (!(framesPerSecond > 0) || double.IsInfinity(framesPerSecond)) throw new ArgumentOutOfRangeException("framesPerSecond");
+            if (startFrames < 1 || startFrames > Capacity) throw new ArgumentOutOfRangeException("startFrames", "must be in [1, capacity]");
+            FramesPerSecond = framesPerSecond;
+            StartFrames = startFrames;
+        }
+
         /// <summary>Copy <paramref name="frameCount"/> consecutive frames (FrameBytes each) from
         /// <paramref name="source"/>[offset..] into the queue; <paramref name="nowSeconds"/> is the arrival time.</summary>
-        /// <returns>Frames accepted: all of them, except under <see cref="JitterOverflowPolicy.Refuse"/> when full.</returns>
+        /// <returns>Frames accepted: the first ones, as many as fit (the rest are counted in RefusedFrames).</returns>
         public int Push(byte[] source, int offset, int frameCount, double nowSeconds)
         {
             if (source == null) throw new ArgumentNullException("source");
             if (frameCount < 0 || offset < 0 || (long)offset + (long)frameCount * FrameBytes > source.Length)
                 throw new ArgumentOutOfRangeException("frameCount", "source is too small for the frames");
-            if (_ended) throw new InvalidOperationException("Push after CompleteAdding");
             int accepted = 0;
             for (int f = 0; f < frameCount; f++)
             {
                 if (_count == Capacity)
                 {
-                    if (OverflowPolicy == JitterOverflowPolicy.Refuse)
-                    {
-                        RefusedFrames += frameCount - f;
-                        break;
-                    }
-                    _free[_freeCount++] = _queue[_head]; // drop the oldest
-                    _head = (_head + 1) % Capacity;
-                    _count--;
-                    DroppedFrames++;
+                    RefusedFrames += frameCount - f;
+                    break;
                 }
                 int buf = _free[--_freeCount];
                 Buffer.BlockCopy(source, offset + f * FrameBytes, _pool[buf], 0, FrameBytes);
@@ -146,20 +122,15 @@ namespace ShotStream.Core
                 _count++;
                 accepted++;
             }
-            if (accepted > 0 && double.IsNaN(_waitSince)) _waitSince = nowSeconds;
             return accepted;
         }
 
-        /// <summary>No more frames will come: play out what is queued without waiting for the
-        /// start threshold, and do not count the final empty queue as an underrun.</summary>
-        public void CompleteAdding()
+        /// <summary>Drops everything (queued frames and the one on screen) and starts a new stream at
+        /// <paramref name="framesPerSecond"/>, playing once <paramref name="startFrames"/> are queued: frame
+        /// indices and counters restart at 0; the frame buffers are kept (no allocation).</summary>
+        public void Reset(double framesPerSecond, int startFrames)
         {
-            _ended = true;
-        }
-
-        /// <summary>Drop everything queued and start over (e.g. a new shot); keeps the counters.</summary>
-        public void Reset()
-        {
+            SetPlayback(framesPerSecond, startFrames);
             while (_count > 0)
             {
                 _free[_freeCount++] = _queue[_head];
@@ -170,8 +141,9 @@ namespace ShotStream.Core
             _current = -1;
             _currentIndex = _lastReturnedIndex = -1;
             _head = 0;
-            _waitSince = double.NaN;
-            _ended = false;
+            _pushedTotal = 0;
+            Underruns = 0;
+            PresentedFrames = SkippedFrames = RefusedFrames = 0;
             State = JitterState.Starting;
         }
 
@@ -181,16 +153,11 @@ namespace ShotStream.Core
         {
             if (State == JitterState.Starting || State == JitterState.Rebuffering)
             {
-                if (ReadyToStart(nowSeconds))
+                if (_count >= StartFrames)
                 {
                     State = JitterState.Playing;
                     _t0 = nowSeconds;
                     _scheduled = 0;
-                    _waitSince = double.NaN;
-                }
-                else if (State == JitterState.Rebuffering && _ended && _count == 0)
-                {
-                    State = JitterState.Ended;
                 }
             }
             if (State == JitterState.Playing)
@@ -202,16 +169,8 @@ namespace ShotStream.Core
                 {
                     if (_count == 0)
                     {
-                        if (_ended)
-                        {
-                            State = JitterState.Ended;
-                        }
-                        else
-                        {
-                            Underruns++;
-                            State = JitterState.Rebuffering;
-                        }
-                        _waitSince = double.NaN;
+                        Underruns++;
+                        State = JitterState.Rebuffering;
                         break;
                     }
                     bool skipping = _scheduled < due && _count > 1;
@@ -238,19 +197,6 @@ namespace ShotStream.Core
             frame.IsHeld = State != JitterState.Playing;
             _lastReturnedIndex = _currentIndex;
             return true;
-        }
-
-        bool ReadyToStart(double now)
-        {
-            if (_count == 0) return false;
-            if (_count >= StartFrames || _ended) return true;
-            return StartSeconds > 0 && !double.IsNaN(_waitSince) && now - _waitSince >= StartSeconds - 1e-9;
-        }
-
-        /// <summary>Time (same clock) at which the next queued frame is due, or NaN when not playing.</summary>
-        public double NextDueSeconds
-        {
-            get { return State == JitterState.Playing ? _t0 + _scheduled / FramesPerSecond : double.NaN; }
         }
     }
 }

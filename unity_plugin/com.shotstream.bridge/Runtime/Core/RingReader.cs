@@ -64,11 +64,9 @@ namespace ShotStream.Core
         public int SlotHeaderBytes { get; private set; }
         /// <summary>Most pixel bytes one slot can hold (slot_bytes - slot_header_bytes).</summary>
         public long SlotCapacity { get { return SlotBytes - SlotHeaderBytes; } }
-        public uint WriterPid { get; private set; }
         /// <summary>seq_begin / seq_end seen by the last TryRead (diagnostics for Stale).</summary>
         public ulong LastSeqBegin { get; private set; }
         public ulong LastSeqEnd { get; private set; }
-        public bool IsDisposed { get { return _view == null; } }
 
         /// <summary>Test hook: runs after the copy, before the fence and the final seq_begin check.</summary>
         internal Action AfterCopyForTest;
@@ -124,7 +122,6 @@ namespace ShotStream.Core
             SlotCount = slotCount;
             SlotHeaderBytes = slotHeaderBytes;
             SlotBytes = slotBytes;
-            WriterPid = *(uint*)(_base + 32);
         }
 
         /// <summary>Byte offset of slot <paramref name="slot"/>'s pixels (what RingSlot.offset must be).</summary>
@@ -210,36 +207,6 @@ namespace ShotStream.Core
             return true;
         }
 
-        /// <summary>The chunk sequence whose write to <paramref name="slot"/> last completed (from
-        /// seq_end), or false if none ever did. Only a hint (a "latest frame" poll, diagnostics): the
-        /// slot can be overwritten right after, and TryRead then reports Stale.</summary>
-        public bool TryGetCommittedSequence(int slot, out ulong sequence)
-        {
-            if (_view == null) throw new ObjectDisposedException("RingReader");
-            if (slot < 0 || slot >= SlotCount) throw new ArgumentOutOfRangeException("slot");
-            byte* s = _base + HeaderBytes + (long)slot * SlotBytes;
-            ulong end = (ulong)Volatile.Read(ref *(long*)(s + OffSeqEnd));
-            if (end < 2 || (end & 1) != 0)
-            {
-                sequence = 0;
-                return false;
-            }
-            sequence = (end - 2) / 2;
-            return true;
-        }
-
-        /// <summary>Exception-based read: throws <see cref="StaleRingSlotException"/> on Stale and
-        /// <see cref="InvalidDataException"/> on BadRef/Mismatch.</summary>
-        public void Read(int slot, ulong sequence, long offset, long length, byte[] destination)
-        {
-            RingReadStatus status;
-            if (TryRead(slot, sequence, offset, length, destination, out status)) return;
-            if (status == RingReadStatus.Stale)
-                throw new StaleRingSlotException(slot, sequence, LastSeqBegin, LastSeqEnd);
-            throw new InvalidDataException("ring ref (slot=" + slot + ", sequence=" + sequence + ", offset=" + offset
-                + ", length=" + length + "): " + status);
-        }
-
         public void Dispose()
         {
             if (_view != null)
@@ -257,23 +224,6 @@ namespace ShotStream.Core
                 _mmf.Dispose();
                 _mmf = null;
             }
-        }
-    }
-
-    /// <summary>The slot no longer holds (or does not yet fully hold) the requested chunk; the copy was discarded.</summary>
-    public sealed class StaleRingSlotException : Exception
-    {
-        public readonly int Slot;
-        public readonly ulong Sequence, SeqBegin, SeqEnd;
-
-        public StaleRingSlotException(int slot, ulong sequence, ulong seqBegin, ulong seqEnd)
-            : base("ring slot " + slot + " no longer holds chunk " + sequence + " (seq_begin=" + seqBegin + ", seq_end="
-                + seqEnd + ", want " + (2 * sequence + 1) + "/" + (2 * sequence + 2) + ")")
-        {
-            Slot = slot;
-            Sequence = sequence;
-            SeqBegin = seqBegin;
-            SeqEnd = seqEnd;
         }
     }
 }

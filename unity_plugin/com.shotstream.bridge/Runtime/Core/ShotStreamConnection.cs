@@ -1,6 +1,9 @@
 // A Direct session over the WebSocket engine gateway (ws://HOST:PORT/v1/direct), no UnityEngine.
 // Not thread-safe for concurrent receives: one reader task; sends are serialized internally.
 using System;
+using System.Globalization;
+using System.IO;
+using System.Net;
 using System.Net.WebSockets;
 using System.Text;
 using System.Threading;
@@ -9,72 +12,54 @@ using System.Threading.Tasks;
 namespace ShotStream.Core
 {
     /// <summary>A session-level failure: a fatal server error (Code/Message from the server), a refused
-    /// handshake, a protocol violation, or the connection ending unexpectedly.</summary>
+    /// handshake (HttpStatus), a timeout, a protocol violation, or the connection ending unexpectedly.</summary>
     public sealed class ShotStreamException : Exception
     {
         /// <summary>grpc.StatusCode value from the server's Error (0 when the failure is local).</summary>
         public readonly uint Code;
         public readonly string ServerMessage;
-        public ShotStreamException(uint code, string message, Exception inner = null)
+        /// <summary>HTTP status the server answered the WebSocket handshake with (401: missing or wrong token,
+        /// 403, 404: wrong path); 0 when there was no such answer.</summary>
+        public readonly int HttpStatus;
+        /// <summary>True when another attempt may succeed (the server could not be reached, the connection was
+        /// lost, no answer in time, a server restart); false when it would fail the same way (a refused
+        /// handshake, a server error, a malformed or oversized message). <see cref="ReconnectPolicy"/> retries only these.</summary>
+        public readonly bool Transient;
+
+        public ShotStreamException(uint code, string message, Exception inner = null, bool transient = false, int httpStatus = 0)
             : base(code != 0 ? "shotstream error " + code + ": " + message : message, inner)
         {
-            Code = code; ServerMessage = message;
-        }
-    }
-
-    /// <summary>Exponential backoff for reconnecting: Initial * Multiplier^attempt, capped at Max.</summary>
-    public sealed class ReconnectPolicy
-    {
-        public TimeSpan InitialDelay = TimeSpan.FromMilliseconds(250);
-        public TimeSpan MaxDelay = TimeSpan.FromSeconds(10);
-        public double Multiplier = 2.0;
-        /// <summary>Attempts after the first failure; 0 = never retry, negative = forever.</summary>
-        public int MaxRetries = 5;
-
-        /// <summary>Delay before retry number <paramref name="retry"/> (0-based).</summary>
-        public TimeSpan DelayFor(int retry)
-        {
-            if (retry < 0) throw new ArgumentOutOfRangeException(nameof(retry));
-            if (Multiplier < 1) throw new InvalidOperationException("Multiplier must be >= 1");
-            double ms = InitialDelay.TotalMilliseconds * Math.Pow(Multiplier, Math.Min(retry, 62));
-            if (double.IsInfinity(ms) || double.IsNaN(ms) || ms > MaxDelay.TotalMilliseconds) ms = MaxDelay.TotalMilliseconds;
-            return TimeSpan.FromMilliseconds(ms);
-        }
-
-        public bool ShouldRetry(int retry) { return MaxRetries < 0 || retry < MaxRetries; }
-
-        /// <summary>Runs <paramref name="attempt"/> until it succeeds, retrying failures with backoff
-        /// (a ShotStreamException carrying a server code is not retried: the server refused).</summary>
-        public async Task<T> RunAsync<T>(Func<CancellationToken, Task<T>> attempt, CancellationToken ct = default(CancellationToken),
-                                         Func<TimeSpan, CancellationToken, Task> delay = null)
-        {
-            for (int retry = 0; ; retry++)
-            {
-                try { return await attempt(ct).ConfigureAwait(false); }
-                catch (OperationCanceledException) when (ct.IsCancellationRequested) { throw; }
-                catch (ShotStreamException e) when (e.Code != 0) { throw; }
-                catch (Exception) when (ShouldRetry(retry))
-                {
-                    await (delay ?? Task.Delay)(DelayFor(retry), ct).ConfigureAwait(false);
-                }
-            }
+            Code = code; ServerMessage = message; Transient = transient; HttpStatus = httpStatus;
         }
     }
 
     public sealed class ShotStreamConnection : IDisposable
     {
         public const int DefaultReceiveBufferBytes = 1 << 16;
+        /// <summary>Connect + open must be done within this unless the caller says otherwise.</summary>
+        public static readonly TimeSpan DefaultOpenTimeout = TimeSpan.FromSeconds(10);
+        // Every server message but a chunk is a small JSON object: this bounds what a peer can make the client
+        // buffer before the session has said how large its chunks are.
+        const int MaxJsonMessageBytes = 1 << 20;
+        // Room for a chunk's SSC1 header and JSON (under 1 KB from the gateway).
+        const int ChunkHeaderAllowance = 1 << 16;
+        // The receive buffer never grows past this, whatever a session announces.
+        const int MaxMessageCeiling = 1 << 30;
+
         readonly ClientWebSocket ws;
         readonly SemaphoreSlim sendLock = new SemaphoreSlim(1, 1);
-        byte[] buffer;
+        byte[] buffer = new byte[DefaultReceiveBufferBytes];
+        int maxMessageBytes = MaxJsonMessageBytes;
         bool closedByServer;
 
         public SessionOpened Session { get; private set; }
         public WebSocketState State { get { return ws.State; } }
 
-        ShotStreamConnection(ClientWebSocket ws, int initialBuffer) { this.ws = ws; buffer = new byte[Math.Max(initialBuffer, 1024)]; }
+        ShotStreamConnection(ClientWebSocket ws) { this.ws = ws; }
 
-        /// <summary>Opens the WebSocket (Authorization: Bearer token when a token is given).</summary>
+        /// <summary>Opens the WebSocket (Authorization: Bearer token when a token is given). A server that cannot be
+        /// reached throws a Transient ShotStreamException; a refused handshake (401 wrong token, 403, 404 wrong path)
+        /// throws one that is not Transient and carries the HttpStatus.</summary>
         public static async Task<ShotStreamConnection> ConnectAsync(Uri uri, string token = null, CancellationToken ct = default(CancellationToken))
         {
             if (uri == null) throw new ArgumentNullException(nameof(uri));
@@ -84,22 +69,89 @@ namespace ShotStream.Core
             catch (WebSocketException e)
             {
                 ws.Dispose();
-                throw new ShotStreamException(0, "could not connect to " + uri + " (wrong URL/port, missing or wrong token, server down?): " + e.Message, e);
+                // No socket-level cause: the server answered the handshake, just not with 101 Switching Protocols.
+                if (e.GetBaseException() is WebSocketException) throw await ExplainRefusedHandshakeAsync(uri, token, e, ct).ConfigureAwait(false);
+                throw new ShotStreamException(0, "could not connect to " + uri + " (server down, wrong host or port?): " + e.GetBaseException().Message, e, transient: true);
             }
             catch { ws.Dispose(); throw; }
-            return new ShotStreamConnection(ws, DefaultReceiveBufferBytes);
+            return new ShotStreamConnection(ws);
         }
 
-        /// <summary>ConnectAsync + OpenAsync, retried per <paramref name="policy"/>.</summary>
-        public static Task<ShotStreamConnection> ConnectAndOpenAsync(Uri uri, string token, OpenSession open, ReconnectPolicy policy,
+        // mono's ClientWebSocket (the one Unity ships) reports any answer but 101 as "Unable to connect to the remote
+        // server", without the status. One plain GET with the same Authorization asks the server why: the gateway
+        // answers 401 / 403 / 404 with a plain-text reason before it looks for the WebSocket upgrade.
+        static async Task<ShotStreamException> ExplainRefusedHandshakeAsync(Uri uri, string token, WebSocketException e, CancellationToken ct)
+        {
+            int status = 0;
+            string body = "";
+            var request = (HttpWebRequest)WebRequest.Create(new UriBuilder(uri) { Scheme = uri.Scheme == "wss" ? "https" : "http" }.Uri);
+            if (!string.IsNullOrEmpty(token)) request.Headers[HttpRequestHeader.Authorization] = "Bearer " + token;
+            using (ct.Register(request.Abort))
+            {
+                try { using (var ok = (HttpWebResponse)await request.GetResponseAsync().ConfigureAwait(false)) status = (int)ok.StatusCode; }
+                catch (WebException w) when (w.Response is HttpWebResponse)
+                {
+                    using (var refused = (HttpWebResponse)w.Response)
+                    using (var reader = new StreamReader(refused.GetResponseStream(), Encoding.UTF8))
+                    {
+                        status = (int)refused.StatusCode;
+                        body = (reader.ReadLine() ?? "").Trim();
+                    }
+                }
+                catch (WebException) { }  // no HTTP answer to the probe either: the server went away
+                catch (IOException) { }
+            }
+            if (body.Length > 300) body = body.Substring(0, 300) + "…";
+            string says = body.Length > 0 ? " The server says: " + body : "";
+            string hint = status == 401 ? "set the client's Token to the server's token (shotstream serve --token)"
+                        : status == 403 ? "the server refuses this client without a token: start it with --token and set the client's Token"
+                        : status == 404 ? "the URL's path must be /v1/direct"
+                        : null;
+            if (hint != null)
+                return new ShotStreamException(0, "the server at " + uri + " refused the WebSocket handshake with HTTP " + status + ": " + hint + "." + says,
+                                               e, transient: false, httpStatus: status);
+            if (status != 0)
+                return new ShotStreamException(0, "the server at " + uri + " answered the WebSocket handshake with HTTP " + status + "." + says,
+                                               e, transient: true, httpStatus: status);
+            return new ShotStreamException(0, "could not connect to " + uri + ": " + e.Message, e, transient: true);
+        }
+
+        /// <summary>One attempt at ConnectAsync + OpenAsync, both within <paramref name="timeout"/>: a peer that accepts the
+        /// WebSocket but never answers open (not a ShotStream gateway, a stuck proxy) fails with a Transient
+        /// ShotStreamException instead of hanging.</summary>
+        public static async Task<ShotStreamConnection> ConnectAndOpenAsync(Uri uri, string token, OpenSession open, TimeSpan timeout,
+                                                                           CancellationToken ct = default(CancellationToken))
+        {
+            if (timeout <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(timeout), "the open timeout must be positive");
+            using (var limit = CancellationTokenSource.CreateLinkedTokenSource(ct))
+            {
+                limit.CancelAfter(timeout);
+                ShotStreamConnection conn = null;
+                try
+                {
+                    conn = await ConnectAsync(uri, token, limit.Token).ConfigureAwait(false);
+                    await conn.OpenAsync(open, limit.Token).ConfigureAwait(false);
+                    return conn;
+                }
+                catch (Exception e) when (limit.IsCancellationRequested && !ct.IsCancellationRequested)
+                {
+                    if (conn != null) conn.Dispose();
+                    throw new ShotStreamException(0, "no answer from " + uri + " within " + timeout.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture)
+                        + " s (connect + open): is it a ShotStream gateway, and reachable?", e, transient: true);
+                }
+                catch
+                {
+                    if (conn != null) conn.Dispose();
+                    throw;
+                }
+            }
+        }
+
+        /// <summary>ConnectAndOpenAsync, retried per <paramref name="policy"/> (transient failures only).</summary>
+        public static Task<ShotStreamConnection> ConnectAndOpenAsync(Uri uri, string token, OpenSession open, ReconnectPolicy policy, TimeSpan timeout,
                                                                      CancellationToken ct = default(CancellationToken))
         {
-            return (policy ?? new ReconnectPolicy()).RunAsync(async c =>
-            {
-                var conn = await ConnectAsync(uri, token, c).ConfigureAwait(false);
-                try { await conn.OpenAsync(open, c).ConfigureAwait(false); return conn; }
-                catch { conn.Dispose(); throw; }
-            }, ct);
+            return (policy ?? new ReconnectPolicy()).RunAsync(c => ConnectAndOpenAsync(uri, token, open, timeout, c), ct);
         }
 
         public Task<SessionOpened> OpenAsync(string caption, ulong seed, FrameFormat format, Transport transport, uint credits,
@@ -109,15 +161,23 @@ namespace ShotStream.Core
                                                MaxChunksInFlight = credits, ClientName = clientName ?? "" }, ct);
         }
 
-        /// <summary>Sends open and waits for opened; a fatal error throws ShotStreamException.</summary>
+        /// <summary>Sends open and waits for opened; a fatal error throws ShotStreamException. From then on a
+        /// message may be as large as the session's largest chunk (and no larger).</summary>
         public async Task<SessionOpened> OpenAsync(OpenSession open, CancellationToken ct = default(CancellationToken))
         {
             await SendAsync(ClientMessage.Open(open), ct).ConfigureAwait(false);
             while (true)
             {
                 ServerMessage m = await ReceiveAsync(ct).ConfigureAwait(false);
-                if (m == null) throw new ShotStreamException(0, "the server closed the connection before answering open");
-                if (m.Kind == ServerKind.Opened) { Session = m.Opened; return Session; }
+                if (m == null) throw new ShotStreamException(0, "the server closed the connection before answering open", null, transient: true);
+                if (m.Kind == ServerKind.Opened)
+                {
+                    Session = m.Opened;
+                    long frames = Math.Max(Session.FramesFirstChunk, Session.FramesPerChunk);
+                    long chunk = frames * Session.Width * Session.Height * 4 + ChunkHeaderAllowance;  // RGBA8, the widest format
+                    maxMessageBytes = (int)Math.Min(MaxMessageCeiling, Math.Max(MaxJsonMessageBytes, chunk));
+                    return Session;
+                }
                 if (m.Kind == ServerKind.Error) throw new ShotStreamException(m.Error.Code, m.Error.Message);
                 // anything else before opened is unexpected but harmless: skip
             }
@@ -149,13 +209,14 @@ namespace ShotStream.Core
             byte[] data = Encoding.UTF8.GetBytes(msg.ToJson());
             await sendLock.WaitAsync(ct).ConfigureAwait(false);
             try { await ws.SendAsync(new ArraySegment<byte>(data), WebSocketMessageType.Text, true, ct).ConfigureAwait(false); }
-            catch (WebSocketException e) { throw new ShotStreamException(0, "sending " + msg.Kind + " failed: " + e.Message, e); }
+            catch (WebSocketException e) { throw new ShotStreamException(0, "sending " + msg.Kind + " failed: " + e.Message, e, transient: true); }
             finally { sendLock.Release(); }
         }
 
         /// <summary>The next server event; null once the server has closed the connection normally.
         /// A chunk's Pixels point into the reusable receive buffer: valid until the next ReceiveAsync.
-        /// A fatal error throws ShotStreamException (code/message from the server).</summary>
+        /// A fatal error throws ShotStreamException (code/message from the server), and so does a message larger
+        /// than the session's largest chunk (1 MiB before the session opens).</summary>
         public async Task<ServerMessage> ReceiveAsync(CancellationToken ct = default(CancellationToken))
         {
             while (true)
@@ -165,9 +226,16 @@ namespace ShotStream.Core
                 WebSocketReceiveResult r;
                 do
                 {
-                    if (count == buffer.Length) Array.Resize(ref buffer, checked(buffer.Length * 2));
+                    if (count == buffer.Length)
+                    {
+                        if (count >= maxMessageBytes)
+                            throw new ShotStreamException(0, "a message from the server is larger than " + maxMessageBytes + " bytes, "
+                                + (Session == null ? "the limit before the session opens" : "more than a chunk of this session takes (frames per chunk x width x height x 4 + header)")
+                                + ": is the server a ShotStream gateway of this protocol version?");
+                        Array.Resize(ref buffer, (int)Math.Min((long)buffer.Length * 2, maxMessageBytes));
+                    }
                     try { r = await ws.ReceiveAsync(new ArraySegment<byte>(buffer, count, buffer.Length - count), ct).ConfigureAwait(false); }
-                    catch (WebSocketException e) { throw new ShotStreamException(0, "the connection to the server was lost: " + e.Message, e); }
+                    catch (WebSocketException e) { throw new ShotStreamException(0, "the connection to the server was lost: " + e.Message, e, transient: true); }
                     count += r.Count;
                 } while (!r.EndOfMessage && r.MessageType != WebSocketMessageType.Close);
 
@@ -180,7 +248,9 @@ namespace ShotStream.Core
                     }
                     var status = r.CloseStatus ?? WebSocketCloseStatus.Empty;
                     if (status == WebSocketCloseStatus.NormalClosure || status == WebSocketCloseStatus.Empty) return null;
-                    throw new ShotStreamException(0, "the server closed the connection: " + (int)status + " " + r.CloseStatusDescription);
+                    // 1001: the gateway is stopping (a restart), 1011: a server fault; anything else would recur.
+                    bool transient = status == WebSocketCloseStatus.EndpointUnavailable || status == WebSocketCloseStatus.InternalServerError;
+                    throw new ShotStreamException(0, "the server closed the connection: " + (int)status + " " + r.CloseStatusDescription, null, transient);
                 }
                 ServerMessage m;
                 try
@@ -198,15 +268,8 @@ namespace ShotStream.Core
             }
         }
 
-        /// <summary>Closes the WebSocket handshake politely (does not send the `close` message).</summary>
-        public async Task DisconnectAsync(CancellationToken ct = default(CancellationToken))
-        {
-            if (ws.State == WebSocketState.Open || ws.State == WebSocketState.CloseReceived)
-            {
-                try { await ws.CloseAsync(WebSocketCloseStatus.NormalClosure, "", ct).ConfigureAwait(false); } catch (WebSocketException) { }
-            }
-        }
-
-        public void Dispose() { ws.Dispose(); sendLock.Dispose(); }
+        /// <summary>Aborts the WebSocket at once (a pending receive or send fails) and frees it. The send lock is
+        /// left alone: a send still in flight releases it as it fails, and it holds no wait handle to free.</summary>
+        public void Dispose() { ws.Dispose(); }
     }
 }

@@ -3,6 +3,7 @@
 using System;
 using System.Collections.Concurrent;
 using System.Collections.Generic;
+using System.Globalization;
 using System.Threading;
 using System.Threading.Tasks;
 using ShotStream.Core;
@@ -12,22 +13,29 @@ using UnityEngine.Events;
 namespace ShotStream.Unity
 {
     public enum ShotTransport { Inline = 1, SharedMemory = 2 }
-    public enum ShotFrameFormat { Rgba8 = 2 }
 
     [Serializable] public sealed class SessionOpenedEvent : UnityEvent<SessionOpened> { }
+    /// <summary>A session ended; the argument is why ("server shutdown", "client", "connection lost: ...", "error ...").</summary>
+    [Serializable] public sealed class SessionClosedEvent : UnityEvent<string> { }
     [Serializable] public sealed class ShotStartedEvent : UnityEvent<ShotStarted> { }
     [Serializable] public sealed class ShotFinishedEvent : UnityEvent<ShotFinished> { }
     [Serializable] public sealed class ShotErrorEvent : UnityEvent<string> { }
+    [Serializable] public sealed class ServerErrorEvent : UnityEvent<ServerError> { }
     [Serializable] public sealed class TakeStartedEvent : UnityEvent<TakeStarted> { }
     [Serializable] public sealed class TakeSavedEvent : UnityEvent<TakeSaved> { }
 
     /// <summary>
-    /// Connects on Start, opens a session, and feeds chunks to a <see cref="ShotStreamScreen"/>.
-    /// <para>Threading: one background task connects (retried per <see cref="ReconnectPolicy"/>) and
-    /// runs ShotStreamConnection's receive loop; it copies each chunk's pixels (inline frame or
-    /// shared-memory slot) into a pooled buffer and enqueues the event. Update() drains the queue on
-    /// the main thread, raises the UnityEvents, pushes frames into the screen and acks a chunk once
-    /// the screen has presented its last frame (so the server's credit window follows playback).</para>
+    /// Connects when enabled (Connect On Start), opens a session, and feeds chunks to a <see cref="ShotStreamScreen"/>;
+    /// closes when disabled.
+    /// <para>Threading: one background task connects and runs ShotStreamConnection's receive loop; it copies
+    /// each chunk's pixels (inline frame or shared-memory slot) into a pooled buffer and enqueues the event.
+    /// Update() drains the queue on the main thread, raises the UnityEvents, pushes frames into the screen and
+    /// acks a chunk once the screen has presented its last frame (so the server's credit window follows
+    /// playback), or at once when there is no active screen to wait for.</para>
+    /// <para>Reconnecting: a lost connection, a server restart ("server shutdown") or a failed attempt is
+    /// retried per <see cref="ReconnectPolicy"/>, counting consecutive failures across reconnects (the count
+    /// starts over once a chunk arrives); a refused handshake, a server error or a protocol violation is
+    /// reported once and not retried. Every reconnect is a new server session: the story starts over.</para>
     /// </summary>
     [AddComponentMenu("ShotStream/ShotStream Client")]
     [DisallowMultipleComponent]
@@ -37,28 +45,38 @@ namespace ShotStream.Unity
         [SerializeField] string serverUrl = "ws://127.0.0.1:50052/v1/direct";
         [Tooltip("Bearer token (leave empty when the gateway has no token)")]
         [SerializeField] string token = "";
+        [Tooltip("Shared memory needs the server on this machine, run by the same user; otherwise the client falls back to Inline")]
         [SerializeField] ShotTransport transport = ShotTransport.Inline;
-        [SerializeField] ShotFrameFormat frameFormat = ShotFrameFormat.Rgba8;
+        [Tooltip("Seconds an attempt may take to connect and get the server's answer to open")]
+        [SerializeField] float openTimeoutSeconds = 10f;
         [Header("Session")]
         [TextArea(1, 4)]
         [SerializeField] string globalCaption = "";
         [SerializeField] long seed = 0;
         [Tooltip("Chunks the server may send before they are acked (0 = server default)")]
         [SerializeField] int maxChunksInFlight = 2;
+        // Serialized name kept from 0.1 scenes; the client connects in OnEnable and closes in OnDisable.
+        [Tooltip("Connect when the component is enabled (and close when it is disabled)")]
         [SerializeField] bool connectOnStart = true;
         [Header("Reconnect")]
         [SerializeField] float reconnectInitialSeconds = 0.25f;
         [SerializeField] float reconnectMaxSeconds = 10f;
-        [Tooltip("Retries after a failure; negative = forever")]
+        [Tooltip("Consecutive failures retried; negative = forever")]
         [SerializeField] int reconnectMaxRetries = 5;
         [Header("Output")]
         [SerializeField] ShotStreamScreen screen = null;
 
         [Header("Events")]
         public SessionOpenedEvent sessionOpened = new SessionOpenedEvent();
+        /// <summary>The session ended: the server closed it ("server shutdown": the client reconnects; "client"),
+        /// the connection was lost (the client reconnects), or a fatal error. Not raised by <see cref="Close"/>.</summary>
+        public SessionClosedEvent sessionClosed = new SessionClosedEvent();
         public ShotStartedEvent shotStarted = new ShotStartedEvent();
         public ShotFinishedEvent shotFinished = new ShotFinishedEvent();
+        /// <summary>Every problem, as text (also logged as a warning).</summary>
         public ShotErrorEvent error = new ShotErrorEvent();
+        /// <summary>A non-fatal error from the server (the session goes on), e.g. a rejected cue: its EventId names the cue.</summary>
+        public ServerErrorEvent serverError = new ServerErrorEvent();
         /// <summary>The server started recording a take (path: where the MP4 goes on the server's host).</summary>
         public TakeStartedEvent takeStarted = new TakeStartedEvent();
         /// <summary>A take's MP4 is complete (after StopTake, or when the session ends while recording).</summary>
@@ -66,29 +84,47 @@ namespace ShotStream.Unity
 
         struct Pending
         {
+            public int Run;          // the Connect() it came from: Close() drops what an ended run still delivers
+            public int Connection;   // the connection it came from (acks go back on that one only)
             public ServerMessage Message;
-            public byte[] Pixels;   // pooled copy of a chunk's pixels (null otherwise)
-            public string Error;    // a failure to report (Message null)
+            public byte[] Pixels;    // pooled copy of a chunk's pixels (null otherwise)
+            public string Error;     // a failure to report (Message null)
+            public string Ended;     // the session of Connection ended, and why (Message and Error null)
         }
 
-        struct PendingAck { public ulong Seq; public long LastFrameIndex; }
+        struct PendingAck { public ulong Seq; public long LastFrameIndex; public int Connection; }
 
         readonly ConcurrentQueue<Pending> inbox = new ConcurrentQueue<Pending>();
         readonly ConcurrentDictionary<int, ConcurrentBag<byte[]>> pixelPools = new ConcurrentDictionary<int, ConcurrentBag<byte[]>>();
         readonly Queue<PendingAck> acks = new Queue<PendingAck>();
         readonly List<ClientMessage> unsent = new List<ClientMessage>();  // cues and takes asked for before the session opened, in order
         readonly object connLock = new object();
-        ShotStreamConnection connection;
-        CancellationTokenSource cts;
+        ShotStreamConnection connection;  // guarded by connLock, with liveConnection
+        int liveConnection;               // id of `connection` (0: none); ids are never reused
+        int connectionIds;
+        int run;                          // written on the main thread only
+        CancellationTokenSource cts;      // the running loop's; the loop disposes it when it ends
         Task loop;
         int cueCounter;
 
         /// <summary>Test seam: when set, outgoing messages go here instead of the network.</summary>
         internal Func<ClientMessage, Task> SendHook;
+        /// <summary>Test seam: runs on the network thread once a connection is live, before its opened event is queued.</summary>
+        internal Action AfterConnectForTest;
 
         public string ServerUrl { get { return serverUrl; } set { serverUrl = value; } }
         public string Token { get { return token; } set { token = value; } }
         public ShotTransport Transport { get { return transport; } set { transport = value; } }
+        /// <summary>Time one attempt may take to connect and get the answer to open.</summary>
+        public TimeSpan OpenTimeout
+        {
+            get { return TimeSpan.FromSeconds(openTimeoutSeconds > 0 ? openTimeoutSeconds : ShotStreamConnection.DefaultOpenTimeout.TotalSeconds); }
+            set
+            {
+                if (value <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(value), "the open timeout must be positive");
+                openTimeoutSeconds = (float)value.TotalSeconds;
+            }
+        }
         public string GlobalCaption { get { return globalCaption; } set { globalCaption = value; } }
         public ulong Seed { get { return unchecked((ulong)seed); } set { seed = unchecked((long)value); } }
         /// <summary>Chunks the server may send before they are acked (0 = server default).</summary>
@@ -117,7 +153,7 @@ namespace ShotStream.Unity
             }
         }
 
-        /// <summary>The open message this client sends.</summary>
+        /// <summary>The open message this client sends (RGBA8 frames: what <see cref="ShotStreamScreen"/> shows).</summary>
         public OpenSession BuildOpen()
         {
             return new OpenSession
@@ -125,89 +161,163 @@ namespace ShotStream.Unity
                 ClientName = "unity",
                 GlobalCaption = globalCaption ?? "",
                 Seed = Seed,
-                FrameFormat = (FrameFormat)(int)frameFormat,
+                FrameFormat = FrameFormat.Rgba8,
                 Transport = (Core.Transport)(int)transport,
                 MaxChunksInFlight = (uint)Math.Max(0, maxChunksInFlight),
             };
         }
 
-        void Start() { if (connectOnStart) Connect(); }
+        void OnEnable() { if (connectOnStart) Connect(); }
+
+        void OnDisable() { Close(); }
 
         /// <summary>Starts the background connect/receive loop (no-op when already running).</summary>
         public void Connect()
         {
-            if (loop != null && !loop.IsCompleted) return;
+            if (IsRunning) return;
             Uri uri;
             if (!Uri.TryCreate(serverUrl, UriKind.Absolute, out uri) || (uri.Scheme != "ws" && uri.Scheme != "wss"))
             {
                 Report("ShotStreamClient: bad server URL \"" + serverUrl + "\" (expected ws://HOST:PORT/v1/direct)");
                 return;
             }
-            cts = new CancellationTokenSource();
+            var source = new CancellationTokenSource();
+            cts = source;
+            int r = ++run;
             var open = BuildOpen();
             var policy = ReconnectPolicy;
+            var timeout = OpenTimeout;
             string tok = token;
-            var ct = cts.Token;
-            loop = Task.Run(() => RunAsync(uri, tok, open, policy, ct));
-        }
-
-        // Connect+open is retried with backoff by ConnectAndOpenAsync (per the policy); when it gives
-        // up, or the server refuses (a server error code), the loop ends and `error` is raised. A session
-        // that drops after opening is reconnected (after the policy's first delay) as a new session.
-        async Task RunAsync(Uri uri, string tok, OpenSession open, ReconnectPolicy policy, CancellationToken ct)
-        {
-            while (!ct.IsCancellationRequested)
-            {
-                ShotStreamConnection conn = null;
-                RingReader ring = null;
-                bool opened = false;
-                try
-                {
-                    conn = await ShotStreamConnection.ConnectAndOpenAsync(uri, tok, open, policy, ct).ConfigureAwait(false);
-                    opened = true;
-                    if (conn.Session.Ring != null)
-                    {
-                        var r = conn.Session.Ring;
-                        ring = new RingReader(r.Path, (int)r.SlotCount, (long)r.SlotBytes, (int)r.HeaderBytes, (int)r.SlotHeaderBytes);
-                    }
-                    lock (connLock) connection = conn;
-                    inbox.Enqueue(new Pending { Message = new ServerMessage(ServerKind.Opened, conn.Session) });
-                    while (!ct.IsCancellationRequested)
-                    {
-                        ServerMessage m = await conn.ReceiveAsync(ct).ConfigureAwait(false);
-                        if (m == null) return;  // closed by the server normally
-                        byte[] pixels = null;
-                        if (m.Kind == ServerKind.Chunk) pixels = CopyPixels(m.Chunk, ring);
-                        inbox.Enqueue(new Pending { Message = m, Pixels = pixels });
-                        if (m.Kind == ServerKind.Closed) return;
-                    }
-                }
-                catch (OperationCanceledException) when (ct.IsCancellationRequested) { return; }
-                catch (ShotStreamException e) when (e.Code != 0)
-                {
-                    inbox.Enqueue(new Pending { Error = e.Message });  // the server refused: do not retry
-                    return;
-                }
-                catch (Exception e)
-                {
-                    inbox.Enqueue(new Pending { Error = "ShotStreamClient: " + e.Message });
-                    if (!opened || !policy.ShouldRetry(0)) return;
-                }
-                finally
-                {
-                    lock (connLock) { if (connection == conn) connection = null; }
-                    if (ring != null) ring.Dispose();
-                    if (conn != null) conn.Dispose();
-                }
-                try { await Task.Delay(policy.DelayFor(0), ct).ConfigureAwait(false); }
-                catch (OperationCanceledException) { return; }
-            }
+            loop = Task.Run(() => RunAsync(r, uri, tok, open, policy, timeout, source));
         }
 
         /// <summary>True while the background connect/receive loop runs.</summary>
         public bool IsRunning { get { return loop != null && !loop.IsCompleted; } }
 
-        byte[] CopyPixels(FrameChunk chunk, RingReader ring)
+        // Owns `source` (disposes it when it ends). `failures` counts consecutive failed attempts and sessions that
+        // ended before delivering a chunk, across reconnects: a server that accepts and drops every session is given
+        // up on like one that refuses connections. The first failure of a streak is reported at once (so a client
+        // that retries forever does not fail silently), the rest only when the client gives up.
+        async Task RunAsync(int runId, Uri uri, string tok, OpenSession open, ReconnectPolicy policy, TimeSpan timeout, CancellationTokenSource source)
+        {
+            var ct = source.Token;
+            int failures = 0;
+            bool streakReported = false;
+            string lastFailure = null;
+            try
+            {
+                while (true)
+                {
+                    ShotStreamConnection conn = null;
+                    RingReader ring = null;
+                    int id = 0;
+                    try
+                    {
+                        conn = await ShotStreamConnection.ConnectAndOpenAsync(uri, tok, open, timeout, ct).ConfigureAwait(false);
+                        var layout = conn.Session.Ring;
+                        if (layout != null)
+                        {
+                            string why = null;
+                            try { ring = new RingReader(layout.Path, (int)layout.SlotCount, (long)layout.SlotBytes, (int)layout.HeaderBytes, (int)layout.SlotHeaderBytes); }
+                            catch (Exception e) { why = "cannot map the shared-memory ring " + layout.Path + " (" + e.Message + ")"; }
+                            if (why != null)
+                            {
+                                if (open.Transport == Core.Transport.Inline)
+                                {
+                                    Enqueue(runId, 0, "ShotStreamClient: the server sent a shared-memory ring to an inline session and it " + why);
+                                    return;
+                                }
+                                // A setup error, not a network one: every retry would open a server session whose ring
+                                // this process cannot map either. End this one and ask for inline frames instead
+                                // (`open` is this loop's own copy).
+                                Enqueue(runId, 0, "ShotStreamClient: " + why + ": shared memory needs the client and the server on the same host, "
+                                    + "run by the same user; using Inline instead");
+                                open.Transport = Core.Transport.Inline;
+                                await conn.CloseAsync(ct).ConfigureAwait(false);
+                                continue;
+                            }
+                        }
+                        id = Interlocked.Increment(ref connectionIds);
+                        lock (connLock)
+                        {
+                            if (ct.IsCancellationRequested || runId != Volatile.Read(ref run)) return;  // closed meanwhile
+                            connection = conn;
+                            liveConnection = id;
+                        }
+                        streakReported = false;
+                        if (AfterConnectForTest != null) AfterConnectForTest();
+                        inbox.Enqueue(new Pending { Run = runId, Connection = id, Message = new ServerMessage(ServerKind.Opened, conn.Session) });
+                        string reason = null;
+                        while (reason == null)
+                        {
+                            ServerMessage m = await conn.ReceiveAsync(ct).ConfigureAwait(false);
+                            if (m == null) reason = "the server closed the connection";
+                            else if (m.Kind == ServerKind.Closed) reason = m.Closed.Reason;
+                            else
+                            {
+                                byte[] pixels = null;
+                                if (m.Kind == ServerKind.Chunk)
+                                {
+                                    failures = 0;  // the session works: a later drop starts the count over
+                                    pixels = CopyPixels(runId, id, m.Chunk, ring);
+                                }
+                                inbox.Enqueue(new Pending { Run = runId, Connection = id, Message = m, Pixels = pixels });
+                            }
+                        }
+                        inbox.Enqueue(new Pending { Run = runId, Connection = id, Ended = reason });
+                        // A restart: the server will be back. Anything else ("client", a server that closes without
+                        // saying why) ended the session on purpose.
+                        if (reason != "server shutdown") return;
+                        lastFailure = "the server shut down";
+                    }
+                    catch (Exception) when (ct.IsCancellationRequested) { return; }  // Close(): whatever failed, failed because of it
+                    catch (Exception e)
+                    {
+                        bool transient = ReconnectPolicy.IsTransient(e);
+                        if (id != 0) inbox.Enqueue(new Pending { Run = runId, Connection = id, Ended = (transient ? "connection lost: " : "error: ") + e.Message });
+                        if (!transient)
+                        {
+                            // A refused handshake, a server error, a malformed message, a bug: another attempt would
+                            // fail the same way.
+                            Enqueue(runId, 0, "ShotStreamClient: " + e.Message);
+                            return;
+                        }
+                        lastFailure = e.Message;
+                    }
+                    finally
+                    {
+                        lock (connLock)
+                        {
+                            if (conn != null && connection == conn) { connection = null; liveConnection = 0; }
+                        }
+                        if (ring != null) ring.Dispose();
+                        if (conn != null) conn.Dispose();
+                    }
+                    if (runId != Volatile.Read(ref run)) return;  // closed while `close` was going out
+                    if (!policy.ShouldRetry(failures))
+                    {
+                        Enqueue(runId, 0, "ShotStreamClient: gave up after " + (failures + 1) + (failures == 0 ? " failure: " : " failures in a row: ") + lastFailure);
+                        return;
+                    }
+                    if (!streakReported)
+                    {
+                        Enqueue(runId, 0, "ShotStreamClient: " + lastFailure + " (retrying)");
+                        streakReported = true;
+                    }
+                    await Task.Delay(policy.DelayFor(failures), ct).ConfigureAwait(false);
+                    failures++;
+                }
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
+            finally { source.Dispose(); }
+        }
+
+        void Enqueue(int runId, int connectionId, string error)
+        {
+            inbox.Enqueue(new Pending { Run = runId, Connection = connectionId, Error = error });
+        }
+
+        byte[] CopyPixels(int runId, int connectionId, FrameChunk chunk, RingReader ring)
         {
             long n = chunk.ExpectedPixelBytes;
             if (n <= 0 || n > int.MaxValue) return null;
@@ -222,7 +332,8 @@ namespace ShotStream.Unity
                 RingReadStatus status;
                 var s = chunk.RingSlot;
                 if (ring.TryRead((int)s.Slot, s.Sequence, (long)s.Offset, (long)s.Length, buf, out status)) return buf;
-                inbox.Enqueue(new Pending { Error = "ShotStreamClient: chunk " + chunk.ChunkSeq + " lost in the shared-memory ring (" + status + ")" });
+                Enqueue(runId, connectionId, "ShotStreamClient: chunk " + chunk.ChunkSeq + " lost in the shared-memory ring (" + status
+                    + ", seq_begin " + ring.LastSeqBegin + ", seq_end " + ring.LastSeqEnd + ")");
             }
             Return(buf);
             return null;
@@ -245,12 +356,14 @@ namespace ShotStream.Unity
 
         static readonly Func<int, ConcurrentBag<byte[]>> NewBag = _ => new ConcurrentBag<byte[]>();
 
-        /// <summary>Test seam: hands a server event to the main-thread queue as the receive loop would
-        /// (<paramref name="pixels"/>: the chunk's pixel copy, returned to the pool after dispatch).</summary>
+        /// <summary>Test seam: hands a server event to the main-thread queue as the receive loop would, as if from
+        /// the live connection (<paramref name="pixels"/>: the chunk's pixel copy, returned to the pool after dispatch).</summary>
         internal void Deliver(ServerMessage message, byte[] pixels = null)
         {
             if (message == null) throw new ArgumentNullException(nameof(message));
-            inbox.Enqueue(new Pending { Message = message, Pixels = pixels });
+            int id;
+            lock (connLock) id = liveConnection;
+            inbox.Enqueue(new Pending { Run = run, Connection = id, Message = message, Pixels = pixels });
         }
 
         void Update() { Pump(Time.realtimeSinceStartupAsDouble); }
@@ -261,17 +374,23 @@ namespace ShotStream.Unity
             Pending p;
             while (inbox.TryDequeue(out p))
             {
-                if (p.Message == null) { Report(p.Error); continue; }
-                try { Dispatch(p, nowSeconds); }
+                try
+                {
+                    if (p.Run != run) continue;  // from a loop Close() ended
+                    if (p.Message != null) Dispatch(p, nowSeconds);
+                    else if (p.Ended != null) EndSession(p.Ended);
+                    else Report(p.Error);
+                }
                 catch (Exception e) { Debug.LogException(e); }
                 finally { Return(p.Pixels); }
             }
+            bool waitForScreen = screen != null && screen.isActiveAndEnabled;
             while (acks.Count > 0)
             {
                 var a = acks.Peek();
-                if (screen != null && screen.PresentedFrameIndex < a.LastFrameIndex) break;
+                if (waitForScreen && a.LastFrameIndex >= 0 && screen.PresentedFrameIndex < a.LastFrameIndex) break;
                 acks.Dequeue();
-                Send(ClientMessage.AckMessage(a.Seq));
+                SendAck(a);
             }
         }
 
@@ -284,32 +403,51 @@ namespace ShotStream.Unity
                     Session = m.Opened;
                     acks.Clear();
                     pixelPools.Clear();
-                    if (screen != null) screen.OnSessionOpened(Session);
-                    sessionOpened.Invoke(Session);
+                    // Queued cues go out before any user code runs: a throwing screen or listener must not strand them.
                     ClientMessage[] toSend;
                     lock (unsent) { toSend = unsent.ToArray(); unsent.Clear(); }
                     foreach (var c in toSend) Send(c);
+                    if (screen != null)
+                    {
+                        try { screen.OnSessionOpened(Session); }
+                        catch (Exception e) { Report("ShotStreamClient: the screen cannot show this session: " + e.Message); }
+                    }
+                    Raise(sessionOpened, Session);
                     break;
-                case ServerKind.ShotStarted: shotStarted.Invoke(m.ShotStarted); break;
-                case ServerKind.ShotFinished: shotFinished.Invoke(m.ShotFinished); break;
-                case ServerKind.TakeStarted: takeStarted.Invoke(m.TakeStarted); break;
-                case ServerKind.TakeSaved: takeSaved.Invoke(m.TakeSaved); break;
-                case ServerKind.Error: Report("ShotStream server error " + m.Error.Code + ": " + m.Error.Message); break;
+                case ServerKind.ShotStarted: Raise(shotStarted, m.ShotStarted); break;
+                case ServerKind.ShotFinished: Raise(shotFinished, m.ShotFinished); break;
+                case ServerKind.TakeStarted: Raise(takeStarted, m.TakeStarted); break;
+                case ServerKind.TakeSaved: Raise(takeSaved, m.TakeSaved); break;
+                case ServerKind.Error:
+                    Report("ShotStream server error " + m.Error.Code + ": " + m.Error.Message);
+                    Raise(serverError, m.Error);
+                    break;
                 case ServerKind.Chunk:
                     var chunk = m.Chunk;
-                    long last = -1;
-                    if (screen != null && p.Pixels != null)
+                    long last = -1;  // -1: nothing to wait for, ack at once
+                    if (screen != null && screen.isActiveAndEnabled && p.Pixels != null)
                     {
                         if (chunk.Width != screen.Width || chunk.Height != screen.Height)
+                        {
+                            // Configure drops the queued frames and restarts the frame numbering the pending acks wait on.
+                            while (acks.Count > 0) SendAck(acks.Dequeue());
                             screen.Configure((int)chunk.Width, (int)chunk.Height);
+                        }
                         int accepted = screen.PushFrames(p.Pixels, 0, (int)chunk.NumFrames, now);
                         if (accepted < chunk.NumFrames)
                             Debug.LogWarning("ShotStreamClient: screen buffer full, dropped " + (chunk.NumFrames - accepted) + " frames of chunk " + chunk.ChunkSeq);
-                        last = screen.PushedFrames - 1;
+                        if (accepted > 0) last = screen.PushedFrames - 1;
                     }
-                    acks.Enqueue(new PendingAck { Seq = chunk.ChunkSeq, LastFrameIndex = last });
+                    acks.Enqueue(new PendingAck { Seq = chunk.ChunkSeq, LastFrameIndex = last, Connection = p.Connection });
                     break;
             }
+        }
+
+        void EndSession(string reason)
+        {
+            Session = null;
+            acks.Clear();  // their connection is gone
+            Raise(sessionClosed, reason);
         }
 
         /// <summary>Builds the cue message for a prompt (event id "unity-N", mode cut or wait).</summary>
@@ -319,7 +457,7 @@ namespace ShotStream.Unity
             if (chunks < 0) throw new ArgumentOutOfRangeException(nameof(chunks), "chunks must be >= 0 (0 = server default)");
             var cue = new Cue
             {
-                EventId = "unity-" + Interlocked.Increment(ref cueCounter),
+                EventId = "unity-" + Interlocked.Increment(ref cueCounter).ToString(CultureInfo.InvariantCulture),
                 Prompt = prompt,
                 NumChunks = (uint)chunks,
                 Mode = cut ? CueMode.Cut : CueMode.Wait,
@@ -328,7 +466,8 @@ namespace ShotStream.Unity
             return cue;
         }
 
-        /// <summary>Queues a shot: sent now when connected, else once the session opens. Returns its event id.</summary>
+        /// <summary>Queues a shot: sent now when connected, else once the session opens. Returns its event id.
+        /// A cut ends the current shot at its next chunk boundary; frames already queued on the screen still play.</summary>
         public string Cue(string prompt, int chunks = 0, bool cut = false, params string[] tags)
         {
             var cue = BuildCue(prompt, chunks, cut, tags);
@@ -353,6 +492,14 @@ namespace ShotStream.Unity
             else lock (unsent) unsent.Add(msg);
         }
 
+        // An ack belongs to the connection its chunk came from: after a reconnect the new session numbers its
+        // chunks afresh, so an old ack would credit (or be rejected by) the wrong session.
+        void SendAck(PendingAck a)
+        {
+            lock (connLock) { if (a.Connection != liveConnection) return; }
+            Send(ClientMessage.AckMessage(a.Seq));
+        }
+
         void Send(ClientMessage msg)
         {
             Task t;
@@ -362,9 +509,10 @@ namespace ShotStream.Unity
                 ShotStreamConnection conn;
                 lock (connLock) conn = connection;
                 if (conn == null) return;
-                t = conn.SendAsync(msg, cts != null ? cts.Token : CancellationToken.None);
+                t = conn.SendAsync(msg);
             }
-            t.ContinueWith(x => inbox.Enqueue(new Pending { Error = "ShotStreamClient: sending " + msg.Kind + " failed: " + x.Exception.GetBaseException().Message }),
+            int r = run;
+            t.ContinueWith(x => Enqueue(r, 0, "ShotStreamClient: sending " + msg.Kind + " failed: " + x.Exception.GetBaseException().Message),
                            TaskContinuationOptions.OnlyOnFaulted);
         }
 
@@ -372,26 +520,53 @@ namespace ShotStream.Unity
         {
             if (string.IsNullOrEmpty(message)) return;
             Debug.LogWarning(message);
-            error.Invoke(message);
+            Raise(error, message);
         }
 
-        /// <summary>Sends close, stops the loop and drops the connection. A take still recording is finished by
-        /// the service all the same, but no takeSaved is raised for it: StopTake first to get its path.</summary>
+        // A listener's exception is logged and goes no further: it must not cost the events queued after it.
+        static void Raise<T>(UnityEvent<T> e, T arg)
+        {
+            try { e.Invoke(arg); }
+            catch (Exception x) { Debug.LogException(x); }
+        }
+
+        /// <summary>Ends the session without blocking: sends `close`, drops whatever the loop still delivers, and stops
+        /// the loop once `close` is out (at most <see cref="CloseGrace"/> later: cancelling aborts the socket, which
+        /// would cut the message off). A take still recording is finished by the service all the same, but no
+        /// takeSaved is raised for it: StopTake first to get its path. Cues queued while not connected stay queued
+        /// for the next <see cref="Connect"/>.</summary>
         public void Close()
         {
             ShotStreamConnection conn;
-            lock (connLock) conn = connection;
-            if (conn != null)
+            lock (connLock) { conn = connection; connection = null; liveConnection = 0; }
+            run++;  // the loop checks it too: it installs no other connection from now on
+            var source = cts;
+            cts = null;
+            if (source != null)
             {
-                try { conn.CloseAsync().Wait(TimeSpan.FromSeconds(1)); } catch (Exception) { }
+                if (conn != null)
+                {
+                    TryCancel(source, CloseGrace);
+                    conn.SendAsync(ClientMessage.Close()).ContinueWith(t => TryCancel(source, TimeSpan.Zero));
+                }
+                else TryCancel(source, TimeSpan.Zero);
             }
-            if (cts != null) { cts.Cancel(); }
-            if (loop != null) { try { loop.Wait(TimeSpan.FromSeconds(2)); } catch (Exception) { } }
-            if (cts != null) { cts.Dispose(); cts = null; }
             loop = null;
             Session = null;
+            acks.Clear();
         }
 
-        void OnDestroy() { Close(); }
+        /// <summary>The longest a closed session's loop waits for its `close` message to go out.</summary>
+        public static readonly TimeSpan CloseGrace = TimeSpan.FromSeconds(1);
+
+        static void TryCancel(CancellationTokenSource source, TimeSpan after)
+        {
+            try
+            {
+                if (after > TimeSpan.Zero) source.CancelAfter(after);
+                else source.Cancel();
+            }
+            catch (ObjectDisposedException) { }  // the loop has ended (and disposed it)
+        }
     }
 }

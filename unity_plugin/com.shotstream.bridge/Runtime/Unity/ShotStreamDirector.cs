@@ -1,10 +1,19 @@
-// Game events -> shots: resolves an event through a ShotPromptMap and cues it on a ShotStreamClient.
+// Game events -> shots: resolves an event through a ShotPromptMap and cues it on a ShotStreamClient, and reports
+// the shot's progress back under the game event's name.
 using System;
 using System.Collections.Generic;
+using ShotStream.Core;
 using UnityEngine;
+using UnityEngine.Events;
 
 namespace ShotStream.Unity
 {
+    /// <summary>A game event's shot started or finished; the argument is the game event name given to Fire.</summary>
+    [Serializable] public sealed class GameEventShotEvent : UnityEvent<string> { }
+    /// <summary>A game event could not become a shot: (game event name, why). Raised when FireEvent cannot resolve
+    /// the event, and when the server rejects its cue.</summary>
+    [Serializable] public sealed class GameEventErrorEvent : UnityEvent<string, string> { }
+
     [AddComponentMenu("ShotStream/ShotStream Director")]
     public sealed class ShotStreamDirector : MonoBehaviour
     {
@@ -13,8 +22,76 @@ namespace ShotStream.Unity
         [Tooltip("Tag each cue with its game event name")]
         [SerializeField] bool tagWithEventName = true;
 
-        public ShotStreamClient Client { get { return client; } set { client = value; } }
+        [Header("Events (argument: the game event name)")]
+        public GameEventShotEvent shotStarted = new GameEventShotEvent();
+        public GameEventShotEvent shotFinished = new GameEventShotEvent();
+        public GameEventErrorEvent error = new GameEventErrorEvent();
+
+        // Cue event id -> game event name, for the cues of the current session. Emptied when the session ends:
+        // the server forgets its cues then, and a cut drops queued cues without a shotFinished.
+        readonly Dictionary<string, string> gameEvents = new Dictionary<string, string>();
+        UnityAction<ShotStarted> onShotStarted;
+        UnityAction<ShotFinished> onShotFinished;
+        UnityAction<ServerError> onServerError;
+        UnityAction<string> onSessionClosed;
+        ShotStreamClient listeningTo;
+
+        public ShotStreamClient Client
+        {
+            get { return client; }
+            set
+            {
+                client = value;
+                if (isActiveAndEnabled) Listen();
+            }
+        }
         public ShotPromptMap PromptMap { get { return promptMap; } set { promptMap = value; } }
+
+        void OnEnable() { Listen(); }
+
+        void OnDisable() { Unlisten(); }
+
+        void Listen()
+        {
+            if (listeningTo == client) return;
+            Unlisten();
+            if (client == null) return;
+            if (onShotStarted == null)
+            {
+                onShotStarted = s => Raise(shotStarted, s.EventId, false);
+                onShotFinished = s => Raise(shotFinished, s.EventId, true);
+                onServerError = e => { string game; if (Take(e.EventId, true, out game)) error.Invoke(game, e.Message); };
+                onSessionClosed = reason => gameEvents.Clear();
+            }
+            client.shotStarted.AddListener(onShotStarted);
+            client.shotFinished.AddListener(onShotFinished);
+            client.serverError.AddListener(onServerError);
+            client.sessionClosed.AddListener(onSessionClosed);
+            listeningTo = client;
+        }
+
+        void Unlisten()
+        {
+            if (listeningTo == null) return;
+            listeningTo.shotStarted.RemoveListener(onShotStarted);
+            listeningTo.shotFinished.RemoveListener(onShotFinished);
+            listeningTo.serverError.RemoveListener(onServerError);
+            listeningTo.sessionClosed.RemoveListener(onSessionClosed);
+            listeningTo = null;
+        }
+
+        void Raise(GameEventShotEvent e, string eventId, bool last)
+        {
+            string game;
+            if (Take(eventId, last, out game)) e.Invoke(game);
+        }
+
+        bool Take(string eventId, bool remove, out string game)
+        {
+            if (string.IsNullOrEmpty(eventId) || !gameEvents.TryGetValue(eventId, out game)) { game = null; return false; }
+            if (remove) gameEvents.Remove(eventId);
+            return true;
+        }
 
         /// <summary>Resolves <paramref name="eventName"/> with <paramref name="parameters"/> and cues it;
         /// returns the cue's event id. Unknown events and missing parameters throw (see ShotPromptMap.Resolve).</summary>
@@ -23,15 +100,22 @@ namespace ShotStream.Unity
             if (client == null) throw new InvalidOperationException("ShotStreamDirector '" + name + "' has no ShotStreamClient");
             if (promptMap == null) throw new InvalidOperationException("ShotStreamDirector '" + name + "' has no ShotPromptMap");
             ResolvedShot shot = promptMap.Resolve(eventName, parameters);
-            return tagWithEventName ? client.Cue(shot.Prompt, (int)shot.Chunks, shot.Cut, eventName)
-                                    : client.Cue(shot.Prompt, (int)shot.Chunks, shot.Cut);
+            string id = tagWithEventName ? client.Cue(shot.Prompt, (int)shot.Chunks, shot.Cut, eventName)
+                                         : client.Cue(shot.Prompt, (int)shot.Chunks, shot.Cut);
+            gameEvents[id] = eventName;
+            return id;
         }
 
-        /// <summary>For UnityEvent wiring (no parameters): fires an event whose template has none.</summary>
+        /// <summary>For UnityEvent wiring (no parameters): fires an event whose template has none; a failure is
+        /// logged and raised as <see cref="error"/>.</summary>
         public void FireEvent(string eventName)
         {
             try { Fire(eventName); }
-            catch (Exception e) { Debug.LogException(e); }
+            catch (Exception e)
+            {
+                Debug.LogException(e);
+                error.Invoke(eventName, e.Message);
+            }
         }
     }
 }

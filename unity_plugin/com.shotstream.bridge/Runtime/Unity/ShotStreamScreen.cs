@@ -9,19 +9,30 @@ namespace ShotStream.Unity
     /// <summary>
     /// Owns an RGBA32 <see cref="Texture2D"/> sized from the session (SessionOpened width/height) and
     /// presents frames from a <see cref="JitterBuffer"/> (16 fps by default) in Update, driving any of:
-    /// a RawImage, a Renderer's material (main texture), or a RenderTexture (Graphics.Blit).
+    /// a RawImage, a Renderer (through a MaterialPropertyBlock, so no material is instanced), or a
+    /// RenderTexture (Graphics.Blit).
     /// <para>Row order: the server sends frames top row first; Unity's texture origin is bottom-left
     /// (LoadRawTextureData's first row is the bottom one). Each new frame is copied row by row,
     /// reversed, into one reusable buffer (allocated when the size changes, never per frame) and
     /// that buffer is uploaded with LoadRawTextureData(byte[]) + Apply(false). Uploads allocate
     /// nothing per frame.</para>
+    /// <para>Unity sends no OnDestroy to this component in edit mode: code that uses it there (the
+    /// editor preview) calls <see cref="Release"/>.</para>
     /// </summary>
     [AddComponentMenu("ShotStream/ShotStream Screen")]
     public sealed class ShotStreamScreen : MonoBehaviour
     {
+        /// <summary>Jitter buffer capacity when no session has said how many frames can be in flight:
+        /// (2 chunks in flight + 1) x 12 frames, the gateway's defaults.</summary>
+        public const int FallbackCapacityFrames = 36;
+        /// <summary>Most frames an automatic capacity reserves (a bound on memory whatever a session announces).</summary>
+        public const int MaxAutomaticCapacityFrames = 4096;
+
         [Header("Targets (any, all optional)")]
         [SerializeField] RawImage rawImage = null;
         [SerializeField] Renderer targetRenderer = null;
+        [Tooltip("Texture property of the Renderer's shader that shows the frames: _MainTex (built-in pipeline), _BaseMap (URP Lit/Unlit), _BaseColorMap (HDRP Lit)")]
+        [SerializeField] string textureProperty = "_MainTex";
         [Tooltip("When set, each new frame is blitted into this RenderTexture")]
         [SerializeField] RenderTexture renderTexture = null;
 
@@ -30,12 +41,13 @@ namespace ShotStream.Unity
         [SerializeField] float framesPerSecond = 16f;
         [Tooltip("Frames queued before playback (re)starts")]
         [SerializeField] int startFrames = 4;
-        [Tooltip("Minimum jitter buffer capacity in frames (grown to hold the session's chunks in flight)")]
-        [SerializeField] int capacityFrames = 64;
+        [Tooltip("Jitter buffer capacity in frames; 0 = automatic: (chunks in flight + 1) x frames per chunk, what the server can send before an ack plus one chunk")]
+        [SerializeField] int capacityFrames = 0;
         [SerializeField] FilterMode filterMode = FilterMode.Bilinear;
 
         Texture2D texture;
         JitterBuffer jitter;
+        MaterialPropertyBlock block;
         byte[] flipped;
         int width, height;
         long pushedFrames;
@@ -54,9 +66,22 @@ namespace ShotStream.Unity
 
         public RawImage RawImage { get { return rawImage; } set { rawImage = value; Bind(); } }
         public Renderer TargetRenderer { get { return targetRenderer; } set { targetRenderer = value; Bind(); } }
+        /// <summary>Shader texture property the Renderer shows the frames through ("_MainTex"; "_BaseMap" for URP).</summary>
+        public string TextureProperty
+        {
+            get { return textureProperty; }
+            set
+            {
+                if (string.IsNullOrEmpty(value)) throw new ArgumentException("a texture property name is needed", nameof(value));
+                textureProperty = value;
+                Bind();
+            }
+        }
         public RenderTexture RenderTarget { get { return renderTexture; } set { renderTexture = value; } }
         /// <summary>Frames queued before playback (re)starts; applies at the next Configure/OnSessionOpened.</summary>
         public int StartFrames { get { return startFrames; } set { startFrames = Math.Max(1, value); } }
+        /// <summary>Jitter buffer capacity (0 = automatic from the session); applies at the next OnSessionOpened.</summary>
+        public int CapacityFrames { get { return capacityFrames; } set { capacityFrames = Math.Max(0, value); } }
 
         /// <summary>Sizes the texture and jitter buffer for a session (RGBA8 frames only).</summary>
         public void OnSessionOpened(SessionOpened session)
@@ -64,20 +89,34 @@ namespace ShotStream.Unity
             if (session == null) throw new ArgumentNullException(nameof(session));
             if (session.FrameFormat != FrameFormat.Rgba8)
                 throw new NotSupportedException("ShotStreamScreen needs FRAME_FORMAT_RGBA8 frames, the session uses " + ProtoEnums.Name(session.FrameFormat));
-            uint perChunk = Math.Max(session.FramesFirstChunk, session.FramesPerChunk);
-            int capacity = (int)Math.Min(4096u, Math.Max((uint)Math.Max(capacityFrames, 1), (session.MaxChunksInFlight + 1) * Math.Max(perChunk, 1u)));
+            uint perChunk = Math.Max(1u, Math.Max(session.FramesFirstChunk, session.FramesPerChunk));
+            // Unacked chunks are all the server can send; their frames are all that can queue up here.
+            long automatic = ((long)Math.Max(1u, session.MaxChunksInFlight) + 1) * perChunk;
+            int capacity = capacityFrames > 0 ? capacityFrames : (int)Math.Min(MaxAutomaticCapacityFrames, automatic);
             // never wait for more frames than the first chunk brings (a short shot would stall)
             int start = session.FramesFirstChunk > 0 ? (int)Math.Min((uint)Math.Max(startFrames, 1), session.FramesFirstChunk) : startFrames;
             Configure((int)session.Width, (int)session.Height, session.Fps > 0 ? session.Fps : framesPerSecond, capacity, start);
         }
 
-        /// <summary>(Re)creates the texture, the flip buffer and the jitter buffer.</summary>
-        public void Configure(int frameWidth, int frameHeight, double fps = 16.0, int capacity = 64, int start = 0)
+        /// <summary>Resizes for frames of another size, keeping the playback settings (fps, capacity, start
+        /// threshold) of the current session; queued frames are dropped.</summary>
+        public void Configure(int frameWidth, int frameHeight)
+        {
+            if (jitter != null) Configure(frameWidth, frameHeight, jitter.FramesPerSecond, jitter.Capacity, jitter.StartFrames);
+            else Configure(frameWidth, frameHeight, framesPerSecond, capacityFrames > 0 ? capacityFrames : FallbackCapacityFrames, startFrames);
+        }
+
+        /// <summary>(Re)creates the texture and the flip buffer when the size changes, and starts the jitter
+        /// buffer afresh; its frame buffers are reused when the frame size and capacity are unchanged (a new
+        /// session of the same server allocates nothing).</summary>
+        public void Configure(int frameWidth, int frameHeight, double fps, int capacity, int start)
         {
             if (frameWidth < 1 || frameHeight < 1) throw new ArgumentOutOfRangeException(nameof(frameWidth), "frame size must be positive");
+            if (capacity < 1) throw new ArgumentOutOfRangeException(nameof(capacity), "capacity must be positive");
+            start = Math.Min(Math.Max(start, 1), capacity);
             if (texture == null || width != frameWidth || height != frameHeight)
             {
-                if (texture != null) Destroy(texture);
+                if (texture != null) DestroyObject(texture);
                 texture = new Texture2D(frameWidth, frameHeight, TextureFormat.RGBA32, false);
                 texture.name = "ShotStream frame";
                 texture.filterMode = filterMode;
@@ -85,7 +124,8 @@ namespace ShotStream.Unity
                 width = frameWidth; height = frameHeight;
                 flipped = new byte[FrameBytes];
             }
-            jitter = new JitterBuffer(FrameBytes, Math.Max(capacity, 1), fps, Math.Min(Math.Max(start > 0 ? start : startFrames, 1), Math.Max(capacity, 1)));
+            if (jitter != null && jitter.FrameBytes == FrameBytes && jitter.Capacity == capacity) jitter.Reset(fps, start);
+            else jitter = new JitterBuffer(FrameBytes, capacity, fps, start);
             pushedFrames = 0;
             presentedFrameIndex = -1;
             Bind();
@@ -95,7 +135,15 @@ namespace ShotStream.Unity
         {
             if (texture == null) return;
             if (rawImage != null) rawImage.texture = texture;
-            if (targetRenderer != null && targetRenderer.material != null) targetRenderer.material.mainTexture = texture;
+            if (targetRenderer != null)
+            {
+                // A property block leaves the shared material alone: Renderer.material would clone it, and the
+                // clone would outlive this component.
+                if (block == null) block = new MaterialPropertyBlock();
+                targetRenderer.GetPropertyBlock(block);
+                block.SetTexture(textureProperty, texture);
+                targetRenderer.SetPropertyBlock(block);
+            }
         }
 
         /// <summary>Queues <paramref name="frameCount"/> top-down RGBA frames from source[offset..]
@@ -112,9 +160,6 @@ namespace ShotStream.Unity
             pushedFrames += accepted;
             return accepted;
         }
-
-        /// <summary>Marks the end of the stream (the last frame stays up).</summary>
-        public void CompleteAdding() { if (jitter != null) jitter.CompleteAdding(); }
 
         /// <summary>Shows the frame due at <paramref name="nowSeconds"/>; true when a new frame was uploaded.</summary>
         public bool Present(double nowSeconds)
@@ -142,13 +187,29 @@ namespace ShotStream.Unity
             if (renderTexture != null) Graphics.Blit(texture, renderTexture);
         }
 
-        void Update() { Present(Time.realtimeSinceStartupAsDouble); }
-
-        void OnDestroy()
+        /// <summary>Destroys the texture and frees the frame buffers (until the next Configure). Safe in edit and
+        /// play mode; the editor preview calls it because Unity sends no OnDestroy there.</summary>
+        public void Release()
         {
-            if (texture != null) Destroy(texture);
+            if (texture != null) DestroyObject(texture);
             texture = null;
             jitter = null;
+            flipped = null;
+            width = height = 0;
+            pushedFrames = 0;
+            presentedFrameIndex = -1;
         }
+
+        // Destroy is deferred to the end of the frame and only allowed in play mode; in edit mode Unity
+        // refuses it (and the texture would leak), so DestroyImmediate there.
+        static void DestroyObject(UnityEngine.Object o)
+        {
+            if (Application.isPlaying) Destroy(o);
+            else DestroyImmediate(o);
+        }
+
+        void Update() { Present(Time.realtimeSinceStartupAsDouble); }
+
+        void OnDestroy() { Release(); }
     }
 }

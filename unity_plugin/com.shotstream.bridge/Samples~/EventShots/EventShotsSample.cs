@@ -1,6 +1,6 @@
-// Sample: keys 1/2/3 fire named game events through a ShotStreamDirector; T starts and stops a take (an MP4
-// the service writes on its host). Without a ShotPromptMap asset assigned, the map of
-// EventShotsPromptMap.json is built in code. EventShots.unity is a ready scene with this wired up.
+// Sample: keys 1/2/3 fire named game events through a ShotStreamDirector, whose prompts come from the
+// EventShotsPromptMap asset; T starts and stops a take (an MP4 the service writes on its host).
+// EventShots.unity is a ready scene with this wired up.
 using System.Collections.Generic;
 using ShotStream.Unity;
 using UnityEngine;
@@ -17,15 +17,8 @@ namespace ShotStream.Samples
         void Start()
         {
             if (director == null) Debug.LogWarning("EventShots: no ShotStreamDirector assigned");
+            else if (director.PromptMap == null) Debug.LogWarning("EventShots: the director has no Prompt Map (assign EventShotsPromptMap)");
             else Debug.Log("EventShots: keys 1/2/3 fire enter_hall, draw_sword, dragon_attacks (cut); T starts/stops a take");
-            if (director != null && director.PromptMap == null)
-            {
-                var map = ScriptableObject.CreateInstance<ShotPromptMap>();
-                map.Add("enter_hall", "{character} enters a torch-lit hall, wide shot", 2, false)
-                   .Add("draw_sword", "close-up: {character} draws a glowing sword", 1, false)
-                   .Add("dragon_attacks", "a dragon crashes through the roof, chaos, fast camera", 3, true);
-                director.PromptMap = map;
-            }
             if (director != null && director.Client != null)
             {
                 var client = director.Client;

@@ -43,13 +43,14 @@ namespace ShotStream.Tests
         }
 
         [Test]
-        public void EncodeDecodeRoundTrip()
+        public void DecodesAFrameAtTheStartOfALargerReceiveBuffer()
         {
             byte[] frame = GatewayFrame(Pixels);
-            FrameChunk c = ChunkFrame.Decode(frame, 0, frame.Length);
-            byte[] again = ChunkFrame.Encode(c, c.Pixels);
-            FrameChunk d = ChunkFrame.Decode(again, 0, again.Length);
-            Assert.AreEqual(c.ToJson(), d.ToJson());
+            var buffer = new byte[frame.Length + 100];  // the connection's reusable buffer is larger than the message
+            frame.CopyTo(buffer, 0);
+            FrameChunk c = ChunkFrame.Decode(buffer, 0, frame.Length);
+            Assert.AreEqual(Pixels, c.Pixels.Count, "the bytes after the message are not pixels");
+            Assert.AreSame(buffer, c.Pixels.Array);
         }
 
         [Test]

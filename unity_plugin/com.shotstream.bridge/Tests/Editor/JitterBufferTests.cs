@@ -106,16 +106,19 @@ namespace ShotStream.Tests
         }
 
         [Test]
-        public void EndOfStreamIsNotAnUnderrun()
+        public void ResetStartsANewStreamInTheSameBuffers()
         {
-            var jb = new JitterBuffer(FrameBytes, 32, Fps, 4);
-            jb.Push(Frames(0, 2), 0, 2, 0.0);
-            jb.CompleteAdding();
-            Assert.AreEqual(0L, Shown(jb, 0.0), "plays out below the start threshold once the stream ended");
-            Assert.AreEqual(1L, Shown(jb, 1 / Fps));
-            Assert.AreEqual(1L, Shown(jb, 2 / Fps), "the last frame stays up");
-            Assert.AreEqual(JitterState.Ended, jb.State);
-            Assert.AreEqual(0, jb.Underruns);
+            var jb = new JitterBuffer(FrameBytes, 4, Fps, 1);
+            jb.Push(Frames(0, 4), 0, 4, 0.0);
+            JitterFrame before;
+            Assert.IsTrue(jb.TryGetFrame(0.0, out before));
+            jb.Reset(8.0, 2);
+            Assert.AreEqual(JitterState.Starting, jb.State);
+            Assert.AreEqual(0, jb.QueuedFrames, "the old stream's frames are dropped");
+            jb.Push(Frames(0, 2), 0, 2, 1.0);
+            Assert.AreEqual(0L, Shown(jb, 1.0), "frame indices start over");
+            Assert.AreEqual(1L, Shown(jb, 1.0 + 1 / 8.0), "at the new rate");
+            Assert.AreEqual(0L, jb.RefusedFrames);
         }
     }
 }

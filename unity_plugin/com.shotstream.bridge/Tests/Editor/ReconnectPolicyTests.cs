@@ -62,5 +62,32 @@ namespace ShotStream.Tests
             Assert.AreEqual(8u, e.Code);
             Assert.AreEqual("shotstream error 8: too many sessions", e.Message);
         }
+
+        [Test]
+        public void RetriesALostConnection()
+        {
+            int calls = 0;
+            int result = Policy().RunAsync(ct =>
+            {
+                if (++calls == 1) throw new ShotStreamException(0, "the connection to the server was lost", null, transient: true);
+                return Task.FromResult(7);
+            }, CancellationToken.None, (d, ct) => Task.FromResult(0)).GetAwaiter().GetResult();
+            Assert.AreEqual(7, result);
+            Assert.AreEqual(2, calls);
+        }
+
+        [Test]
+        public void DoesNotRetryARefusedHandshakeOrABug()
+        {
+            int calls = 0;
+            var refused = Assert.Throws<ShotStreamException>(() => Policy().RunAsync<int>(ct => { calls++; throw new ShotStreamException(0, "HTTP 401", null, false, 401); },
+                                                                                          CancellationToken.None, (d, ct) => Task.FromResult(0)).GetAwaiter().GetResult());
+            Assert.AreEqual(1, calls, "a wrong token stays wrong");
+            Assert.AreEqual(401, refused.HttpStatus);
+            calls = 0;
+            Assert.Throws<NullReferenceException>(() => Policy().RunAsync<int>(ct => { calls++; throw new NullReferenceException(); },
+                                                                               CancellationToken.None, (d, ct) => Task.FromResult(0)).GetAwaiter().GetResult());
+            Assert.AreEqual(1, calls, "a programming error is not a network failure");
+        }
     }
 }
