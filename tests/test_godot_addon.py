@@ -1,11 +1,16 @@
 """The Godot 4 addon (godot_plugin/addons/shotstream) and its demo project.
 
-* every .gd file parses, lints and is formatted clean with the pinned gdtoolkit;
-* protocol.gd's field table equals the proto's (no engine needed, so a proto change fails even here);
+* every .gd file parses, lints and is formatted clean with the pinned gdtoolkit, and is typed;
+* protocol.gd's field table has the proto's field names in order (no engine needed, so a proto change fails
+  even here; types are not compared: the proto's rules forbid re-typing a field within v1);
+* every script ships its Godot 4.4+ `.uid` file, and Godot reads it;
 * in a real Godot 4.6 (tests/godot_runner.py): golden messages both ways against the Python protocol code,
   the jitter buffer, player, shot map, director, reconnect policy and offline client, the demo scene and the
-  README's examples, reconnecting after a dropped connection (a scripted gateway), and a live session with a cut against the real service whose pixels must equal what the Python SDK receives for
-  the same story, plus the editor dock driving a session and a take.
+  README's examples, the client against a scripted gateway (reconnecting after a drop or a server shutdown,
+  fatal errors, timeouts, closing the socket itself, dropped and bad chunks, ack bookkeeping, reparenting and
+  pausing), and a live session with a cut against the real service whose pixels must equal what the Python
+  SDK receives for the same story, plus the editor dock driving a session and a take. Every error a run
+  prints must be one the test declares (assert_passed).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import importlib.util
 import inspect
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -121,7 +127,8 @@ def _gd_field_table() -> list[str]:
 
 
 def test_protocol_field_table_follows_the_proto():
-    """The same comparison the Godot goldens test makes, without an engine: a proto change fails here too."""
+    """The same comparison the Godot goldens test makes, without an engine: a proto change fails here too. Names
+    and order only: shotstream.v1 may add fields but never re-type one, so types cannot drift."""
     want = wire_goldens.field_lines()
     got = _gd_field_table()
     assert sorted(got) == sorted(want), (
@@ -139,6 +146,18 @@ def test_demo_project_and_plugin_files():
     script = re.search(r'^script="([^"]+)"', cfg, re.M)
     assert script and (ADDON / script[1]).is_file()
     assert "extends EditorPlugin" in (ADDON / script[1]).read_text(encoding="utf-8")
+    # Godot 4.4+ gives each script a `.uid` file; shipped ones keep references stable (test_demo.gd has Godot's
+    # ResourceUID parse each one back)
+    uids = {}
+    for script in sorted(PLUGIN.rglob("*.gd")):
+        uid = script.with_name(script.name + ".uid")
+        assert uid.is_file(), f"{uid.relative_to(PLUGIN)} is missing"
+        text = uid.read_text(encoding="utf-8")
+        assert re.fullmatch(r"uid://[a-y0-8]{1,13}\n", text), (uid.name, text)
+        uids[text] = script
+    assert len(uids) == len(list(PLUGIN.rglob("*.gd"))), "UIDs must be unique"
+    assert sorted(p.name.removesuffix(".uid") for p in PLUGIN.rglob("*.uid")) == sorted(
+        p.name for p in PLUGIN.rglob("*.gd")), "no .uid file without its script"
     # editor-only API stays in plugin.gd: everything else must load in an exported game
     for path in ADDON.glob("*.gd"):
         if path.name != "plugin.gd":
@@ -191,7 +210,12 @@ def test_goldens_both_ways_in_godot(tmp_path):
     require_engine()
     goldens = tmp_path / "goldens"
     wire_goldens.write(goldens, CLIENT_NAME)
-    run = run_godot(GODOT_TESTS / "test_protocol.gd", files={"goldens": goldens}, args={"goldens": "res://goldens"})
+    run = run_godot(GODOT_TESTS / "test_protocol.gd", files={"goldens": goldens}, args={"goldens": "res://goldens"},
+                    expected_errors=[  # the encoder refuses bad input loudly
+                        "cannot encode ClientMessage: ClientMessage.cue has no field no_such_field",
+                        "ClientMessage.cue.num_chunks: int is not a valid uint32",
+                        "ClientMessage.cue.mode: 7 is not a CueMode value",
+                        "ClientMessage.ack.chunk_seq: String is not a valid uint64"])
     assert_passed(run)
     written = tmp_path / "godot_client"
     written.mkdir()
@@ -204,9 +228,22 @@ def test_goldens_both_ways_in_godot(tmp_path):
     assert wire_goldens.check(written, CLIENT_NAME, strict_names=names) == len(names)
 
 
+def _closed_port() -> int:
+    """A loopback port that was just free: nothing listens there, and it is no browser-blocked port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_units_in_godot():
     require_engine()
-    assert_passed(run_godot(GODOT_TESTS / "test_units.gd"))
+    port = _closed_port()
+    unreachable = re.escape(f"ShotStreamClient: could not open a session at ws://127.0.0.1:{port}/v1/direct")
+    assert_passed(run_godot(GODOT_TESTS / "test_units.gd", args={"closed_port": port}, expected_errors=[
+        "ERROR: ShotStreamPlayer: chunk 10 has 90 pixel bytes for 3 frames of 5x3: not playable",
+        re.compile(f"^WARNING: {unreachable} .* Retrying in 0.05 s \\(retry 1\\)"),
+        re.compile(f"^WARNING: {unreachable} .* Retrying in 0.10 s \\(retry 2\\)"),
+        re.compile(f"^ERROR: {unreachable} .*wrong token or path")]))
 
 
 def _readme_snippets() -> list[str]:
@@ -281,9 +318,86 @@ def test_live_session_matches_python_sdk(tmp_path):
         assert any(line.startswith("DOCK Saved dock-take") for line in run.lines), run.output
 
 
+class _Conn:
+    """One connection of the scripted gateway: what the client sent, and how the connection ended."""
+
+    def __init__(self, ws, record: dict) -> None:
+        self.ws = ws
+        self.record = record
+
+    async def recv(self) -> dict:
+        import json
+
+        message = json.loads(await self.ws.recv())
+        self.record["received"].append(message)
+        return message
+
+    async def recv_until(self, kind: str) -> dict:
+        while kind not in (message := await self.recv()):
+            pass
+        return message
+
+    async def send(self, **fields) -> None:
+        from service.gateway import encode_server_message
+        from service.protocol import pb
+
+        await self.ws.send(encode_server_message(pb.ServerMessage(**fields)))
+
+    async def open(self, **overrides) -> None:
+        """Read `open` and answer `opened`: 4x2 RGBA8, 1 frame per chunk, 2 credits unless overridden."""
+        from service.protocol import pb
+
+        assert "open" in await self.recv()
+        fields = dict(session_id=f"{self.record['scenario']}-{self.record['n']}", protocol_version=1, width=4,
+                      height=2, fps=16, frames_first_chunk=1, frames_per_chunk=1, max_chunks_per_shot=7,
+                      frame_format=pb.FRAME_FORMAT_RGBA8, transport=pb.TRANSPORT_INLINE, max_chunks_in_flight=2)
+        await self.send(opened=pb.SessionOpened(**{**fields, **overrides}))
+
+    async def chunk(self, seq: int, event_id: str, width: int = 4, height: int = 2, frames: int = 1,
+                    cut_pixels: int = 0) -> None:
+        from service.gateway import encode_server_message
+        from service.protocol import pb
+
+        pixels = bytes(frames * width * height * 4)
+        frame = encode_server_message(pb.ServerMessage(chunk=pb.FrameChunk(
+            chunk_seq=seq, event_id=event_id, num_frames=frames, width=width, height=height,
+            frame_format=pb.FRAME_FORMAT_RGBA8, last_in_shot=True, pixels=pixels)))
+        await self.ws.send(frame[:len(frame) - cut_pixels])
+
+    async def wait_for_acks(self, seqs: set[int]) -> None:
+        acked: set[int] = set()
+        while not seqs <= acked:
+            message = await self.recv()
+            if "ack" in message:
+                acked.add(int(message["ack"]["chunkSeq"]))
+
+    async def end(self, reason: str, closed: str | None = None) -> None:
+        """As the gateway ends a session: `closed` (when given), up to 2 s for the client to close the
+        WebSocket, then a close with 1000 and `reason`. Records whether the client closed first."""
+        import asyncio
+
+        from service.protocol import pb
+
+        if closed is not None:
+            await self.send(closed=pb.SessionClosed(reason=closed))
+        try:
+            await asyncio.wait_for(self.ws.wait_closed(), 2.0)
+        except asyncio.TimeoutError:
+            pass
+        self.closed_by_client()
+        await self.ws.close(1000, reason)
+
+    def closed_by_client(self) -> None:
+        protocol = self.ws.protocol
+        self.record["client_closed_first"] = bool(protocol.close_rcvd_then_sent)
+        self.record["client_close_code"] = protocol.close_rcvd.code if protocol.close_rcvd else None
+
+
 class _ScriptedGateway:
-    """A WebSocket server playing the gateway's side of two sessions: the first is dropped (TCP abort, no close
-    frame) after its first cue; the second gets one chunk (real SSC1 framing) and closes on `close`."""
+    """A WebSocket server playing the gateway's side of the scenarios in tests/godot/test_scripted.gd; the
+    connection URL's `s` query parameter picks the scenario (`_s_<name>`, which gets the connection's number
+    within its scenario). `connections` records each: scenario, n, path, the messages received, and whether
+    the client closed the WebSocket itself (`client_closed_first`, `client_close_code`)."""
 
     def __init__(self) -> None:
         import asyncio
@@ -301,7 +415,8 @@ class _ScriptedGateway:
         from websockets.asyncio.server import serve
 
         async def main() -> None:
-            async with serve(self._handle, "127.0.0.1", 0) as server:
+            self._freed = asyncio.Event()
+            async with serve(self._handle, "127.0.0.1", 0, compression=None, close_timeout=1) as server:
                 self.port = server.sockets[0].getsockname()[1]
                 self._stop = asyncio.Event()
                 self._ready.set()
@@ -310,35 +425,143 @@ class _ScriptedGateway:
         self._loop.run_until_complete(main())
 
     async def _handle(self, ws) -> None:
-        import json
+        from urllib.parse import parse_qs, urlsplit
 
-        from service.gateway import encode_server_message, to_json
+        from websockets.exceptions import ConnectionClosed
+
+        scenario = parse_qs(urlsplit(ws.request.path).query).get("s", [""])[0]
+        n = 1 + sum(c["scenario"] == scenario for c in self.connections)
+        record = {"scenario": scenario, "n": n, "path": ws.request.path, "received": [],
+                  "client_closed_first": None, "client_close_code": None}
+        self.connections.append(record)
+        try:
+            await getattr(self, f"_s_{scenario}")(_Conn(ws, record), n)
+        except ConnectionClosed:
+            pass
+
+    def scenario(self, name: str) -> list[dict]:
+        return [c for c in self.connections if c["scenario"] == name]
+
+    # -- scenarios (see test_scripted.gd) --
+
+    async def _s_drop(self, conn: _Conn, n: int) -> None:  # the first connection drops without a close frame
+        await conn.open()
+        await conn.recv_until("cue")
+        if n == 1:
+            conn.ws.transport.abort()
+            return
+        await conn.chunk(1, "b")
+        await conn.recv_until("close")
+        await conn.end("closed: client", closed="client")
+
+    async def _s_shutdown(self, conn: _Conn, n: int) -> None:
+        await conn.open()
+        if n == 1:
+            await conn.recv_until("cue")
+            await conn.end("closed: server shutdown", closed="server shutdown")
+            return
+        await conn.recv_until("close")
+        await conn.end("closed: client", closed="client")
+
+    async def _s_frame_shutdown(self, conn: _Conn, n: int) -> None:  # only the close frame says why
+        if n == 1:
+            await conn.open()
+            await conn.recv_until("cue")
+            await conn.ws.close(1000, "closed: server shutdown")
+            return
+        await self._s_shutdown(conn, n)
+
+    async def _s_fatal(self, conn: _Conn, n: int) -> None:
         from service.protocol import pb
 
-        n = len(self.connections) + 1
-        record = {"path": ws.request.path, "received": []}
-        self.connections.append(record)
+        assert "open" in await conn.recv()
+        message = "the server is full: 4 sessions are open"
+        await conn.send(error=pb.Error(code=8, message=message, fatal=True))
+        await conn.end(f"error 8: {message}")
 
-        async def recv() -> dict:
-            text = await ws.recv()
-            record["received"].append(text)
-            return json.loads(text)
+    async def _s_frame_fatal(self, conn: _Conn, n: int) -> None:
+        assert "open" in await conn.recv()
+        await conn.ws.close(1000, "error 8: the server is full: 4 sessions are open")
 
-        assert "open" in await recv()
-        await ws.send(to_json(pb.ServerMessage(opened=pb.SessionOpened(
-            session_id=f"fake-{n}", protocol_version=1, width=4, height=2, fps=16, frames_first_chunk=1,
-            frames_per_chunk=1, max_chunks_per_shot=7, frame_format=pb.FRAME_FORMAT_RGBA8,
-            transport=pb.TRANSPORT_INLINE, max_chunks_in_flight=2))))
-        await recv()  # the cue
-        if n == 1:
-            ws.transport.abort()  # a dropped connection: no close frame
-            return
-        await ws.send(encode_server_message(pb.ServerMessage(chunk=pb.FrameChunk(
-            chunk_seq=7, event_id="b", num_frames=1, width=4, height=2, frame_format=pb.FRAME_FORMAT_RGBA8,
-            last_in_shot=True, pixels=bytes(32)))))
-        while "close" not in await recv():
-            pass
-        await ws.send(to_json(pb.ServerMessage(closed=pb.SessionClosed(reason="client"))))
+    async def _s_silent(self, conn: _Conn, n: int) -> None:  # never answers open
+        assert "open" in await conn.recv()
+        await conn.ws.wait_closed()
+        conn.closed_by_client()
+
+    async def _s_deaf(self, conn: _Conn, n: int) -> None:  # ignores close, then stops reading
+        import asyncio
+
+        await conn.open()
+        await conn.recv_until("close")
+        conn.ws.transport.pause_reading()
+        try:
+            await asyncio.wait_for(conn.ws.wait_closed(), 3.0)
+        except asyncio.TimeoutError:
+            conn.ws.transport.abort()
+
+    async def _s_shm(self, conn: _Conn, n: int) -> None:
+        from service.protocol import pb
+
+        await conn.open(transport=pb.TRANSPORT_SHARED_MEMORY, ring=pb.RingLayout(path="/dev/shm/x", slot_count=2))
+        await conn.end("closed: client")
+
+    async def _s_overflow(self, conn: _Conn, n: int) -> None:  # 3 KB chunks, 3 credits
+        from service.protocol import pb
+
+        await conn.open(width=25, height=10, frames_first_chunk=3, frames_per_chunk=3, max_chunks_in_flight=3)
+        await conn.recv_until("cue")
+        for seq in (1, 2, 3):
+            await conn.chunk(seq, "burst", 25, 10, 3)
+        await conn.send(stats=pb.Stats(chunks_sent=3, frames_sent=9))
+        await conn.wait_for_acks({1, 2})
+        await conn.chunk(4, "burst", 25, 10, 3)
+        await conn.wait_for_acks({3, 4})
+        await conn.recv_until("close")
+        await conn.end("closed: client", closed="client")
+
+    async def _s_bad_chunk(self, conn: _Conn, n: int) -> None:
+        from service.gateway import to_json
+        from service.protocol import pb
+
+        await conn.open(max_chunks_in_flight=3)
+        await conn.recv_until("cue")
+        await conn.chunk(1, "bad", cut_pixels=1)  # one pixel byte short
+        await conn.ws.send(to_json(pb.ServerMessage(chunk=pb.FrameChunk(  # shared memory: no pixels
+            chunk_seq=2, event_id="bad", num_frames=1, width=4, height=2, frame_format=pb.FRAME_FORMAT_RGBA8,
+            ring_slot=pb.RingSlot(slot=0, sequence=1, offset=64, length=32)))))
+        await conn.chunk(3, "bad")
+        await conn.wait_for_acks({1, 2, 3})
+        await conn.recv_until("close")
+        await conn.end("closed: client", closed="client")
+
+    async def _s_acks(self, conn: _Conn, n: int) -> None:  # 1 credit: chunk 2 only after chunk 1's ack
+        from service.protocol import pb
+
+        await conn.open(max_chunks_in_flight=1)
+        assert (await conn.recv_until("cue"))["cue"]["eventId"] == "nope"
+        await conn.send(error=pb.Error(code=3, message="prompt rejected", event_id="nope"))
+        assert (await conn.recv_until("cue"))["cue"]["eventId"] == "gone"
+        await conn.send(shot_finished=pb.ShotFinished(event_id="gone", cut=True))
+        assert (await conn.recv_until("cue"))["cue"]["eventId"] == "shot"
+        await conn.chunk(1, "shot")
+        await conn.wait_for_acks({1})
+        await conn.chunk(2, "shot")
+        await conn.recv_until("close")
+        await conn.end("closed: client", closed="client")
+
+    async def _s_free(self, conn: _Conn, n: int) -> None:
+        await conn.open()
+        await conn.ws.wait_closed()
+        conn.closed_by_client()
+        self._freed.set()
+
+    async def _s_free_check(self, conn: _Conn, n: int) -> None:
+        import asyncio
+
+        await conn.open()
+        await asyncio.wait_for(self._freed.wait(), 5.0)
+        code = self.scenario("free")[0]["client_close_code"]
+        await conn.end("closed", closed=f"the freed client closed with {code}")
 
     def __enter__(self) -> _ScriptedGateway:
         self._thread.start()
@@ -350,20 +573,38 @@ class _ScriptedGateway:
         self._thread.join(10)
 
 
-def test_reconnect_after_a_dropped_connection_in_godot():
+def test_client_against_a_scripted_gateway_in_godot():
     require_engine()
-    import json
-
     with _ScriptedGateway() as gateway:
-        run = run_godot(GODOT_TESTS / "test_reconnect.gd", args={"url": f"ws://127.0.0.1:{gateway.port}/v1/direct"})
+        run = run_godot(GODOT_TESTS / "test_scripted.gd", args={"url": f"ws://127.0.0.1:{gateway.port}/v1/direct"},
+                        expected_errors=["Buffer payload full! Dropping data."])
     assert_passed(run)
-    assert len(gateway.connections) == 2, gateway.connections
-    for conn in gateway.connections:
-        assert conn["path"] == "/v1/direct?token=s3cr%20t%2F%26", conn["path"]
-    first, second = ([json.loads(t) for t in c["received"]] for c in gateway.connections)
+    drop = gateway.scenario("drop")
+    assert len(drop) == 2, drop
+    for conn in drop:
+        assert conn["path"] == "/v1/direct?s=drop&token=s3cr%20t%2F%26", conn["path"]
+    first, second = (c["received"] for c in drop)
     assert first[0]["open"]["clientName"] == "godot/ShotStream Godot tests"
     assert first[0]["open"]["seed"] == "9" and first[0]["open"]["frameFormat"] == "FRAME_FORMAT_RGBA8"
     assert first[1] == {"cue": {"eventId": "a", "prompt": "first shot", "mode": "CUE_MODE_WAIT"}}
     assert second[0] == first[0], "the new session opens like the first"
     assert second[1:] == [{"cue": {"eventId": "b", "prompt": "second shot", "mode": "CUE_MODE_WAIT"}},
-                          {"ack": {"chunkSeq": "7"}}, {"close": {}}]
+                          {"ack": {"chunkSeq": "1"}}, {"close": {}}]
+
+    # After `closed` or a fatal error the client closes the WebSocket itself, before the gateway's 2 s are up.
+    ended = [drop[1], *gateway.scenario("shutdown"), gateway.scenario("frame_shutdown")[1], *gateway.scenario("fatal"),
+             *gateway.scenario("shm"), *(gateway.scenario(name)[0] for name in ("overflow", "bad_chunk", "acks"))]
+    assert [(c["scenario"], c["client_closed_first"], c["client_close_code"]) for c in ended] == [
+        (c["scenario"], True, 1000) for c in ended]
+    assert [len(gateway.scenario(name)) for name in ("fatal", "frame_fatal", "silent", "shm")] == [1, 1, 1, 1], (
+        "a fatal error, a refused transport and (with 0 retries) a silent server are not retried")
+    assert gateway.scenario("silent")[0]["client_closed_first"] is True
+    assert gateway.scenario("deaf")[0]["received"][-1] == {"close": {}}
+
+    def acks(name: str) -> list[int]:
+        return [int(m["ack"]["chunkSeq"]) for m in gateway.scenario(name)[0]["received"] if "ack" in m]
+
+    assert sorted(acks("overflow")) == [1, 2, 3, 4], "the chunk dropped by the full buffer was acked"
+    assert sorted(acks("bad_chunk")) == [1, 2, 3], "undecodable and unplayable chunks were acked"
+    assert acks("acks") == [1], "chunk 1 was acked when the player was reconfigured (chunk 2 waits for its frame)"
+    assert gateway.scenario("free")[0]["client_close_code"] == 1000

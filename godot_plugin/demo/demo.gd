@@ -14,8 +14,9 @@ const ITEMS := ["sword", "lantern", "map", "crown"]
 ## Who the shots are about ({hero} in the prompts).
 @export var hero_name := "A young knight in a blue cloak"
 
+# What the server was last told (the server sends Stats only with chunks, so not while paused).
 var _paused := false
-var _recording := false
+var _recording := false  # between take_started and take_saved
 var _found := 0
 var _shot_line := ""
 
@@ -28,18 +29,26 @@ var _shot_line := ""
 func _ready() -> void:
 	director.bind_signal(self, "treasure_found", "discover", PackedStringArray(["item"]))
 	client.state_changed.connect(func(_s: int) -> void: _refresh())
-	client.shot_started.connect(_on_shot_started)
+	client.connected.connect(func(_session: Dictionary) -> void: _paused = false)
+	client.disconnected.connect(_on_disconnected)
+	client.shot_started.connect(
+		func(shot: Dictionary) -> void:
+			_show("Shot %d: %s" % [shot["shot_index"], shot["event_id"]])
+	)
+	client.take_started.connect(
+		func(_take_name: String, path: String) -> void:
+			_recording = true
+			_show("Recording into %s" % path)
+	)
 	client.take_saved.connect(
-		func(take: Dictionary) -> void: _shot_line = "Take saved: %s" % take["path"]
+		func(take: Dictionary) -> void:
+			_recording = false
+			_show("Take saved: %s" % take["path"])
 	)
 	client.error_received.connect(
-		func(_code: int, message: String, _fatal: bool) -> void: _shot_line = message
+		func(_code: int, message: String, _fatal: bool) -> void: _show(message)
 	)
-	director.fire_failed.connect(func(_e: String, message: String) -> void: _shot_line = message)
-	_refresh()
-
-
-func _process(_delta: float) -> void:
+	director.fire_failed.connect(func(_e: String, message: String) -> void: _show(message))
 	_refresh()
 
 
@@ -69,24 +78,40 @@ func handle_key(keycode: Key) -> String:
 			director.fire("calm")
 			did = "calm"
 		KEY_P:
+			did = "resume" if _paused else "pause"
 			if _paused:
 				client.resume()
 			else:
 				client.pause()
-			_paused = not _paused
-			did = "pause" if _paused else "resume"
+			if client.is_session_open():  # sent (else the client reported the error)
+				_paused = not _paused
 		KEY_T:
+			did = "take"
 			if _recording:
-				client.stop_take()
+				client.stop_take()  # _recording changes when the server answers
 			else:
 				client.start_take()
-			_recording = not _recording
-			did = "take"
 	return did
 
 
-func _on_shot_started(shot: Dictionary) -> void:
-	_shot_line = "Shot %d: %s" % [shot["shot_index"], shot["event_id"]]
+## True while generation is paused (as far as this demo knows).
+func is_paused() -> bool:
+	return _paused
+
+
+## True while a take is recording (between take_started and take_saved).
+func is_recording() -> bool:
+	return _recording
+
+
+func _on_disconnected(_reason: String) -> void:
+	_paused = false
+	_recording = false
+
+
+func _show(line: String) -> void:
+	_shot_line = line
+	_refresh()
 
 
 func _refresh() -> void:

@@ -1,8 +1,9 @@
 extends "res://tests/test_base.gd"
 ## The demo scene (godot_plugin/demo, passed as res://demo) loads with the addon, its nodes are
-## wired, and its keys fire the director's events (queued on the client: no server here). The
-## README's GDScript examples (res://readme/*.gd) compile, and the one that builds nodes in code
-## runs. args: {"snippets": [res paths], "run": [res path of the snippet to run]}
+## wired, and its keys fire the director's events (queued on the client: no server here); P and T
+## without a session change nothing. The README's GDScript examples (res://readme/*.gd) compile,
+## and the one that builds nodes in code runs. Every script's .uid file holds a valid UID.
+## args: {"snippets": [res paths], "run": [res path of the snippet to run]}
 
 const P := preload("res://addons/shotstream/protocol.gd")
 
@@ -10,6 +11,22 @@ const P := preload("res://addons/shotstream/protocol.gd")
 func run_tests() -> void:
 	await _demo()
 	await _readme_snippets()
+	_uid_files()
+
+
+## Every addon and demo script has a .uid file that Godot's ResourceUID reads as a valid UID.
+func _uid_files() -> void:
+	var count := 0
+	for dir: String in ["res://addons/shotstream", "res://demo"]:
+		for file in DirAccess.get_files_at(dir):
+			if not file.ends_with(".gd"):
+				continue
+			count += 1
+			var text := read_text("%s/%s.uid" % [dir, file]).strip_edges()
+			var id := ResourceUID.text_to_id(text)
+			check(id != ResourceUID.INVALID_ID, "%s.uid holds a UID: %s" % [file, text])
+			eq(text, ResourceUID.id_to_text(id), "%s.uid round-trips through ResourceUID" % file)
+	check(count >= 11, "every script checked (%d)" % count)
 
 
 func _readme_snippets() -> void:
@@ -20,8 +37,7 @@ func _readme_snippets() -> void:
 		check(script != null and script.can_instantiate(), "README snippet %s compiles" % path)
 	for path: String in args().get("run", []):
 		var node: Node = load(path).new()
-		add_child(node)
-		await get_tree().process_frame
+		add_child(node)  # its _ready builds the nodes, and the client starts connecting
 		var client: ShotStreamClient = null
 		var director: ShotStreamDirector = null
 		for child in node.get_children():
@@ -31,7 +47,9 @@ func _readme_snippets() -> void:
 				director = child
 		check(client != null and director != null, "README snippet %s builds the nodes" % path)
 		if client != null:
-			client.log_errors = false
+			client.log_errors = false  # no server here: quiet before the connect can fail
+		await get_tree().process_frame
+		if client != null:
 			var queued := client.queued_messages()
 			eq(1, queued.size(), "the README's fire() is queued for the session")
 			if queued.size() == 1:
@@ -89,4 +107,13 @@ func _demo() -> void:
 		eq(3, cues[3]["num_chunks"], "calm is 3 chunks")
 	check("1 explore" in demo.get_node("Status").text, "help text shown")
 	eq("", demo.handle_key(KEY_Z), "unbound key")
+	var errors: Array[String] = []
+	client.error_received.connect(func(_c: int, m: String, _f: bool) -> void: errors.append(m))
+	eq("pause", demo.handle_key(KEY_P), "P asks for a pause")
+	check(not demo.is_paused(), "no session: not paused")
+	eq("pause", demo.handle_key(KEY_P), "so P asks for a pause again")
+	eq("take", demo.handle_key(KEY_T), "T asks for a take")
+	check(not demo.is_recording(), "no session: not recording")
+	eq(3, errors.size(), "each refusal reported: %s" % [errors])
+	check("no open session" in demo.get_node("Status").text, "and shown")
 	demo.queue_free()

@@ -1,6 +1,7 @@
 extends "res://tests/test_base.gd"
 ## A live session against the real service (tiny engine) over the WebSocket gateway on loopback,
-## through ShotStreamClient + ShotStreamPlayer, then the editor dock against the same server.
+## through ShotStreamClient + ShotStreamPlayer, then the editor dock against the same server (a
+## bad seed is refused, and moving the dock keeps its session).
 ##
 ## Story (the Python test replays it with the SDK and compares): caption "A lighthouse on a
 ## stormy coast.", seed 5, 1 chunk in flight; cue "walk" (3 chunks); when "walk" starts, a CUT cue
@@ -173,12 +174,24 @@ func _dock(url: String, record: bool) -> void:
 	check(dock.cue_button.disabled, "cue disabled while disconnected")
 	dock.url_edit.text = url
 	dock.caption_edit.text = "A quiet harbour at dawn."
-	dock.seed_spin.value = 3
+	dock.seed_edit.text = "not a number"
+	dock.toggle_connection()
+	check(
+		dock.error_label.text.begins_with("Seed:"),
+		"a bad seed is refused: " + dock.error_label.text
+	)
+	eq(ShotStreamClient.State.DISCONNECTED, dock.client.state, "and nothing connects")
+	dock.seed_edit.text = "3"
 	dock.toggle_connection()
 	if not await _wait(func() -> bool: return dock.client.is_session_open(), "the dock to connect"):
 		dock.queue_free()
 		return
 	check(dock.status_label.text.begins_with("Open:"), "status: " + dock.status_label.text)
+	var slot := Node.new()  # the editor moves a dock by taking it out of the tree and back
+	add_child(slot)
+	dock.reparent(slot)
+	await get_tree().process_frame
+	check(dock.client.is_session_open(), "the dock's session survives a move")
 	check(not dock.cue_button.disabled, "cue enabled when open")
 	eq("Disconnect", dock.connect_button.text, "connect button toggles")
 	if record:
@@ -209,4 +222,4 @@ func _dock(url: String, record: bool) -> void:
 	)
 	eq("", dock.error_label.text, "no error in the dock")
 	print("DOCK " + dock.take_label.text.replace("\n", " "))
-	dock.queue_free()
+	slot.queue_free()

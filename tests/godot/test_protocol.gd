@@ -7,6 +7,7 @@ extends "res://tests/test_base.gd"
 
 const P := preload("res://addons/shotstream/protocol.gd")
 const U64_MAX := -1  # 2^64 - 1 as the same 64 bits
+const U64_MAX_STRING := "18446744073709551615"
 const ABOVE_DOUBLE := 9007199254740993  # 2^53 + 1
 
 var _dir := ""
@@ -141,7 +142,7 @@ func _test_server_goldens() -> void:
 
 	var k := _body("chunk_shm", "chunk")
 	eq(U64_MAX, k["chunk_seq"], "chunk seq 2^64-1 keeps its 64 bits")
-	eq(P.U64_MAX_STRING, P.u64_to_string(k["chunk_seq"]), "chunk seq prints unsigned")
+	eq(U64_MAX_STRING, P.u64_to_string(k["chunk_seq"]), "chunk seq prints unsigned")
 	eq('{"ack":{"chunkSeq":"18446744073709551615"}}', P.ack_message(k["chunk_seq"]), "ack it")
 	eq("boss", k["event_id"], "chunk event")
 	eq(1, k["shot_index"], "chunk shot")
@@ -310,6 +311,12 @@ func _test_chunk_frames() -> void:
 		# malformed frames: errors that say what is wrong
 		var e := P.decode_chunk_frame(frame.slice(0, frame.size() - 1))
 		check("pixel bytes" in e["error"], fmt + " short pixels: " + e["error"])
+		eq(3, e["chunk"].get("chunk_seq"), fmt + " short pixels: the header is still there")
+		var short := P.decode_server_binary(frame.slice(0, frame.size() - 1))
+		check("pixel bytes" in short["error"], fmt + " short pixels via decode_server_binary")
+		eq("chunk", short["kind"], fmt + " short pixels: still a chunk (its seq can be acked)")
+		eq(3, short["message"].get("chunk_seq"), fmt + " short pixels: chunk seq")
+		eq(PackedByteArray(), short["message"].get("pixels"), fmt + " short pixels: no pixels")
 		var longer := frame.duplicate()
 		longer.append(0)
 		check("pixel bytes" in P.decode_chunk_frame(longer)["error"], fmt + " extra pixels")
@@ -328,6 +335,8 @@ func _test_chunk_frames() -> void:
 		check("JSON" in P.decode_chunk_frame(bad_json)["error"], fmt + " bad JSON header")
 		var m2 := P.decode_server_binary(bad_json)
 		check(m2["error"] != "" and m2["kind"] == "", fmt + " bad JSON via decode_server_binary")
+		eq({}, m2["message"], fmt + " bad JSON: no header")
+		eq(frame.slice(0, 4), P.CHUNK_MAGIC.to_ascii_buffer(), fmt + " starts with CHUNK_MAGIC")
 
 
 func client_messages() -> Dictionary:

@@ -1,8 +1,10 @@
 extends "res://tests/test_base.gd"
 ## The addon's parts without a server: the jitter buffer (same cases as the Unity plugin's),
 ## the player (texture updated in place, target binding, frame content), the shot map and the
-## director (templates, errors, signal binding), the reconnect policy, and the client offline
-## (queued cues, input errors, an unreachable server retried with backoff).
+## director (templates, errors, signal binding, reparenting, freeing), the reconnect policy, and
+## the client offline (queued cues and their limits, input errors, close and abort, pausing, the
+## inbound buffer size, an unreachable server retried with backoff and reported).
+## args: {"closed_port": a loopback TCP port nothing listens on}
 
 signal no_args_fired
 signal two_args_fired(hero: String, place: String)
@@ -26,8 +28,12 @@ func run_tests() -> void:
 	_player_targets()
 	_shot_map()
 	_director()
+	_director_lifetime()
 	_policy()
 	await _client_offline()
+	_client_limits()
+	await _client_close_and_abort()
+	_client_pause()
 	await _client_unreachable()
 
 
@@ -287,6 +293,10 @@ func _player() -> void:
 	var bad := _chunk(10, 2, 5, 3, P.FrameFormat.RGB8, 1)
 	bad["num_frames"] = 3
 	eq(0, player.push_chunk(bad, 6.0), "a chunk whose pixels do not match is refused")
+	var configured := player.configurations
+	player.configure(5, 3, 16.0, 8, 1, P.FrameFormat.RGB8)
+	eq(configured + 1, player.configurations, "configure() is counted (frame indices restart)")
+	eq(0, player.pushed_frames, "indices restart")
 	player.queue_free()
 
 
@@ -411,9 +421,16 @@ func _director() -> void:
 		eq("An explosion.", cues[2]["prompt"], "zero-argument signal")
 		eq(P.CueMode.CUT, cues[2]["mode"], "cut cue")
 		eq("boom-3", cues[2]["event_id"], "event id of a bound signal")
+	eq(
+		ERR_ALREADY_IN_USE,
+		director.bind_signal(self, "no_args_fired", "boom"),
+		"the same signal and event twice"
+	)
+	no_args_fired.emit()
+	eq(4, client.queued_messages().size(), "bound once: one cue per emission")
 	director.unbind_all()
 	no_args_fired.emit()
-	eq(3, client.queued_messages().size(), "unbound: no more cues")
+	eq(4, client.queued_messages().size(), "unbound: no more cues")
 	eq(-1, ShotStreamDirector.signal_arg_count(self, "nothing"), "arg count of a missing signal")
 	eq(
 		2,
@@ -426,6 +443,32 @@ func _director() -> void:
 	button.free()
 	director.queue_free()
 	client.queue_free()
+
+
+## Bindings survive the director leaving the tree (reparenting) and end when it is freed.
+func _director_lifetime() -> void:
+	var client := ShotStreamClient.new()
+	client.connect_on_ready = false
+	var director := ShotStreamDirector.new()
+	director.client = client
+	director.shot_map = ShotStreamShotMap.new().add("boom", "An explosion.")
+	add_child(client)
+	add_child(director)
+	eq(OK, director.bind_signal(self, "no_args_fired", "boom"), "bound")
+	var holder := Node.new()
+	add_child(holder)
+	director.reparent(holder)
+	no_args_fired.emit()
+	eq(1, client.queued_messages().size(), "reparented: the binding still fires")
+	holder.remove_child(director)
+	no_args_fired.emit()
+	eq(2, client.queued_messages().size(), "out of the tree: still bound")
+	director.free()
+	no_args_fired.emit()
+	eq(2, client.queued_messages().size(), "freed: unbound")
+	eq(0, no_args_fired.get_connections().size(), "no connection left on the source")
+	holder.free()
+	client.free()
 
 
 func _policy() -> void:
@@ -464,7 +507,7 @@ func _client_offline() -> void:
 		eq(P.CueMode.CUT, P.decode_client_text(q[1])["message"]["mode"], "cut mode queued")
 	client.pause()
 	eq(4, errors.size(), "pause without a session is reported")
-	client.server_url = "http://127.0.0.1:1/v1/direct"
+	client.server_url = "http://127.0.0.1:9/v1/direct"
 	eq(ERR_INVALID_PARAMETER, client.open_session(), "bad URL scheme refused")
 	eq(ShotStreamClient.State.DISCONNECTED, client.state, "still disconnected")
 	check(client.effective_client_name().begins_with("godot/"), "client name godot/<project>")
@@ -472,11 +515,94 @@ func _client_offline() -> void:
 	await get_tree().process_frame
 
 
-func _client_unreachable() -> void:
+## Local limits: the queue, the gateway's message size, the open message, the inbound buffer.
+func _client_limits() -> void:
 	var client := ShotStreamClient.new()
 	client.connect_on_ready = false
 	client.log_errors = false
-	client.server_url = "ws://127.0.0.1:1/v1/direct"
+	var errors: Array[String] = []
+	client.error_received.connect(func(_c: int, m: String, _f: bool) -> void: errors.append(m))
+	for i in ShotStreamClient.MAX_QUEUED_CUES:
+		client.cue("shot %d" % i)
+	eq(ShotStreamClient.MAX_QUEUED_CUES, client.queued_messages().size(), "queue filled")
+	check(errors.is_empty(), "no error while it fills: %s" % [errors])
+	eq("", client.cue("one too many"), "a full queue refuses the cue")
+	eq(ShotStreamClient.MAX_QUEUED_CUES, client.queued_messages().size(), "the queue is capped")
+	check(errors.size() == 1 and "already waiting" in errors[0], "overflow reported: %s" % [errors])
+	client.abort()
+	eq(0, client.queued_messages().size(), "abort drops the queue")
+	var huge := "x".repeat(ShotStreamClient.MAX_CLIENT_MESSAGE_BYTES)
+	eq("", client.cue(huge), "a cue over the gateway's 64 KiB refused")
+	check(errors.size() == 2 and "at most 65536" in errors[1], "size reported: %s" % [errors])
+	var fits := "x".repeat(ShotStreamClient.MAX_CLIENT_MESSAGE_BYTES - 100)
+	eq("fits", client.cue(fits, "fits"), "a cue just under the limit is kept")
+	client.global_caption = huge
+	eq(ERR_INVALID_PARAMETER, client.open_session(), "an open over the limit refused")
+	eq(ShotStreamClient.State.DISCONNECTED, client.state, "not connecting")
+	# automatic inbound buffer: credits x the 1.3B model's largest chunk, plus the text messages
+	var rgba_chunk := 12 * 832 * 480 * 4 + ShotStreamClient.CHUNK_HEADER_BYTES
+	var text := ShotStreamClient.TEXT_MESSAGES_BYTES
+	eq(2 * rgba_chunk + text, client.effective_inbound_buffer_bytes(), "2 credits of RGBA8")
+	client.max_chunks_in_flight = 0
+	eq(2 * rgba_chunk + text, client.effective_inbound_buffer_bytes(), "0 = the server's 2")
+	client.max_chunks_in_flight = 5
+	client.frame_format = P.FrameFormat.RGB8
+	eq(
+		5 * (12 * 832 * 480 * 3 + ShotStreamClient.CHUNK_HEADER_BYTES) + text,
+		client.effective_inbound_buffer_bytes(),
+		"5 credits of RGB8"
+	)
+	client.inbound_buffer_bytes = 5000
+	eq(5000, client.effective_inbound_buffer_bytes(), "set by hand")
+	client.free()
+
+
+## close() outside an open session ends it with "client", abort() with "aborted"; both drop the
+## queued cues.
+func _client_close_and_abort() -> void:
+	var client := ShotStreamClient.new()
+	client.connect_on_ready = false
+	client.log_errors = false
+	client.server_url = "ws://127.0.0.1:%d/v1/direct" % int(args().get("closed_port", 9))
+	add_child(client)
+	var reasons: Array[String] = []
+	client.disconnected.connect(func(r: String) -> void: reasons.append(r))
+	client.cue("queued")
+	client.open_session()
+	eq(ShotStreamClient.State.CONNECTING, client.state, "connecting")
+	client.close()
+	eq(["client"], reasons, "close() while connecting")
+	eq(0, client.queued_messages().size(), "close drops the queue")
+	client.close()
+	eq(["client"], reasons, "close() when disconnected: nothing more")
+	client.open_session()
+	client.abort()
+	eq(["client", "aborted"], reasons, "abort()")
+	await get_tree().process_frame
+	eq(ShotStreamClient.State.DISCONNECTED, client.state, "still disconnected a frame later")
+	client.queue_free()
+
+
+## The client keeps processing while the game is paused; the player pauses with the game.
+func _client_pause() -> void:
+	var client := ShotStreamClient.new()
+	var player := ShotStreamPlayer.new()
+	client.connect_on_ready = false
+	add_child(client)
+	add_child(player)
+	get_tree().paused = true
+	check(client.can_process(), "the client processes while paused")
+	check(not player.can_process(), "the player pauses")
+	get_tree().paused = false
+	check(player.can_process(), "and resumes")
+	client.free()
+	player.free()
+
+
+func _client_unreachable() -> void:
+	var client := ShotStreamClient.new()
+	client.connect_on_ready = false
+	client.server_url = "ws://127.0.0.1:%d/v1/direct" % int(args().get("closed_port", 9))
 	client.reconnect_initial_s = 0.05
 	client.reconnect_max_s = 0.1
 	client.reconnect_max_retries = 2
@@ -501,7 +627,12 @@ func _client_unreachable() -> void:
 	eq(2, states.count(ShotStreamClient.State.WAITING_TO_RETRY), "waited twice")
 	eq(["unreachable"], reasons, "disconnected(unreachable)")
 	check(
-		errors.size() == 1 and errors[0].begins_with("F ") and "shotstream serve" in errors[0],
+		(
+			errors.size() == 1
+			and errors[0].begins_with("F ")
+			and "shotstream serve" in errors[0]
+			and "wrong token or path" in errors[0]
+		),
 		"one fatal, actionable error: %s" % [errors]
 	)
 	check(Time.get_ticks_msec() - t0 >= 140, "backoff delays were waited (0.05 + 0.1 s)")

@@ -10,22 +10,34 @@ extends Node
 ## [b]Credits[/b]: the server sends at most [member max_chunks_in_flight] chunks before they are
 ## acknowledged. With a [member player], a chunk is acked once the player has presented its last
 ## frame, so generation follows playback and nothing piles up. Without one, a chunk is acked right
-## after [signal chunk_received] (or by you with [method ack] when [member manual_ack] is on).
-## [br][br]
+## after [signal chunk_received] (or by you with [method ack] when [member manual_ack] is on). A
+## chunk that never arrived (a gap in chunk_seq, which counts up from 1), could not be decoded or
+## carries no playable pixels is reported and acked at once, even with [member manual_ack], so
+## its credit comes back.[br][br]
 ## [b]Connection[/b]: polled from [method Node._process] (or call [method poll] yourself with
-## [member auto_poll] off). A failed connect is retried with exponential backoff
-## ([member reconnect_initial_s] doubling up to [member reconnect_max_s], at most
-## [member reconnect_max_retries] times). A session that drops after it opened is reopened as a
-## [b]new[/b] session (a story cannot resume: the server freed its state); cues you send while no
-## session is open are queued and sent when the next one opens. A fatal server error (e.g.
-## RESOURCE_EXHAUSTED: too many sessions) is not retried. Errors go to the Output panel and to
-## [signal error_received].
+## [member auto_poll] off). The node processes while the game is paused
+## ([constant Node.PROCESS_MODE_ALWAYS], set in [method Object._init]; a [ShotStreamPlayer] stays
+## pausable), so pausing does not starve the connection. Leaving the tree (reparenting, moving a
+## dock) keeps the session; freeing the node closes it. A failed connect is retried with
+## exponential backoff ([member reconnect_initial_s] doubling up to [member reconnect_max_s], at
+## most [member reconnect_max_retries] times); a web build cannot tell a refused handshake (wrong
+## token or path) from an unreachable server, so both are retried the same way. A session that
+## drops after it opened, or that the server ends with [code]closed[/code] "server shutdown" (it
+## may be restarting), is reopened as a [b]new[/b] session (a story cannot resume: the server freed
+## its state); cues you send while no session is open are queued (at most
+## [constant MAX_QUEUED_CUES]) and sent when the next one opens. A fatal server error (e.g.
+## RESOURCE_EXHAUSTED: too many sessions) is not retried. After [code]closed[/code] or a fatal
+## error the client closes the WebSocket itself (some WebSocket stacks drop messages that arrive
+## just before a close frame). Errors go to the Output panel and to [signal error_received].
 
 ## The session opened: [param session] is the SessionOpened message (session_id, width, height,
-## fps, frames_first_chunk, frames_per_chunk, max_chunks_in_flight, model, random_weights, ...).
+## fps, frames_first_chunk, frames_per_chunk, max_chunks_per_shot, max_chunks_in_flight, model,
+## random_weights, ...).
 signal connected(session: Dictionary)
-## The session ended: "client" (after [method close]), "server shutdown", "error", "connection
-## lost", "unreachable" or "aborted".
+## The session ended: "client" (after [method close]), "server shutdown" (a reconnect follows
+## when [member auto_reconnect] is on), "error" (a fatal error), "connection lost" (a reconnect
+## follows when [member auto_reconnect] is on), "unreachable", "aborted" (after [method abort]) or
+## another reason the server gave in [code]closed[/code].
 signal disconnected(reason: String)
 ## The connection [enum State] changed.
 signal state_changed(state: int)
@@ -50,7 +62,8 @@ signal take_started(take_name: String, path: String)
 signal take_saved(take: Dictionary)
 ## An error: [param code] is a grpc status code from the server (3 INVALID_ARGUMENT, 8
 ## RESOURCE_EXHAUSTED, 9 FAILED_PRECONDITION, ...) or 0 for a local problem; [param fatal]: the
-## session is over.
+## session is over for good (nothing is retried). A non-fatal error leaves the session open, except
+## for a dropped connection or a server restart, after which a new session follows.
 signal error_received(code: int, message: String, fatal: bool)
 
 ## Connection states.
@@ -59,17 +72,39 @@ enum State {
 	CONNECTING,  ## WebSocket handshake in progress
 	OPENING,  ## [code]open[/code] sent, waiting for [code]opened[/code]
 	OPEN,  ## session open: cues, chunks, acks
-	CLOSING,  ## [code]close[/code] sent (or [code]closed[/code] received), waiting for the socket
+	CLOSING,  ## the session is ending ([code]close[/code] sent, or it ended): closing the socket
 	WAITING_TO_RETRY,  ## a connect failed or the session dropped; retrying after a delay
 }
 
 ## The gateway's default address (`shotstream serve` on this machine).
 const DEFAULT_URL := "ws://127.0.0.1:50052/v1/direct"
+## The largest client message the gateway accepts (its default max_control_message_bytes); it
+## closes the connection on a bigger one, so [method cue] and [method open_session] refuse them.
+const MAX_CLIENT_MESSAGE_BYTES := 65536
+## Cues kept while no session is open; [method cue] refuses more.
+const MAX_QUEUED_CUES := 64
+## Credits the server grants when [member max_chunks_in_flight] is 0 (its default).
+const SERVER_DEFAULT_CREDITS := 2
+## Frame width of the largest model (Wan 2.1 T2V 1.3B), for the automatic inbound buffer.
+const MODEL_WIDTH := 832
+## Frame height of the largest model.
+const MODEL_HEIGHT := 480
+## Frames in the largest model's biggest chunk.
+const MODEL_CHUNK_FRAMES := 12
+## Inbound buffer room per chunk for its JSON header.
+const CHUNK_HEADER_BYTES := 4096
+## Inbound buffer room for the text messages (stats, shot events) that arrive between polls.
+const TEXT_MESSAGES_BYTES := 262144
+## Seconds between WebSocket pings on native builds of Godot 4.4+ (ignored where unsupported).
+const HEARTBEAT_S := 10.0
 
 ## WebSocket URL of the gateway: [code]ws://HOST:PORT/v1/direct[/code]
 ## ([code]wss://[/code] with TLS).
 @export var server_url := DEFAULT_URL
 ## Bearer token when the server has one (sent as [code]?token=[/code], which web builds need).
+## An exported value is saved in the scene file in plain text: for a real secret, leave it empty
+## in the scene and set it from code at run time (e.g. from [method OS.get_environment] or a
+## config file outside the project).
 @export var token := ""
 ## The story's global caption, prefixed to every shot prompt.
 @export_multiline var global_caption := ""
@@ -98,12 +133,22 @@ const DEFAULT_URL := "ws://127.0.0.1:50052/v1/direct"
 @export_range(0.0, 600.0, 0.5, "suffix:s") var reconnect_max_s := 10.0
 ## Retries after a failure (negative: forever).
 @export var reconnect_max_retries := 5
-## Give up a WebSocket handshake after this long.
-@export_range(0.5, 120.0, 0.5, "suffix:s") var connect_timeout_s := 10.0
+## Give up the WebSocket handshake, and then the wait for [code]opened[/code], after this long
+## each (a failed connect: retried as above).
+@export_range(0.1, 120.0, 0.1, "suffix:s") var connect_timeout_s := 10.0
+## Closing waits this long for the server to end the session, then closes the socket from this
+## side and waits this long again before dropping it.
+@export_range(0.1, 60.0, 0.1, "suffix:s") var close_timeout_s := 5.0
 
 @export_group("Advanced")
-## Largest message the socket accepts (a 1.3B-model chunk is up to 19.2 MB).
-@export var inbound_buffer_bytes := 1 << 25
+## Bytes the socket can hold between two polls; a message that does not fit is dropped (the
+## engine prints "Buffer payload full"; the client reports the missing chunk and acks it). 0 =
+## automatic: room for the credits' chunks of the largest model, credits x (12 x 832 x 480 x
+## channels + [constant CHUNK_HEADER_BYTES]) + [constant TEXT_MESSAGES_BYTES] (38.6 MB for 2
+## credits of RGBA8; Godot allocates a ring of the next power of two above it plus a packet buffer
+## of its size). Set before connecting; [signal connected] is followed by an error when it is too
+## small for the session.
+@export var inbound_buffer_bytes := 0
 ## Poll the socket from _process. Off: call [method poll] yourself.
 @export var auto_poll := true
 ## Print errors and warnings to the Output panel (they always go to [signal error_received]).
@@ -119,7 +164,7 @@ var session: Dictionary:
 		return _session
 ## The last Stats message, {} before the first.
 var last_stats: Dictionary = {}
-## Sessions reopened after a dropped connection.
+## Sessions reopened after a dropped connection or a server shutdown.
 var reconnects := 0
 
 var _state := State.DISCONNECTED
@@ -129,14 +174,19 @@ var _policy := ShotStreamReconnectPolicy.new()
 var _retry := 0
 var _retry_at_ms := 0
 var _phase_started_ms := 0
-var _user_closed := false
-var _server_closed := false
-var _close_reason := ""
+var _ending := ""  # why the session ended, once known ("" while it goes on)
+var _reopen := false  # open a new session once the socket is closed (server shutdown)
+var _close_frame_sent := false
 var _was_opened := false
+var _next_seq := 0  # the chunk_seq expected next (0: none expected)
 var _unsent: Array[String] = []
-var _acks: Array[Array] = []
+var _acks: Array[Array] = []  # [chunk_seq, last frame index or -1, player.configurations]
 var _cue_counter := 0
 var _cue_sent_us: Dictionary = {}
+
+
+func _init() -> void:
+	process_mode = Node.PROCESS_MODE_ALWAYS
 
 
 func _ready() -> void:
@@ -149,13 +199,15 @@ func _process(_delta: float) -> void:
 		poll()
 
 
-func _exit_tree() -> void:
-	if _state != State.DISCONNECTED:
-		abort()
+func _notification(what: int) -> void:
+	if what == NOTIFICATION_PREDELETE and _ws != null:
+		_ws.close()  # freed: the server ends the session as if it had received close
+		_ws = null
 
 
-## Connects and opens a session (no-op unless [constant State.DISCONNECTED]). Returns OK or
-## ERR_INVALID_PARAMETER for a bad URL.
+## Connects and opens a session (no-op unless [constant State.DISCONNECTED]). Returns OK, or
+## ERR_INVALID_PARAMETER for a bad URL or an [code]open[/code] message too big for the gateway
+## (a huge [member global_caption]).
 func open_session() -> Error:
 	if _state != State.DISCONNECTED:
 		return OK
@@ -172,44 +224,49 @@ func open_session() -> Error:
 			true
 		)
 		return ERR_INVALID_PARAMETER
+	if _too_big(_open_message(), "open_session (the global caption)"):
+		return ERR_INVALID_PARAMETER
 	_policy = ShotStreamReconnectPolicy.new(
 		reconnect_initial_s, reconnect_max_s, reconnect_max_retries
 	)
 	_retry = 0
-	_user_closed = false
 	_start_socket()
 	return OK
 
 
-## Asks the server to end the session ([signal disconnected] follows with "client"). Cancels a
-## connect or retry in progress.
+## Ends the session politely ([signal disconnected] follows with "client"): asks the server to
+## end it when one is open, else cancels the connect or retry in progress. Drops the queued cues.
 func close() -> void:
+	_unsent.clear()
 	match _state:
 		State.OPEN:
-			_user_closed = true
+			_ending = "client"
 			_send(ShotStreamProtocol.close_message())
 			_phase_started_ms = Time.get_ticks_msec()
 			_set_state(State.CLOSING)
-		State.DISCONNECTED, State.CLOSING:
-			_user_closed = true
+		State.CLOSING:
+			_reopen = false
+		State.DISCONNECTED:
+			pass
 		_:
-			_user_closed = true
-			abort()
+			_drop_socket()
+			_finish("client")
 
 
-## Drops the connection at once (the server ends the session as if it had received close).
+## Drops the connection at once (the server ends the session as if it had received close;
+## [signal disconnected] follows with "aborted"). Drops the queued cues.
 func abort() -> void:
-	_user_closed = true
-	if _ws != null:
-		_ws.close()
-		_ws = null
-	_finish("aborted" if _close_reason == "" else _close_reason)
+	_drop_socket()
+	_unsent.clear()
+	_finish("aborted")
 
 
 ## Sends a shot for [param prompt]. [param event_id] "" = "godot-N"; [param num_chunks] 0 = the
-## server's full shot; [param mode] "wait" (after the current and queued shots) or "cut" (drop
-## queued cues, cut the current shot at its next chunk); [param tags] are echoed back. Sent now
-## when the session is open, else queued until it opens. Returns the event id ("" on bad input).
+## server's full shot (at most the session's max_chunks_per_shot, 7 for the 1.3B model);
+## [param mode] "wait" (after the current and queued shots) or "cut" (drop queued cues, cut the
+## current shot at its next chunk); [param tags] are echoed back. Sent now when the session is
+## open, else queued until it opens (at most [constant MAX_QUEUED_CUES]). Returns the event id
+## ("" on bad input, a full queue or a message over [constant MAX_CLIENT_MESSAGE_BYTES]).
 func cue(
 	prompt: String,
 	event_id: String = "",
@@ -217,26 +274,20 @@ func cue(
 	mode: String = "wait",
 	tags: PackedStringArray = PackedStringArray()
 ) -> String:
-	var cue_mode := ShotStreamProtocol.CueMode.WAIT
-	match mode.to_lower():
-		"wait":
-			cue_mode = ShotStreamProtocol.CueMode.WAIT
-		"cut":
-			cue_mode = ShotStreamProtocol.CueMode.CUT
-		_:
-			_report(0, 'ShotStreamClient.cue: mode must be "wait" or "cut", got "%s"' % mode)
-			return ""
-	if prompt.strip_edges().is_empty():
-		_report(0, "ShotStreamClient.cue: the prompt is empty: describe the shot")
+	var refusal := _cue_refusal(prompt, num_chunks, mode)
+	if not refusal.is_empty():
+		_report(0, "ShotStreamClient.cue: " + refusal)
 		return ""
-	if num_chunks < 0:
-		_report(0, "ShotStreamClient.cue: num_chunks must be >= 0 (0 = full shot)")
-		return ""
+	var cue_mode: ShotStreamProtocol.CueMode = (
+		ShotStreamProtocol.CueMode.CUT
+		if mode.to_lower() == "cut"
+		else ShotStreamProtocol.CueMode.WAIT
+	)
 	if event_id.is_empty():
 		_cue_counter += 1
 		event_id = "godot-%d" % _cue_counter
 	var text := ShotStreamProtocol.cue_message(event_id, prompt, num_chunks, cue_mode, tags)
-	if text.is_empty():
+	if text.is_empty() or _too_big(text, "cue"):
 		return ""
 	if _state == State.OPEN:
 		_cue_sent_us[event_id] = Time.get_ticks_usec()
@@ -295,8 +346,8 @@ func is_session_open() -> bool:
 	return _state == State.OPEN
 
 
-## Services the socket: handshake, incoming messages, due acks and retries. Called every frame
-## with [member auto_poll]; call it yourself otherwise.
+## Services the socket: handshake, incoming messages, due acks, retries and timeouts. Called
+## every frame with [member auto_poll]; call it yourself otherwise.
 func poll() -> void:
 	match _state:
 		State.DISCONNECTED:
@@ -316,14 +367,59 @@ func effective_client_name() -> String:
 	return "godot/" + str(ProjectSettings.get_setting("application/config/name", "Game"))
 
 
+## The inbound buffer the next connection gets: [member inbound_buffer_bytes], or when that is 0
+## room for the requested credits' chunks of the largest model.
+func effective_inbound_buffer_bytes() -> int:
+	if inbound_buffer_bytes > 0:
+		return inbound_buffer_bytes
+	var credits := max_chunks_in_flight if max_chunks_in_flight > 0 else SERVER_DEFAULT_CREDITS
+	return inbound_bytes_for(credits, MODEL_WIDTH, MODEL_HEIGHT, MODEL_CHUNK_FRAMES, frame_format)
+
+
+## Bytes an inbound buffer needs to hold [param credits] chunks of [param frames] frames of
+## [param width] x [param height] in [param pixel_format] (a [enum ShotStreamProtocol.FrameFormat])
+## and the text messages between them.
+static func inbound_bytes_for(
+	credits: int, width: int, height: int, frames: int, pixel_format: int
+) -> int:
+	var chunk := frames * width * height * ShotStreamProtocol.channels(pixel_format)
+	return maxi(credits, 1) * (chunk + CHUNK_HEADER_BYTES) + TEXT_MESSAGES_BYTES
+
+
+## Why a cue cannot be sent or queued ("" when it can).
+func _cue_refusal(prompt: String, num_chunks: int, mode: String) -> String:
+	if mode.to_lower() not in ["wait", "cut"]:
+		return 'mode must be "wait" or "cut", got "%s"' % mode
+	if prompt.strip_edges().is_empty():
+		return "the prompt is empty: describe the shot"
+	if num_chunks < 0:
+		return "num_chunks must be >= 0 (0 = full shot)"
+	var most: int = _session.get("max_chunks_per_shot", 0)
+	if most > 0 and num_chunks > most:
+		return "num_chunks %d is more than this session's %d chunks per shot" % [num_chunks, most]
+	if _state != State.OPEN and _unsent.size() >= MAX_QUEUED_CUES:
+		return "%d cues are already waiting for a session; dropped this one" % MAX_QUEUED_CUES
+	return ""
+
+
+func _open_message() -> String:
+	return ShotStreamProtocol.open_message(
+		global_caption, story_seed, effective_client_name(), frame_format, max_chunks_in_flight
+	)
+
+
 func _start_socket() -> void:
 	_ws = WebSocketPeer.new()
-	_ws.inbound_buffer_size = inbound_buffer_bytes
+	_ws.inbound_buffer_size = effective_inbound_buffer_bytes()
 	_ws.outbound_buffer_size = 1 << 20
 	_ws.max_queued_packets = 4096
-	_server_closed = false
-	_close_reason = ""
+	if "heartbeat_interval" in _ws:  # Godot 4.4+
+		_ws.set("heartbeat_interval", HEARTBEAT_S)
+	_ending = ""
+	_reopen = false
+	_close_frame_sent = false
 	_was_opened = false
+	_next_seq = 0
 	var url := server_url
 	if not token.is_empty():
 		url += ("&" if "?" in url else "?") + "token=" + token.uri_encode()
@@ -332,7 +428,7 @@ func _start_socket() -> void:
 	var err := _ws.connect_to_url(url)
 	if err != OK:
 		_ws = null
-		_on_closed(-1, error_string(err))
+		_on_socket_closed(-1, error_string(err))
 
 
 func _poll_socket() -> void:
@@ -341,35 +437,50 @@ func _poll_socket() -> void:
 	_ws.poll()
 	var ws_state := _ws.get_ready_state()
 	if ws_state == WebSocketPeer.STATE_CONNECTING:
-		if Time.get_ticks_msec() - _phase_started_ms > int(connect_timeout_s * 1000.0):
-			_ws.close()
-			_ws = null
-			_on_closed(-1, "handshake timed out after %.1f s" % connect_timeout_s)
+		if _phase_ms() > connect_timeout_s * 1000.0:
+			_drop_socket()
+			_on_socket_closed(-1, "handshake timed out after %.1f s" % connect_timeout_s)
 		return
 	if ws_state == WebSocketPeer.STATE_OPEN and _state == State.CONNECTING:
+		_phase_started_ms = Time.get_ticks_msec()
 		_set_state(State.OPENING)
-		_send(
-			ShotStreamProtocol.open_message(
-				global_caption,
-				story_seed,
-				effective_client_name(),
-				frame_format,
-				max_chunks_in_flight
-			)
-		)
+		_send(_open_message())
 	while _ws != null and _ws.get_available_packet_count() > 0:
 		var data := _ws.get_packet()
 		var is_text := _ws.was_string_packet()  # after get_packet(), not before
 		_handle_packet(data, is_text)
 	if _ws == null:
 		return
-	if ws_state == WebSocketPeer.STATE_CLOSED:
+	if _ws.get_ready_state() == WebSocketPeer.STATE_CLOSED:
 		var code := _ws.get_close_code()
 		var reason := _ws.get_close_reason()
 		_ws = null
-		_on_closed(code, reason)
-	elif _state == State.CLOSING and Time.get_ticks_msec() - _phase_started_ms > 5000:
-		_ws.close()  # the server did not end the session in time: close from our side
+		_on_socket_closed(code, reason)
+	elif _state == State.OPENING and _phase_ms() > connect_timeout_s * 1000.0:
+		_drop_socket()
+		_on_socket_closed(-1, "the server did not answer open within %.1f s" % connect_timeout_s)
+	elif _state == State.CLOSING and _phase_ms() > close_timeout_s * 1000.0:
+		if not _close_frame_sent:
+			_close_socket()  # the server did not end the session in time: close from this side
+		else:
+			_ws.close(-1)
+			_ws = null
+			_report(
+				0,
+				(
+					(
+						"ShotStreamClient: %s did not finish closing the connection within %.1f s;"
+						+ " dropped it"
+					)
+					% [server_url, close_timeout_s]
+				),
+				true
+			)
+			_on_socket_closed(-1, "close handshake timed out")
+
+
+func _phase_ms() -> float:
+	return float(Time.get_ticks_msec() - _phase_started_ms)
 
 
 func _handle_packet(data: PackedByteArray, is_text: bool) -> void:
@@ -380,6 +491,10 @@ func _handle_packet(data: PackedByteArray, is_text: bool) -> void:
 		m = ShotStreamProtocol.decode_server_binary(data)
 	if m["error"] != "":
 		_report(0, "ShotStreamClient: malformed message from the server: " + m["error"])
+		if m["kind"] == "chunk":  # its header was readable: give its credit back
+			var seq: int = m["message"]["chunk_seq"]
+			_note_seq(seq)
+			_send(ShotStreamProtocol.ack_message(seq))
 		return
 	var kind: String = m["kind"]
 	if kind.is_empty():
@@ -395,6 +510,7 @@ func _handle_packet(data: PackedByteArray, is_text: bool) -> void:
 		"chunk":
 			_on_chunk(body)
 		"shot_finished":
+			_cue_sent_us.erase(body["event_id"])
 			shot_finished.emit(body)
 		"stats":
 			last_stats = body
@@ -402,10 +518,8 @@ func _handle_packet(data: PackedByteArray, is_text: bool) -> void:
 		"error":
 			_on_server_error(body)
 		"closed":
-			_server_closed = true
-			_close_reason = body["reason"]
-			_phase_started_ms = Time.get_ticks_msec()
-			_set_state(State.CLOSING)
+			_end_session(body["reason"])
+			_close_socket()
 		"take_started":
 			take_started.emit(body["name"], body["path"])
 		"take_saved":
@@ -413,9 +527,25 @@ func _handle_packet(data: PackedByteArray, is_text: bool) -> void:
 
 
 func _on_opened(opened: Dictionary) -> void:
+	if opened["transport"] != ShotStreamProtocol.Transport.INLINE:
+		_end_session("error")
+		_report(
+			0,
+			(
+				(
+					"ShotStreamClient: the server opened the session with transport %s; this addon"
+					+ " asks for and reads only TRANSPORT_INLINE frames"
+				)
+				% ShotStreamProtocol.enum_name("Transport", opened["transport"])
+			),
+			true
+		)
+		_close_socket()
+		return
 	_session = opened
 	_was_opened = true
 	_retry = 0
+	_next_seq = 1
 	_acks.clear()
 	_cue_sent_us.clear()
 	if opened["protocol_version"] != ShotStreamProtocol.PROTOCOL_VERSION:
@@ -424,6 +554,35 @@ func _on_opened(opened: Dictionary) -> void:
 			(
 				"ShotStreamClient: the server speaks protocol %d, this addon %d: update one of them"
 				% [opened["protocol_version"], ShotStreamProtocol.PROTOCOL_VERSION]
+			)
+		)
+	var frames: int = maxi(opened["frames_first_chunk"], opened["frames_per_chunk"])
+	var need := inbound_bytes_for(
+		opened["max_chunks_in_flight"],
+		opened["width"],
+		opened["height"],
+		frames,
+		opened["frame_format"]
+	)
+	var have := _ws.inbound_buffer_size
+	if have < need:
+		_report(
+			0,
+			(
+				(
+					"ShotStreamClient: the inbound buffer (%d bytes) cannot hold this session's %d"
+					+ " chunks in flight of up to %d frames of %dx%d (%d bytes): chunks that do not"
+					+ " fit are dropped. Raise inbound_buffer_bytes (0 = automatic) or lower"
+					+ " max_chunks_in_flight."
+				)
+				% [
+					have,
+					opened["max_chunks_in_flight"],
+					frames,
+					opened["width"],
+					opened["height"],
+					need
+				]
 			)
 		)
 	if player != null and is_instance_valid(player):
@@ -443,19 +602,43 @@ func _on_opened(opened: Dictionary) -> void:
 
 
 func _on_chunk(chunk: Dictionary) -> void:
+	var seq: int = chunk["chunk_seq"]
+	_note_seq(seq)
+	var n: int = chunk["num_frames"]
+	var pixels: PackedByteArray = chunk["pixels"]
+	if n < 1 or pixels.size() != ShotStreamProtocol.expected_pixel_bytes(chunk):
+		_report(
+			0,
+			(
+				(
+					"ShotStreamClient: chunk %s carries %d pixel bytes for %d frames of %dx%d: not"
+					+ " playable, skipped (and acked)"
+				)
+				% [
+					ShotStreamProtocol.u64_to_string(seq),
+					pixels.size(),
+					n,
+					chunk["width"],
+					chunk["height"]
+				]
+			)
+		)
+		_send(ShotStreamProtocol.ack_message(seq))
+		return
 	var last := -1
+	var configurations := -1
 	if player != null and is_instance_valid(player):
-		var n: int = chunk["num_frames"]
 		var accepted := player.push_chunk(chunk)
 		if accepted < n:
 			_report(
 				0,
 				(
 					"ShotStreamClient: the player's buffer is full: dropped %d frames of chunk %s"
-					% [n - accepted, ShotStreamProtocol.u64_to_string(chunk["chunk_seq"])]
+					% [n - accepted, ShotStreamProtocol.u64_to_string(seq)]
 				)
 			)
 		last = player.pushed_frames - 1
+		configurations = player.configurations
 	var event_id: String = chunk["event_id"]
 	if _cue_sent_us.has(event_id):
 		var ms := (Time.get_ticks_usec() - int(_cue_sent_us[event_id])) / 1000.0
@@ -463,16 +646,45 @@ func _on_chunk(chunk: Dictionary) -> void:
 		cue_latency.emit(event_id, ms)
 	chunk_received.emit(chunk)
 	if not manual_ack:
-		_acks.append([chunk["chunk_seq"], last])
+		_acks.append([seq, last, configurations])
 		_send_due_acks()
+
+
+## Notes the arrival of chunk [param seq]; chunks skipped before it never arrived (dropped by a
+## full inbound buffer): reports them and acks them so their credits come back.
+func _note_seq(seq: int) -> void:
+	if _next_seq < 1 or seq < _next_seq:  # nothing expected yet, or a repeat
+		return
+	if seq > _next_seq:
+		_report(
+			0,
+			(
+				(
+					"ShotStreamClient: chunks %d to %d never arrived (dropped: on web builds a"
+					+ " message that does not fit inbound_buffer_bytes is dropped; raise it or lower"
+					+ " max_chunks_in_flight); acked them so the session goes on"
+				)
+				% [_next_seq, seq - 1]
+			)
+		)
+		var credits: int = maxi(_session.get("max_chunks_in_flight", 1), 1)
+		for missing in range(maxi(_next_seq, seq - credits), seq):  # at most the credits
+			_send(ShotStreamProtocol.ack_message(missing))
+	_next_seq = seq + 1
 
 
 func _send_due_acks() -> void:
 	while not _acks.is_empty() and _state == State.OPEN:
 		var a: Array = _acks[0]
-		if a[1] >= 0 and player != null and is_instance_valid(player):
-			if player.presented_frame_index < a[1]:
-				return
+		# frames of an earlier player configuration (size change, configure()) never play: ack now
+		if (
+			a[1] >= 0
+			and player != null
+			and is_instance_valid(player)
+			and player.configurations == a[2]
+			and player.presented_frame_index < a[1]
+		):
+			return
 		_acks.pop_front()
 		_send(ShotStreamProtocol.ack_message(a[0]))
 
@@ -480,30 +692,88 @@ func _send_due_acks() -> void:
 func _on_server_error(e: Dictionary) -> void:
 	var code: int = e["code"]
 	var fatal: bool = e["fatal"]
-	var about: String = "" if e["event_id"] == "" else ' (cue "%s")' % e["event_id"]
+	var event_id: String = e["event_id"]
+	_cue_sent_us.erase(event_id)
+	var about: String = "" if event_id.is_empty() else ' (cue "%s")' % event_id
 	var text := (
 		"ShotStream server error %s%s: %s"
 		% [ShotStreamProtocol.status_name(code), about, e["message"]]
 	)
 	if fatal:
-		_server_closed = true
-		_close_reason = "error"
+		_end_session("error")
 	_report(code, text, fatal, e["message"])
+	if fatal:
+		_close_socket()
 
 
-func _on_closed(code: int, reason: String) -> void:
+## The server ended the session (with [code]closed[/code] [param reason], or "error"): the first
+## reason wins; "server shutdown" reopens a new session once the socket is closed.
+func _end_session(reason: String) -> void:
+	if _ending.is_empty():
+		_ending = reason
+	_reopen = auto_reconnect and _ending == "server shutdown"
+
+
+## Closes the socket from this side (once) and waits for it in CLOSING.
+func _close_socket() -> void:
+	if _ws == null or _close_frame_sent:
+		return
+	_close_frame_sent = true
+	_ws.close(1000)
+	_phase_started_ms = Time.get_ticks_msec()
+	_set_state(State.CLOSING)
+
+
+func _drop_socket() -> void:
+	if _ws != null:
+		_ws.close()
+		_ws = null
+
+
+## The end of a close frame's reason as the gateway writes it: "closed: <reason>" or
+## "error <code>: <message>" (native builds can lose the messages just before the close frame).
+func _end_from_close_reason(reason: String) -> void:
+	if reason.begins_with("closed: "):
+		_end_session(reason.trim_prefix("closed: "))
+	elif reason.begins_with("error "):
+		var rest := reason.trim_prefix("error ")
+		var colon := rest.find(": ")
+		var code := (
+			rest.left(colon).to_int() if colon > 0 and rest.left(colon).is_valid_int() else 0
+		)
+		var message := rest.substr(colon + 2) if colon > 0 else rest
+		_end_session("error")
+		_report(
+			code,
+			(
+				"ShotStream server error %s: %s (from the close frame)"
+				% [ShotStreamProtocol.status_name(code), message]
+			),
+			true,
+			message
+		)
+
+
+func _on_socket_closed(code: int, reason: String) -> void:
 	_session = {}
 	_acks.clear()
-	if _user_closed or _server_closed:
-		_finish("client" if _user_closed and _close_reason == "" else _close_reason)
+	_cue_sent_us.clear()
+	if _ending.is_empty() and code == 1000:
+		_end_from_close_reason(reason)
+	if not _ending.is_empty():
+		if _reopen:
+			_reopen_session("the server shut down (it may be restarting)", "server shutdown")
+		else:
+			_finish(_ending)
 		return
 	var detail := "WebSocket close code %d%s" % [code, "" if reason.is_empty() else ", " + reason]
 	if not _was_opened:
 		var text := (
 			(
-				"ShotStreamClient: could not reach %s (%s). Is `shotstream serve` running there,"
-				+ " and are the host, the gateway port (default 50052), the path /v1/direct and"
-				+ " the token right?"
+				"ShotStreamClient: could not open a session at %s (%s). Is `shotstream serve`"
+				+ " running there, and are the host, the gateway port (default 50052), the path"
+				+ " /v1/direct and the token right? (A wrong token or path is refused at the"
+				+ " handshake, which looks the same as an unreachable server.)"
 			)
 			% [server_url, detail]
 		)
@@ -517,22 +787,27 @@ func _on_closed(code: int, reason: String) -> void:
 			_report(0, text, true)
 			_finish("unreachable")
 		return
-	var lost := (
-		"ShotStreamClient: the connection to %s was lost (%s). A story cannot resume: %s"
-		% [
-			server_url,
-			detail,
-			"reconnecting as a new session." if auto_reconnect else "the session is over."
-		]
+	_reopen_session("the connection to %s was lost (%s)" % [server_url, detail], "connection lost")
+
+
+## A session that was open is gone ([param what] happened): a new one when
+## [member auto_reconnect] is on, else the end.
+func _reopen_session(what: String, reason: String) -> void:
+	_report(
+		0,
+		(
+			"ShotStreamClient: %s. A story cannot resume: %s"
+			% [what, "reconnecting as a new session." if auto_reconnect else "the session is over."]
+		),
+		not auto_reconnect
 	)
-	_report(0, lost, not auto_reconnect)
-	if auto_reconnect:
-		reconnects += 1
-		_retry = 0
-		_schedule_retry(_policy.delay_for(0))
-	else:
-		_set_state(State.DISCONNECTED)
-	disconnected.emit("connection lost")
+	if not auto_reconnect:
+		_finish(reason)
+		return
+	reconnects += 1
+	_retry = 0
+	_schedule_retry(_policy.delay_for(0))
+	disconnected.emit(reason)
 
 
 func _schedule_retry(delay_s: float) -> void:
@@ -540,9 +815,12 @@ func _schedule_retry(delay_s: float) -> void:
 	_set_state(State.WAITING_TO_RETRY)
 
 
+## The end for good: nothing is retried and the queued cues are dropped.
 func _finish(reason: String) -> void:
 	_session = {}
 	_acks.clear()
+	_cue_sent_us.clear()
+	_unsent.clear()
 	if _state == State.DISCONNECTED:
 		return
 	_set_state(State.DISCONNECTED)
@@ -557,11 +835,29 @@ func _send_if_open(text: String, what: String) -> void:
 
 
 func _send(text: String) -> void:
-	if text.is_empty() or _ws == null:
+	if text.is_empty() or _ws == null or _ws.get_ready_state() != WebSocketPeer.STATE_OPEN:
 		return
 	var err := _ws.send_text(text)
 	if err != OK:
 		_report(0, "ShotStreamClient: sending failed (%s)" % error_string(err))
+
+
+## True (and reported) when [param text] is over the gateway's message limit.
+func _too_big(text: String, what: String) -> bool:
+	var size := text.to_utf8_buffer().size()
+	if size <= MAX_CLIENT_MESSAGE_BYTES:
+		return false
+	_report(
+		0,
+		(
+			(
+				"ShotStreamClient.%s: the message is %d bytes; the gateway accepts at most %d"
+				+ " (it would close the connection): shorten it"
+			)
+			% [what, size, MAX_CLIENT_MESSAGE_BYTES]
+		)
+	)
+	return true
 
 
 func _set_state(s: State) -> void:

@@ -15,8 +15,9 @@ enum Mode {
 ## The shot prompt, e.g. "{hero} draws a sword in the {place}". [code]{{[/code] and
 ## [code]}}[/code] are literal braces.
 @export_multiline var prompt_template := ""
-## Chunks to generate (0 = the server's full shot, 7 chunks / 81 frames for the 1.3B model).
-@export_range(0, 64) var num_chunks := 0
+## Chunks to generate: 0 = the server's full shot (7 chunks / 81 frames for the 1.3B model), else
+## at most the session's max_chunks_per_shot (7 for the 1.3B model; the client refuses more).
+@export_range(0, 7, 1, "or_greater") var num_chunks := 0
 ## Cut the current shot or wait for it.
 @export var mode := Mode.WAIT
 ## Labels echoed back on the shot's messages (the director adds the event name).

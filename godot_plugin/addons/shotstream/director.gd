@@ -10,7 +10,8 @@ extends Node
 ## director.bind_signal($Door, "opened_by", "enter", ["hero"]) # signal argument 0 -> {hero}
 ## [/codeblock]
 ## An unknown event or a missing parameter is an error ([signal fire_failed] and the Output panel),
-## never a silently wrong prompt.
+## never a silently wrong prompt. Bindings last until [method unbind_all] or until the director is
+## freed; leaving the tree (reparenting) keeps them.
 
 ## [param event_name] became the cue [param event_id] with [param prompt].
 signal shot_cued(event_name: String, event_id: String, prompt: String)
@@ -58,14 +59,19 @@ func fire(event_name: String, params: Dictionary = {}) -> String:
 
 ## Fires [param event_name] every time [param source] emits [param signal_name]. The signal's
 ## arguments become template parameters by position: argument i is named [param param_names][i]
-## (extra arguments are ignored). Returns OK, or ERR_INVALID_PARAMETER when the signal does not
-## exist or has more than [constant MAX_SIGNAL_ARGS] arguments.
+## (extra arguments are ignored). Returns OK; ERR_ALREADY_IN_USE when [param source]'s
+## [param signal_name] is already bound to [param event_name] (nothing changes: it still fires
+## once); ERR_INVALID_PARAMETER when the signal does not exist or has more than
+## [constant MAX_SIGNAL_ARGS] arguments.
 func bind_signal(
 	source: Object,
 	signal_name: StringName,
 	event_name: String,
 	param_names: PackedStringArray = PackedStringArray()
 ) -> Error:
+	for b: Dictionary in _bindings:
+		if b["source"] == source and b["signal"] == signal_name and b["event"] == event_name:
+			return ERR_ALREADY_IN_USE
 	var argc := signal_arg_count(source, signal_name)
 	if argc < 0:
 		_fail(
@@ -107,7 +113,9 @@ func bind_signal(
 	var err := source.connect(signal_name, callable)
 	if err != OK:
 		return err
-	_bindings.append({"source": source, "signal": signal_name, "callable": callable})
+	_bindings.append(
+		{"source": source, "signal": signal_name, "event": event_name, "callable": callable}
+	)
 	return OK
 
 
@@ -135,8 +143,9 @@ static func signal_arg_count(source: Object, signal_name: StringName) -> int:
 	return -1
 
 
-func _exit_tree() -> void:
-	unbind_all()
+func _notification(what: int) -> void:
+	if what == NOTIFICATION_PREDELETE:
+		unbind_all()
 
 
 func _fire_from_signal(values: Array, event_name: String, param_names: PackedStringArray) -> void:

@@ -6,7 +6,9 @@ extends VBoxContainer
 ##
 ## Built in code from plain Controls with its own [ShotStreamClient] and [ShotStreamPlayer]
 ## children, so it also runs outside the editor (the tests drive it in a game build). Nothing here
-## touches the editor API; [code]plugin.gd[/code] only adds it as a dock.
+## touches the editor API; [code]plugin.gd[/code] only adds it as a dock. Moving the dock (which
+## takes it out of the tree and back) keeps the session; the session ends when the dock is freed
+## (the plugin is disabled or the editor quits).
 
 ## Server URL field.
 var url_edit: LineEdit
@@ -14,15 +16,15 @@ var url_edit: LineEdit
 var token_edit: LineEdit
 ## Global caption field.
 var caption_edit: LineEdit
-## Seed field.
-var seed_spin: SpinBox
+## Seed field (a uint64 in decimal, 0 to 18446744073709551615).
+var seed_edit: LineEdit
 ## Connect / Disconnect button.
 var connect_button: Button
 ## Connection status line.
 var status_label: Label
 ## Shot prompt.
 var prompt_edit: TextEdit
-## Chunks of the next shot (0 = full shot).
+## Chunks of the next shot (0 = full shot; at most the session's max_chunks_per_shot).
 var chunks_spin: SpinBox
 ## Queues the prompt after the current shot.
 var cue_button: Button
@@ -83,10 +85,14 @@ func toggle_connection() -> void:
 	if client.state != ShotStreamClient.State.DISCONNECTED:
 		client.close()
 		return
+	var parsed_seed := ShotStreamProtocol.parse_u64(seed_edit.text.strip_edges())
+	if parsed_seed["error"] != "":
+		error_label.text = "Seed: " + String(parsed_seed["error"])
+		return
 	client.server_url = url_edit.text.strip_edges()
 	client.token = token_edit.text.strip_edges()
 	client.global_caption = caption_edit.text
-	client.story_seed = int(seed_spin.value)
+	client.story_seed = parsed_seed["value"]
 	error_label.text = ""
 	client.open_session()
 
@@ -115,11 +121,7 @@ func _build() -> void:
 	token_edit = _line("Token", "", "none")
 	token_edit.secret = true
 	caption_edit = _line("Caption", "", "global caption of the story")
-	seed_spin = SpinBox.new()
-	seed_spin.min_value = 0
-	seed_spin.max_value = 2147483647
-	seed_spin.step = 1
-	_row("Seed", seed_spin)
+	seed_edit = _line("Seed", "0", "0 to 18446744073709551615")
 	connect_button = Button.new()
 	connect_button.pressed.connect(toggle_connection)
 	add_child(connect_button)
@@ -134,7 +136,7 @@ func _build() -> void:
 	add_child(prompt_edit)
 	chunks_spin = SpinBox.new()
 	chunks_spin.min_value = 0
-	chunks_spin.max_value = 64
+	chunks_spin.max_value = 7  # the 1.3B model's; each session sets its own
 	chunks_spin.value = 2
 	chunks_spin.tooltip_text = "Chunks of the shot (0 = full shot)"
 	var buttons := HBoxContainer.new()
@@ -229,7 +231,9 @@ func _on_state_changed(_state: int) -> void:
 		)
 
 
-func _on_connected(_session: Dictionary) -> void:
+func _on_connected(session: Dictionary) -> void:
+	if session["max_chunks_per_shot"] > 0:
+		chunks_spin.max_value = session["max_chunks_per_shot"]
 	_on_state_changed(client.state)
 
 

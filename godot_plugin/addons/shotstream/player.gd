@@ -9,9 +9,12 @@ extends Node
 ## [StandardMaterial3D] or a shader parameter. Set [member target] and [member target_property]
 ## to assign it automatically, e.g. a TextureRect and "texture", or a MeshInstance3D and
 ## "material_override:albedo_texture".[br][br]
-## [b]No per-frame allocation[/b]: the texture and its [Image] are created once per frame size and
-## updated in place ([method Image.blit_rect] + [method ImageTexture.update]); each chunk's pixels
-## are wrapped, without a copy, in one Image holding its frames stacked vertically.[br][br]
+## [b]No per-frame allocation[/b] with RGBA8 frames (the default): the texture and its [Image] are
+## created once per frame size and updated in place ([method Image.blit_rect] +
+## [method ImageTexture.update]); each chunk's pixels are wrapped, without a copy, in one Image
+## holding its frames stacked vertically. With RGB8 frames the Forward+ and Mobile renderers
+## convert each update to RGBA (a copy per frame) on GPUs without a 3-byte texture format (most
+## desktop GPUs).[br][br]
 ## Give it to a [ShotStreamClient] ([member ShotStreamClient.player]) and the client feeds it and
 ## acks each chunk once its last frame is on screen.
 
@@ -67,6 +70,9 @@ var height: int:
 var pushed_frames := 0
 ## Arrival index of the frame on screen (-1 before the first).
 var presented_frame_index := -1
+## How many times [method configure] ran (it restarts the frame indices; a client that waits for
+## a frame index of an earlier configuration acks at once, as that frame will never play).
+var configurations := 0
 
 var _texture: ImageTexture
 var _frame_image: Image
@@ -93,7 +99,8 @@ func configure_for_session(opened: Dictionary) -> void:
 	configure(opened["width"], opened["height"], rate, capacity, start, opened["frame_format"])
 
 
-## (Re)creates the jitter buffer and, when the size or format changes, the texture.
+## (Re)creates the jitter buffer and, when the size or format changes, the texture. Frames
+## queued before are dropped and the frame indices restart at 0.
 ## [param frame_format] is a [enum ShotStreamProtocol.FrameFormat].
 func configure(
 	frame_width: int,
@@ -133,6 +140,7 @@ func configure(
 	)
 	pushed_frames = 0
 	presented_frame_index = -1
+	configurations += 1
 
 
 ## Queues a chunk's frames (a FrameChunk with pixels, as [signal ShotStreamClient.chunk_received]

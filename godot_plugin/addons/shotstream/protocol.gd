@@ -22,9 +22,10 @@ extends RefCounted
 ## @GlobalScope.push_error]) for a field that does not exist or has the wrong type.[br][br]
 ## [b]Keeping up with the proto[/b]: [constant MESSAGES] and [constant ENUMS] list every field of
 ## every message and every value of every enum a Direct session carries, in proto order. The tests
-## compare them with the list the Python side derives from
+## compare their names and order with the list the Python side derives from
 ## [code]proto/shotstream/v1/shotstream.proto[/code], so a proto change the addon does not follow
-## fails the tests.
+## fails the tests. Types are not compared: the proto's rules forbid changing a field's type
+## within v1 (a new type means a new field).
 
 ## FrameFormat values.
 enum FrameFormat { UNSPECIFIED = 0, RGB8 = 1, RGBA8 = 2 }
@@ -35,12 +36,10 @@ enum CueMode { UNSPECIFIED = 0, WAIT = 1, CUT = 2 }
 
 ## The only protocol version this addon speaks (OpenSession.protocol_version).
 const PROTOCOL_VERSION := 1
-## Magic of a binary chunk frame.
+## Magic of a binary chunk frame (its first 4 bytes, ASCII).
 const CHUNK_MAGIC := "SSC1"
 ## Bytes before the JSON header of a binary chunk frame: magic + u32 length.
 const CHUNK_PREFIX_BYTES := 8
-## 2^64 - 1 in decimal, the largest uint64.
-const U64_MAX_STRING := "18446744073709551615"
 
 ## Proto enum value names, index = number.
 const ENUMS := {
@@ -210,9 +209,6 @@ const MESSAGES := {
 	],
 }
 
-## Messages made of one oneof: exactly one field is set (its name is the message "kind").
-const ONEOF_MESSAGES := ["ClientMessage", "ServerMessage"]
-
 ## grpc.StatusCode names of the error codes a server sends.
 const STATUS_NAMES := {
 	0: "OK",
@@ -234,7 +230,6 @@ const STATUS_NAMES := {
 	16: "UNAUTHENTICATED",
 }
 
-const _SCALARS := ["uint32", "uint64", "double", "bool", "string", "bytes"]
 const _U32_MAX := 4294967295
 const _TWO_POW_32 := 4294967296
 const _TWO_POW_53 := 9007199254740992
@@ -343,12 +338,8 @@ static func encode_chunk_frame(chunk: Dictionary) -> PackedByteArray:
 	header.erase("pixels")
 	var text := encode_message("FrameChunk", header)
 	var json := text.to_utf8_buffer()
-	var out := PackedByteArray()
+	var out := CHUNK_MAGIC.to_ascii_buffer()
 	out.resize(CHUNK_PREFIX_BYTES)
-	out[0] = 0x53
-	out[1] = 0x53
-	out[2] = 0x43
-	out[3] = 0x31
 	out.encode_u32(4, json.size())
 	out.append_array(json)
 	out.append_array(pixels)
@@ -374,29 +365,26 @@ static func decode_client_text(text: String) -> Dictionary:
 
 ## Decodes one binary frame from the server. An SSC1 frame gives
 ## [code]{"kind": "chunk", "message": {... "pixels": PackedByteArray}, "error": ""}[/code]; a frame
-## with another magic (reserved for future versions) gives kind "" and no error (skip it).
+## with another magic (reserved for future versions) gives kind "" and no error (skip it). A
+## malformed SSC1 frame gives an error, and still kind "chunk" with its header as the message
+## (empty pixels) when the header itself was readable, so its chunk_seq can be acked.
 static func decode_server_binary(data: PackedByteArray) -> Dictionary:
 	if data.size() >= 4 and not has_chunk_magic(data):
 		return {"kind": "", "message": {}, "error": ""}
 	var r := decode_chunk_frame(data)
-	if r["error"] != "":
-		return {"kind": "", "message": {}, "error": r["error"]}
-	return {"kind": "chunk", "message": r["chunk"], "error": ""}
+	var chunk: Dictionary = r["chunk"]
+	return {"kind": "" if chunk.is_empty() else "chunk", "message": chunk, "error": r["error"]}
 
 
 ## True when [param data] starts with the SSC1 magic.
 static func has_chunk_magic(data: PackedByteArray) -> bool:
-	return (
-		data.size() >= 4
-		and data[0] == 0x53
-		and data[1] == 0x53
-		and data[2] == 0x43
-		and data[3] == 0x31
-	)
+	return data.size() >= 4 and data.slice(0, 4).get_string_from_ascii() == CHUNK_MAGIC
 
 
 ## Decodes a binary SSC1 chunk frame strictly: [code]{"chunk": Dictionary, "error": String}[/code].
-## The pixel byte count must equal num_frames * height * width * channels.
+## The pixel byte count must equal num_frames * height * width * channels. On an error,
+## [code]chunk[/code] is the decoded header (with empty pixels) when the header was readable, else
+## {}.
 static func decode_chunk_frame(data: PackedByteArray) -> Dictionary:
 	var size := data.size()
 	if size < CHUNK_PREFIX_BYTES:
@@ -425,7 +413,7 @@ static func decode_chunk_frame(data: PackedByteArray) -> Dictionary:
 	if not errors.is_empty():
 		return _chunk_error(errors[0])
 	if chunk["ring_slot"] != null:
-		return _chunk_error("a binary chunk frame must not have a ringSlot")
+		return _chunk_error("a binary chunk frame must not have a ringSlot", chunk)
 	var expected := expected_pixel_bytes(chunk)
 	var got := size - CHUNK_PREFIX_BYTES - n
 	if got != expected:
@@ -444,7 +432,8 @@ static func decode_chunk_frame(data: PackedByteArray) -> Dictionary:
 					channels(chunk["frame_format"]),
 					expected
 				]
-			)
+			),
+			chunk
 		)
 	chunk["pixels"] = data.slice(CHUNK_PREFIX_BYTES + n)
 	return {"chunk": chunk, "error": ""}
@@ -532,8 +521,8 @@ static func parse_u64(text: String) -> Dictionary:
 	return {"value": (hi << 32) | lo, "error": ""}
 
 
-static func _chunk_error(message: String) -> Dictionary:
-	return {"chunk": {}, "error": message}
+static func _chunk_error(message: String, header: Dictionary = {}) -> Dictionary:
+	return {"chunk": header, "error": message}
 
 
 static func _parse_json(data: Variant) -> Dictionary:
