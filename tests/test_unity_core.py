@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not (shutil.which("mcs") and shutil.which("mono"
 def exe(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("unity") / "CoreTests.exe"
     proc = subprocess.run(["mcs", "-langversion:7.2", "-unsafe", "-warnaserror+", "-nowarn:414", f"-out:{out}",
-                           *map(str, SOURCES), str(TESTS / "CoreTests.cs")], capture_output=True, text=True)
+                           *map(str, SOURCES), str(TESTS / "CoreTests.cs"), str(TESTS / "ProcessExit.cs")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
 

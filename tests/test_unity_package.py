@@ -24,6 +24,7 @@ PKG = ROOT / "unity_plugin" / "com.shotstream.bridge"
 TESTS = ROOT / "tests" / "unity"
 MCS = ["mcs", "-langversion:7.2", "-warnaserror+"]
 sys.path.insert(0, str(TESTS))  # fake_gateway
+from line_process import LineProcess  # noqa: E402
 
 HAVE_MONO = bool(shutil.which("mcs") and shutil.which("mono"))
 NO_MONO = "mcs/mono not installed (apt-get install -y --no-install-recommends mono-mcs)"
@@ -45,7 +46,8 @@ def built(tmp_path_factory) -> Path:
     _mcs("-target:library", f"-r:{out / 'UnityEngine.dll'}", f"-r:{out / 'ShotStream.Core.dll'}", f"-out:{out / 'ShotStream.Runtime.dll'}",
          *sorted((PKG / "Runtime" / "Unity").glob("*.cs")))
     _mcs("-target:library", f"-r:{out / 'UnityEngine.dll'}", f"-out:{out / 'UnityEditor.dll'}", TESTS / "stubs" / "UnityEditorStub.cs")
-    _mcs(*_refs(out, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime"), f"-out:{out / 'UnityLayerTests.exe'}", TESTS / "UnityLayerTests.cs")
+    _mcs(*_refs(out, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime"), f"-out:{out / 'UnityLayerTests.exe'}", TESTS / "UnityLayerTests.cs",
+         TESTS / "ProcessExit.cs")
     return out
 
 
@@ -127,7 +129,8 @@ def _editor_tests(built: Path) -> Path:
     exe = built / "EditorLayerTests.exe"
     if not exe.exists():
         _mcs(*_refs(built, "UnityEngine", "UnityEditor", "ShotStream.Core", "ShotStream.Runtime"), f"-out:{exe}",
-             TESTS / "EditorLayerTests.cs", *sorted((PKG / "Editor").glob("*.cs")))
+             TESTS / "EditorLayerTests.cs", TESTS / "ProcessExit.cs",
+             *sorted((PKG / "Editor").glob("*.cs")))
     return exe
 
 
@@ -145,46 +148,12 @@ def test_editor_layer(built, tmp_path):
 # The client against scripted fake gateways (tests/unity/fake_gateway.py): what a real server or network can do
 # to it but the real service will not do on demand.
 
-class _Mono:
+class _Mono(LineProcess):
     """The C# side of a scenario: its stdout lines as they come, its stdin for the cues a scenario waits on."""
-
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        import queue
-        import threading
-
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     bufsize=1, cwd=cwd)
-        self.lines: list[str] = []
-        self._queue: queue.Queue = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        for line in self.proc.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def expect(self, prefix: str, timeout: float = 30) -> str:
-        import queue
-
-        while True:
-            try:
-                line = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"no {prefix!r} line within {timeout} s: {self.lines[-40:]}") from None
-            assert line is not None, f"exited before {prefix!r}: {self.lines[-40:]} {self.proc.stderr.read()}"
-            self.lines.append(line)
-            if line.startswith(prefix):
-                return line
-
-    def send(self, line: str) -> None:
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
 
     def finish(self) -> int:
         self.expect("DONE")
-        while (line := self._queue.get(timeout=30)) is not None:
-            self.lines.append(line)
-        return self.proc.wait(timeout=30)
+        return self.read_to_end()
 
     def kind(self, prefix: str) -> list[str]:
         return [line[len(prefix) + 1:] for line in self.lines if line.startswith(prefix + " ")]
@@ -202,8 +171,7 @@ def _fake(built: Path, scenario: str, script, *, refuse=None, drive=None):
                 drive(mono, gateway)
             rc = mono.finish()
         finally:
-            if mono.proc.poll() is None:
-                mono.proc.kill()
+            mono.kill()
     assert rc == 0 and not gateway.errors, (mono.lines[-40:], gateway.errors)
     return gateway, mono
 

@@ -7,11 +7,9 @@ skipped without them. Sources must stay within C# 7.2 (mcs's ceiling).
 
 from __future__ import annotations
 
-import queue
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ SOURCES = [CORE / "RingReader.cs", CORE / "JitterBuffer.cs", ROOT / "tests" / "u
 WRITER = ROOT / "tests" / "unity" / "ring_writer.py"
 
 sys.path.insert(0, str(WRITER.parent))
+from line_process import LineProcess  # noqa: E402
 from ring_writer import chunk, fnv1a64  # noqa: E402
 
 MCS, MONO = shutil.which("mcs"), shutil.which("mono")
@@ -39,55 +38,16 @@ def exe(tmp_path_factory) -> Path:
     return out
 
 
-class Proc:
-    """A line-oriented child process with timeouts on every answer."""
-
-    def __init__(self, args: list[str]):
-        self.p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, bufsize=1, cwd=ROOT)
-        self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        for line in self.p.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def get(self) -> str:
-        try:
-            line = self.lines.get(timeout=TIMEOUT)
-        except queue.Empty:
-            raise AssertionError(f"{self.p.args[:2]}: no answer within {TIMEOUT}s") from None
-        assert line is not None, f"{self.p.args[:2]} exited: {self.p.stderr.read()}"
-        return line
-
-    def send(self, line: str) -> None:
-        self.p.stdin.write(line + "\n")
-        self.p.stdin.flush()
-
-    def ask(self, line: str) -> str:
-        self.send(line)
-        return self.get()
-
-    def close(self) -> int:
-        try:
-            self.p.stdin.close()
-        except OSError:
-            pass
-        try:
-            return self.p.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-            raise
+def child(args: list[str]) -> LineProcess:
+    return LineProcess(args, ROOT, TIMEOUT)
 
 
 @pytest.fixture
 def writer_factory():
-    procs: list[Proc] = []
+    procs: list[LineProcess] = []
 
-    def make(slots: int, payload: int) -> tuple[Proc, list[str]]:
-        w = Proc([sys.executable, str(WRITER), str(slots), str(payload)])
+    def make(slots: int, payload: int) -> tuple[LineProcess, list[str]]:
+        w = child([sys.executable, str(WRITER), str(slots), str(payload)])
         procs.append(w)
         head = w.get().split()
         assert head[0] == "layout", head
@@ -95,14 +55,14 @@ def writer_factory():
 
     yield make
     for w in procs:
-        if w.p.poll() is None:
+        if w.proc.poll() is None:
             w.send("quit")
             assert w.get() == "bye"
             w.close()
 
 
-def reader(exe: Path, layout: list[str]) -> Proc:
-    r = Proc([MONO, str(exe), "--follow", *layout])
+def reader(exe: Path, layout: list[str]) -> LineProcess:
+    r = child([MONO, str(exe), "--follow", *layout])
     return r
 
 
@@ -113,7 +73,7 @@ def test_csharp_unit_tests(exe):
     assert int(last.split()[0]) >= 16
 
 
-def _write(w: Proc, slot: int, seq: int, shape) -> tuple[int, int, str]:
+def _write(w: LineProcess, slot: int, seq: int, shape) -> tuple[int, int, str]:
     ans = w.ask(f"write {slot} {seq} {' '.join(map(str, shape))}").split()
     assert ans[0] == "wrote", ans
     return int(ans[1]), int(ans[2]), ans[3]
@@ -192,7 +152,7 @@ def test_concurrent_writer_never_yields_wrong_bytes(exe, writer_factory):
                 s = i % slots
                 results.append(r.ask(f"latest {s} {offsets[s]} {n}").split())
                 i += 1
-                if i % 16 == 0 and not w.lines.empty():
+                if i % 16 == 0 and w.has_line():
                     assert w.get() == "spun"
                     done = True
     finally:

@@ -51,7 +51,9 @@ static class CoreTests
         return ~crc;
     }
 
-    static int Main(string[] args)
+    static int Main(string[] args) { return ProcessExit.Now(RunAll(args)); }
+
+    static int RunAll(string[] args)
     {
         if (args.Length >= 3 && args[0] == "live")
             return Live(new Uri(args[1]), args[2] == "shm" ? Transport.SharedMemory : Transport.Inline, args.Length > 3 ? args[3] : null,

@@ -74,7 +74,9 @@ static class EditorLayerTests
         return png;
     }
 
-    static int Main(string[] args)
+    static int Main(string[] args) { return ProcessExit.Now(RunAll(args)); }
+
+    static int RunAll(string[] args)
     {
         Application.PlayingForTests = false;  // the editor, not play mode
         Debug.Sink = (t, m) => { };

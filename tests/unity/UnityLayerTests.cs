@@ -106,7 +106,9 @@ static class UnityLayerTests
         return ok ? 0 : 1;
     }
 
-    static int Main(string[] args)
+    static int Main(string[] args) { return ProcessExit.Now(RunAll(args)); }
+
+    static int RunAll(string[] args)
     {
         if (args.Length >= 2 && args[0] == "live") return Live(args[1], args.Length == 3 && args[2] == "shm");
         if (args.Length == 3 && args[0] == "fake") return Fake(args[1], args[2]);
