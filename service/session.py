@@ -153,7 +153,7 @@ class Session:
                 if self._take is None:
                     raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION, "no take is recording: send start_take first")
                 done = self._stop_take_locked()
-                self._stopped_takes.append(done)
+                self._stopped_takes = [f for f in self._stopped_takes if not f.done()] + [done]  # bounded
                 done.add_done_callback(lambda d: self._emit(d.result()))
                 return False
             if kind == "open":

@@ -125,8 +125,7 @@ async def run_session(registry: SessionRegistry, incoming: AsyncIterator[pb.Clie
             if getter not in done:
                 getter.cancel()
                 reason = reader.result()
-                await _drain(session, send)
-                await _end_take(session, send)
+                await _end_take(session, send)  # sends what is queued, then the takes' take_saved
                 await send(pb.ServerMessage(closed=pb.SessionClosed(reason=reason)))
                 return
             msg = getter.result()
