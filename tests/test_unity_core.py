@@ -6,21 +6,23 @@ must equal what the Python SDK receives for the same seed and cues. Skips only w
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import zlib
 from pathlib import Path
 
 import pytest
+from system_tools import require_mono
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "unity_plugin" / "com.shotstream.bridge" / "Runtime" / "Core"
 SOURCES = sorted(CORE.glob("*.cs"))
 TESTS = ROOT / "tests" / "unity"
 
-pytestmark = pytest.mark.skipif(not (shutil.which("mcs") and shutil.which("mono")),
-                                reason="mcs/mono not installed (apt-get install -y --no-install-recommends mono-mcs)")
+
+@pytest.fixture(scope="module", autouse=True)
+def _mono():
+    require_mono()
 
 
 @pytest.fixture(scope="module")

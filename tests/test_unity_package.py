@@ -10,7 +10,6 @@ mcs/mono are missing (apt-get install -y --no-install-recommends mono-mcs); the 
 import contextlib
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -25,9 +24,8 @@ TESTS = ROOT / "tests" / "unity"
 MCS = ["mcs", "-langversion:7.2", "-warnaserror+"]
 sys.path.insert(0, str(TESTS))  # fake_gateway
 from line_process import LineProcess  # noqa: E402
+from system_tools import require_mono  # noqa: E402
 
-HAVE_MONO = bool(shutil.which("mcs") and shutil.which("mono"))
-NO_MONO = "mcs/mono not installed (apt-get install -y --no-install-recommends mono-mcs)"
 
 
 def _mcs(*args) -> None:
@@ -37,8 +35,7 @@ def _mcs(*args) -> None:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    if not HAVE_MONO:
-        pytest.skip(NO_MONO)
+    require_mono()
     out = tmp_path_factory.mktemp("unitypkg")
     _mcs("-target:library", f"-out:{out / 'UnityEngine.dll'}", TESTS / "stubs" / "UnityEngineStub.cs")
     # ShotStream.Core: no UnityEngine reference at all, as its asmdef promises (noEngineReferences)

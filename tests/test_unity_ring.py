@@ -22,11 +22,16 @@ WRITER = ROOT / "tests" / "unity" / "ring_writer.py"
 sys.path.insert(0, str(WRITER.parent))
 from line_process import LineProcess  # noqa: E402
 from ring_writer import chunk, fnv1a64  # noqa: E402
+from system_tools import require_mono  # noqa: E402
 
 MCS, MONO = shutil.which("mcs"), shutil.which("mono")
-pytestmark = pytest.mark.skipif(not (MCS and MONO), reason="mcs/mono not installed (apt-get install mono-mcs)")
-
 TIMEOUT = 30
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _mono():
+    require_mono()
+
 
 
 @pytest.fixture(scope="module")
