@@ -76,6 +76,17 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return out.transpose(1, 2).flatten(2)
 
 
+LayerKV = tuple[torch.Tensor, torch.Tensor]  # one layer's keys and values
+
+
+@dataclass(frozen=True)
+class TimeCond:
+    """A timestep's conditioning, computed once per distinct timestep rather than on every forward."""
+
+    e: torch.Tensor  # [1, dim]: time embedding (the head's modulation)
+    e6: torch.Tensor  # [1, 6, dim]: per-block modulation
+
+
 @dataclass(frozen=True)
 class FrameRun:
     """What one forward needs to know about its frames besides the latents."""
@@ -97,40 +108,42 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, dim))
         self.modulation = nn.Parameter(torch.zeros(1, 6, dim))
 
-    def self_attention(self, x: torch.Tensor, layer: int, run: FrameRun, cache: SelfAttentionCache,
-                       kv_only: bool) -> torch.Tensor | None:
+    def self_attention(self, x: torch.Tensor, run: FrameRun, cache_kv: LayerKV, kv_only: bool) -> torch.Tensor | None:
         attn = self.self_attn
+        cache_k, cache_v = cache_kv
         cos, sin = run.rope
         k, v = attn.key_value(x)
         end = run.write_start + x.shape[1]
-        cache.k[layer, :, run.write_start:end] = apply_rotary(k, cos, sin)
-        cache.v[layer, :, run.write_start:end] = v
+        cache_k[:, run.write_start:end] = apply_rotary(k, cos, sin)
+        cache_v[:, run.write_start:end] = v
         if kv_only:
             return None
         q = apply_rotary(attn.heads(attn.norm_q(attn.q(x))), cos, sin)
-        return attn.o(_attend(q, cache.k[layer, :, :end], cache.v[layer, :, :end]))
+        return attn.o(_attend(q, cache_k[:, :end], cache_v[:, :end]))
 
-    def cross_attention(self, x: torch.Tensor, layer: int, run: FrameRun, text: TextCache) -> torch.Tensor:
+    def cross_attention(self, x: torch.Tensor, run: FrameRun, text_kv: LayerKV) -> torch.Tensor:
         """Each frame attends to the caption of its own shot (per-frame caption routing)."""
         attn = self.cross_attn
+        text_k, text_v = text_kv
         q = attn.heads(attn.norm_q(attn.q(x)))
         tokens_per_frame = x.shape[1] // len(run.caption_rows)
         outs, start = [], 0
         for row, count in _runs(run.caption_rows):
             stop = start + count * tokens_per_frame
-            outs.append(_attend(q[:, start:stop], text.k[layer][row:row + 1], text.v[layer][row:row + 1]))
+            outs.append(_attend(q[:, start:stop], text_k[row:row + 1], text_v[row:row + 1]))
             start = stop
         return attn.o(outs[0] if len(outs) == 1 else torch.cat(outs, dim=1))
 
-    def forward(self, x: torch.Tensor, e: torch.Tensor, layer: int, run: FrameRun, cache: SelfAttentionCache,
-                text: TextCache, kv_only: bool = False) -> torch.Tensor | None:
-        """``kv_only``: write this layer's K/V and stop (the last layer of a cache-only pass)."""
+    def forward(self, x: torch.Tensor, e: torch.Tensor, run: FrameRun, cache_kv: LayerKV, text_kv: LayerKV,
+                kv_only: bool = False) -> torch.Tensor | None:
+        """One layer. ``cache_kv``/``text_kv`` are this layer's views (no layer index: one compiled graph
+        serves all 30 blocks). ``kv_only``: write this layer's K/V and stop (last layer of a cache-only pass)."""
         m = (self.modulation + e).unbind(1)  # shift, scale, gate (self-attn); shift, scale, gate (ffn)
-        y = self.self_attention(self.norm1(x) * (1 + m[1]) + m[0], layer, run, cache, kv_only)
+        y = self.self_attention(self.norm1(x) * (1 + m[1]) + m[0], run, cache_kv, kv_only)
         if y is None:
             return None
         x = x + y * m[2]
-        x = x + self.cross_attention(self.norm3(x), layer, run, text)
+        x = x + self.cross_attention(self.norm3(x), run, text_kv)
         return x + self.ffn(self.norm2(x) * (1 + m[4]) + m[3]) * m[5]
 
 
@@ -187,9 +200,9 @@ class CausalWanTransformer(nn.Module):
         return TextCache(k=list(ks), v=list(vs))
 
     @torch.no_grad()
-    def forward(self, latents: torch.Tensor, timestep: float, run: FrameRun, cache: SelfAttentionCache,
+    def forward(self, latents: torch.Tensor, timestep: float | TimeCond, run: FrameRun, cache: SelfAttentionCache,
                 text: TextCache, need_output: bool = True) -> torch.Tensor | None:
-        """One pass over ``latents [F, C, h, w]`` at ``timestep``; returns the flow prediction.
+        """One pass over ``latents [F, C, h, w]`` at ``timestep`` (or its precomputed conditioning); returns the flow.
 
         With ``need_output=False`` the pass only fills the cache (history fill, clean re-pass), so
         the last layer stops after writing K/V and the head is skipped.
@@ -203,15 +216,21 @@ class CausalWanTransformer(nn.Module):
         x = self.patch_embedding(latents.to(self.dtype).movedim(0, 1).unsqueeze(0))  # [1, dim, F, h', w']
         grid = x.shape[2:]
         x = x.flatten(2).transpose(1, 2)  # [1, L, dim]
-        t = torch.tensor([timestep], device=self.device, dtype=torch.float32)
-        e = self.time_embedding(sinusoidal_embedding(cfg.freq_dim, t).to(self.dtype))  # [1, dim]
-        e6 = self.time_projection(e).unflatten(1, (6, cfg.dim))  # [1, 6, dim]
+        cond = timestep if isinstance(timestep, TimeCond) else self.time_conditioning(timestep)
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, e6, i, run, cache, text, kv_only=not need_output and i == last)
+            x = block(x, cond.e6, run, (cache.k[i], cache.v[i]), (text.k[i], text.v[i]),
+                      kv_only=not need_output and i == last)
         if not need_output:
             return None
-        return self._unpatchify(self.head(x, e), grid)
+        return self._unpatchify(self.head(x, cond.e), grid)
+
+    @torch.no_grad()
+    def time_conditioning(self, timestep: float) -> TimeCond:
+        """The sinusoid (float64) -> MLP conditioning of ``timestep``; the engine precomputes its few steps."""
+        t = torch.tensor([timestep], device=self.device, dtype=torch.float32)
+        e = self.time_embedding(sinusoidal_embedding(self.cfg.freq_dim, t).to(self.dtype))  # [1, dim]
+        return TimeCond(e=e, e6=self.time_projection(e).unflatten(1, (6, self.cfg.dim)))
 
     def _unpatchify(self, x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         """``[1, L, C*pt*ph*pw]`` -> ``[F, C, h, w]``."""

@@ -406,7 +406,8 @@ def test_block_cross_attention_routes_rows_per_frame():
 
     def cross(xs, rows):
         with torch.no_grad():
-            return block.cross_attention(xs, 1, FrameRun(rope=dummy_rope, write_start=0, caption_rows=rows), text)
+            return block.cross_attention(xs, FrameRun(rope=dummy_rope, write_start=0, caption_rows=rows),
+                                         (text.k[1], text.v[1]))
 
     mixed = cross(x, (0, 0, 1))
     first = cross(x[:, : 2 * tpf], (0, 0))
