@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import UNSELECTED, AttentionBackend, attend
 from .config import DiTConfig
 from .kv_cache import SelfAttentionCache, TextCache
 from .rope import apply_rotary
@@ -62,6 +63,7 @@ class Attention(nn.Module):
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.norm_q, self.norm_k = RMSNorm(dim, eps), RMSNorm(dim, eps)
+        self.backend: AttentionBackend = UNSELECTED  # set through CausalWanTransformer.attention
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_dim))
@@ -70,10 +72,9 @@ class Attention(nn.Module):
         return self.heads(self.norm_k(self.k(x))), self.heads(self.v(x))
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """SDPA over ``[B, L, H, D]`` tensors (views of the caches are fine); returns ``[B, Lq, H*D]``."""
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-    return out.transpose(1, 2).flatten(2)
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: AttentionBackend) -> torch.Tensor:
+    """``[B, L, H, D]`` tensors (cache views are fine) -> ``[B, Lq, H*D]``, with the kernel the engine selected."""
+    return attend(q, k, v, backend)
 
 
 LayerKV = tuple[torch.Tensor, torch.Tensor]  # one layer's keys and values
@@ -110,16 +111,16 @@ class Block(nn.Module):
 
     def self_attention(self, x: torch.Tensor, run: FrameRun, cache_kv: LayerKV, kv_only: bool) -> torch.Tensor | None:
         attn = self.self_attn
-        cache_k, cache_v = cache_kv
+        prefix_k, prefix_v = cache_kv  # the cache up to the end of this run; its tail is this run's slot
         cos, sin = run.rope
         k, v = attn.key_value(x)
-        end = run.write_start + x.shape[1]
-        cache_k[:, run.write_start:end] = apply_rotary(k, cos, sin)
-        cache_v[:, run.write_start:end] = v
+        n = x.shape[1]
+        prefix_k[:, -n:] = apply_rotary(k, cos, sin)
+        prefix_v[:, -n:] = v
         if kv_only:
             return None
         q = apply_rotary(attn.heads(attn.norm_q(attn.q(x))), cos, sin)
-        return attn.o(_attend(q, cache_k[:, :end], cache_v[:, :end]))
+        return attn.o(_attend(q, prefix_k, prefix_v, attn.backend))
 
     def cross_attention(self, x: torch.Tensor, run: FrameRun, text_kv: LayerKV) -> torch.Tensor:
         """Each frame attends to the caption of its own shot (per-frame caption routing)."""
@@ -130,14 +131,15 @@ class Block(nn.Module):
         outs, start = [], 0
         for row, count in _runs(run.caption_rows):
             stop = start + count * tokens_per_frame
-            outs.append(_attend(q[:, start:stop], text_k[row:row + 1], text_v[row:row + 1]))
+            outs.append(_attend(q[:, start:stop], text_k[row:row + 1], text_v[row:row + 1], attn.backend))
             start = stop
         return attn.o(outs[0] if len(outs) == 1 else torch.cat(outs, dim=1))
 
     def forward(self, x: torch.Tensor, e: torch.Tensor, run: FrameRun, cache_kv: LayerKV, text_kv: LayerKV,
                 kv_only: bool = False) -> torch.Tensor | None:
-        """One layer. ``cache_kv``/``text_kv`` are this layer's views (no layer index: one compiled graph
-        serves all 30 blocks). ``kv_only``: write this layer's K/V and stop (last layer of a cache-only pass)."""
+        """One layer. ``cache_kv`` are this layer's cache views ending where this run ends and ``text_kv`` its
+        caption K/V: no layer index or offsets, so one compiled graph serves all 30 blocks and every chunk
+        position. ``kv_only``: write this layer's K/V and stop (last layer of a cache-only pass)."""
         m = (self.modulation + e).unbind(1)  # shift, scale, gate (self-attn); shift, scale, gate (ffn)
         y = self.self_attention(self.norm1(x) * (1 + m[1]) + m[0], run, cache_kv, kv_only)
         if y is None:
@@ -189,6 +191,17 @@ class CausalWanTransformer(nn.Module):
     def device(self) -> torch.device:
         return self.head.head.weight.device
 
+    @property
+    def attention(self) -> AttentionBackend:
+        """The attention kernel every block uses (engine_core.attention.select_attention picks it)."""
+        return self.blocks[0].self_attn.backend if len(self.blocks) else UNSELECTED
+
+    @attention.setter
+    def attention(self, backend: AttentionBackend) -> None:
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.backend = backend
+
     @torch.no_grad()
     def encode_text(self, text: torch.Tensor) -> TextCache:
         """Cross-attention K/V of each caption ``[n, text_len, text_dim]``, computed once per shot."""
@@ -201,11 +214,12 @@ class CausalWanTransformer(nn.Module):
 
     @torch.no_grad()
     def forward(self, latents: torch.Tensor, timestep: float | TimeCond, run: FrameRun, cache: SelfAttentionCache,
-                text: TextCache, need_output: bool = True) -> torch.Tensor | None:
+                text: TextCache, need_output: bool = True, eager: bool = False) -> torch.Tensor | None:
         """One pass over ``latents [F, C, h, w]`` at ``timestep`` (or its precomputed conditioning); returns the flow.
 
         With ``need_output=False`` the pass only fills the cache (history fill, clean re-pass), so
-        the last layer stops after writing K/V and the head is skipped.
+        the last layer stops after writing K/V and the head is skipped. ``eager=True`` runs the blocks
+        uncompiled (the once-per-shot context fill, whose caption routing varies, would only add recompiles).
         """
         cfg = self.cfg
         if latents.ndim != 4 or latents.shape[1] != cfg.in_dim:
@@ -217,9 +231,10 @@ class CausalWanTransformer(nn.Module):
         grid = x.shape[2:]
         x = x.flatten(2).transpose(1, 2)  # [1, L, dim]
         cond = timestep if isinstance(timestep, TimeCond) else self.time_conditioning(timestep)
-        last = len(self.blocks) - 1
+        last, end = len(self.blocks) - 1, run.write_start + x.shape[1]
         for i, block in enumerate(self.blocks):
-            x = block(x, cond.e6, run, (cache.k[i], cache.v[i]), (text.k[i], text.v[i]),
+            layer = block.forward if eager else block  # forward() bypasses a compiled __call__
+            x = layer(x, cond.e6, run, (cache.k[i, :, :end], cache.v[i, :, :end]), (text.k[i], text.v[i]),
                       kv_only=not need_output and i == last)
         if not need_output:
             return None
