@@ -13,6 +13,9 @@ Why a wrapper: ShotStream needs two things the stock diffusers API does not give
 This drives ``AutoencoderKLWan.decoder``/``encoder`` with explicit ``feat_cache``/``feat_idx``
 arguments, which is a private calling convention of diffusers: pin diffusers and keep
 ``tests/test_vae.py`` (streaming == whole decode) in CI.
+
+The unit of streaming is one latent frame (:meth:`StreamingDecoder.decode_latent`: 1 video frame
+for a shot's first latent, 4 after), so the decode lane can hand frames out as soon as each is done.
 """
 
 from __future__ import annotations
@@ -58,6 +61,22 @@ def build_vae(cfg: VAEConfig) -> AutoencoderKLWan:
     return vae.eval().requires_grad_(False)
 
 
+def tune_for_cuda(vae: WanVAE) -> bool:
+    """The engine calls this once at startup: speed settings for a VAE on CUDA; a no-op (False) elsewhere.
+
+    Sets ``torch.backends.cudnn.benchmark`` (process-wide: the decoder calls its convs with the same few
+    shapes every chunk, so the autotuned choice is reused) and stores the decoder's conv weights
+    channels-last (:meth:`WanVAE.use_channels_last_3d`). The decode keeps running in the VAE's dtype.
+    Within one process the streaming decode stays bit-exact (same shapes, same kernels); across
+    processes cuDNN's autotuning may pick other kernels, so bf16 output can differ in the last bits.
+    """
+    if vae.device.type != "cuda":
+        return False
+    torch.backends.cudnn.benchmark = True
+    vae.use_channels_last_3d()
+    return True
+
+
 def _count_causal_convs(module: torch.nn.Module) -> int:
     """Number of feature-cache slots a causal encoder/decoder pass uses (one per causal conv)."""
     return sum(isinstance(m, WanCausalConv3d) for m in module.modules())
@@ -92,6 +111,7 @@ class WanVAE:
             )
         self.decoder_slots = _count_causal_convs(vae.decoder)
         self.encoder_slots = _count_causal_convs(vae.encoder)
+        self.channels_last = False  # decoder inputs go NDHWC too once its weights are (use_channels_last_3d)
 
     @property
     def device(self) -> torch.device:
@@ -100,6 +120,20 @@ class WanVAE:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.vae.parameters()).dtype
+
+    def use_channels_last_3d(self) -> None:
+        """Store the decoder's (and post_quant_conv's) Conv3d weights NDHWC, which cuDNN's fast 3D kernels want.
+
+        Per module, because ``vae.to(memory_format=torch.channels_last_3d)`` raises on this model: it
+        also holds rank-4 tensors (the attention block's Conv2d weights, RMS-norm gains). Activations
+        follow on CUDA (cuDNN returns NDHWC for NDHWC weights; the cache's slices and cats keep it);
+        :meth:`StreamingDecoder.decode_latent` makes its input NDHWC too. CPU convs still return NCDHW.
+        """
+        convs = [self.vae.post_quant_conv, *self.vae.decoder.modules()]
+        for module in convs:
+            if isinstance(module, torch.nn.Conv3d):
+                module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
+        self.channels_last = True
 
     def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and 1/std shaped ``[1, z, 1, 1, 1]`` in the VAE's current device/dtype.
@@ -171,12 +205,12 @@ class StreamingDecoder:
         self.latents_decoded = 0
         self.frames_decoded = 0
 
-    @torch.no_grad()
-    def decode_chunk(self, latents: torch.Tensor) -> torch.Tensor:
-        """Decode the next ``[F,z,h,w]`` normalised latents -> ``[n,3,H,W]`` in [-1,1].
+    @property
+    def device(self) -> torch.device:
+        return self._vae.device
 
-        n is ``1 + 4(F-1)`` for the shot's first chunk and ``4F`` afterwards (9, then 12 for F=3).
-        """
+    def check_chunk(self, latents: torch.Tensor) -> None:
+        """Raise ``ValueError`` for latents this decoder cannot take, before any frame of them is decoded."""
         wan = self._vae
         shape = tuple(latents.shape)
         if latents.ndim != 4:
@@ -191,16 +225,41 @@ class StreamingDecoder:
                 f"latent size {h}x{w} differs from this shot's earlier chunks ({self._latent_hw[0]}x"
                 f"{self._latent_hw[1]}); start a new stream_decoder() for a new resolution"
             )
+
+    @torch.no_grad()
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """Decode the shot's next latent frame ``[z,h,w]`` (or ``[1,z,h,w]``) -> ``[n,3,H,W]`` in [-1,1].
+
+        n is 1 for the shot's first latent frame and 4 afterwards. This is the only decode path
+        (:meth:`decode_chunk` loops over it), so frames can leave one latent at a time and still equal
+        the whole-shot decode bit for bit. The result may be channels-last strided on CUDA.
+        """
+        wan = self._vae
+        if latent.ndim == 3:
+            latent = latent.unsqueeze(0)
+        if latent.ndim != 4 or latent.shape[0] != 1:
+            raise ValueError(
+                f"decode_latent takes one latent frame [{wan.z_dim},h,w] or [1,{wan.z_dim},h,w], "
+                f"got shape {tuple(latent.shape)}; use decode_chunk for several"
+            )
+        self.check_chunk(latent)
         mean, inv_std = wan._stats()
-        x = latents.to(device=wan.device, dtype=wan.dtype).permute(1, 0, 2, 3).unsqueeze(0)  # [1,z,F,h,w]
-        x = wan.vae.post_quant_conv(x / inv_std + mean)  # 1x1x1 conv: no temporal state
-        outs = []
-        for i in range(f):
-            first = self.latents_decoded == 0
-            frame = x[:, :, i : i + 1]
-            outs.append(wan.vae.decoder(frame, feat_cache=self._cache, feat_idx=[0], first_chunk=first))
-            self.latents_decoded += 1
-        self._latent_hw = (h, w)
-        video = torch.clamp(torch.cat(outs, dim=2), -1.0, 1.0)
+        x = latent.unsqueeze(2).to(device=wan.device, dtype=wan.dtype)  # [1,z,1,h,w]
+        if wan.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        # post_quant_conv is 1x1x1: per-frame application equals the whole-shot one (tests/test_vae.py checks).
+        x = wan.vae.post_quant_conv(x / inv_std + mean)
+        video = wan.vae.decoder(x, feat_cache=self._cache, feat_idx=[0], first_chunk=self.latents_decoded == 0)
+        self.latents_decoded += 1
+        self._latent_hw = (x.shape[-2], x.shape[-1])
         self.frames_decoded += video.shape[2]
-        return video[0].permute(1, 0, 2, 3)
+        return torch.clamp(video, -1.0, 1.0)[0].permute(1, 0, 2, 3)
+
+    def decode_chunk(self, latents: torch.Tensor) -> torch.Tensor:
+        """Decode the next ``[F,z,h,w]`` normalised latents -> ``[n,3,H,W]`` in [-1,1].
+
+        n is ``1 + 4(F-1)`` for the shot's first chunk and ``4F`` afterwards (9, then 12 for F=3);
+        exactly the concatenation of :meth:`decode_latent` over the chunk's frames.
+        """
+        self.check_chunk(latents)
+        return torch.cat([self.decode_latent(latent) for latent in latents])

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engine_core.config import TINY
-from engine_core.vae import WanVAE, build_vae
+from engine_core.vae import WanVAE, build_vae, tune_for_cuda
 
 Z = TINY.vae.z_dim
 LH, LW = TINY.latent_height, TINY.latent_width
@@ -180,3 +180,94 @@ def test_stream_decoder_rejects_resolution_change(wan: WanVAE) -> None:
 def test_encode_frames_errors(wan: WanVAE, frames: torch.Tensor, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         wan.encode_frames(frames)
+
+
+def test_post_quant_conv_is_per_frame_exact(wan: WanVAE) -> None:
+    """decode_latent applies post_quant_conv one latent frame at a time; that equals the whole-shot call."""
+    x = _latents(13, frames=6).permute(1, 0, 2, 3).unsqueeze(0)  # [1,z,F,h,w]
+    assert wan.vae.post_quant_conv.kernel_size == (1, 1, 1)
+    with torch.no_grad():
+        whole = wan.vae.post_quant_conv(x)
+        per_frame = torch.cat([wan.vae.post_quant_conv(x[:, :, i : i + 1]) for i in range(6)], dim=2)
+    assert torch.equal(whole, per_frame)
+
+
+def test_decode_latent_concatenates_to_chunks_and_whole_shot(wan: WanVAE) -> None:
+    latents = _latents(14, frames=3 * CHUNK)
+    whole = wan.decode(latents)
+    by_latent, by_chunk = wan.stream_decoder(), wan.stream_decoder()
+    # Both accepted forms: [z,h,w] and [1,z,h,w].
+    pieces = [by_latent.decode_latent(latents[i] if i % 2 else latents[i : i + 1]) for i in range(3 * CHUNK)]
+    assert [p.shape for p in pieces] == [(1, 3, H, W)] + [(4, 3, H, W)] * (3 * CHUNK - 1)
+    assert by_latent.latents_decoded == 3 * CHUNK and by_latent.frames_decoded == 1 + 4 * (3 * CHUNK - 1)
+    chunks = [by_chunk.decode_chunk(latents[i : i + CHUNK]) for i in range(0, 3 * CHUNK, CHUNK)]
+    assert torch.equal(torch.cat(pieces), torch.cat(chunks))
+    assert torch.equal(torch.cat(pieces), whole)
+
+
+def test_decode_latent_rejects_several_frames(wan: WanVAE) -> None:
+    stream = wan.stream_decoder()
+    with pytest.raises(ValueError, match=r"one latent frame \[4,h,w\] or \[1,4,h,w\], got shape \(2, 4, 4, 6\)"):
+        stream.decode_latent(_latents(15, frames=2))
+    with pytest.raises(ValueError, match="expects 4 latent channels, got 5"):
+        stream.decode_latent(torch.zeros(Z + 1, LH, LW))
+    assert stream.latents_decoded == 0  # nothing was decoded
+
+
+def test_tune_for_cuda_leaves_a_cpu_vae_alone() -> None:
+    torch.manual_seed(0)
+    wan = WanVAE(build_vae(TINY.vae))
+    latents = _latents(16, frames=2)
+    before = wan.decode(latents)
+    benchmark = torch.backends.cudnn.benchmark
+    assert tune_for_cuda(wan) is False
+    assert torch.backends.cudnn.benchmark == benchmark and not wan.channels_last
+    assert wan.vae.decoder.conv_in.weight.is_contiguous()
+    assert torch.equal(wan.decode(latents), before)
+
+
+def test_channels_last_3d_keeps_results_and_streaming_exactness() -> None:
+    """The CUDA layout, applied on CPU: same pixels within fp32 noise, and chunked == whole still exact."""
+    torch.manual_seed(0)
+    wan = WanVAE(build_vae(TINY.vae))
+    latents = _latents(17, frames=3 * CHUNK)
+    plain = wan.decode(latents)
+    wan.use_channels_last_3d()
+    weight = wan.vae.decoder.conv_in.weight
+    assert wan.channels_last and weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert not weight.is_contiguous()
+    whole = wan.decode(latents)
+    torch.testing.assert_close(whole, plain, rtol=0, atol=1e-5)
+    stream = wan.stream_decoder()
+    chunks = [stream.decode_chunk(latents[i : i + CHUNK]) for i in range(0, 3 * CHUNK, CHUNK)]
+    assert torch.equal(torch.cat(chunks), whole)
+
+
+def test_decoder_accepts_channels_last_activations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA, cuDNN returns NDHWC outputs for NDHWC weights (CPU convs return NCDHW). Mimic that here so
+    diffusers' reshapes/views and the causal cache see channels-last activations: same pixels, no view error."""
+    torch.manual_seed(0)
+    wan = WanVAE(build_vae(TINY.vae))
+    latents = _latents(18, frames=2 * CHUNK)
+    plain = wan.decode(latents)
+    wan.use_channels_last_3d()
+    conv3d, conv2d = torch.nn.Conv3d._conv_forward, torch.nn.Conv2d._conv_forward
+
+    def ndhwc_conv3d(self: torch.nn.Conv3d, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        out = conv3d(self, x, w, b)
+        channels_last = any(t.is_contiguous(memory_format=torch.channels_last_3d) and not t.is_contiguous() for t in (x, w))
+        return out.contiguous(memory_format=torch.channels_last_3d) if channels_last else out
+
+    def nhwc_conv2d(self: torch.nn.Conv2d, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        out = conv2d(self, x, w, b)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+    monkeypatch.setattr(torch.nn.Conv3d, "_conv_forward", ndhwc_conv3d)
+    monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", nhwc_conv2d)
+    stream = wan.stream_decoder()
+    out = torch.cat([stream.decode_chunk(latents[i : i + CHUNK]) for i in range(0, 2 * CHUNK, CHUNK)])
+    assert torch.equal(out, plain)
+    first = stream._cache[0]  # conv_in's cache: decode_latent made the 1x1x1 post_quant_conv's input NDHWC
+    assert first.is_contiguous(memory_format=torch.channels_last_3d) and not first.is_contiguous()
+    assert out.permute(0, 2, 3, 1).is_contiguous()  # NHWC already: to_uint8's final copy is cheap
