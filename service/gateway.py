@@ -46,8 +46,10 @@ default) closes the connection with WebSocket close code 1009 (message too big).
 
 Session rules are those of ``Direct``: the first message must be ``open`` (the server answers
 ``opened``, or a fatal ``error`` and closes); cues become shots; the server sends at most
-``maxChunksInFlight`` chunks before the client acks them (an ack for an unknown ``chunkSeq`` is a
-non-fatal error); ``close`` is answered with ``closed``.
+``maxChunksInFlight`` chunks before the client acks them (an ack for a ``chunkSeq`` not yet received
+is a non-fatal error); ``close`` is answered with ``closed``. The limits (queued cues, idle and open
+timeouts, messages waiting for a client that does not read) are those of ``Direct``: see the
+README's table of limits.
 
 Server -> client: two kinds of frames.
 
@@ -327,7 +329,8 @@ async def _serve_connection(registry: SessionRegistry, ws: ServerConnection) -> 
 
     incoming = _incoming(ws)
     try:
-        await run_session(registry, incoming, send)
+        address = ws.remote_address
+        await run_session(registry, incoming, send, str(address[0]) if address else "unknown")
         if ending:  # the client has every message: let it close first, then close with the reason
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(ws.wait_closed(), CLIENT_CLOSE_WAIT_S)

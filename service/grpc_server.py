@@ -30,7 +30,9 @@ from .protocol import (PROTOCOL_VERSION, ProtocolError, check_protocol_version, 
                        status_code)
 from .session import check_prompt
 from .sessions import SessionRegistry, run_session
-from .settings import ServerSettings, url_host
+from .grpc_guard import DecodeGuard
+from .logs import clip
+from .settings import ServerSettings, is_loopback, url_host
 from .telemetry import gpu_info
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ class ShotStreamServicer(pb_grpc.ShotStreamServicer):
             await context.write(msg)
 
         try:
-            await run_session(self.registry, request_iterator, send)
+            await run_session(self.registry, request_iterator, send, context.peer())
         except DecodeError as exc:  # bytes that are no ClientMessage (e.g. a string field with bad UTF-8)
             await send(error_message(ProtocolError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"could not decode a client message: {exc}", fatal=True)))
@@ -80,7 +82,7 @@ class ShotStreamServicer(pb_grpc.ShotStreamServicer):
                 protocol_version=request.protocol_version, client_name=RENDER_STORY_CLIENT,
                 global_caption=request.global_caption, seed=request.seed, frame_format=request.frame_format,
                 transport=pb.TRANSPORT_INLINE,
-                max_chunks_in_flight=min(RENDER_STORY_CREDITS, self.settings.max_chunks_in_flight)))
+                max_chunks_in_flight=min(RENDER_STORY_CREDITS, self.settings.max_chunks_in_flight)), context.peer())
         except ProtocolError as exc:
             await context.abort(exc.code, exc.message)
         cfg = self.engine.config
@@ -106,6 +108,7 @@ class ShotStreamServicer(pb_grpc.ShotStreamServicer):
                 if kind == "shot_started":
                     yield pb.RenderStoryEvent(shot_started=msg.shot_started)
                 elif kind == "chunk":
+                    session.delivered(msg.chunk.chunk_seq)
                     yield pb.RenderStoryEvent(chunk=msg.chunk)  # resumes once gRPC has taken the message
                     frames_done += msg.chunk.num_frames
                     session.handle(pb.ClientMessage(ack=pb.Ack(chunk_seq=msg.chunk.chunk_seq)))
@@ -135,6 +138,10 @@ class ShotStreamServicer(pb_grpc.ShotStreamServicer):
         check_protocol_version(request.protocol_version)
         if not request.shots:
             raise ProtocolError(grpc.StatusCode.INVALID_ARGUMENT, "the story has no shots: add at least one StoryShot")
+        if len(request.shots) > self.settings.max_story_shots:
+            raise ProtocolError(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"the story has {len(request.shots)} shots; the limit is {self.settings.max_story_shots} "
+                                "(max_story_shots): render it in parts, or play it through Direct")
         limit, max_chunks = self.settings.max_prompt_chars, self.engine.config.stream.chunks_per_shot
         cues = []
         for i, shot in enumerate(request.shots):
@@ -159,9 +166,9 @@ def server_info(registry: SessionRegistry, settings: ServerSettings) -> pb.Serve
         protocol_version=PROTOCOL_VERSION, server_version=server_version(), model=cfg.name,
         weights=engine.weights_label, random_weights=engine.random_weights, device=str(engine.device),
         width=cfg.stream.width, height=cfg.stream.height, fps=cfg.stream.fps, max_sessions=settings.max_sessions,
-        max_sessions_per_client=settings.max_sessions_per_client, open_sessions=len(registry.sessions),
+        max_sessions_per_client=settings.max_sessions_per_peer, open_sessions=len(registry.sessions),
         max_prompt_chars=settings.max_prompt_chars, max_chunks_per_shot=cfg.stream.chunks_per_shot,
-        max_chunks_in_flight=settings.max_chunks_in_flight)
+        max_chunks_in_flight=settings.max_chunks_in_flight, limits=settings.limits())
     gpu = gpu_info(engine.device)
     if gpu is not None:
         info.gpu.CopyFrom(pb.GpuInfo(**gpu))
@@ -172,12 +179,12 @@ def server_info(registry: SessionRegistry, settings: ServerSettings) -> pb.Serve
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Requires ``authorization: Bearer <token>`` metadata on every call except health checks."""
+    """Requires ``authorization: Bearer <token>`` metadata on every call; health checks are open only on a
+    loopback bind (local probes), behind the token like everything else on any other bind."""
 
-    OPEN_PREFIXES = (f"/{HEALTH_SERVICE_NAME}/",)
-
-    def __init__(self, token: str):
+    def __init__(self, token: str, open_health: bool):
         self._expected = f"Bearer {token}".encode()
+        self.OPEN_PREFIXES = (f"/{HEALTH_SERVICE_NAME}/",) if open_health else ()
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable],
                                 handler_call_details: grpc.HandlerCallDetails):
@@ -193,7 +200,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
             message = "invalid bearer token: `authorization` metadata does not match the server's token"
         else:
             return await continuation(handler_call_details)
-        log.warning("rejected %s: %s", method, message.split(":")[0])
+        log.warning("rejected %s: %s", clip(method, 200), message.split(":")[0])
         handler = await continuation(handler_call_details)
         return _denying_handler(handler, message)
 
@@ -230,7 +237,8 @@ def build_grpc_server(registry: SessionRegistry, settings: ServerSettings):
     from grpc_health.v1 import health, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection
 
-    interceptors = [BearerTokenInterceptor(settings.token)] if settings.token else []
+    interceptors = [BearerTokenInterceptor(settings.token, is_loopback(settings.host))] if settings.token else []
+    interceptors.append(DecodeGuard())  # inside auth: an unauthenticated call is UNAUTHENTICATED, never decoded
     server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
     pb_grpc.add_ShotStreamServicer_to_server(ShotStreamServicer(registry, settings), server)
     health_servicer = health.aio.HealthServicer()

@@ -31,6 +31,21 @@ from .settings import ServerSettings, url_host
 from .worker import GpuWorker
 
 log = logging.getLogger(__name__)
+METRICS_HOST = "127.0.0.1"  # /metrics has no auth of its own, so it is never exposed beyond this machine
+
+
+def warm_up(engine: ShotStreamEngine) -> None:
+    """One throwaway 1-chunk shot, so that the first client does not pay the engine's cold start (lazy
+    allocations, kernel selection, caches). Runs before the server accepts anyone (no worker race)."""
+    t0 = time.perf_counter()
+    log.info("warming up the engine (one throwaway 1-chunk shot) ...")
+    story = engine.open_story("warm-up", 0)
+    try:
+        story.start_shot("warm-up", num_chunks=1)
+        story.step()
+    finally:
+        story.close()
+    log.info("engine warm-up took %.2f s", time.perf_counter() - t0)
 
 
 class ShotStreamServer:
@@ -55,6 +70,8 @@ class ShotStreamServer:
         removed = len(ring.cleanup_stale_rings(s.ring_dir))
         if removed:
             log.info("removed %d stale shared-memory ring file(s) left by a previous run", removed)
+        if s.warm_up:
+            await asyncio.to_thread(warm_up, self.engine)
         self.worker = GpuWorker()
         self.registry = SessionRegistry(self.engine, s, self.worker, on_chunk=self.metrics.on_chunk)
         self.metrics.bind(self.registry)
@@ -66,7 +83,7 @@ class ShotStreamServer:
                 self._gateway = await start_gateway(self.registry, s)
                 self.gateway_port = self._gateway.port
             if s.metrics_port >= 0:
-                self.metrics_port = self.metrics.start_http(s.metrics_port, s.host)
+                self.metrics_port = self.metrics.start_http(s.metrics_port, METRICS_HOST)
         except BaseException:
             await self._teardown(0)
             raise
@@ -83,7 +100,8 @@ class ShotStreamServer:
             log.info("engine gateway (WebSocket) on %s://%s:%d%s", "wss" if s.tls_cert else "ws", host,
                      self.gateway_port, GATEWAY_PATH)
         if self.metrics_port is not None:
-            log.info("Prometheus metrics on http://%s:%d/metrics", host, self.metrics_port)
+            log.info("Prometheus metrics on http://%s:%d/metrics (loopback only, whatever --host is)", METRICS_HOST,
+                     self.metrics_port)
         log.info("model %s on %s; weights: %s; up to %d sessions", e.config.name, e.device, e.weights_label,
                  s.max_sessions)
         log.info("takes (StartTake) are saved in %s", s.takes_dir.expanduser().resolve())

@@ -7,7 +7,11 @@ thread runs :meth:`Session.run_unit` (one chunk, starting a shot first when one 
 
 Backpressure is credit based: a chunk is generated only while fewer than ``credits`` chunks are
 unacknowledged, so a slow client stalls only its own session and the server holds at most
-``credits`` chunks for it, in memory or in its ring.
+``credits`` chunks for it, in memory or in its ring. An ack counts only for a chunk that has been
+handed to the client's transport (``delivered``), so acking chunk numbers ahead frees nothing.
+Everything else a client can make a session hold is bounded too: queued cues (``max_queued_cues``),
+outgoing messages (:mod:`service.outbox`), cue text sizes; a client that keeps hitting a limit
+(``max_refusals`` refusals in a row) loses its session with a fatal RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import grpc
@@ -29,12 +32,14 @@ from engine_core import ShotStreamEngine
 
 from .protocol import (PROTOCOL_VERSION, ProtocolError, channels, check_protocol_version, error_message, pack_frames,
                        pb)
+from .outbox import Outbox
 from .ring import FrameRing
 from .settings import ServerSettings
-from .takes import TakeRecorder, take_path
+from .takes import SessionTakes, TakeFolder
 
 log = logging.getLogger(__name__)
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
+EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 _STATS_WINDOW = 64  # chunk times Stats.chunk_ms_mean averages over (and all a session keeps)
 
 
@@ -74,7 +79,7 @@ class Session:
         self.frame_format = open_msg.frame_format or pb.FRAME_FORMAT_RGB8
         self.transport = open_msg.transport or pb.TRANSPORT_INLINE
         self.credits = open_msg.max_chunks_in_flight or settings.default_chunks_in_flight
-        self.outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue()
+        self.outbox = Outbox(settings.max_outbox_messages, settings.max_outbox_bytes)
         self._loop = loop
         self._loop_thread = threading.get_ident()  # sessions are created on the loop thread (registry.open)
         self._on_chunk = on_chunk
@@ -87,13 +92,14 @@ class Session:
         self.closing = False
         self._shot: _Shot | None = None
         self._in_flight: dict[int, int | None] = {}  # chunk seq -> ring slot
+        self._delivered: set[int] = set()  # chunks in flight that went out to the client: these may be acked
+        self._refusals = 0  # limit refusals in a row
         self._seq = 0
         self._story_frame = 0
-        self._take: TakeRecorder | None = None
-        self._stopped_takes: list[Future[pb.ServerMessage]] = []  # their take_saved goes through the outbox
-        self._takes_started = 0
         self.counters = SessionCounters()
         stream = engine.config.stream
+        self.takes = SessionTakes(TakeFolder(settings.takes_dir, settings.take_file_mode), session_id, stream.width,
+                                  stream.height, stream.fps, self._emit)
         self._frame_bytes = stream.height * stream.width * channels(self.frame_format)
         self.story = engine.open_story(open_msg.global_caption, open_msg.seed)
         self.ring: FrameRing | None = None
@@ -127,15 +133,22 @@ class Session:
                 if msg.cue.mode == pb.CUE_MODE_CUT:
                     self._cues.clear()
                     self._cut = self._shot is not None
+                elif len(self._cues) >= self.settings.max_queued_cues:
+                    self._refuse(f"{len(self._cues)} cues are already queued (max_queued_cues="
+                                 f"{self.settings.max_queued_cues}): wait for a shot to start, or cut", cue.event_id)
+                self._refusals = 0
                 self._cues.append(cue)
                 self._emit(pb.ServerMessage(cue_accepted=pb.CueAccepted(event_id=cue.event_id,
                                                                         queue_position=len(self._cues) - 1)))
                 return True
             if kind == "ack":
                 seq = msg.ack.chunk_seq
-                if seq not in self._in_flight:
-                    raise ProtocolError(INVALID, f"ack for chunk {seq}, which is not awaiting an ack "
-                                                 f"(unacked: {sorted(self._in_flight) or 'none'})")
+                if seq not in self._delivered:
+                    sent = sorted(self._delivered)
+                    raise ProtocolError(INVALID, f"ack for chunk {seq}, which is not awaiting an ack (delivered "
+                                                 f"and unacked: {sent[:16] or 'none'}); ack a chunk only after "
+                                                 "receiving it")
+                self._delivered.discard(seq)
                 slot = self._in_flight.pop(seq)
                 if slot is not None:
                     self._free_slots.append(slot)
@@ -147,59 +160,40 @@ class Session:
                 self._paused = False
                 return True
             if kind == "start_take":
-                self._start_take(msg.start_take.name)
+                self.takes.start(msg.start_take.name)
                 return False
             if kind == "stop_take":
-                if self._take is None:
-                    raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION, "no take is recording: send start_take first")
-                done = self._stop_take_locked()
-                self._stopped_takes = [f for f in self._stopped_takes if not f.done()] + [done]  # bounded
-                done.add_done_callback(lambda d: self._emit(d.result()))
+                self.takes.stop()
                 return False
             if kind == "open":
                 raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION, "the session is already open")
             raise ProtocolError(INVALID, "empty client message: set one of cue, ack, pause, resume, close, "
                                          "start_take, stop_take")
 
-    def _start_take(self, name: str) -> None:
-        if self._take is not None:
-            raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"take {self._take.name!r} is already recording: send stop_take first")
-        name = name or f"{self.id}-take{self._takes_started + 1}"
-        path = take_path(self.settings.takes_dir, name)
-        stream = self.engine.config.stream
-        try:
-            self._take = TakeRecorder(name, path, stream.width, stream.height, stream.fps)
-        except OSError as exc:
-            raise ProtocolError(grpc.StatusCode.INTERNAL, f"cannot start take {name!r} at {path}: {exc}") from None
-        self._takes_started += 1
-        self._emit(self._take.started_message())
-
-    def _stop_take_locked(self) -> Future[pb.ServerMessage]:
-        """Detach the recording take and finish it; the future holds ``take_saved`` (or an error message)."""
-        take, self._take = self._take, None
-        done: Future[pb.ServerMessage] = Future()
-
-        def report(saved: Future[pb.TakeSaved]) -> None:
-            exc = saved.exception()
-            done.set_result(pb.ServerMessage(take_saved=saved.result()) if exc is None else error_message(
-                ProtocolError(grpc.StatusCode.INTERNAL, f"take {take.name!r} failed: {exc}")))
-
-        take.stop().add_done_callback(report)
-        return done
-
-    def end_takes(self) -> tuple[list[Future[pb.ServerMessage]], Future[pb.ServerMessage] | None]:
-        """The session is ending (any thread): takes stopped earlier that may still be encoding (each emits its
-        own ``take_saved``), and the recording take, if any, now being finished (its message is the caller's)."""
+    def delivered(self, seq: int) -> None:
+        """Chunk ``seq`` has been handed to the client's transport: from now on it may be acked (loop thread)."""
         with self._lock:
-            stopped = [f for f in self._stopped_takes if not f.done()]
-            return stopped, self._stop_take_locked() if self._take is not None else None
+            if seq in self._in_flight:
+                self._delivered.add(seq)
+
+    def _refuse(self, message: str, event_id: str) -> None:
+        """A limit was hit: a non-fatal RESOURCE_EXHAUSTED, fatal after ``max_refusals`` in a row."""
+        self._refusals += 1
+        limit = self.settings.max_refusals
+        if self._refusals > limit:
+            raise ProtocolError(EXHAUSTED, f"{message}; the session ends after {limit} refusals in a row "
+                                           "(max_refusals)", event_id=event_id, fatal=True)
+        raise ProtocolError(EXHAUSTED, message, event_id=event_id)
 
     def _parse_cue(self, cue: pb.Cue) -> _Cue:
         chunks = self.engine.config.stream.chunks_per_shot
+        check_cue_labels(cue, self.settings)
         check_prompt(cue.prompt, cue.num_chunks, self.settings.max_prompt_chars, chunks, cue.event_id)
         text = self.engine.text
-        full = len(self.story.global_caption) + len("shot9999:") + len(cue.prompt)
+        # the engine's prompt is caption + "shot{k}:" + prompt; k is at most the next index plus the queued cues
+        full = len(self.story.global_caption) + len(cue.prompt)
+        if text is not None:
+            full += len(f"shot{self.story.next_shot_index + len(self._cues)}:")
         if text is not None and full > text.max_prompt_chars:
             raise ProtocolError(INVALID, f"the global caption plus this prompt have {full} characters; the model's "
                                          f"limit is {text.max_prompt_chars}: shorten the prompt or the caption",
@@ -256,8 +250,7 @@ class Session:
         chunk = self.story.step()
         frames = pack_frames(chunk.frames.numpy(), self.frame_format)
         with self._lock:
-            if self._take is not None:
-                self._take.add(chunk.frames.numpy())  # a fresh tensor per chunk: nothing else writes to it
+            self.takes.add(chunk.frames.numpy())  # a fresh tensor per chunk: nothing else writes to it
             self._seq += 1
             seq = self._seq
             slot = self._free_slots.pop() if self.ring is not None else None
@@ -331,6 +324,21 @@ def _max_frames_per_chunk(engine: ShotStreamEngine) -> int:
     return max(cfg.pixel_frames(1), cfg.pixel_frames(2) - cfg.pixel_frames(1))
 
 
+def check_cue_labels(cue: pb.Cue, settings: ServerSettings) -> None:
+    """Bounds on a cue's echoed labels (event id, tags), which the server keeps while the cue is queued."""
+    eid = cue.event_id[:settings.max_event_id_chars]
+    if len(cue.event_id) > settings.max_event_id_chars:
+        raise ProtocolError(INVALID, f"event_id has {len(cue.event_id)} characters; the limit is "
+                                     f"{settings.max_event_id_chars} (max_event_id_chars)", event_id=eid)
+    if len(cue.tags) > settings.max_tags:
+        raise ProtocolError(INVALID, f"the cue has {len(cue.tags)} tags; the limit is {settings.max_tags} (max_tags)",
+                            event_id=eid)
+    longest = max((len(t) for t in cue.tags), default=0)
+    if longest > settings.max_tag_chars:
+        raise ProtocolError(INVALID, f"a tag has {longest} characters; the limit is {settings.max_tag_chars} "
+                                     "(max_tag_chars)", event_id=eid)
+
+
 def check_prompt(prompt: str, num_chunks: int, max_chars: int, max_chunks: int, event_id: str = "") -> None:
     """The checks a shot's prompt and length pass before a shot is queued (Direct cues and RenderStory shots)."""
     if not prompt.strip():
@@ -352,6 +360,9 @@ def engine_failure(what: str, exc: BaseException) -> ProtocolError:
 
 def _check_open(msg: pb.OpenSession, settings: ServerSettings) -> None:
     check_protocol_version(msg.protocol_version)
+    if len(msg.client_name) > settings.max_client_name_chars:
+        raise ProtocolError(INVALID, f"client_name has {len(msg.client_name)} characters; the limit is "
+                                     f"{settings.max_client_name_chars} (max_client_name_chars)", fatal=True)
     if len(msg.global_caption) > settings.max_caption_chars:
         raise ProtocolError(INVALID, f"global caption has {len(msg.global_caption)} characters; the limit is "
                                      f"{settings.max_caption_chars}", fatal=True)

@@ -1,8 +1,13 @@
 """Admission control and the session loop shared by both doors (gRPC ``Direct`` and the WebSocket gateway).
 
 A door only adapts its transport: it hands :func:`run_session` an async iterator of client
-messages and an async ``send``; everything else (validation, credits, cues, closing, freeing
-resources) happens here, once.
+messages, an async ``send`` and the peer's address; everything else (validation, credits, cues,
+timeouts, closing, freeing resources) happens here, once.
+
+Slots cannot be hogged: a stream must send ``open`` within ``open_timeout_s``, a session with no
+client message for ``idle_timeout_s`` is closed (fatal DEADLINE_EXCEEDED), and sessions per peer are
+counted by the peer's IP address (not the name the client chose); a peer's entry is dropped with its
+last session.
 """
 
 from __future__ import annotations
@@ -11,14 +16,14 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import Counter
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Future
 
 import grpc
 
 from engine_core import ShotStreamEngine
 
+from .logs import clip
 from .protocol import ProtocolError, error_message, pb
 from .session import Session, engine_failure
 from .settings import ServerSettings
@@ -27,7 +32,7 @@ from .worker import GpuWorker
 
 log = logging.getLogger(__name__)
 Send = Callable[[pb.ServerMessage], Awaitable[None]]
-_TAKE_FINISH_S = 60.0  # how long a closing session waits for its take's encoder to finish the file
+FINAL_SEND_S = 2.0  # how long the last message (a fatal error) may wait for a client that is not reading
 
 
 class SessionRegistry:
@@ -37,22 +42,25 @@ class SessionRegistry:
                  on_chunk: Callable[[float, int], None] | None = None):
         self.engine, self.settings, self.worker = engine, settings, worker
         self.sessions: dict[str, Session] = {}
-        self._per_client: Counter[str] = Counter()
+        self._per_peer: dict[str, int] = {}  # open sessions by peer IP; an entry goes with its last session
+        self._peer_of: dict[str, str] = {}  # session id -> peer
         self._on_chunk = on_chunk
         self.shutting_down = False
 
-    def open(self, msg: pb.OpenSession) -> Session:
-        """Admit and create a session, or raise ProtocolError (RESOURCE_EXHAUSTED when full)."""
+    def open(self, msg: pb.OpenSession, peer: str) -> Session:
+        """Admit and create a session for ``peer`` (its address), or raise ProtocolError (RESOURCE_EXHAUSTED
+        when full)."""
         exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
         if self.shutting_down:
             raise ProtocolError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down", fatal=True)
         if len(self.sessions) >= self.settings.max_sessions:
             raise ProtocolError(exhausted, f"the server is full: {len(self.sessions)} of {self.settings.max_sessions} "
                                            "sessions are open; close one or try again later", fatal=True)
-        client = msg.client_name or "anonymous"
-        if self._per_client[client] >= self.settings.max_sessions_per_client:
-            raise ProtocolError(exhausted, f"client {client!r} already has {self._per_client[client]} open sessions "
-                                           f"(limit {self.settings.max_sessions_per_client})", fatal=True)
+        client = clip(msg.client_name or "anonymous", self.settings.max_log_chars)
+        host = peer_host(peer)
+        if self._per_peer.get(host, 0) >= self.settings.max_sessions_per_peer:
+            raise ProtocolError(exhausted, f"{host} already has {self._per_peer[host]} open sessions (limit "
+                                           f"{self.settings.max_sessions_per_peer}, max_sessions_per_peer)", fatal=True)
         free = gpu_memory_free(self.engine.device)
         need = self.story_bytes() + self.settings.gpu_memory_reserve_bytes
         if free is not None and free < need:
@@ -68,16 +76,20 @@ class SessionRegistry:
             raise engine_failure("could not open the session", exc) from exc
         session.server_stats = self._server_stats
         self.sessions[session.id] = session
-        self._per_client[session.client_name] += 1
+        self._per_peer[host] = self._per_peer.get(host, 0) + 1
+        self._peer_of[session.id] = host
         self.worker.add(session)
-        log.info("session %s opened by %s (%s)", session.id, session.client_name,
+        log.info("session %s opened by %s from %s (%s)", session.id, client, host,
                  pb.Transport.Name(session.transport))
         return session
 
     def close(self, session: Session) -> None:
         if self.sessions.pop(session.id, None) is None:
             return
-        self._per_client[session.client_name] -= 1
+        host = self._peer_of.pop(session.id)
+        self._per_peer[host] -= 1
+        if not self._per_peer[host]:
+            del self._per_peer[host]
         self.worker.remove(session)
         log.info("session %s closed", session.id)
 
@@ -100,54 +112,89 @@ class SessionRegistry:
         return 2 * cfg.dit.num_layers * tokens * cfg.dit.dim * self.engine.dtype.itemsize
 
 
-async def run_session(registry: SessionRegistry, incoming: AsyncIterator[pb.ClientMessage], send: Send) -> None:
+def peer_host(peer: str) -> str:
+    """The host part of a gRPC peer (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``, ``unix:/path``) or a plain address."""
+    kind, sep, rest = peer.partition(":")
+    if not sep or kind not in ("ipv4", "ipv6", "unix", "unix-abstract"):
+        return peer
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]") if rest.startswith("[") else rest
+    return rest.rpartition(":")[0] if kind == "ipv4" else kind
+
+
+async def run_session(registry: SessionRegistry, incoming: AsyncIterator[pb.ClientMessage], send: Send,
+                      peer: str) -> None:
     """Drive one session from its first (``open``) message to its end; always frees it."""
     try:
-        first = await anext(incoming)
+        first = await asyncio.wait_for(anext(incoming), registry.settings.open_timeout_s)
     except StopAsyncIteration:
+        return
+    except asyncio.TimeoutError:
+        await _send_final(send, error_message(ProtocolError(
+            grpc.StatusCode.DEADLINE_EXCEEDED, f"no `open` within {registry.settings.open_timeout_s:g} s "
+            "(open_timeout_s): send `open` as the first message", fatal=True)))
         return
     if first.WhichOneof("kind") != "open":
         await send(error_message(ProtocolError(grpc.StatusCode.FAILED_PRECONDITION,
                                                "the first message of a session must be `open`", fatal=True)))
         return
     try:
-        session = registry.open(first.open)
+        session = registry.open(first.open, peer)
     except ProtocolError as exc:
         await send(error_message(exc))
         return
-    reader = asyncio.create_task(_read(registry, session, incoming))
-    getter: asyncio.Future | None = None
+    activity = [time.monotonic()]  # when the client last sent a message
+    reader = asyncio.create_task(_read(registry, session, incoming, activity))
+    ending = asyncio.create_task(_watch(session, activity, registry.settings.idle_timeout_s))
+    pending: set[asyncio.Future] = set()
     try:
         await send(session.opened_message())
         while True:
             getter = asyncio.ensure_future(session.outbox.get())
-            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            pending = {getter}
+            done, _ = await asyncio.wait({getter, reader, ending}, return_when=asyncio.FIRST_COMPLETED)
+            if ending in done:
+                await _send_final(send, error_message(ending.result()))
+                return
             if getter not in done:
                 getter.cancel()
                 reason = reader.result()
-                await _end_take(session, send)  # sends what is queued, then the takes' take_saved
-                await send(pb.ServerMessage(closed=pb.SessionClosed(reason=reason)))
-                return
-            msg = getter.result()
-            if msg.WhichOneof("kind") == "closed":  # server shutdown: the take is saved and reported first
-                await _end_take(session, send)
-            await send(msg)
+                if session.outbox.overflowed.is_set():
+                    await _send_final(send, error_message(session.outbox.overflow_error()))
+                    return
+                msg = pb.ServerMessage(closed=pb.SessionClosed(reason=reason))
+            else:
+                msg = getter.result()
             kind = msg.WhichOneof("kind")
+            if kind == "closed":  # client close or server shutdown: queued messages, then the takes' take_saved
+                sending = asyncio.ensure_future(_closing(session, send, msg))
+            else:
+                if kind == "chunk":
+                    session.delivered(msg.chunk.chunk_seq)  # handed to the transport: the client may ack it now
+                sending = asyncio.ensure_future(send(msg))
+            pending = {sending}
+            done, _ = await asyncio.wait({sending, ending}, return_when=asyncio.FIRST_COMPLETED)
+            if sending not in done:  # the client stopped reading and was idle or flooded us meanwhile
+                sending.cancel()
+                await _send_final(send, error_message(ending.result()))
+                return
+            sending.result()
             if kind == "closed" or (kind == "error" and msg.error.fatal):
                 return
     finally:
-        if getter is not None:  # e.g. the call was cancelled (client gone) while waiting for a message
-            getter.cancel()
-        reader.cancel()
+        for task in (*pending, reader, ending):  # e.g. the call was cancelled (client gone) while waiting
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
-        await _end_take(session, None)  # the client is gone or the session failed: still finish the file
+        await session.takes.finish(None, None)  # the client is gone or the session failed: still finish the file
         registry.close(session)
 
 
-async def _read(registry: SessionRegistry, session: Session, incoming: AsyncIterator[pb.ClientMessage]) -> str:
+async def _read(registry: SessionRegistry, session: Session, incoming: AsyncIterator[pb.ClientMessage],
+                activity: list[float]) -> str:
     """Feed client messages to the session; returns why the client side ended."""
     async for msg in incoming:
+        activity[0] = time.monotonic()
         if msg.WhichOneof("kind") == "close":
             return "client"
         try:
@@ -157,31 +204,42 @@ async def _read(registry: SessionRegistry, session: Session, incoming: AsyncIter
             session.outbox.put_nowait(error_message(exc))
             if exc.fatal:
                 return "error"
+        if session.outbox.overflowed.is_set():
+            return "error"  # stop reading: the session loop ends the session
     return "client disconnected"
 
 
-async def _end_take(session: Session, send: Send | None) -> None:
-    """Finish the session's takes and, when ``send`` is given, report every ``take_saved`` before the end."""
-    stopped, recording = session.end_takes()
-    for done in stopped:  # their take_saved is emitted to the outbox when the file is complete
-        await _take_finished(session, done)
-    if send is not None:
-        await _drain(session, send)
-    if recording is not None:
-        msg = await _take_finished(session, recording)
-        if send is not None and msg is not None:
-            await send(msg)
-
-
-async def _take_finished(session: Session, done: Future) -> pb.ServerMessage | None:
+async def _watch(session: Session, activity: list[float], idle_s: float) -> ProtocolError:
+    """Returns the fatal error that ends the session: the outbox overflowed, or the client went idle."""
+    overflow = asyncio.ensure_future(session.outbox.overflowed.wait())
     try:
-        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(done)), _TAKE_FINISH_S)
-    except asyncio.TimeoutError:
-        log.error("session %s: a take is still encoding after %.0f s; it finishes in the background", session.id,
-                  _TAKE_FINISH_S)
-        return None
+        while True:
+            left = activity[0] + idle_s - time.monotonic()
+            if left <= 0:
+                return ProtocolError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                     f"no message from the client for {idle_s:g} s (idle_timeout_s): the session is "
+                                     "closed to free its slot", fatal=True)
+            await asyncio.wait({overflow}, timeout=left)
+            if overflow.done():
+                return session.outbox.overflow_error()
+    finally:
+        overflow.cancel()
+
+
+async def _closing(session: Session, send: Send, closed: pb.ServerMessage) -> None:
+    await session.takes.finish(lambda: _drain(session, send), send)
+    await send(closed)
+
+
+async def _send_final(send: Send, msg: pb.ServerMessage) -> None:
+    """Send the message that ends a session, giving up after FINAL_SEND_S on a client that does not read."""
+    with contextlib.suppress(asyncio.TimeoutError, Exception):
+        await asyncio.wait_for(send(msg), FINAL_SEND_S)
 
 
 async def _drain(session: Session, send: Send) -> None:
     while not session.outbox.empty():
-        await send(session.outbox.get_nowait())
+        msg = session.outbox.get_nowait()
+        if msg.WhichOneof("kind") == "chunk":
+            session.delivered(msg.chunk.chunk_seq)
+        await send(msg)

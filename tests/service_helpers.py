@@ -45,9 +45,12 @@ def engine_chunks(engine, shots, caption: str, seed: int) -> list[list[np.ndarra
 
 @contextlib.asynccontextmanager
 async def serving(engine, **overrides):
-    """A started ``ShotStreamServer`` on a free port (gateway and metrics off unless overridden):
+    """A started ``ShotStreamServer`` on a free port (gateway and metrics off unless overridden; every test
+    client is the one peer 127.0.0.1, so it may hold as many sessions as the server):
     yields ``(server, stub, channel)``; stops the server on exit."""
-    settings = ServerSettings(**{"grpc_port": 0, "gateway_port": -1, "metrics_port": -1, **overrides})
+    defaults = {"grpc_port": 0, "gateway_port": -1, "metrics_port": -1,
+                "max_sessions_per_peer": overrides.get("max_sessions", ServerSettings.max_sessions)}
+    settings = ServerSettings(**{**defaults, **overrides})
     server = ShotStreamServer(engine, settings)
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")

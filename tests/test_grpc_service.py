@@ -300,7 +300,7 @@ def test_render_story_multi_chunk_progress_and_cancel(engine):
 
 def test_server_info_health_reflection_metrics(engine):
     async def body():
-        async with serving(engine, metrics_port=0, max_sessions=3) as (server, stub, channel):
+        async with serving(engine, metrics_port=0, max_sessions=3, max_sessions_per_peer=2) as (server, stub, channel):
             info = await stub.GetServerInfo(pb.GetServerInfoRequest())
             assert info.protocol_version == PROTOCOL_VERSION and info.server_version
             assert (info.model, info.random_weights, info.device) == ("tiny", True, "cpu")
@@ -309,6 +309,8 @@ def test_server_info_health_reflection_metrics(engine):
             assert (info.width, info.height, info.fps) == (48, 32, 16)
             assert (info.max_sessions, info.max_sessions_per_client, info.open_sessions) == (3, 2, 0)
             assert (info.max_prompt_chars, info.max_chunks_per_shot, info.max_chunks_in_flight) == (2000, 7, 8)
+            assert dict(info.limits) == server.settings.limits()  # every limit, by its setting name
+            assert info.limits["max_queued_cues"] == 16 and info.limits["idle_timeout_s"] == 600
 
             health = health_pb2_grpc.HealthStub(channel)
             for service in ("", "shotstream.v1.ShotStream"):
@@ -425,7 +427,7 @@ def test_bad_cues_and_acks_are_not_fatal(engine):
             await d.send(cue=pb.Cue(event_id="sum", prompt="y" * 1500))
             error = await d.expect("error")
             assert (error.code, error.event_id, error.fatal) == (INVALID.value[0], "sum", False)
-            assert "the global caption plus this prompt have 10509 characters; the model's limit is 10000" \
+            assert "the global caption plus this prompt have 10506 characters; the model's limit is 10000" \
                 in error.message
             await d.close()
 
@@ -434,12 +436,19 @@ def test_bad_cues_and_acks_are_not_fatal(engine):
 
 def test_session_limits(engine):
     async def body_limits():
-        async with serving(engine, max_sessions=2, max_sessions_per_client=1) as (server, stub, _c):
+        async with serving(engine, max_sessions=2, max_sessions_per_peer=1) as (server, stub, _c):
             first = Direct(stub)
             await first.open(client_name="unity/Game")
-            d = Direct(stub)
-            await d.send(open=pb.OpenSession(protocol_version=PROTOCOL_VERSION, client_name="unity/Game"))
-            await d.fails(RESOURCE_EXHAUSTED, "client 'unity/Game' already has 1 open sessions (limit 1)")
+            for name in ("unity/Game", "renamed"):  # the limit is per peer address: a new name does not help
+                d = Direct(stub)
+                await d.send(open=pb.OpenSession(protocol_version=PROTOCOL_VERSION, client_name=name))
+                await d.fails(RESOURCE_EXHAUSTED, "127.0.0.1 already has 1 open sessions (limit 1, "
+                                                  "max_sessions_per_peer)")
+            await first.close()
+            assert server.registry._per_peer == {}  # the peer's entry goes with its last session
+        async with serving(engine, max_sessions=2, max_sessions_per_peer=2) as (server, stub, _c):
+            first = Direct(stub)
+            await first.open(client_name="unity/Game")
             second = Direct(stub)
             await second.open(client_name="godot/Game")
             d = Direct(stub)
@@ -469,7 +478,7 @@ def test_render_story_validation(engine):
                      (dict(shots=[pb.StoryShot(prompt="p")], frame_format=9), INVALID, "unknown frame format 9"),
                      (dict(global_caption="c" * 9000,
                            shots=[pb.StoryShot(prompt="p"), pb.StoryShot(prompt="q" * 1500)]),
-                      INVALID, "shot 1: the global caption plus this prompt have 10509 characters")]
+                      INVALID, "shot 1: the global caption plus this prompt have 10506 characters")]
             for fields, code, needle in cases:
                 request = pb.RenderStoryRequest(**{"protocol_version": PROTOCOL_VERSION, **fields})
                 with pytest.raises(grpc.aio.AioRpcError) as err:

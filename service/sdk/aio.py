@@ -121,7 +121,7 @@ class AsyncSession:
 
     async def cue(self, prompt: str, num_chunks: int = 0, mode: str = "wait", event_id: str | None = None,
                   tags: Iterable[str] = ()) -> str:
-        event_id, msg = codec.cue_message(prompt, num_chunks, mode, event_id, tags)
+        event_id, msg = codec.cue_message(prompt, num_chunks, mode, event_id, tags, self.info.max_chunks_per_shot)
         await self._send(msg)
         return event_id
 

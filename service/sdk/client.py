@@ -136,7 +136,7 @@ class Session:
             tags: Iterable[str] = ()) -> str:
         """Queue a shot (``mode="wait"``) or cut to it (``"cut"``); ``num_chunks`` 0 = full shot.
         Returns the cue's event id (generated when not given), echoed on every event about the shot."""
-        event_id, msg = codec.cue_message(prompt, num_chunks, mode, event_id, tags)
+        event_id, msg = codec.cue_message(prompt, num_chunks, mode, event_id, tags, self.info.max_chunks_per_shot)
         self._send(msg)
         return event_id
 

@@ -81,9 +81,20 @@ def open_message(global_caption: str, seed: int, transport: str, frame_format: s
         transport=_choice(transport, _TRANSPORTS, "transport"), max_chunks_in_flight=int(chunks_in_flight)))
 
 
-def cue_message(prompt: str, num_chunks: int, mode: str, event_id: str | None, tags: Iterable[str]
-                ) -> tuple[str, pb.ClientMessage]:
+def check_num_chunks(num_chunks: Any, max_chunks: int | None) -> int:
+    """``num_chunks`` as the server checks it (same message), before protobuf's bare "Value out of range"."""
+    n = int(num_chunks)
+    top = max_chunks if max_chunks else "max_chunks_per_shot"
+    if n < 0 or (max_chunks and n > max_chunks) or n >= 2**32:
+        raise ShotStreamError(grpc.StatusCode.INVALID_ARGUMENT, f"num_chunks {n} is out of range 1..{top} "
+                                                                "(0 = full shot)")
+    return n
+
+
+def cue_message(prompt: str, num_chunks: int, mode: str, event_id: str | None, tags: Iterable[str],
+                max_chunks: int | None = None) -> tuple[str, pb.ClientMessage]:
     """The cue and its event id (generated when not given), which the caller hands back to the user."""
+    num_chunks = check_num_chunks(num_chunks, max_chunks)
     event_id = event_id if event_id is not None else uuid.uuid4().hex[:12]
     if isinstance(tags, str):
         tags = (tags,)
@@ -104,7 +115,7 @@ def story_request(global_caption: str, shots: Iterable[Any], seed: int, frame_fo
             prompt, n = shot["prompt"], shot.get("num_chunks", shot.get("chunks"))
         else:
             prompt, n = shot.prompt, getattr(shot, "num_chunks", getattr(shot, "chunks", None))
-        out.append(pb.StoryShot(prompt=prompt, num_chunks=int(n or 0)))
+        out.append(pb.StoryShot(prompt=prompt, num_chunks=check_num_chunks(n or 0, None)))
     return pb.RenderStoryRequest(protocol_version=PROTOCOL_VERSION, global_caption=global_caption, seed=int(seed),
                                  shots=out, frame_format=_choice(frame_format, _FORMATS, "frame_format"))
 
@@ -131,7 +142,7 @@ def server_info(msg: pb.ServerInfo) -> ServerInfo:
         height=msg.height, fps=msg.fps, max_sessions=msg.max_sessions,
         max_sessions_per_client=msg.max_sessions_per_client, open_sessions=msg.open_sessions,
         max_prompt_chars=msg.max_prompt_chars, max_chunks_per_shot=msg.max_chunks_per_shot,
-        max_chunks_in_flight=msg.max_chunks_in_flight)
+        max_chunks_in_flight=msg.max_chunks_in_flight, limits=dict(msg.limits))
 
 
 def _timing(msg: pb.FrameChunk) -> ChunkTiming | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 import grpc
@@ -179,3 +179,4 @@ class ServerInfo:
     max_prompt_chars: int
     max_chunks_per_shot: int
     max_chunks_in_flight: int
+    limits: dict[str, float] = field(default_factory=dict)  # every client-facing bound by its setting name
