@@ -330,7 +330,10 @@ async def _serve_connection(registry: SessionRegistry, ws: ServerConnection) -> 
     incoming = _incoming(ws)
     try:
         address = ws.remote_address
-        await run_session(registry, incoming, send, str(address[0]) if address else "unknown")
+        unsent = await run_session(registry, incoming, send, str(address[0]) if address else "unknown")
+        if unsent is not None:  # the client is not reading: close at once with the reason
+            await ws.close(1008, _close_reason(f"error {unsent.code.value[0]}: {unsent.message}"))
+            return
         if ending:  # the client has every message: let it close first, then close with the reason
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(ws.wait_closed(), CLIENT_CLOSE_WAIT_S)

@@ -66,7 +66,9 @@ class ShotStreamServicer(pb_grpc.ShotStreamServicer):
             await context.write(msg)
 
         try:
-            await run_session(self.registry, request_iterator, send, context.peer())
+            unsent = await run_session(self.registry, request_iterator, send, context.peer())
+            if unsent is not None:
+                fatal.append(error_message(unsent).error)
         except DecodeError as exc:  # bytes that are no ClientMessage (e.g. a string field with bad UTF-8)
             await send(error_message(ProtocolError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"could not decode a client message: {exc}", fatal=True)))

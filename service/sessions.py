@@ -123,8 +123,10 @@ def peer_host(peer: str) -> str:
 
 
 async def run_session(registry: SessionRegistry, incoming: AsyncIterator[pb.ClientMessage], send: Send,
-                      peer: str) -> None:
-    """Drive one session from its first (``open``) message to its end; always frees it."""
+                      peer: str) -> ProtocolError | None:
+    """Drive one session from its first (``open``) message to its end; always frees it. Returns the fatal
+    error the session ended with when it could not be sent (the client stopped reading): the door ends
+    the connection with it."""
     try:
         first = await asyncio.wait_for(anext(incoming), registry.settings.open_timeout_s)
     except StopAsyncIteration:
@@ -175,9 +177,11 @@ async def run_session(registry: SessionRegistry, incoming: AsyncIterator[pb.Clie
             pending = {sending}
             done, _ = await asyncio.wait({sending, ending}, return_when=asyncio.FIRST_COMPLETED)
             if sending not in done:  # the client stopped reading and was idle or flooded us meanwhile
-                sending.cancel()
-                await _send_final(send, error_message(ending.result()))
-                return
+                # Leave the blocked write alone (cancelling it breaks the call): the door ends the call with
+                # this error's status, which fails the pending write.
+                pending = set()
+                sending.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
+                return ending.result()
             sending.result()
             if kind == "closed" or (kind == "error" and msg.error.fatal):
                 return

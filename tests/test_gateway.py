@@ -62,7 +62,7 @@ def track(registry) -> list:
     (a session's last chunk must not be emitted to an event loop that ``asyncio.run`` has closed)."""
     opened = []
     admit = registry.open
-    registry.open = lambda msg: opened.append(admit(msg)) or opened[-1]
+    registry.open = lambda msg, peer: opened.append(admit(msg, peer)) or opened[-1]
     return opened
 
 
@@ -222,7 +222,7 @@ def test_gateway_equals_run_session(engine, worker):
                 return msg, pixels
             return msg, None
 
-        task = asyncio.create_task(run_session(registry, incoming(), outbox.put))
+        task = asyncio.create_task(run_session(registry, incoming(), outbox.put, "127.0.0.1"))
         got = await drive(inbox.put, recv)
         await inbox.put(None)
         await asyncio.wait_for(task, TIMEOUT)

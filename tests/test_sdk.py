@@ -152,7 +152,9 @@ def test_render_story_bad_request_raises(server):
 def test_bad_cue_is_a_non_fatal_event_and_cut_works(server):
     with ShotStreamClient(server.address) as client, \
             client.open_session(CAPTION, transport="inline", chunks_in_flight=1) as session:
-        session.cue("too many chunks", num_chunks=99, event_id="bad")
+        with pytest.raises(ShotStreamError, match=r"num_chunks 99 is out of range 1\.\.7"):  # checked here first
+            session.cue("too many chunks", num_chunks=99, event_id="bad")
+        session.cue(" ", num_chunks=1, event_id="bad")  # only the server checks prompts
         session.cue("a long shot", num_chunks=7, event_id="long")
         errors, started, cut_sent = [], [], False
         for ev in session:
@@ -168,7 +170,7 @@ def test_bad_cue_is_a_non_fatal_event_and_cut_works(server):
             elif isinstance(ev, ShotFinished) and ev.event_id == "cut":
                 break
     assert [(e.event_id, e.code) for e in errors] == [("bad", grpc.StatusCode.INVALID_ARGUMENT)]
-    assert "num_chunks" in errors[0].message
+    assert "the prompt is empty" in errors[0].message
     assert started == ["long", "cut"]
     with pytest.raises(ShotStreamError, match="closed"):
         session.cue("after close")
