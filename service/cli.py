@@ -5,6 +5,7 @@ transports, fetch weights.
     shotstream serve [--weights DIR --student PT] [--port 50051] [--gateway-port 50052] ...
     shotstream story FILE --out OUT.mp4 [--server ADDR [--transport shm|inline]] [--report R.json]
     shotstream bench [--server ADDR] [--frames N]
+    shotstream soak [--minutes M] [--clients N]  # careless clients vs an in-process server; leak figures
     shotstream fetch-weights DEST
 """
 
@@ -23,7 +24,10 @@ from pathlib import Path
 # children that keep using gRPC, which ffmpeg never does, and only log noise here.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
+from .settings import read_token_file  # noqa: E402
 from .story_file import StoryFileError, StorySpec, load_story  # noqa: E402
+
+from .logs import install as install_log_truncation  # noqa: E402
 
 EXAMPLE_STORY = Path(__file__).resolve().parents[1] / "examples" / "stories" / "01.json"
 RANDOM_NOTE = ("NOTE: no weights given, so this runs the built-in '{model}' model with random weights: the video is "
@@ -249,13 +253,14 @@ def _demo(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .settings import ServerSettings
 
-    token = args.token or os.environ.get("SHOTSTREAM_TOKEN") or None
     try:
+        token = _serve_token(args)
         settings = ServerSettings(
             host=args.host, grpc_port=args.port, gateway_port=args.gateway_port, metrics_port=args.metrics_port,
             token=token, tls_cert=Path(args.tls_cert) if args.tls_cert else None,
             tls_key=Path(args.tls_key) if args.tls_key else None, max_sessions=args.max_sessions,
-            takes_dir=Path(args.takes_dir))
+            max_sessions_per_peer=args.max_sessions_per_peer, idle_timeout_s=args.idle_timeout,
+            takes_dir=Path(args.takes_dir), take_file_mode=0o640 if args.takes_group_readable else 0o600)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     for what, path in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key)):
@@ -270,6 +275,48 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"could not start the server: {exc}", code=1) from None
     return 0
+
+
+def _serve_token(args: argparse.Namespace) -> str | None:
+    """The token from --token-file, $SHOTSTREAM_TOKEN or (warned against) --token."""
+    given = [n for n, v in (("--token-file", args.token_file), ("--token", args.token)) if v]
+    if len(given) > 1:
+        raise ValueError("give the token once: --token-file or --token, not both")
+    if args.token_file:
+        token, warning = read_token_file(args.token_file)
+        if warning:
+            logging.getLogger("service").warning("%s", warning)
+        return token
+    if args.token:
+        logging.getLogger("service").warning(
+            "the token was given with --token: every local user can read it from the process list; use "
+            "--token-file FILE (mode 600) or the SHOTSTREAM_TOKEN environment variable")
+        return args.token
+    return os.environ.get("SHOTSTREAM_TOKEN") or None
+
+
+# -- soak ---------------------------------------------------------------------------------------
+
+
+def _soak(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from engine_core import TINY, ShotStreamEngine
+
+    from .soak import run_soak
+
+    if args.minutes <= 0 or args.clients < 1:
+        raise CliError("--minutes must be positive and --clients at least 1")
+    for noisy in ("engine_core", "imageio_ffmpeg"):  # prompt truncation and empty takes are expected here
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    engine = ShotStreamEngine.random(TINY, device="cpu", seed=0)
+    print(f"soak: {args.clients} clients for {args.minutes:g} min against an in-process server (tiny engine)",
+          file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="shotstream-soak-") as work:
+        report = run_soak(engine, 60 * args.minutes, args.clients, args.seed, Path(work))
+    print(json.dumps(report, indent=2))
+    leaked = report["sessions_open_after"] or report["after"]["ring_files"]
+    return 1 if leaked else 0
 
 
 # -- bench --------------------------------------------------------------------------------------
@@ -333,10 +380,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=50051, help="gRPC port (0: any free port)")
     serve.add_argument("--gateway-port", type=int, default=50052, help="WebSocket gateway port (-1: off, 0: any)")
     serve.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off)")
-    serve.add_argument("--token", help="bearer token clients must send (default: $SHOTSTREAM_TOKEN)")
+    serve.add_argument("--token-file", help="file holding the bearer token clients must send (mode 600); or set "
+                                            "$SHOTSTREAM_TOKEN")
+    serve.add_argument("--token", help="the token itself (discouraged: other local users can read command lines)")
     serve.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key: serve TLS)")
     serve.add_argument("--tls-key", help="PEM private key")
     serve.add_argument("--max-sessions", type=int, default=4, help="open sessions at most (default 4)")
+    serve.add_argument("--max-sessions-per-peer", type=int, default=2,
+                       help="open sessions per client IP address (default 2)")
+    serve.add_argument("--idle-timeout", type=float, default=600.0,
+                       help="close a session after this many seconds without a client message (default 600)")
+    serve.add_argument("--takes-group-readable", action="store_true",
+                       help="write takes 0640 instead of 0600 (the server's group may read them)")
     serve.add_argument("--takes-dir", default="takes",
                        help="folder for takes that clients record (StartTake), created on the first one "
                             "(default: ./takes)")
@@ -372,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run the synthetic server in this process (faster start, shares the GIL)")
     bench.set_defaults(func=_bench)
 
+    soak = sub.add_parser("soak", help="many careless clients (random cues, pauses, cuts, acks, kills) against an "
+                                       "in-process tiny server for a fixed time; JSON report with leak figures")
+    soak.add_argument("--minutes", type=float, default=10.0, help="how long (default 10)")
+    soak.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
+    soak.add_argument("--seed", type=int, default=0)
+    soak.set_defaults(func=_soak)
+
     fetch = sub.add_parser("fetch-weights", help="download Wan2.1-T2V-1.3B and the ShotStream student (needs internet)")
     fetch.add_argument("dest", type=Path)
     fetch.add_argument("--no-student", dest="student", action="store_false")
@@ -381,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    install_log_truncation()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
