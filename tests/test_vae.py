@@ -255,8 +255,9 @@ def test_decoder_accepts_channels_last_activations(monkeypatch: pytest.MonkeyPat
 
     def ndhwc_conv3d(self: torch.nn.Conv3d, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         out = conv3d(self, x, w, b)
-        channels_last = any(t.is_contiguous(memory_format=torch.channels_last_3d) and not t.is_contiguous() for t in (x, w))
-        return out.contiguous(memory_format=torch.channels_last_3d) if channels_last else out
+        ndhwc = torch.channels_last_3d
+        channels_last = any(t.is_contiguous(memory_format=ndhwc) and not t.is_contiguous() for t in (x, w))
+        return out.contiguous(memory_format=ndhwc) if channels_last else out
 
     def nhwc_conv2d(self: torch.nn.Conv2d, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         out = conv2d(self, x, w, b)
@@ -271,3 +272,26 @@ def test_decoder_accepts_channels_last_activations(monkeypatch: pytest.MonkeyPat
     first = stream._cache[0]  # conv_in's cache: decode_latent made the 1x1x1 post_quant_conv's input NDHWC
     assert first.is_contiguous(memory_format=torch.channels_last_3d) and not first.is_contiguous()
     assert out.permute(0, 2, 3, 1).is_contiguous()  # NHWC already: to_uint8's final copy is cheap
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_tune_for_cuda_keeps_results_and_streaming_exactness() -> None:
+    torch.manual_seed(0)
+    wan = WanVAE(torch.nn.Module.to(build_vae(TINY.vae), device="cuda"))  # fp32: compare layouts, not dtypes
+    latents = _latents(19, frames=2 * CHUNK).cuda()
+    plain = wan.decode(latents)
+    saved = torch.backends.cudnn.benchmark
+    try:
+        assert tune_for_cuda(wan) is True
+        assert torch.backends.cudnn.benchmark and wan.channels_last
+        assert wan.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last_3d)
+        whole = wan.decode(latents)
+        torch.testing.assert_close(whole, plain, rtol=0, atol=1e-2)  # TF32 convs may differ from the plain kernels
+        stream = wan.stream_decoder()
+        first = stream.decode_latent(latents[0])
+        assert first.permute(0, 2, 3, 1).is_contiguous()  # cuDNN returned NDHWC activations
+        rest = [stream.decode_chunk(latents[i : i + CHUNK]) for i in range(1, 2 * CHUNK, CHUNK)]
+        assert torch.equal(torch.cat([first, *rest]), whole)
+    finally:
+        torch.backends.cudnn.benchmark = saved
