@@ -103,7 +103,7 @@ def track(registry) -> list[Session]:
     """Every session ``registry`` opens from now on (to check that each one was released)."""
     opened: list[Session] = []
     admit = registry.open
-    registry.open = lambda msg: opened.append(admit(msg)) or opened[-1]
+    registry.open = lambda msg, peer: opened.append(admit(msg, peer)) or opened[-1]
     return opened
 
 
