@@ -13,7 +13,9 @@ from pathlib import Path
 
 import torch
 
+from .attention import select_attention
 from .config import TINY, WAN_1_3B, ModelConfig
+from .fp8 import Fp8Report, enable_fp8
 from .rope import RotaryEmbedding
 from .sampler import FlowMatchSchedule
 from .story import Story
@@ -52,7 +54,8 @@ class ShotStreamEngine:
     """Models and sampler shared by all stories. Open stories with :meth:`open_story`."""
 
     def __init__(self, config: ModelConfig, dit: CausalWanTransformer, vae: WanVAE, text: TextEncoder | None,
-                 weights_label: str):
+                 weights_label: str, *, attention: str = "auto", fp8: bool = False):
+        """``attention``: "auto" or a forced kernel (engine_core.attention.NAMES); ``fp8``: fp8 block linears."""
         self.config = config
         self.dit = dit
         self.vae = vae
@@ -61,6 +64,17 @@ class ShotStreamEngine:
         self.rope = RotaryEmbedding(config.dit.head_dim, config.stream.rope_shot_phase)
         stream = config.stream
         self.schedule = FlowMatchSchedule(stream.denoising_steps, stream.timestep_shift, stream.num_train_timesteps)
+        self.attention = select_attention(dit.device, dit.dtype, config.dit.head_dim, attention)
+        dit.attention = self.attention
+        log.info("attention: %s", self.attention.describe())
+        self.fp8_report: Fp8Report | None = enable_fp8(dit) if fp8 else None
+        if self.fp8_report is not None:
+            log.info("fp8 block linears: %s", self.fp8_report.summary())
+
+    @property
+    def fp8(self) -> bool:
+        """Whether the DiT's block linears run in fp8 (``fp8_report`` says how)."""
+        return self.fp8_report is not None
 
     @property
     def device(self) -> torch.device:
@@ -79,7 +93,8 @@ class ShotStreamEngine:
 
     @classmethod
     def random(cls, config: ModelConfig = TINY, *, device: torch.device | str | None = None,
-               dtype: torch.dtype | None = None, seed: int = 0, with_text_encoder: bool = True) -> ShotStreamEngine:
+               dtype: torch.dtype | None = None, seed: int = 0, with_text_encoder: bool = True,
+               attention: str = "auto", fp8: bool = False) -> ShotStreamEngine:
         """Random weights at any configuration (the tiny default, or the full 1.3B for benchmarks).
 
         ``with_text_encoder=False`` skips building UMT5 (5.7 B parameters at full size); stories
@@ -96,12 +111,12 @@ class ShotStreamEngine:
             if with_text_encoder:
                 text = TextEncoder(build_text_encoder(config.text).to(device, dtype), build_byte_tokenizer(),
                                    config.text.text_len, config.stream.max_prompt_chars)
-        return cls(config, dit, vae, text, RANDOM_LABEL)
+        return cls(config, dit, vae, text, RANDOM_LABEL, attention=attention, fp8=fp8)
 
     @classmethod
     def load(cls, weights: str | Path | None = None, student: str | Path | None = None, *,
              device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-             use_ema: bool = False) -> ShotStreamEngine:
+             use_ema: bool = False, attention: str = "auto", fp8: bool = False) -> ShotStreamEngine:
         """Load real weights; with neither ``weights`` nor ``student``, the tiny random default.
 
         ``weights``: a Wan2.1-T2V-1.3B folder, original or diffusers layout (DiT, VAE, UMT5, tokenizer).
@@ -109,7 +124,7 @@ class ShotStreamEngine:
         """
         if weights is None and student is None:
             log.warning("no weights given: using the built-in tiny configuration with %s", RANDOM_LABEL)
-            return cls.random(TINY, device=device, dtype=dtype)
+            return cls.random(TINY, device=device, dtype=dtype, attention=attention, fp8=fp8)
         if weights is None:
             raise ValueError("a student checkpoint needs the Wan2.1-T2V-1.3B folder too (its VAE, UMT5 and "
                              "tokenizer): pass weights=<folder>; `python -m engine_core.fetch DEST` downloads both")
@@ -128,4 +143,4 @@ class ShotStreamEngine:
         model, tokenizer = load_text_encoder(weights, cfg.text, dtype, device)
         text = TextEncoder(model, tokenizer, cfg.text.text_len, cfg.stream.max_prompt_chars)
         label = f"{student.name} over {weights.name}" if student else weights.name
-        return cls(cfg, dit, vae, text, label)
+        return cls(cfg, dit, vae, text, label, attention=attention, fp8=fp8)
