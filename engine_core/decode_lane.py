@@ -49,7 +49,7 @@ class DecodedFrames:
 
 @dataclass
 class _Job:
-    """One latent frame in flight; ``done`` is None once it is known finished (CPU path)."""
+    """One latent frame in flight; no events on the CPU path, where submit() already finished it."""
 
     tag: object
     latent_index: int
@@ -98,7 +98,7 @@ class DecodeLane:
                 self._jobs.append(_Job(tag, i, i == count - 1, frames, video, None, None,
                                        1e3 * (time.perf_counter() - t0)))
             return
-        stream = self._side or torch.cuda.current_stream(self.device)
+        stream = self._side if self._side is not None else torch.cuda.current_stream(self.device)
         if self._side is not None:
             self._side.wait_stream(torch.cuda.current_stream(self.device))
             if latents.is_cuda:
