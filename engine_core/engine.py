@@ -15,13 +15,16 @@ import torch
 
 from .attention import select_attention
 from .config import TINY, WAN_1_3B, ModelConfig
+from .fast_path import FastPath, compile_blocks
 from .fp8 import Fp8Report, enable_fp8
+from .graphs import ChunkGraphs
+from .kv_cache import SelfAttentionCache
 from .rope import RotaryEmbedding
 from .sampler import FlowMatchSchedule
 from .story import Story
 from .text import TextEncoder, build_byte_tokenizer, build_text_encoder
-from .transformer import CausalWanTransformer
-from .vae import WanVAE, build_vae
+from .transformer import CausalWanTransformer, TimeCond
+from .vae import WanVAE, build_vae, tune_for_cuda
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +57,9 @@ class ShotStreamEngine:
     """Models and sampler shared by all stories. Open stories with :meth:`open_story`."""
 
     def __init__(self, config: ModelConfig, dit: CausalWanTransformer, vae: WanVAE, text: TextEncoder | None,
-                 weights_label: str, *, attention: str = "auto", fp8: bool = False):
-        """``attention``: "auto" or a forced kernel (engine_core.attention.NAMES); ``fp8``: fp8 block linears."""
+                 weights_label: str, *, attention: str = "auto", fp8: bool = False, fast: FastPath | None = None):
+        """``attention``: "auto" or a forced kernel (engine_core.attention.NAMES); ``fp8``: fp8 block linears;
+        ``fast``: the speed levers (default: all on CUDA, eager on the CPU; ``FastPath.eager()`` is exact)."""
         self.config = config
         self.dit = dit
         self.vae = vae
@@ -70,6 +74,24 @@ class ShotStreamEngine:
         self.fp8_report: Fp8Report | None = enable_fp8(dit) if fp8 else None
         if self.fp8_report is not None:
             log.info("fp8 block linears: %s", self.fp8_report.summary())
+        self.fast = FastPath.for_device(dit.device) if fast is None else fast
+        self.fast.check(dit.device)
+        tune_for_cuda(vae)  # cudnn.benchmark (fixed shapes per chunk position) and a channels-last decoder
+        if self.fast.compile:
+            compile_blocks(dit, self.fast.compile_backend)
+        self._graph_pool = torch.cuda.graph_pool_handle() if self.fast.cuda_graphs else None
+        # Per-step constants live on the device: no tensors built from Python scalars per forward.
+        self.step_sigmas = self.schedule.step_sigmas.to(dit.device)
+        self._time_conds = {float(t): dit.time_conditioning(float(t)) for t in [*self.schedule.steps.tolist(), 0.0]}
+        log.info("fast path: %s", self.fast.describe())
+
+    def time_cond(self, timestep: float) -> TimeCond:
+        """The precomputed conditioning of one of the sampler's timesteps (or 0, the cache passes)."""
+        return self._time_conds[float(timestep)]
+
+    def chunk_graphs(self, cache: SelfAttentionCache) -> ChunkGraphs | None:
+        """CUDA graphs for a story's chunk forwards over ``cache``, or None on the eager path."""
+        return ChunkGraphs(self.dit, cache, self._graph_pool) if self.fast.cuda_graphs else None
 
     @property
     def fp8(self) -> bool:
@@ -94,7 +116,7 @@ class ShotStreamEngine:
     @classmethod
     def random(cls, config: ModelConfig = TINY, *, device: torch.device | str | None = None,
                dtype: torch.dtype | None = None, seed: int = 0, with_text_encoder: bool = True,
-               attention: str = "auto", fp8: bool = False) -> ShotStreamEngine:
+               attention: str = "auto", fp8: bool = False, fast: FastPath | None = None) -> ShotStreamEngine:
         """Random weights at any configuration (the tiny default, or the full 1.3B for benchmarks).
 
         ``with_text_encoder=False`` skips building UMT5 (5.7 B parameters at full size); stories
@@ -111,12 +133,13 @@ class ShotStreamEngine:
             if with_text_encoder:
                 text = TextEncoder(build_text_encoder(config.text).to(device, dtype), build_byte_tokenizer(),
                                    config.text.text_len, config.stream.max_prompt_chars)
-        return cls(config, dit, vae, text, RANDOM_LABEL, attention=attention, fp8=fp8)
+        return cls(config, dit, vae, text, RANDOM_LABEL, attention=attention, fp8=fp8, fast=fast)
 
     @classmethod
     def load(cls, weights: str | Path | None = None, student: str | Path | None = None, *,
              device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-             use_ema: bool = False, attention: str = "auto", fp8: bool = False) -> ShotStreamEngine:
+             use_ema: bool = False, attention: str = "auto", fp8: bool = False,
+             fast: FastPath | None = None) -> ShotStreamEngine:
         """Load real weights; with neither ``weights`` nor ``student``, the tiny random default.
 
         ``weights``: a Wan2.1-T2V-1.3B folder, original or diffusers layout (DiT, VAE, UMT5, tokenizer).
@@ -124,7 +147,7 @@ class ShotStreamEngine:
         """
         if weights is None and student is None:
             log.warning("no weights given: using the built-in tiny configuration with %s", RANDOM_LABEL)
-            return cls.random(TINY, device=device, dtype=dtype, attention=attention, fp8=fp8)
+            return cls.random(TINY, device=device, dtype=dtype, attention=attention, fp8=fp8, fast=fast)
         if weights is None:
             raise ValueError("a student checkpoint needs the Wan2.1-T2V-1.3B folder too (its VAE, UMT5 and "
                              "tokenizer): pass weights=<folder>; `python -m engine_core.fetch DEST` downloads both")
@@ -143,4 +166,4 @@ class ShotStreamEngine:
         model, tokenizer = load_text_encoder(weights, cfg.text, dtype, device)
         text = TextEncoder(model, tokenizer, cfg.text.text_len, cfg.stream.max_prompt_chars)
         label = f"{student.name} over {weights.name}" if student else weights.name
-        return cls(cfg, dit, vae, text, label, attention=attention, fp8=fp8)
+        return cls(cfg, dit, vae, text, label, attention=attention, fp8=fp8, fast=fast)

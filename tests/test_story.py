@@ -153,10 +153,10 @@ def _count_cache_only_passes(monkeypatch, engine) -> list[int]:
     calls: list[int] = []
     real = engine.dit.forward
 
-    def forward(latents, timestep, run, cache, text, need_output=True):
+    def forward(latents, timestep, run, cache, text, need_output=True, eager=False):
         if not need_output:
             calls.append(latents.shape[0])
-        return real(latents, timestep, run, cache, text, need_output)
+        return real(latents, timestep, run, cache, text, need_output, eager)
 
     monkeypatch.setattr(engine.dit, "forward", forward)
     return calls
@@ -166,15 +166,16 @@ def test_clean_pass_of_each_chunk_runs_lazily_at_the_next_step(engine, monkeypat
     passes: list[tuple[torch.Tensor, float, int]] = []
     real = engine.dit.forward
 
-    def forward(latents, timestep, run, cache, text, need_output=True):
+    def forward(latents, timestep, run, cache, text, need_output=True, eager=False):
         if not need_output:
             passes.append((latents.clone(), timestep, run.write_start))
-        return real(latents, timestep, run, cache, text, need_output)
+        return real(latents, timestep, run, cache, text, need_output, eager)
 
     monkeypatch.setattr(engine.dit, "forward", forward)
     story = engine.open_story(CAPTION, seed=0)
     story.start_shot("three chunks", 3)
-    assert len(passes) == 1 and passes[0][1] == 0.0 and passes[0][2] == 0  # the history fill
+    clean = engine.time_cond(0.0)
+    assert len(passes) == 1 and passes[0][1] is clean and passes[0][2] == 0  # the history fill
     tpf = CFG.tokens_per_frame
     chunks = [story.step()]
     assert len(passes) == 1  # chunk 0 leaves before its clean pass
@@ -182,7 +183,7 @@ def test_clean_pass_of_each_chunk_runs_lazily_at_the_next_step(engine, monkeypat
         chunks.append(story.step())
         assert len(passes) == 1 + b
         latents, t, write_start = passes[-1]
-        assert t == 0.0
+        assert t is clean
         assert torch.equal(latents, chunks[b - 1].latents)  # the previous chunk's clean x0
         assert write_start == (CFG.stream.context_frames + N * (b - 1)) * tpf
     assert chunks[-1].last_in_shot
@@ -297,8 +298,9 @@ def test_long_story_keeps_working_and_memory_stays_bounded(engine, monkeypatch):
     assert last.context_flags == tuple(range(2, 8))
     assert last.shot_flag == 8
     assert infos[7].context_frames == tuple((s, 0) for s in range(1, 7))
-    # shot 0 routes everything to one caption; shot k < 7 uses captions 0..k; later ones a sliding 7
-    assert captions_encoded == [1, 2, 3, 4, 5, 6, 7, 7, 7]
+    # every shot encodes its own caption alone (the chunks' caption); the context fill of shot k >= 1
+    # encodes the captions its frames route to: 0..k-1 up to shot 6, then a sliding 6
+    assert captions_encoded == [1] + [n for k in range(1, 9) for n in (1, min(k, 6))]
 
     assert {k[0] for k in story._history_latents} == set(range(2, 8))
     assert min(k[0] for k in story._kept_frames) >= 2
@@ -387,9 +389,11 @@ def test_shot_zero_uses_a_single_caption(engine, monkeypatch):
     run_shot(story, "", 1, text_embedding=text0)
     run_shot(story, "", 1, text_embedding=text1)
     story.close()
-    assert stacked[0].shape[0] == 1 and torch.equal(stacked[0][0], text0)
-    assert stacked[1].shape[0] == 2
-    assert torch.equal(stacked[1][0], text0) and torch.equal(stacked[1][1], text1)
+    # shot 0: its own caption only, for its chunks and its context fill alike
+    assert len(stacked) == 3 and stacked[0].shape[0] == 1 and torch.equal(stacked[0][0], text0)
+    # shot 1: its own caption for its chunks, caption 0 for the context frames (all from shot 0)
+    assert stacked[1].shape[0] == 1 and torch.equal(stacked[1][0], text1)
+    assert stacked[2].shape[0] == 1 and torch.equal(stacked[2][0], text0)
 
 
 def test_block_cross_attention_routes_rows_per_frame():
