@@ -175,6 +175,11 @@ class Story:
         return shot is not None and (self._work is not None or shot.started < shot.num_chunks)
 
     @property
+    def denoising(self) -> bool:
+        """A chunk is part-way through its forwards (the next :meth:`advance` continues it)."""
+        return self._work is not None
+
+    @property
     def frames_pending(self) -> bool:
         """Frames are being decoded, or decoded and not yet returned by :meth:`advance`."""
         return bool(self._ready) or self._lane.pending() > 0
@@ -254,6 +259,11 @@ class Story:
                 next(self._work)
             except StopIteration:
                 self._work = None
+        return self.poll_frames()
+
+    def poll_frames(self) -> list[FrameSlice]:
+        """The frames that are ready now (including chunks denoised before a cut), without running anything."""
+        self._check_open()
         self._collect(self._lane.poll())
         return self._take_ready()
 

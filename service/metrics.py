@@ -107,5 +107,5 @@ class ServerMetrics:
 def _queue_depth(registry: SessionRegistry) -> int:
     depth = 0
     for session in list(registry.sessions.values()):
-        depth += session.queued_cues + (1 if session.wants_gpu() else 0)  # no stats(): it queries NVML
+        depth += session.queued_cues + (1 if session.next_unit() is not None else 0)  # no stats(): it queries NVML
     return depth

@@ -72,7 +72,7 @@ class ShotStreamServer:
             log.info("removed %d stale shared-memory ring file(s) left by a previous run", removed)
         if s.warm_up:
             await asyncio.to_thread(warm_up, self.engine)
-        self.worker = GpuWorker()
+        self.worker = GpuWorker(self.engine.device, s.max_queued_units)
         self.registry = SessionRegistry(self.engine, s, self.worker, on_chunk=self.metrics.on_chunk)
         self.metrics.bind(self.registry)
         try:

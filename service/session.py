@@ -1,8 +1,8 @@
 """One interactive story session, independent of the door it came through (gRPC or WebSocket).
 
 Threads: client messages are handled on the asyncio loop (:meth:`Session.handle`); the GPU worker
-thread runs :meth:`Session.run_unit` (one chunk, starting a shot first when one is due) and
-:meth:`Session.release`. Everything they share sits behind ``_lock``. Server messages go to
+thread runs :meth:`Session.run` (one unit: a shot start, one DiT forward, or the next shot's setup;
+:mod:`service.scheduler` picks which), hands out decoded chunks and calls :meth:`Session.release`. Everything they share sits behind ``_lock``. Server messages go to
 ``outbox`` (an asyncio queue) through ``loop.call_soon_threadsafe``.
 
 Backpressure is credit based: a chunk is generated only while fewer than ``credits`` chunks are
@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from engine_core import ShotStreamEngine
+from engine_core import ChunkResult, ShotStreamEngine
 
 from .protocol import (PROTOCOL_VERSION, ProtocolError, channels, check_protocol_version, error_message, pack_frames,
                        pb)
 from .outbox import Outbox
 from .ring import FrameRing
+from .scheduler import Unit
 from .settings import ServerSettings
 from .takes import SessionTakes, TakeFolder
 
@@ -94,6 +95,9 @@ class Session:
         self._in_flight: dict[int, int | None] = {}  # chunk seq -> ring slot
         self._delivered: set[int] = set()  # chunks in flight that went out to the client: these may be acked
         self._refusals = 0  # limit refusals in a row
+        self._cue_since = 0.0  # when the oldest queued cue became due (monotonic)
+        self._making: deque[float] = deque()  # start times of chunks being denoised or decoded, oldest first
+        self._prepare_due = False  # the shot is denoised and the next one's setup has not run yet
         self._seq = 0
         self._story_frame = 0
         self.counters = SessionCounters()
@@ -137,6 +141,8 @@ class Session:
                     self._refuse(f"{len(self._cues)} cues are already queued (max_queued_cues="
                                  f"{self.settings.max_queued_cues}): wait for a shot to start, or cut", cue.event_id)
                 self._refusals = 0
+                if not self._cues:
+                    self._cue_since = time.monotonic()
                 self._cues.append(cue)
                 self._emit(pb.ServerMessage(cue_accepted=pb.CueAccepted(event_id=cue.event_id,
                                                                         queue_position=len(self._cues) - 1)))
@@ -204,25 +210,44 @@ class Session:
 
     # -- worker thread ------------------------------------------------------------------------
 
-    def wants_gpu(self) -> bool:
+    def next_unit(self) -> tuple[Unit, float] | None:
+        """What this session can run now (see :mod:`service.scheduler`), and since when it waits."""
         with self._lock:
-            if self.closing or self._paused or len(self._in_flight) >= self.credits:
-                return False
-            return bool(self._cues) or (self._shot is not None and self._shot.chunks < self._shot.cue.num_chunks)
-
-    def run_unit(self) -> None:
-        """Generate one chunk: start the next shot first if one is due (a cut or a finished shot)."""
-        t0 = time.perf_counter()
-        with self._lock:
-            cue = None
+            if self.closing or self._paused:
+                return None
+            # a new chunk (a shot's first included) needs a credit; one part-way through its forwards has one
+            credit = len(self._in_flight) + len(self._making) < self.credits
             if self._cues and (self._cut or self._shot is None):
-                cue = self._cues.popleft()
-                cut, self._cut = self._cut, False
-        if cue is not None:
-            if self._shot is not None and cut:
-                self._finish_shot(cut=True)
-            self._start_shot(cue)
-        self._step(t0)
+                return (Unit.START_SHOT, self._cue_since) if credit else None
+            if self._shot is not None and self.story.has_work:
+                return (Unit.FORWARD, 0.0) if credit or self.story.denoising else None
+            return (Unit.PREPARE, 0.0) if self._prepare_due else None
+
+    @property
+    def frames_pending(self) -> bool:
+        return self.story.frames_pending
+
+    def run(self, unit: Unit) -> int:
+        """Run one unit of work; returns the frames it handed to the client."""
+        if unit is Unit.START_SHOT:
+            return self._start_shot()
+        if unit is Unit.FORWARD:
+            if not self.story.denoising:
+                self._making.append(time.perf_counter())
+            frames = self._deliver(self.story.advance())
+            self._prepare_due = not self.story.has_work  # the shot is denoised: ready the next one before its cue
+            return frames
+        self._prepare_due = False
+        self.story.prepare_next_shot()
+        return self._deliver(self.story.poll_frames())
+
+    def poll_frames(self) -> int:
+        """Hand out frames that finished decoding, without running anything."""
+        return self._deliver(self.story.poll_frames())
+
+    def wait_frames(self) -> int:
+        """Block until this session's oldest decoding frames are ready, and hand them out."""
+        return self._deliver(self.story.wait_frames())
 
     def release(self) -> None:
         """Free the story's GPU memory and the ring file. Worker thread, between units."""
@@ -235,19 +260,40 @@ class Session:
         log.exception("session %s failed", self.id, exc_info=exc)
         self._emit(error_message(engine_failure("generation failed", exc)))
 
-    def _start_shot(self, cue: _Cue) -> None:
+    def _start_shot(self) -> int:
+        """Start the next cued shot; on a cut, first deliver the chunks the cut shot finished denoising."""
+        with self._lock:
+            cue = self._cues.popleft()
+            self._cut = False
+            self._cue_since = time.monotonic()
+        dropped = self.story.denoising  # a cut drops the chunk part-way through its forwards
         info = self.story.start_shot(cue.prompt, cue.num_chunks)
+        if dropped:
+            self._making.pop()
+        self._prepare_due = False
+        frames = self._deliver(self.story.poll_frames())
+        if self._shot is not None:
+            self._finish_shot(cut=True)
         with self._lock:
             self._shot = _Shot(cue=cue, index=info.shot_index, started=time.perf_counter())
         self._emit(pb.ServerMessage(shot_started=pb.ShotStarted(
             event_id=cue.event_id, tags=cue.tags, shot_index=info.shot_index, num_chunks=info.num_chunks,
             num_frames=info.num_frames, prompt_tokens=info.prompt_tokens or 0, truncated_tokens=info.truncated_tokens,
             setup_ms=sum(info.timings_ms.values()))))
+        return frames
 
-    def _step(self, t0: float) -> None:
+    def _deliver(self, slices: list) -> int:
+        """Send each chunk whose last latent frame is decoded (the wire carries whole chunks)."""
+        frames = 0
+        for piece in slices:
+            if piece.chunk is not None:
+                frames += self._send_chunk(piece.chunk)
+        return frames
+
+    def _send_chunk(self, chunk: ChunkResult) -> int:
         shot = self._shot
-        t_start = time.perf_counter()
-        chunk = self.story.step()
+        started = self._making.popleft()
+        now = time.perf_counter()
         frames = pack_frames(chunk.frames.numpy(), self.frame_format)
         with self._lock:
             self.takes.add(chunk.frames.numpy())  # a fresh tensor per chunk: nothing else writes to it
@@ -255,20 +301,22 @@ class Session:
             seq = self._seq
             slot = self._free_slots.pop() if self.ring is not None else None
             self._in_flight[seq] = slot
+        t = chunk.timings_ms
+        device_ms = t["commit"] + t["denoise"] + t["decode"]
         msg = pb.FrameChunk(
             chunk_seq=seq, event_id=shot.cue.event_id, shot_index=shot.index, chunk_index=chunk.chunk_index,
             first_frame=chunk.first_frame, story_frame=self._story_frame, num_frames=len(frames),
             width=frames.shape[2], height=frames.shape[1], frame_format=self.frame_format,
             last_in_shot=chunk.last_in_shot,
-            timing=pb.ChunkTiming(commit_ms=chunk.timings_ms["commit"], denoise_ms=chunk.timings_ms["denoise"],
-                                  decode_ms=chunk.timings_ms["decode"], queue_ms=1e3 * (t_start - t0),
-                                  since_shot_start_ms=1e3 * (time.perf_counter() - shot.started)))
+            timing=pb.ChunkTiming(commit_ms=t["commit"], denoise_ms=t["denoise"], decode_ms=t["decode"],
+                                  queue_ms=max(0.0, 1e3 * (now - started) - device_ms),
+                                  since_shot_start_ms=1e3 * (now - shot.started)))
         if slot is None:
             msg.pixels = frames.tobytes()
         else:
             offset, length = self.ring.write(slot, seq, frames)
             msg.ring_slot.CopyFrom(pb.RingSlot(slot=slot, sequence=seq, offset=offset, length=length))
-        elapsed = time.perf_counter() - t_start
+        elapsed = time.perf_counter() - started
         shot.chunks += 1
         shot.frames += len(frames)
         self._story_frame += len(frames)
@@ -284,6 +332,7 @@ class Session:
             self._finish_shot(cut=False)
         if c.chunks % self.settings.stats_every_chunks == 0:
             self._emit(pb.ServerMessage(stats=self.stats()))
+        return len(frames)
 
     def _finish_shot(self, cut: bool) -> None:
         with self._lock:

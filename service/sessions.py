@@ -61,6 +61,11 @@ class SessionRegistry:
         if self._per_peer.get(host, 0) >= self.settings.max_sessions_per_peer:
             raise ProtocolError(exhausted, f"{host} already has {self._per_peer[host]} open sessions (limit "
                                            f"{self.settings.max_sessions_per_peer}, max_sessions_per_peer)", fatal=True)
+        realtime = self.settings.realtime_admission
+        if realtime or (realtime is None and self.engine.device.type == "cuda"):
+            reason = self.worker.capacity.refuse_reason(len(self.sessions), self.engine.config.stream.fps)
+            if reason is not None:
+                raise ProtocolError(exhausted, reason, fatal=True)
         free = gpu_memory_free(self.engine.device)
         need = self.story_bytes() + self.settings.gpu_memory_reserve_bytes
         if free is not None and free < need:

@@ -56,6 +56,10 @@ class ServerSettings:
     gpu_memory_reserve_bytes: int = 1 << 30  # keep this much free when admitting a session
     stats_every_chunks: int = 7
     warm_up: bool = True  # run one throwaway 1-chunk shot at start so the first session pays no cold start
+    # Refuse a session the GPU cannot keep at playback speed (measured frames/s, not only memory);
+    # None = on for a CUDA engine, off on the CPU (the tiny test engine is no measure of a GPU).
+    realtime_admission: bool | None = None
+    max_queued_units: int = 2  # DiT forwards launched ahead of the GPU; more only delays a fresh cue's shot
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "takes_dir", Path(self.takes_dir))  # a str from config files works too

@@ -65,14 +65,26 @@ class SyntheticEngine:
 
 
 class _SyntheticStory:
+    """The engine's Story interface (as the service drives it) over premade frames: one chunk per advance()."""
+
     def __init__(self, engine: SyntheticEngine, global_caption: str):
         self.engine, self.global_caption = engine, global_caption
         self._shot = -1
         self._chunks = self._done = 0
+        self.denoising = False
+        self.frames_pending = False
 
     @property
     def shot_in_progress(self) -> bool:
         return self._done < self._chunks
+
+    @property
+    def has_work(self) -> bool:
+        return self.shot_in_progress
+
+    @property
+    def next_shot_index(self) -> int:
+        return self._shot + 1
 
     def start_shot(self, prompt: str, num_chunks: int | None = None):
         from engine_core.story import ShotInfo
@@ -82,21 +94,32 @@ class _SyntheticStory:
         self._chunks, self._done = num_chunks or cfg.stream.chunks_per_shot, 0
         return ShotInfo(shot_index=self._shot, prompt=prompt, num_chunks=self._chunks,
                         num_frames=cfg.pixel_frames(self._chunks), context_frames=(), context_flags=(), shot_flag=0,
-                        prompt_tokens=0, truncated_tokens=0, timings_ms={"text": 0.0, "history": 0.0, "context": 0.0})
+                        prompt_tokens=0, truncated_tokens=0, timings_ms={"text": 0.0, "history": 0.0, "context": 0.0},
+                        prepared_ahead=False)
 
-    def step(self):
-        from engine_core.story import ChunkResult
+    def advance(self) -> list:
+        from engine_core.story import ChunkResult, FrameSlice
 
         cfg = self.engine.config
         if not self.shot_in_progress:
-            raise RuntimeError("no shot in progress")
+            return []
         i = self._done
         first = 0 if i == 0 else cfg.pixel_frames(i)
         n = cfg.pixel_frames(i + 1) - first
         self._done += 1
-        return ChunkResult(shot_index=self._shot, chunk_index=i, first_frame=first, frames=self.engine.frames[:n],
-                           latents=None, last_in_shot=self._done == self._chunks,
-                           timings_ms={"commit": 0.0, "denoise": 0.0, "decode": 0.0})
+        last = self._done == self._chunks
+        chunk = ChunkResult(shot_index=self._shot, chunk_index=i, first_frame=first, frames=self.engine.frames[:n],
+                            latents=None, last_in_shot=last, timings_ms={"commit": 0.0, "denoise": 0.0, "decode": 0.0})
+        return [FrameSlice(shot_index=self._shot, chunk_index=i, first_frame=first, frames=chunk.frames,
+                           last_in_chunk=True, last_in_shot=last, chunk=chunk)]
+
+    def poll_frames(self) -> list:
+        return []
+
+    wait_frames = poll_frames
+
+    def prepare_next_shot(self) -> bool:
+        return not self.shot_in_progress
 
     def close(self) -> None:
         pass

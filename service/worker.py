@@ -1,26 +1,40 @@
-"""The GPU worker: one thread that advances every open session, one chunk at a time, round-robin.
+"""The GPU worker: one thread that runs every session's work, one unit (one DiT forward) at a time.
 
 Only this thread runs the models (the loop thread only allocates a new story's caches), so the
-models need no locking and sessions never race for the GPU. With nothing to do it blocks on a
-condition variable (no polling, no GPU use).
+models need no locking and sessions never race for the GPU. :mod:`service.scheduler` decides
+which unit runs next; this module runs it, hands finished frames to their sessions, and keeps
+the GPU's queue short (at most ``max_queued_units`` units launched ahead of the GPU), so that a
+fresh cue's work is not stuck behind a long queue of another story's forwards. With nothing to
+run it waits for frames still decoding, or blocks on a condition variable (no polling).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import deque
 
+import torch
+
+from .capacity import Capacity
+from .scheduler import Scheduler
 from .session import Session
 
 log = logging.getLogger(__name__)
 
 
 class GpuWorker:
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | str = "cpu", max_queued_units: int = 2,
+                 capacity: Capacity | None = None) -> None:
+        self.capacity = capacity or Capacity()
+        self._cuda = torch.device(device).type == "cuda"
+        self._max_queued = max_queued_units
+        self._launched: deque[torch.cuda.Event] = deque()
+        self._scheduler = Scheduler()
         self._cond = threading.Condition()
         self._sessions: list[Session] = []
         self._to_release: list[Session] = []
-        self._next = 0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="shotstream-gpu", daemon=True)
         self._thread.start()
@@ -36,7 +50,7 @@ class GpuWorker:
             self._cond.notify()
 
     def remove(self, session: Session) -> None:
-        """Stop scheduling ``session`` and free its resources on the worker thread (never mid-chunk)."""
+        """Stop scheduling ``session`` and free its resources on the worker thread (never mid-forward)."""
         with self._cond:
             session.closing = True
             if session in self._sessions:
@@ -69,37 +83,70 @@ class GpuWorker:
         if not self._thread.is_alive():  # anything removed while the thread was exiting
             self._release_pending()
 
-    def _pick(self) -> Session | None:
-        """Round-robin: the first session at or after ``_next`` that has work and credits."""
-        n = len(self._sessions)
-        for i in range(n):
-            s = self._sessions[(self._next + i) % n]
-            if s.wants_gpu():
-                self._next = (self._next + i + 1) % n
-                return s
-        return None
+    def _next(self) -> tuple[list[Session], tuple[Session, object] | None, Session | None, bool]:
+        """Under the lock, wait until there is something to do: (to release, a unit, a session to wait on, stop)."""
+        with self._cond:
+            while True:
+                release, self._to_release = self._to_release, []
+                picked = None if release else self._scheduler.pick(self._sessions)
+                decoding = None if release or picked else next(
+                    (s for s in self._sessions if s.frames_pending), None)
+                if release or picked or decoding or self._stopping:
+                    return release, picked, decoding, self._stopping
+                self._cond.wait()
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while True:
-                    release, self._to_release = self._to_release, []
-                    session = None if release else self._pick()
-                    if release or session is not None or self._stopping:
-                        break
-                    self._cond.wait()
-                stopping = self._stopping
+            release, picked, decoding, stopping = self._next()
             _release(release)
-            if session is not None:
-                try:
-                    session.run_unit()
-                except Exception as exc:  # noqa: BLE001
-                    try:
-                        session.fail(exc)
-                    finally:
-                        self.remove(session)
-            elif stopping and not release:
-                return
+            if picked is None and decoding is None:
+                if stopping and not release:
+                    return
+                continue
+            t0 = time.perf_counter()
+            session = picked[0] if picked else decoding
+            frames = 0
+            try:
+                if picked is not None:
+                    self._throttle()
+                    frames = session.run(picked[1])
+                    self._mark_launched()
+                else:
+                    frames = session.wait_frames()
+                for other in self._snapshot():  # hand out whatever else finished meanwhile
+                    if other is not session and other.frames_pending:
+                        frames += self._guarded(other, other.poll_frames)
+            except Exception as exc:  # noqa: BLE001
+                self._failed(session, exc)
+            self.capacity.record(time.perf_counter() - t0, frames)
+
+    def _snapshot(self) -> list[Session]:
+        with self._cond:
+            return list(self._sessions)
+
+    def _guarded(self, session: Session, call) -> int:
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001
+            self._failed(session, exc)
+            return 0
+
+    def _failed(self, session: Session, exc: BaseException) -> None:
+        try:
+            session.fail(exc)
+        finally:
+            self.remove(session)
+
+    def _throttle(self) -> None:
+        """Keep at most ``max_queued_units`` units queued on the GPU ahead of it (CUDA only)."""
+        while len(self._launched) >= self._max_queued:
+            self._launched.popleft().synchronize()
+
+    def _mark_launched(self) -> None:
+        if self._cuda:
+            event = torch.cuda.Event()
+            event.record()
+            self._launched.append(event)
 
 
 def _release(sessions: list[Session]) -> None:

@@ -193,7 +193,7 @@ def test_pause_stops_generation_until_resume(engine):
             session = server.registry.sessions[opened.session_id]
             stats = session.stats()
             assert stats.paused and stats.chunks_sent == 1 and stats.chunks_in_flight == 0 and stats.queued_cues == 1
-            assert not session.wants_gpu()
+            assert session.next_unit() is None
             info = await stub.GetServerInfo(pb.GetServerInfoRequest())
             assert info.open_sessions == 1
             await d.send(resume=pb.Resume())

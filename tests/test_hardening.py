@@ -158,7 +158,7 @@ def test_acks_free_credit_only_for_delivered_chunks(engine):
                 session.handle(pb.ClientMessage(cue=pb.Cue(prompt="a boat", num_chunks=7)))
                 registry.worker.notify()
                 for _ in range(500):  # nobody sends these chunks out: two are generated, then credit runs out
-                    if session.counters.chunks == 2 and not session.wants_gpu():
+                    if session.counters.chunks == 2 and not (session.next_unit() is not None):
                         break
                     await asyncio.sleep(0.01)
                 for seq in (1, 2, 3):
@@ -168,7 +168,7 @@ def test_acks_free_credit_only_for_delivered_chunks(engine):
                 assert session.counters.chunks == 2
                 session.delivered(1)
                 session.handle(pb.ClientMessage(ack=pb.Ack(chunk_seq=1)))  # now it counts
-                assert session.wants_gpu()
+                assert (session.next_unit() is not None)
             finally:
                 registry.close(session)
 

@@ -42,6 +42,7 @@ from service.protocol import PROTOCOL_VERSION, pb, pb_grpc
 from service.ring import FrameRing
 from service.sdk import Chunk, ShotFinished, ShotStreamClient, ShotStreamError
 from service.server import ShotStreamServer
+from service.scheduler import Unit
 from service.session import Session
 from service.settings import ServerSettings
 from service_helpers import Direct as BaseDirect
@@ -173,20 +174,26 @@ def frames_of(chunk: pb.FrameChunk, pixels: bytes | None = None) -> np.ndarray:
     return np.frombuffer(data, np.uint8).reshape(chunk.num_frames, chunk.height, chunk.width, channels)
 
 
-def record_units(monkeypatch, gate: threading.Event | None = None) -> list[str]:
-    """The id of the session of every chunk the GPU worker generates, in order (``Session.run_unit`` wrapped);
-    with ``gate``, the worker's units wait until it is set."""
+def record_units(monkeypatch, gate: threading.Event | None = None) -> tuple[list[str], list[tuple[str, Unit]]]:
+    """The session id of every chunk the GPU worker sends, in order, and every unit it runs
+    (``Session._send_chunk`` and ``Session.run`` wrapped); with ``gate``, units wait until it is set."""
     order: list[str] = []
-    run_unit = Session.run_unit
+    units: list[tuple[str, Unit]] = []
+    run, send_chunk = Session.run, Session._send_chunk
 
-    def recorded(self):
-        order.append(self.id)
+    def recorded_run(self, unit):
+        units.append((self.id, unit))
         if gate is not None:
             assert gate.wait(TIMEOUT), "the test never opened the gate"
-        run_unit(self)
+        return run(self, unit)
 
-    monkeypatch.setattr(Session, "run_unit", recorded)
-    return order
+    def recorded_send(self, chunk):
+        order.append(self.id)
+        return send_chunk(self, chunk)
+
+    monkeypatch.setattr(Session, "run", recorded_run)
+    monkeypatch.setattr(Session, "_send_chunk", recorded_send)
+    return order, units
 
 
 # -- 1. a killed client ---------------------------------------------------------------------------
@@ -206,7 +213,7 @@ def test_client_killed_mid_stream_frees_its_session_ring_and_story(engine, tmp_p
             # The client took (and acked) chunk 1; the server fills both credits: chunks 2 and 3 sit unacked.
             wait_until(lambda: session.counters.chunks == 3 and session.stats().chunks_in_flight == 2,
                        "chunks 2 and 3 are in flight", timeout=20)
-            assert not session.wants_gpu() and not session.story.closed and not session.ring.closed
+            assert session.next_unit() is None and not session.story.closed and not session.ring.closed
             killed(proc)
         wait_until(lambda: released(server, opened), "the killed client's session is freed")
         assert opened == [session]
@@ -300,7 +307,7 @@ def test_killed_server_leaves_its_ring_and_the_next_server_removes_it(engine, tm
 
 def test_four_ready_sessions_take_turns_round_robin(engine, monkeypatch):
     gate = threading.Event()
-    order = record_units(monkeypatch, gate)
+    order, units = record_units(monkeypatch, gate)
     shots = [("The keeper climbs the stairs.", 4), ("A wave hits the rocks.", 3)]  # 7 chunks per session
     seeds = [1, 2, 3, 4]
     expected = {seed: sum(engine_chunks(engine, shots, CAPTION, seed), []) for seed in seeds}
@@ -319,9 +326,9 @@ def test_four_ready_sessions_take_turns_round_robin(engine, monkeypatch):
                     for j, (prompt, n) in enumerate(shots):
                         await d.cue(f"p{i}s{j}", prompt, n)
                 # The worker is held in the first session's first unit; now every session has queued work.
-                await await_until(lambda: len(order) == 1, "the worker has picked a session")
-                assert order == [ids[0]]
-                assert all(server.registry.sessions[i].wants_gpu() for i in ids)
+                await await_until(lambda: len(units) == 1, "the worker has picked a session")
+                assert units == [(ids[0], Unit.START_SHOT)]
+                assert all(server.registry.sessions[i].next_unit() is not None for i in ids)
                 gate.set()
                 results = await asyncio.wait_for(asyncio.gather(*(d.play(len(shots)) for d in clients)), 4 * TIMEOUT)
             finally:
@@ -331,6 +338,10 @@ def test_four_ready_sessions_take_turns_round_robin(engine, monkeypatch):
             return ids, results
 
     ids, results = asyncio.run(body())
+    # Fresh cues first: every session's shot started before any forward ran ...
+    assert units[:4] == [(i, Unit.START_SHOT) for i in ids]
+    forwards = [i for i, unit in units if unit is Unit.FORWARD]
+    assert forwards[:8] == ids * 2  # ... then one forward each, in turn
     # While all four were ready no session got ahead of another by more than one chunk ...
     for k in range(1, len(order) + 1):
         counts = Counter(order[:k])
@@ -347,7 +358,7 @@ def test_four_ready_sessions_take_turns_round_robin(engine, monkeypatch):
 
 
 def test_a_client_that_stops_acking_stalls_only_itself(engine, monkeypatch):
-    order = record_units(monkeypatch)
+    order, _ = record_units(monkeypatch)
     slow_shot = ("A slow pan across the harbour.", 3)
     fast_shots = [("The keeper climbs the stairs.", 3), ("A wave hits the rocks.", 2)]
     (slow_expected,) = engine_chunks(engine, [slow_shot], CAPTION, SEED)
@@ -373,7 +384,7 @@ def test_a_client_that_stops_acking_stalls_only_itself(engine, monkeypatch):
             # Meanwhile the slow session had exactly one chunk generated, and has no more on the way.
             await slow.barrier()
             session = server.registry.sessions[slow_id]
-            assert session.counters.chunks == 1 and session.stats().chunks_in_flight == 1 and not session.wants_gpu()
+            assert session.counters.chunks == 1 and session.stats().chunks_in_flight == 1 and session.next_unit() is None
             assert Counter(order) == {slow_id: 1, **{i: 5 for i in fast_ids}}
             for d in fast:
                 await d.close()
