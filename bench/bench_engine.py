@@ -253,12 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     wall = measured[-1].t_last - measured[0].t_cue
     dit_s = sum(c["commit"] + c["denoise"] for c in chunks) / 1e3
     chunk_dit = [mean([c["commit"] + c["denoise"] for c in by_index[b]]) for b in sorted(by_index)]
-    after_cue = [s.first_frame_s for s in shots if s.info.prepared_ahead]
+    after_cue = [s.first_frame_s for s in measured if s.info.prepared_ahead]
     report = engine.fp8_report
     result = {
         "date": datetime.date.today().isoformat(),
         "config": cfg.name, "random_weights": True, "mode": args.mode, "fast_path": engine.fast.describe(),
-        "attention": {"name": engine.attention.name, "describe": engine.attention.describe(),
+        "attention": {"name": engine.attention.name, "reason": engine.attention.reason,
                       "skipped": [list(s) for s in engine.attention.skipped]},
         "fp8": None if report is None else {"mode": report.mode, "scaling": report.scaling, "reason": report.reason,
                                             "converted": len(report.converted), "skipped": [list(s) for s in report.skipped],
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "first_frame_s": {"after_cue_mean": mean(after_cue), "after_cue_max": max(after_cue, default=None),
                           "after_cue_count": len(after_cue), "shot0_cold_engine": shots[0].first_frame_s,
                           "shot0_new_story": shot0_new_story},
-        "prepare_next_shot_ms_mean": mean([s.prepare_ms for s in shots[1:]]),
+        "prepare_next_shot_ms_mean": mean([s.prepare_ms for s in measured if s.prepare_ms is not None]),
         "switch_s": {"count": len(switches), "p50": percentile(switches, 50), "p95": percentile(switches, 95),
                      "max": max(switches, default=None), "all": switches},
         "peak_gpu_gib": peak,
