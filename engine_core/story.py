@@ -284,15 +284,15 @@ class Story:
                     for _ in range(i + 1):
                         self._ready.popleft()
                     return piece.chunk
-            if self.has_work:
+            if self._lane.pending():  # never start the next chunk first: a cut after k steps keeps k chunks
+                self._collect([self._lane.wait_next()])
+            elif self.has_work:
                 if self._work is None:
                     self._work = self._chunk_work(self._shot)
                 try:
                     next(self._work)
                 except StopIteration:
                     self._work = None
-            elif self._lane.pending():
-                self._collect([self._lane.wait_next()])
             else:
                 raise RuntimeError("no shot in progress: call start_shot(prompt) first")
             self._collect(self._lane.poll())

@@ -23,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 
 import grpc
@@ -71,7 +72,10 @@ class SessionCounters:
 
 class Session:
     def __init__(self, session_id: str, open_msg: pb.OpenSession, engine: ShotStreamEngine, settings: ServerSettings,
-                 loop: asyncio.AbstractEventLoop, on_chunk: Callable[[float, int], None] | None = None):
+                 loop: asyncio.AbstractEventLoop, on_chunk: Callable[[float, int], None] | None = None,
+                 post: Callable[..., Future] | None = None):
+        """``post(fn, *args)`` runs ``fn`` on the sender thread, in order (``None``: right here): frame packing,
+        ring/inline copies and every message the worker emits go through it, off the GPU worker's critical path."""
         _check_open(open_msg, settings)
         self.id = session_id
         self.client_name = open_msg.client_name or "anonymous"
@@ -84,6 +88,8 @@ class Session:
         self._loop = loop
         self._loop_thread = threading.get_ident()  # sessions are created on the loop thread (registry.open)
         self._on_chunk = on_chunk
+        self._post = post
+        self._last_post: Future | None = None  # the latest work handed to the sender thread
         # Set by the registry: server-wide Stats fields (open sessions, GPU memory), merged into stats().
         self.server_stats: Callable[[], dict[str, int]] | None = None
         self._lock = threading.Lock()
@@ -215,10 +221,13 @@ class Session:
         with self._lock:
             if self.closing or self._paused:
                 return None
-            # a new chunk (a shot's first included) needs a credit; one part-way through its forwards has one
-            credit = len(self._in_flight) + len(self._making) < self.credits
+            # a new chunk (a shot's first included) needs a credit; one part-way through its forwards has one,
+            # which a cut frees (it drops that chunk)
+            held = len(self._in_flight) + len(self._making)
             if self._cues and (self._cut or self._shot is None):
-                return (Unit.START_SHOT, self._cue_since) if credit else None
+                dropped = 1 if self._cut and self.story.denoising else 0
+                return (Unit.START_SHOT, self._cue_since) if held - dropped < self.credits else None
+            credit = held < self.credits
             if self._shot is not None and self.story.has_work:
                 return (Unit.FORWARD, 0.0) if credit or self.story.denoising else None
             return (Unit.PREPARE, 0.0) if self._prepare_due else None
@@ -250,7 +259,9 @@ class Session:
         return self._deliver(self.story.wait_frames())
 
     def release(self) -> None:
-        """Free the story's GPU memory and the ring file. Worker thread, between units."""
+        """Free the story's GPU memory and the ring file once the sender is done with it. Worker thread."""
+        if self._last_post is not None:
+            wait([self._last_post])
         self.story.close()
         if self.ring is not None:
             self.ring.close()
@@ -294,45 +305,56 @@ class Session:
         shot = self._shot
         started = self._making.popleft()
         now = time.perf_counter()
-        frames = pack_frames(chunk.frames.numpy(), self.frame_format)
+        rgb = chunk.frames.numpy()  # a fresh tensor per chunk: nothing else writes to it
         with self._lock:
-            self.takes.add(chunk.frames.numpy())  # a fresh tensor per chunk: nothing else writes to it
+            self.takes.add(rgb)
             self._seq += 1
             seq = self._seq
             slot = self._free_slots.pop() if self.ring is not None else None
             self._in_flight[seq] = slot
         t = chunk.timings_ms
         device_ms = t["commit"] + t["denoise"] + t["decode"]
+        n, height, width, _ = rgb.shape
         msg = pb.FrameChunk(
             chunk_seq=seq, event_id=shot.cue.event_id, shot_index=shot.index, chunk_index=chunk.chunk_index,
-            first_frame=chunk.first_frame, story_frame=self._story_frame, num_frames=len(frames),
-            width=frames.shape[2], height=frames.shape[1], frame_format=self.frame_format,
-            last_in_shot=chunk.last_in_shot,
+            first_frame=chunk.first_frame, story_frame=self._story_frame, num_frames=n, width=width, height=height,
+            frame_format=self.frame_format, last_in_shot=chunk.last_in_shot,
             timing=pb.ChunkTiming(commit_ms=t["commit"], denoise_ms=t["denoise"], decode_ms=t["decode"],
                                   queue_ms=max(0.0, 1e3 * (now - started) - device_ms),
                                   since_shot_start_ms=1e3 * (now - shot.started)))
-        if slot is None:
-            msg.pixels = frames.tobytes()
-        else:
-            offset, length = self.ring.write(slot, seq, frames)
-            msg.ring_slot.CopyFrom(pb.RingSlot(slot=slot, sequence=seq, offset=offset, length=length))
+        self._in_order(self._pack_and_send, rgb, msg, slot)
         elapsed = time.perf_counter() - started
         shot.chunks += 1
-        shot.frames += len(frames)
-        self._story_frame += len(frames)
+        shot.frames += n
+        self._story_frame += n
         c = self.counters
-        c.chunks, c.frames, c.gpu_s = c.chunks + 1, c.frames + len(frames), c.gpu_s + elapsed
+        c.chunks, c.frames, c.gpu_s = c.chunks + 1, c.frames + n, c.gpu_s + elapsed
         c.chunk_ms.append(1e3 * elapsed)
         if len(c.chunk_ms) > _STATS_WINDOW:  # bounded: a session may run for hours
             del c.chunk_ms[0]
-        self._emit(pb.ServerMessage(chunk=msg))
         if self._on_chunk is not None:
-            self._on_chunk(elapsed, len(frames))
+            self._on_chunk(elapsed, n)
         if chunk.last_in_shot:
             self._finish_shot(cut=False)
         if c.chunks % self.settings.stats_every_chunks == 0:
             self._emit(pb.ServerMessage(stats=self.stats()))
-        return len(frames)
+        return n
+
+    def _pack_and_send(self, rgb: np.ndarray, msg: pb.FrameChunk, slot: int | None) -> None:
+        """The copies of a chunk (RGBA packing, into the ring or the message), then the message (sender thread)."""
+        try:
+            frames = pack_frames(rgb, self.frame_format)
+            if slot is None:
+                msg.pixels = frames.tobytes()
+            else:
+                offset, length = self.ring.write(slot, msg.chunk_seq, frames)
+                msg.ring_slot.CopyFrom(pb.RingSlot(slot=slot, sequence=msg.chunk_seq, offset=offset, length=length))
+        except Exception as exc:  # noqa: BLE001 - e.g. the ring's file vanished: this session ends, not the server
+            self.closing = True
+            log.exception("session %s: sending chunk %d failed", self.id, msg.chunk_seq)
+            self._to_loop(error_message(engine_failure("sending frames failed", exc)))
+            return
+        self._to_loop(pb.ServerMessage(chunk=msg))
 
     def _finish_shot(self, cut: bool) -> None:
         with self._lock:
@@ -361,11 +383,20 @@ class Session:
     def _emit(self, msg: pb.ServerMessage) -> None:
         if threading.get_ident() == self._loop_thread:  # e.g. cue_accepted: keep order with errors put directly
             self.outbox.put_nowait(msg)
+        else:  # behind the chunks the worker handed to the sender before it
+            self._in_order(self._to_loop, msg)
+
+    def _in_order(self, fn: Callable[..., None], *args: object) -> None:
+        if self._post is None:
+            fn(*args)
         else:
-            try:
-                self._loop.call_soon_threadsafe(self.outbox.put_nowait, msg)
-            except RuntimeError:  # the session's loop has closed: nobody will read this message
-                pass
+            self._last_post = self._post(fn, *args)
+
+    def _to_loop(self, msg: pb.ServerMessage) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.outbox.put_nowait, msg)
+        except RuntimeError:  # the session's loop has closed: nobody will read this message
+            pass
 
 
 def _max_frames_per_chunk(engine: ShotStreamEngine) -> int:

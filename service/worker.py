@@ -6,6 +6,10 @@ which unit runs next; this module runs it, hands finished frames to their sessio
 the GPU's queue short (at most ``max_queued_units`` units launched ahead of the GPU), so that a
 fresh cue's work is not stuck behind a long queue of another story's forwards. With nothing to
 run it waits for frames still decoding, or blocks on a condition variable (no polling).
+
+Packing and copying a chunk's frames (RGBA packing, into the ring or an inline message) runs on
+one sender thread (:meth:`GpuWorker.post`), in the order the worker hands chunks over, so the GPU
+worker goes straight back to launching the next forward.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
@@ -36,6 +42,7 @@ class GpuWorker:
         self._sessions: list[Session] = []
         self._to_release: list[Session] = []
         self._stopping = False
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shotstream-send")
         self._thread = threading.Thread(target=self._run, name="shotstream-gpu", daemon=True)
         self._thread.start()
 
@@ -66,6 +73,10 @@ class GpuWorker:
             release, self._to_release = self._to_release, []
         _release(release)
 
+    def post(self, fn: Callable[..., None], *args: object) -> Future:
+        """Run ``fn(*args)`` on the sender thread, after everything posted before it."""
+        return self._sender.submit(fn, *args)
+
     def notify(self) -> None:
         """A session may have new work (a cue, an ack, a resume)."""
         with self._cond:
@@ -82,6 +93,7 @@ class GpuWorker:
         self._thread.join(timeout)
         if not self._thread.is_alive():  # anything removed while the thread was exiting
             self._release_pending()
+        self._sender.shutdown(wait=True)
 
     def _next(self) -> tuple[list[Session], tuple[Session, object] | None, Session | None, bool]:
         """Under the lock, wait until there is something to do: (to release, a unit, a session to wait on, stop)."""

@@ -150,3 +150,41 @@ def test_admission_refuses_a_session_the_gpu_cannot_keep_at_real_time(engine):
             await third.close()
 
     asyncio.run(asyncio.wait_for(body(), 4 * TIMEOUT))
+
+
+def test_a_cut_frees_the_credit_of_the_chunk_it_drops(engine, monkeypatch):
+    """One credit, held by a chunk part-way through its forwards: a cut drops that chunk, so it may start."""
+    from service.session import Session
+
+    real_run, hold, held = Session.run, threading.Event(), threading.Event()
+
+    def run(self, unit):
+        out = real_run(self, unit)
+        if unit is Unit.FORWARD and self.story.denoising and self.counters.chunks == 1 and not held.is_set():
+            held.set()  # the second chunk has started: keep it part-way until the cut is cued
+            assert hold.wait(TIMEOUT)
+        return out
+
+    monkeypatch.setattr(Session, "run", run)
+
+    async def body():
+        async with serving(engine) as (_, stub, _c):
+            d = Direct(stub)
+            await d.open(max_chunks_in_flight=1)
+            await d.cue("long", "A long walk down the pier.", 7)
+            await d.expect("shot_started")
+            await d.ack(await d.expect("chunk"))
+            assert await asyncio.to_thread(held.wait, TIMEOUT)
+            await d.cue("cut", "The boss bursts in.", 1, pb.CUE_MODE_CUT)
+            hold.set()
+            finished = await d.expect("shot_finished")
+            assert (finished.event_id, finished.chunks, finished.cut) == ("long", 1, True)
+            assert (await d.expect("shot_started")).event_id == "cut"
+            assert (await d.expect("chunk")).event_id == "cut"
+            assert (await d.expect("shot_finished")).event_id == "cut"
+            await d.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(body(), 4 * TIMEOUT))
+    finally:
+        hold.set()
