@@ -106,7 +106,11 @@ def _load_engine(args: argparse.Namespace):
 
     if args.student and not args.weights:
         raise CliError("--student needs --weights too (the Wan2.1-T2V-1.3B folder: VAE, UMT5 and tokenizer)")
-    engine = ShotStreamEngine.load(args.weights, args.student, device=args.device, dtype=_dtype(args.dtype))
+    from engine_core.fast_path import FastPath
+
+    engine = ShotStreamEngine.load(args.weights, args.student, device=args.device, dtype=_dtype(args.dtype),
+                                   attention=args.attention, fp8=args.fp8,
+                                   fast=FastPath.eager() if args.eager else None)
     if engine.random_weights:
         print(RANDOM_NOTE.format(model=engine.config.name), file=sys.stderr)
     return engine
@@ -356,6 +360,12 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--student", help="ShotStream student checkpoint (shotstream_merged.pt)")
     p.add_argument("--device", help="torch device (default: cuda if available)")
     p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument("--attention", choices=["auto", "fa3", "cudnn", "flash", "efficient", "math"], default="auto",
+                   help="attention kernel (default: the fastest that works here, chosen at startup and logged)")
+    p.add_argument("--fp8", action="store_true", help="fp8 GEMMs in the DiT's blocks (off by default; its error "
+                                                      "is logged)")
+    p.add_argument("--eager", action="store_true", help="no compiled blocks, CUDA graphs or overlapped decode "
+                                                        "(the exact reference path; the default on a CPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -170,7 +170,8 @@ def server_info(registry: SessionRegistry, settings: ServerSettings) -> pb.Serve
         width=cfg.stream.width, height=cfg.stream.height, fps=cfg.stream.fps, max_sessions=settings.max_sessions,
         max_sessions_per_client=settings.max_sessions_per_peer, open_sessions=len(registry.sessions),
         max_prompt_chars=settings.max_prompt_chars, max_chunks_per_shot=cfg.stream.chunks_per_shot,
-        max_chunks_in_flight=settings.max_chunks_in_flight, limits=settings.limits())
+        max_chunks_in_flight=settings.max_chunks_in_flight, limits=settings.limits(),
+        attention=engine.attention.describe(), fast_path=engine.fast.describe(), fp8=engine.fp8)
     gpu = gpu_info(engine.device)
     if gpu is not None:
         info.gpu.CopyFrom(pb.GpuInfo(**gpu))

@@ -49,7 +49,9 @@ class SyntheticEngine:
     def __init__(self, height: int = BENCH_HEIGHT, width: int = BENCH_WIDTH, seed: int = 0):
         import torch
 
+        from engine_core.attention import select_attention
         from engine_core.config import TINY
+        from engine_core.fast_path import FastPath
 
         self.config = dataclasses.replace(TINY, name=f"synthetic-{height}x{width}",
                                           stream=dataclasses.replace(TINY.stream, height=height, width=width))
@@ -59,6 +61,9 @@ class SyntheticEngine:
         self.frames = torch.from_numpy(rng.integers(0, 256, (most, height, width, 3), dtype=np.uint8))
         self.device = torch.device("cpu")
         self.dtype = torch.float32
+        self.attention = select_attention(self.device, self.dtype, self.config.dit.head_dim)  # what info reports
+        self.fast = FastPath.eager()
+        self.fp8 = False
 
     def open_story(self, global_caption: str, seed: int = 0) -> _SyntheticStory:
         return _SyntheticStory(self, global_caption)

@@ -232,3 +232,15 @@ def test_mp4_writer_rejects_bad_frames(tmp_path, frames):
         assert writer.frames == 3
     _, back = _read_mp4(path)
     assert len(back) == 3
+
+
+def test_cli_engine_flags_choose_how_the_engine_runs(tmp_path, capsys, caplog):
+    story = _write_story(tmp_path)
+    with caplog.at_level("INFO", logger="engine_core.engine"):
+        rc = main(["story", str(story), "--out", str(tmp_path / "a.mp4"), "--device", "cpu", "--quiet",
+                   "--attention", "math", "--eager", "--fp8"])
+    assert rc == 0, capsys.readouterr().err
+    logged = caplog.text
+    assert "attention: math" in logged and "fast path: eager" in logged and "fp8 block linears" in logged
+    with pytest.raises(SystemExit):  # argparse refuses a kernel it does not know
+        main(["story", str(story), "--out", str(tmp_path / "b.mp4"), "--attention", "warp-drive"])

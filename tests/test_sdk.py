@@ -130,6 +130,9 @@ def test_server_info_and_render_story(engine, server):
         info = client.server_info()
         assert info.model == "tiny" and info.random_weights and info.protocol_version == 1
         assert (info.width, info.height, info.max_chunks_per_shot) == (48, 32, 7)
+        # how the engine runs, as chosen at startup (CPU: exact SDPA, the eager path, no fp8)
+        assert info.attention == engine.attention.describe() and info.attention.startswith("math")
+        assert (info.fast_path, info.fp8) == ("eager", False)
         events = list(client.render_story(spec.global_caption, shots, seed=3))
     chunks = [e for e in events if isinstance(e, Chunk)]
     assert len(chunks) == len(spec.shots) == 6

@@ -142,7 +142,8 @@ def server_info(msg: pb.ServerInfo) -> ServerInfo:
         height=msg.height, fps=msg.fps, max_sessions=msg.max_sessions,
         max_sessions_per_client=msg.max_sessions_per_client, open_sessions=msg.open_sessions,
         max_prompt_chars=msg.max_prompt_chars, max_chunks_per_shot=msg.max_chunks_per_shot,
-        max_chunks_in_flight=msg.max_chunks_in_flight, limits=dict(msg.limits))
+        max_chunks_in_flight=msg.max_chunks_in_flight, limits=dict(msg.limits), attention=msg.attention,
+        fast_path=msg.fast_path, fp8=msg.fp8)
 
 
 def _timing(msg: pb.FrameChunk) -> ChunkTiming | None:

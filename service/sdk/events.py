@@ -180,3 +180,6 @@ class ServerInfo:
     max_chunks_per_shot: int
     max_chunks_in_flight: int
     limits: dict[str, float] = field(default_factory=dict)  # every client-facing bound by its setting name
+    attention: str = ""  # the attention kernel the server chose at startup, and why
+    fast_path: str = ""  # its speed levers ("compile+cuda_graphs+overlap_decode", or "eager")
+    fp8: bool = False
