@@ -193,10 +193,12 @@ async def run_session(registry: SessionRegistry, incoming: AsyncIterator[pb.Clie
     finally:
         for task in (*pending, reader, ending):  # e.g. the call was cancelled (client gone) while waiting
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
-        await session.takes.finish(None, None)  # the client is gone or the session failed: still finish the file
-        registry.close(session)
+        try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            await session.takes.finish(None, None)  # the client is gone or the session failed: still finish the file
+        finally:  # also when the call is cancelled during these waits (the file then finishes in the background)
+            registry.close(session)
 
 
 async def _read(registry: SessionRegistry, session: Session, incoming: AsyncIterator[pb.ClientMessage],

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import stat
+import threading
 from pathlib import Path
 
 import grpc
@@ -313,6 +314,49 @@ def test_open_and_idle_timeouts_free_the_slot(engine):
             await d.close()
 
     run(body())
+
+
+def test_client_gone_while_a_take_finishes_still_frees_the_session(engine, tmp_path, monkeypatch):
+    """The soak's leak: a session ends (here by the idle timeout) while a take records; its loop waits for the
+    take's encoder, and the client drops the call meanwhile (cancelling that wait). The slot must still be
+    freed, and the take's file still finished."""
+    import service.takes
+    from service.video_io import Mp4Writer
+
+    closing, release = threading.Event(), threading.Event()
+
+    class SlowToFinish(Mp4Writer):  # the encoder finishing a file under load: held until the test says so
+        def close(self) -> None:
+            closing.set()
+            release.wait(30)
+            super().close()
+
+    monkeypatch.setattr(service.takes, "Mp4Writer", SlowToFinish)
+    takes = tmp_path / "takes"
+
+    async def body():
+        async with serving(engine, max_sessions=1, takes_dir=takes, idle_timeout_s=1.0) as (server, stub, _c):
+            try:
+                d = Direct(stub)
+                await d.open()
+                path = Path((await start_take(d, "kept")).take_started.path)
+                await d.cue("c", "a boat", 1)
+                await d.play(1)
+                error = await d.expect("error")  # the idle timeout: the session is ending
+                assert error.fatal and error.code == DEADLINE.value[0], error
+                assert await asyncio.to_thread(closing.wait, 10), "the session did not finish its take"
+                d.call.cancel()  # the client goes away while the server waits for the take's file
+                await freed(server)
+            finally:
+                release.set()
+            for _ in range(500):  # bounded: the encoder finishes in the background
+                if path.stat().st_size and not any(p.name.startswith(".partial-") for p in takes.iterdir()):
+                    break
+                await asyncio.sleep(0.02)
+            return path
+
+    path = run(body())
+    assert path.stat().st_size > 0 and sorted(p.name for p in path.parent.iterdir()) == ["kept.mp4"]
 
 
 def test_render_story_shot_count_is_bounded(engine):
