@@ -392,3 +392,58 @@ def t5_keys_to_wan(sd: Mapping[str, Any]) -> dict[str, Any]:
             raise CheckpointError("text encoder: shared.weight and encoder.embed_tokens.weight differ, but "
                                   "UMT5EncoderModel ties them; the state dict is inconsistent. " + FIX_HINT)
     return _rename(sd, _t5_from_hf_key, _t5_to_hf_key, "text encoder (transformers -> Wan names)")
+
+
+# ------------------------------------------------------------------------------------------------
+# Tiny preview decoder (TAEHV family: taew2_1, lighttaew2_1)
+# ------------------------------------------------------------------------------------------------
+
+# The published files hold a whole TAEHV autoencoder; only its decoder is used, the encoder part is dropped.
+TAE_ENCODER_PREFIX = "encoder."
+
+
+def expected_tae_decoder_shapes(latent_channels: int, channels: tuple[int, ...], blocks_per_stage: int,
+                                time_strides: tuple[int, ...], image_channels: int = 3) -> dict[str, tuple[int, ...]]:
+    """Every tensor of a TAEHV decoder as named in the published files (``decoder.<Sequential index>...``).
+
+    Written from the layer sequence of ``madebyollin/taehv`` ``taehv.py`` (``TAEHV.decoder``): Clamp,
+    conv3x3(latent -> c0) + bias, ReLU; per stage s (three): ``blocks_per_stage`` MemBlocks (convs
+    ``conv.0`` 2c->c, ``conv.2``, ``conv.4`` c->c, all 3x3 with bias; no skip weight, widths are equal),
+    Upsample, TGrow (1x1 conv c -> c*stride, no bias), conv3x3(c_s -> c_{s+1}, no bias); then ReLU,
+    conv3x3(c3 -> image_channels) + bias. Parameter-free layers keep their index but have no keys.
+    """
+    if len(channels) != 4 or len(time_strides) != 3:
+        raise ValueError(f"a TAEHV decoder has 4 widths and 3 temporal strides, got {channels}, {time_strides}")
+    spec: dict[str, tuple[int, ...]] = {}
+
+    def conv3(index: int, cin: int, cout: int, bias: bool, sub: str = "") -> None:
+        spec[f"decoder.{index}.{sub}weight"] = (cout, cin, 3, 3)
+        if bias:
+            spec[f"decoder.{index}.{sub}bias"] = (cout,)
+
+    conv3(1, latent_channels, channels[0], True)
+    index = 3
+    for stage, stride in enumerate(time_strides):
+        c = channels[stage]
+        for _ in range(blocks_per_stage):
+            conv3(index, 2 * c, c, True, "conv.0.")
+            conv3(index, c, c, True, "conv.2.")
+            conv3(index, c, c, True, "conv.4.")
+            index += 1
+        spec[f"decoder.{index + 1}.conv.weight"] = (c * stride, c, 1, 1)  # index is the Upsample
+        conv3(index + 2, c, channels[stage + 1], False)
+        index += 3
+    conv3(index + 1, channels[3], image_channels, True)  # index is the final ReLU
+    return spec
+
+
+def tae_keys_from_file(sd: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A published TAEHV state dict -> (the decoder's tensors, in the module's names; the encoder keys dropped).
+
+    The module keeps the published names, so decoder keys pass unchanged; ``encoder.*`` keys are the
+    autoencoder's other half and are returned separately so the loader can say what it ignored. Any
+    other key stays in the dict for the validation to name as unexpected.
+    """
+    encoder = [k for k in sd if k.startswith(TAE_ENCODER_PREFIX)]
+    dropped = set(encoder)
+    return {k: v for k, v in sd.items() if k not in dropped}, encoder
