@@ -172,7 +172,7 @@ def _render_local(args: argparse.Namespace, spec: StorySpec, seed: int, out: Pat
             progress.close()
     report["video"] = str(out)
     print(f"wrote {out} ({report['frames']} frames, {len(spec.shots)} shots, {report['wall_s']:.1f} s, "
-          f"{report['generated_fps']:.1f} generated fps on {report['device']}; weights: {report['weights']})",
+          f"{report['delivered_fps']:.1f} fps on {report['device']}; weights: {report['weights']})",
           file=sys.stderr)
     return report
 

@@ -8,45 +8,50 @@ from typing import Any
 
 from engine_core import ChunkResult, ShotStreamEngine
 
+from .report import IN_PROCESS, ChunkTimings, ShotTimings, TimingsReport, timings_report
 from .story_file import StorySpec
 
 
 def render_story(engine: ShotStreamEngine, spec: StorySpec, seed: int,
-                 on_chunk: Callable[[ChunkResult], None]) -> dict[str, Any]:
-    """Generate every shot of ``spec``, handing each decoded chunk to ``on_chunk`` as soon as it exists."""
+                 on_chunk: Callable[[ChunkResult], None]) -> TimingsReport:
+    """Generate every shot of ``spec``, handing each decoded chunk to ``on_chunk`` as soon as it exists.
+    Returns the timing report (:mod:`service.report`; transport ``in-process``)."""
     story = engine.open_story(spec.global_caption, seed)
-    shots: list[dict[str, Any]] = []
-    frames = 0
-    t_story = time.perf_counter()
+    shots: list[ShotTimings] = []
+    chunks: list[ChunkTimings] = []
+    t0 = in_hand = time.perf_counter()
     try:
-        for shot in spec.shots:
-            t_shot = time.perf_counter()
+        for i, shot in enumerate(spec.shots):
+            due = time.perf_counter()
             info = story.start_shot(shot.prompt, shot.chunks)
-            chunks: list[dict[str, Any]] = []
+            started = time.perf_counter()
             first_frame_ms = None
+            made = frames = 0
             while story.shot_in_progress:
                 chunk = story.step()
+                in_hand = time.perf_counter()
+                t = chunk.timings_ms
+                chunks.append(ChunkTimings(
+                    shot=info.shot_index, chunk=chunk.chunk_index, frames=len(chunk.frames),
+                    first_frame=chunk.first_frame, since_shot_start_ms=1e3 * (in_hand - started),
+                    commit_ms=t["commit"], denoise_ms=t["denoise"], decode_ms=t["decode"], queue_ms=None,
+                    transport_ms=None, copy_ms=None, received_ms=1e3 * (in_hand - t0)))
+                if first_frame_ms is None:
+                    first_frame_ms = 1e3 * (in_hand - due)
+                made, frames = made + 1, frames + len(chunk.frames)
                 on_chunk(chunk)
-                elapsed_ms = 1e3 * (time.perf_counter() - t_shot)
-                first_frame_ms = elapsed_ms if first_frame_ms is None else first_frame_ms
-                frames += len(chunk.frames)
-                chunks.append({"index": chunk.chunk_index, "frames": len(chunk.frames), "since_shot_start_ms": elapsed_ms,
-                               "timings_ms": chunk.timings_ms})
-            shots.append({"index": info.shot_index, "chunks": info.num_chunks, "frames": info.num_frames,
-                          "prompt_tokens": info.prompt_tokens, "truncated_tokens": info.truncated_tokens,
-                          "context_frames": [list(f) for f in info.context_frames],
-                          "context_flags": list(info.context_flags), "shot_flag": info.shot_flag,
-                          "first_frame_ms": first_frame_ms, "setup_timings_ms": info.timings_ms, "chunk_timings": chunks})
+            shots.append(ShotTimings(
+                index=info.shot_index, event_id=f"shot{i}", prompt=shot.prompt, chunks=made, frames=frames,
+                prompt_tokens=info.prompt_tokens, truncated_tokens=info.truncated_tokens,
+                setup_ms=sum(info.timings_ms.values()), first_frame_ms=first_frame_ms, server_first_frame_ms=None,
+                cut=False, context_frames=[list(f) for f in info.context_frames]))
     finally:
         story.close()
-    wall = time.perf_counter() - t_story
     cfg = engine.config
-    return {
-        "model": cfg.name, "weights": engine.weights_label, "random_weights": engine.random_weights,
-        "device": str(engine.device), "dtype": str(engine.dtype).removeprefix("torch."), "seed": seed,
-        "width": cfg.stream.width, "height": cfg.stream.height, "video_fps": cfg.stream.fps,
-        "frames": frames, "wall_s": wall, "generated_fps": frames / wall if wall > 0 else None, "shots": shots,
-    }
+    return timings_report(model=cfg.name, weights=engine.weights_label, random_weights=engine.random_weights,
+                          device=str(engine.device), transport=IN_PROCESS, server=None, session_id=None, seed=seed,
+                          width=cfg.stream.width, height=cfg.stream.height, video_fps=cfg.stream.fps,
+                          wall_s=in_hand - t0, shots=shots, chunks=chunks)
 
 
 def story_frames(spec: StorySpec, frames_first_chunk: int, frames_per_chunk: int, chunks_per_shot: int) -> int:
@@ -56,13 +61,13 @@ def story_frames(spec: StorySpec, frames_first_chunk: int, frames_per_chunk: int
 
 def render_story_remote(client: Any, spec: StorySpec, seed: int, on_chunk: Callable[[Any], None], *,
                         transport: str = "shared_memory", on_open: Callable[[Any], None] | None = None,
-                        client_name: str = "shotstream-cli/story") -> dict[str, Any]:
+                        client_name: str = "shotstream-cli/story") -> TimingsReport:
     """Play ``spec`` through a server: one ``Direct`` session, every shot cued up front in WAIT mode.
 
     ``client``: a :class:`service.sdk.ShotStreamClient`. ``on_open(SessionInfo)`` runs once the session
     is open (before any frame); ``on_chunk(sdk.Chunk)`` gets each chunk as it arrives (RGB8 frames).
-    Returns the timing report; raises :class:`service.sdk.ShotStreamError` when the server refuses a
-    cue or ends the session.
+    Returns the timing report (:mod:`service.report`); raises :class:`service.sdk.ShotStreamError` when
+    the server refuses a cue or ends the session.
 
     Client-side timings (``time.perf_counter`` on this machine):
 
@@ -77,15 +82,16 @@ def render_story_remote(client: Any, spec: StorySpec, seed: int, on_chunk: Calla
     import grpc
 
     from .sdk import Chunk, ServerError, ShotFinished, ShotStarted, ShotStreamError
+    from .sdk.events import ChunkTiming
 
     server = client.server_info()
     shots_total = len(spec.shots)
     event_ids = [f"shot{i}" for i in range(shots_total)]
-    shots: list[dict[str, Any]] = []
-    current: dict[str, Any] | None = None
+    shots: list[ShotTimings] = []
+    chunks: list[ChunkTimings] = []
+    current: ShotTimings | None = None
     started_at = 0.0
-    frames = 0
-    last_in_hand = None
+    in_hand = None
     with client.open_session(spec.global_caption, seed=seed, transport=transport, frame_format="rgb8",
                              client_name=client_name) as session:
         info = session.info
@@ -98,28 +104,24 @@ def render_story_remote(client: Any, spec: StorySpec, seed: int, on_chunk: Calla
         for ev in session:
             if isinstance(ev, ShotStarted):
                 started_at = ev.received_at
-                current = {"index": ev.shot_index, "event_id": ev.event_id, "chunks": ev.num_chunks,
-                           "frames": ev.num_frames, "prompt_tokens": ev.prompt_tokens,
-                           "truncated_tokens": ev.truncated_tokens, "setup_ms": ev.setup_ms, "first_frame_ms": None,
-                           "server_first_frame_ms": None, "chunk_timings": []}
+                current = ShotTimings(
+                    index=ev.shot_index, event_id=ev.event_id, prompt=spec.shots[event_ids.index(ev.event_id)].prompt,
+                    chunks=ev.num_chunks, frames=ev.num_frames, prompt_tokens=ev.prompt_tokens,
+                    truncated_tokens=ev.truncated_tokens, setup_ms=ev.setup_ms, first_frame_ms=None,
+                    server_first_frame_ms=None, cut=False, context_frames=None)
             elif isinstance(ev, Chunk):
                 in_hand = ev.received_at + ev.copy_ms / 1e3
                 on_chunk(ev)
-                frames += ev.num_frames
-                last_in_hand = in_hand
-                t = ev.timing
-                since = t.since_shot_start_ms if t else 0.0
-                if current is not None:
-                    if current["first_frame_ms"] is None:
-                        current["first_frame_ms"] = 1e3 * (in_hand - due)
-                        current["server_first_frame_ms"] = current["setup_ms"] + since
-                    current["chunk_timings"].append({
-                        "index": ev.chunk_index, "frames": ev.num_frames, "first_frame": ev.first_frame,
-                        "since_shot_start_ms": since,
-                        "timings_ms": {"commit": t.commit_ms, "denoise": t.denoise_ms, "decode": t.decode_ms,
-                                       "queue": t.queue_ms} if t else {},
-                        "transport_ms": 1e3 * (in_hand - started_at) - since, "copy_ms": ev.copy_ms,
-                        "received_ms": 1e3 * (in_hand - t0)})
+                t = ev.timing or ChunkTiming(0.0, 0.0, 0.0, 0.0, 0.0)  # a server that sends none: zeros
+                chunks.append(ChunkTimings(
+                    shot=ev.shot_index, chunk=ev.chunk_index, frames=ev.num_frames, first_frame=ev.first_frame,
+                    since_shot_start_ms=t.since_shot_start_ms, commit_ms=t.commit_ms, denoise_ms=t.denoise_ms,
+                    decode_ms=t.decode_ms, queue_ms=t.queue_ms,
+                    transport_ms=1e3 * (in_hand - started_at) - t.since_shot_start_ms, copy_ms=ev.copy_ms,
+                    received_ms=1e3 * (in_hand - t0)))
+                if current is not None and current["first_frame_ms"] is None:
+                    current["first_frame_ms"] = 1e3 * (in_hand - due)
+                    current["server_first_frame_ms"] = current["setup_ms"] + t.since_shot_start_ms
             elif isinstance(ev, ShotFinished):
                 due = ev.received_at
                 if current is not None:
@@ -133,17 +135,8 @@ def render_story_remote(client: Any, spec: StorySpec, seed: int, on_chunk: Calla
         else:
             raise ShotStreamError(grpc.StatusCode.UNAVAILABLE, f"the server closed the session after {len(shots)} of "
                                                               f"{shots_total} shots ({session.close_reason})")
-    wall = (last_in_hand or time.perf_counter()) - t0
-    chunk_rows = [c for s in shots for c in s["chunk_timings"]]
-    transport_ms = [c["transport_ms"] for c in chunk_rows]
-    compute_ms = sum(sum(v for k, v in c["timings_ms"].items() if k != "queue") for c in chunk_rows)
-    return {
-        "server": client.address, "transport": info.transport, "session_id": info.session_id,
-        "model": info.model, "weights": server.weights, "random_weights": info.random_weights,
-        "device": server.device, "seed": seed, "width": info.width, "height": info.height, "video_fps": info.fps,
-        "frames": frames, "wall_s": wall, "delivered_fps": frames / wall if wall > 0 else None,
-        "server_compute_fps": 1e3 * frames / compute_ms if compute_ms > 0 else None,
-        "transport_ms_mean": sum(transport_ms) / len(transport_ms) if transport_ms else None,
-        "transport_ms_max": max(transport_ms) if transport_ms else None,
-        "shots": shots,
-    }
+    return timings_report(model=info.model, weights=server.weights, random_weights=info.random_weights,
+                          device=server.device, transport=info.transport, server=client.address,
+                          session_id=info.session_id, seed=seed, width=info.width, height=info.height,
+                          video_fps=info.fps, wall_s=(in_hand or time.perf_counter()) - t0, shots=shots,
+                          chunks=chunks)

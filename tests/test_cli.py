@@ -163,12 +163,12 @@ def test_cli_renders_a_story(tmp_path, capsys):
     assert [s["index"] for s in shots] == [0, 1]
     assert [s["chunks"] for s in shots] == [1, 2]
     assert [s["frames"] for s in shots] == [9, 21]
-    assert [len(s["chunk_timings"]) for s in shots] == [1, 2]
-    assert [c["frames"] for c in shots[1]["chunk_timings"]] == [9, 12]
-    for s in shots:
-        for c in s["chunk_timings"]:
-            assert set(c["timings_ms"]) == {"commit", "denoise", "decode"}
-            assert all(v >= 0 for v in c["timings_ms"].values())
+    assert [(c["shot"], c["chunk"], c["frames"], c["first_frame"]) for c in report["chunks"]] == [
+        (0, 0, 9, 0), (1, 0, 9, 0), (1, 1, 12, 9)]
+    for c in report["chunks"]:
+        assert min(c["commit_ms"], c["denoise_ms"], c["decode_ms"]) >= 0 and c["denoise_ms"] > 0
+        assert c["queue_ms"] is None and c["transport_ms"] is None and c["copy_ms"] is None  # nothing in between
+    assert report["transport"] == "in-process" and report["server"] is None
     assert shots[1]["context_frames"] == [[0, 0], [0, 2], [0, 3], [0, 5], [0, 6], [0, 8]]
 
     assert "random weights" in captured.err
@@ -187,6 +187,53 @@ def test_cli_report_on_stdout_and_seed_override(tmp_path, capsys):
     report = json.loads(captured.out)
     assert report["seed"] == 3 and report["frames"] == 30
     assert "chunk 0:" not in captured.err  # --quiet
+
+
+def _layout(report: dict) -> tuple[list[str], set[tuple[str, ...]], set[tuple[str, ...]]]:
+    """The keys of a timings report at every level: top, each shot, each chunk."""
+    return (sorted(report), {tuple(sorted(s)) for s in report["shots"]},
+            {tuple(sorted(c)) for c in report["chunks"]})
+
+
+def test_local_and_server_reports_share_one_schema(tmp_path, capsys):
+    from engine_core import TINY, ShotStreamEngine
+    from service.background import BackgroundServer
+    from service.report import SCHEMA, ChunkTimings, ShotTimings, TimingsReport
+    from service.settings import ServerSettings
+
+    story = _write_story(tmp_path)
+    local, remote = tmp_path / "local.json", tmp_path / "remote.json"
+    assert main(["story", str(story), "--out", str(tmp_path / "l.mp4"), "--report", str(local), "--device", "cpu",
+                 "--quiet"]) == 0, capsys.readouterr().err
+    (tmp_path / "rings").mkdir()
+    settings = ServerSettings(grpc_port=0, gateway_port=-1, metrics_port=-1, ring_dir=tmp_path / "rings",
+                              takes_dir=tmp_path / "takes")
+    with BackgroundServer(ShotStreamEngine.random(TINY, device="cpu", seed=0), settings) as server:
+        assert main(["story", str(story), "--out", str(tmp_path / "r.mp4"), "--report", str(remote), "--server",
+                     server.address, "--quiet"]) == 0, capsys.readouterr().err
+    a, b = json.loads(local.read_text()), json.loads(remote.read_text())
+
+    documented = (sorted(TimingsReport.__annotations__), {tuple(sorted(ShotTimings.__annotations__))},
+                  {tuple(sorted(ChunkTimings.__annotations__))})
+    assert _layout(a) == _layout(b) == documented
+    assert a["schema"] == b["schema"] == SCHEMA
+    assert (a["transport"], b["transport"]) == ("in-process", "shared_memory")
+    assert a["server"] is None and b["server"] == server.address and b["session_id"]
+    for key in ("model", "random_weights", "seed", "width", "height", "video_fps", "frames"):
+        assert a[key] == b[key], key
+    same = ("index", "event_id", "prompt", "chunks", "frames", "prompt_tokens", "truncated_tokens", "cut")
+    assert [[s[k] for k in same] for s in a["shots"]] == [[s[k] for k in same] for s in b["shots"]]
+    rows = ("shot", "chunk", "frames", "first_frame")
+    assert [[c[k] for k in rows] for c in a["chunks"]] == [[c[k] for k in rows] for c in b["chunks"]]
+    for report in (a, b):
+        assert report["delivered_fps"] > 0 and report["generated_fps"] > 0 and report["video"]
+        assert all(s["first_frame_ms"] > 0 for s in report["shots"])
+    # what only a server path measures is null in-process, and the other way round
+    assert [s["server_first_frame_ms"] for s in a["shots"]] == [None, None]
+    assert all(s["server_first_frame_ms"] > 0 for s in b["shots"])
+    assert a["transport_ms_mean"] is None and b["transport_ms_mean"] is not None
+    assert all(c["copy_ms"] is not None and c["queue_ms"] is not None for c in b["chunks"])
+    assert [s["context_frames"] for s in b["shots"]] == [None, None] and a["shots"][1]["context_frames"]
 
 
 @pytest.mark.parametrize("content", ['{"global_caption": "g", "shot1": "a", "shot3": "c"}', "{oops"])

@@ -21,6 +21,7 @@ from engine_core import TINY, ShotStreamEngine
 from service.background import BackgroundServer
 from service.cli import main
 from service.protocol import pb
+from service.report import SCHEMA, ChunkTimings
 from service.sdk import (AsyncShotStreamClient, Chunk, CueAccepted, Progress, ServerError, ShotFinished, ShotStarted,
                          ShotStreamClient, ShotStreamError)
 from service.sdk.codec import SessionDecoder
@@ -312,13 +313,14 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert report["transport"] == "shared_memory" and report["random_weights"] is True
     assert report["frames"] == 243 and report["model"] == "tiny"
     assert report["delivered_fps"] > 0 and report["transport_ms_mean"] is not None
+    assert report["schema"] == SCHEMA and report["story_file"] and report["video"] == str(out / "story.mp4")
     assert [s["index"] for s in report["shots"]] == [0, 1, 2]
     for shot in report["shots"]:
-        assert shot["frames"] == 81 and len(shot["chunk_timings"]) == 7
+        assert shot["frames"] == 81 and sum(c["shot"] == shot["index"] for c in report["chunks"]) == 7
         assert shot["first_frame_ms"] > 0 and shot["server_first_frame_ms"] > 0
-        for c in shot["chunk_timings"]:
-            assert set(c) >= {"index", "frames", "since_shot_start_ms", "timings_ms", "transport_ms", "copy_ms"}
-            assert set(c["timings_ms"]) == {"commit", "denoise", "decode", "queue"}
+    for c in report["chunks"]:
+        assert set(c) == set(ChunkTimings.__annotations__)
+        assert c["denoise_ms"] > 0 and c["queue_ms"] >= 0 and c["copy_ms"] >= 0
     assert "random weights" in err and "noise-like" in err
     assert "service stopped" in err and "Traceback" not in err
 
@@ -337,7 +339,7 @@ def test_story_through_a_server(engine, server, tmp_path, capsys, transport):
     report = json.loads(report_path.read_text())
     assert report["transport"] == {"shm": "shared_memory"}.get(transport, transport)
     assert report["seed"] == SEED and report["frames"] == 30 and report["video"] == str(out)
-    assert [len(s["chunk_timings"]) for s in report["shots"]] == [2, 1]
+    assert [c["shot"] for c in report["chunks"]] == [0, 0, 1]
     assert "shot 0 chunk 1: 12 frames" in captured.err  # the progress line (one per chunk when not a terminal)
     assert "30/30 frames" in captured.err
     assert "random weights" in captured.err
