@@ -313,10 +313,16 @@ def _read_tensors(path: Path, what: str) -> dict[str, Tensor]:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 sd: Any = {key: f.get_tensor(key) for key in f.keys()}
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            try:
+                sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:  # legacy (non-zip) files cannot be memory-mapped: read them plainly
+                if "mmap" not in str(exc):
+                    raise
+                sd = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{what}: {path} holds objects other than tensors, so it cannot be read with "
-                              f"torch.load(weights_only=True) ({exc}). " + TAE_HINT, source=str(path)) from exc
+        raise CheckpointError(f"{what}: {path} cannot be read with torch.load(weights_only=True): it is not a torch "
+                              f"file of plain tensors ({str(exc).splitlines()[0]}). " + TAE_HINT,
+                              source=str(path)) from exc
     except Exception as exc:  # torch and safetensors raise several types for damaged or mislabelled files
         raise CheckpointError(f"{what}: cannot read {path} as a {path.suffix} file: {exc}. The file may be truncated "
                               "or of another format. " + TAE_HINT, source=str(path)) from exc
