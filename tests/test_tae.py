@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from engine_core.config import TINY, WAN_1_3B
+from engine_core.decode_lane import DecodeLane
 from engine_core.key_maps import CheckpointError
 from engine_core.tae import (LIGHT_TAEW2_1, TAEW2_1, TINY_TAE, MemBlock, TGrow, TinyDecoder, TinyDecoderConfig,
                              load_tae_decoder)
@@ -159,9 +160,11 @@ def test_whole_shot_decode_equals_the_parallel_formulation() -> None:
     assert 0.05 < (whole.abs() < 1).float().mean() < 0.95  # not saturated: the comparison is informative
 
 
-@pytest.mark.parametrize("split", [[1] * 9, [3, 3, 3], [1, 5, 3], [2, 7]], ids=str)
-def test_streaming_equals_whole_shot_bit_for_bit(split: list[int]) -> None:
-    tae = random_tae()
+@pytest.mark.parametrize("split,dtype", [([1] * 9, torch.float32), ([3, 3, 3], torch.float32),
+                                         ([1, 5, 3], torch.float32), ([2, 7], torch.float32),
+                                         ([3, 3, 3], torch.bfloat16)], ids=str)
+def test_streaming_equals_whole_shot_bit_for_bit(split: list[int], dtype: torch.dtype) -> None:
+    tae = random_tae(dtype=dtype)
     z = latents()
     whole = tae.decode(z)
     decoder = tae.stream_decoder()
@@ -357,3 +360,18 @@ def test_a_file_named_for_the_other_latent_space_warns(tmp_path: Path, caplog: p
         assert not caplog.records
         load_tae_decoder(tmp_path / "lighttaew2_1.safetensors", TINY_TAE)
     assert "decodes raw latents, but the config tiny-tae decodes normalized" in caplog.text
+
+
+def test_the_decode_lane_drives_it_like_the_wan_decoder() -> None:
+    """The lane only uses decode_latent/check_chunk/device, so the tiny decoder is a drop-in there."""
+    tae = random_tae()
+    z = latents(6)
+    lane = DecodeLane(torch.device("cpu"))
+    decoder = tae.stream_decoder()
+    for i, chunk in enumerate(z.split(3)):
+        lane.submit(decoder, chunk, tag=i)
+    out = lane.drain()
+    assert [o.frames.shape[0] for o in out] == [1, 4, 4, 4, 4, 4]
+    assert torch.equal(torch.cat([o.video for o in out]), tae.decode(z))
+    with pytest.raises(ValueError, match="expects 4 latent channels"):
+        lane.submit(decoder, torch.zeros(3, 16, 4, 6), tag="bad")
