@@ -60,6 +60,7 @@ class _Shot:
     started: float
     chunks: int = 0
     frames: int = 0
+    begun: int = 0  # chunks whose forwards have started
 
 
 @dataclass
@@ -224,7 +225,9 @@ class Session:
             # a new chunk (a shot's first included) needs a credit; one part-way through its forwards has one,
             # which a cut frees (it drops that chunk)
             held = len(self._in_flight) + len(self._making)
-            if self._cues and (self._cut or self._shot is None):
+            # a shot announced with ShotStarted always delivers its first chunk: a cut waits for it
+            first_chunk = self._shot is not None and self._shot.begun == 1 and self.story.denoising
+            if self._cues and (self._cut or self._shot is None) and not first_chunk:
                 dropped = 1 if self._cut and self.story.denoising else 0
                 return (Unit.START_SHOT, self._cue_since) if held - dropped < self.credits else None
             credit = held < self.credits
@@ -243,6 +246,7 @@ class Session:
         if unit is Unit.FORWARD:
             if not self.story.denoising:
                 self._making.append(time.perf_counter())
+                self._shot.begun += 1
             frames = self._deliver(self.story.advance())
             self._prepare_due = not self.story.has_work  # the shot is denoised: ready the next one before its cue
             return frames

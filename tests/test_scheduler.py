@@ -188,3 +188,43 @@ def test_a_cut_frees_the_credit_of_the_chunk_it_drops(engine, monkeypatch):
         asyncio.run(asyncio.wait_for(body(), 4 * TIMEOUT))
     finally:
         hold.set()
+
+
+def test_a_cut_never_drops_a_started_shots_first_chunk(engine, monkeypatch):
+    """A cut cued while a shot's first chunk is part-way through its forwards lands after that chunk."""
+    from service.session import Session
+
+    real_run, hold, held = Session.run, threading.Event(), threading.Event()
+
+    def run(self, unit):
+        out = real_run(self, unit)
+        if unit is Unit.FORWARD and self.story.denoising and self.counters.chunks == 0 and not held.is_set():
+            held.set()
+            assert hold.wait(TIMEOUT)
+        return out
+
+    monkeypatch.setattr(Session, "run", run)
+
+    async def body():
+        async with serving(engine) as (_, stub, _c):
+            d = Direct(stub)
+            await d.open(max_chunks_in_flight=1)
+            await d.cue("walk", "The keeper climbs the stairs.", 3)
+            await d.expect("shot_started")
+            assert await asyncio.to_thread(held.wait, TIMEOUT)
+            await d.cue("boom", "A wave hits the rocks.", 1, pb.CUE_MODE_CUT)
+            hold.set()
+            first = await d.expect("chunk")
+            assert (first.event_id, first.chunk_index) == ("walk", 0)
+            await d.ack(first)
+            finished = await d.expect("shot_finished")
+            assert (finished.event_id, finished.chunks, finished.cut) == ("walk", 1, True)
+            assert (await d.expect("shot_started")).event_id == "boom"
+            assert (await d.expect("chunk")).event_id == "boom"
+            assert (await d.expect("shot_finished")).event_id == "boom"
+            await d.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(body(), 4 * TIMEOUT))
+    finally:
+        hold.set()
