@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
