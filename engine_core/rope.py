@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .transfer import upload
+
 
 def axis_dims(head_dim: int) -> tuple[int, int, int]:
     """Real dims per axis (t, h, w): Wan splits 128 as 44/42/42, i.e. 22/21/21 rotation pairs."""
@@ -61,7 +63,7 @@ class RotaryEmbedding:
             self._memo.move_to_end(key)
             return hit
         ang = self.angles(start, flags, height, width)
-        out = (ang.cos().float().unsqueeze(1).to(device), ang.sin().float().unsqueeze(1).to(device))
+        out = (upload(ang.cos().float().unsqueeze(1), device), upload(ang.sin().float().unsqueeze(1), device))
         self._memo[key] = out
         if len(self._memo) > self._cache_size:
             self._memo.popitem(last=False)

@@ -35,6 +35,7 @@ from .history import ContextPlan, frames_to_keep, plan_context
 from .kv_cache import SelfAttentionCache, TextCache
 from .text import format_prompt
 from .timing import Clock
+from .transfer import upload
 from .transformer import FrameRun, TimeCond
 from .vae import StreamingDecoder
 
@@ -325,7 +326,7 @@ class Story:
         if given is not None:
             if given.shape != (cfg.text_len, cfg.text_dim):
                 raise ValueError(f"text_embedding must be [{cfg.text_len}, {cfg.text_dim}], got {list(given.shape)}")
-            return given.to(self.engine.device, self.engine.dtype), None, 0
+            return upload(given, self.engine.device, self.engine.dtype), None, 0
         if not isinstance(prompt, str):
             raise ValueError(f"prompt must be a str, got {type(prompt).__name__}")
         if not prompt.strip():  # checked alone: the global caption and "shotN:" would mask an empty prompt
@@ -362,7 +363,7 @@ class Story:
             noise = torch.empty((steps, *shape), pin_memory=engine.device.type == "cuda")
             for i in range(steps):
                 torch.randn(shape, generator=shot.generator, out=noise[i])
-        return noise.to(engine.device, engine.dtype, non_blocking=True)
+        return upload(noise, engine.device, engine.dtype)
 
     def _forward(self, latents: torch.Tensor, cond: TimeCond, run: FrameRun, need_output: bool = True
                  ) -> torch.Tensor | None:

@@ -25,6 +25,7 @@ import torch
 from transformers import ByT5Tokenizer, PreTrainedTokenizerBase, UMT5Config, UMT5EncoderModel
 
 from engine_core.config import TextConfig
+from engine_core.transfer import upload
 
 logger = logging.getLogger(__name__)
 
@@ -193,8 +194,8 @@ class TextEncoder:
             add_special_tokens=True,
             return_tensors="pt",
         )
-        ids = batch["input_ids"].to(self.device)
-        mask = batch["attention_mask"].to(self.device)
+        ids = upload(batch["input_ids"], self.device)
+        mask = upload(batch["attention_mask"], self.device)
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         return hidden.masked_fill(mask.unsqueeze(-1) == 0, 0.0)
 
