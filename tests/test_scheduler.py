@@ -152,20 +152,27 @@ def test_admission_refuses_a_session_the_gpu_cannot_keep_at_real_time(engine):
     asyncio.run(asyncio.wait_for(body(), 4 * TIMEOUT))
 
 
-def test_a_cut_frees_the_credit_of_the_chunk_it_drops(engine, monkeypatch):
-    """One credit, held by a chunk part-way through its forwards: a cut drops that chunk, so it may start."""
+def _hold_mid_chunk(monkeypatch, chunks_sent: int) -> tuple[threading.Event, threading.Event]:
+    """Hold the GPU worker after the first forward of the chunk that follows ``chunks_sent`` sent chunks:
+    ``held`` is set once it waits there, setting ``hold`` lets it go on."""
     from service.session import Session
 
     real_run, hold, held = Session.run, threading.Event(), threading.Event()
 
     def run(self, unit):
         out = real_run(self, unit)
-        if unit is Unit.FORWARD and self.story.denoising and self.counters.chunks == 1 and not held.is_set():
-            held.set()  # the second chunk has started: keep it part-way until the cut is cued
+        if unit is Unit.FORWARD and self.story.denoising and self.counters.chunks == chunks_sent and not held.is_set():
+            held.set()
             assert hold.wait(TIMEOUT)
         return out
 
     monkeypatch.setattr(Session, "run", run)
+    return hold, held
+
+
+def test_a_cut_frees_the_credit_of_the_chunk_it_drops(engine, monkeypatch):
+    """One credit, held by a chunk part-way through its forwards: a cut drops that chunk, so it may start."""
+    hold, held = _hold_mid_chunk(monkeypatch, chunks_sent=1)  # the second chunk, part-way
 
     async def body():
         async with serving(engine) as (_, stub, _c):
@@ -192,18 +199,7 @@ def test_a_cut_frees_the_credit_of_the_chunk_it_drops(engine, monkeypatch):
 
 def test_a_cut_never_drops_a_started_shots_first_chunk(engine, monkeypatch):
     """A cut cued while a shot's first chunk is part-way through its forwards lands after that chunk."""
-    from service.session import Session
-
-    real_run, hold, held = Session.run, threading.Event(), threading.Event()
-
-    def run(self, unit):
-        out = real_run(self, unit)
-        if unit is Unit.FORWARD and self.story.denoising and self.counters.chunks == 0 and not held.is_set():
-            held.set()
-            assert hold.wait(TIMEOUT)
-        return out
-
-    monkeypatch.setattr(Session, "run", run)
+    hold, held = _hold_mid_chunk(monkeypatch, chunks_sent=0)  # the first chunk, part-way
 
     async def body():
         async with serving(engine) as (_, stub, _c):
