@@ -72,11 +72,6 @@ class Attention(nn.Module):
         return self.heads(self.norm_k(self.k(x))), self.heads(self.v(x))
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: AttentionBackend) -> torch.Tensor:
-    """``[B, L, H, D]`` tensors (cache views are fine) -> ``[B, Lq, H*D]``, with the kernel the engine selected."""
-    return attend(q, k, v, backend)
-
-
 LayerKV = tuple[torch.Tensor, torch.Tensor]  # one layer's keys and values
 
 
@@ -120,7 +115,7 @@ class Block(nn.Module):
         if kv_only:
             return None
         q = apply_rotary(attn.heads(attn.norm_q(attn.q(x))), cos, sin)
-        return attn.o(_attend(q, prefix_k, prefix_v, attn.backend))
+        return attn.o(attend(q, prefix_k, prefix_v, attn.backend))
 
     def cross_attention(self, x: torch.Tensor, run: FrameRun, text_kv: LayerKV) -> torch.Tensor:
         """Each frame attends to the caption of its own shot (per-frame caption routing)."""
@@ -131,7 +126,7 @@ class Block(nn.Module):
         outs, start = [], 0
         for row, count in _runs(run.caption_rows):
             stop = start + count * tokens_per_frame
-            outs.append(_attend(q[:, start:stop], text_k[row:row + 1], text_v[row:row + 1], attn.backend))
+            outs.append(attend(q[:, start:stop], text_k[row:row + 1], text_v[row:row + 1], attn.backend))
             start = stop
         return attn.o(outs[0] if len(outs) == 1 else torch.cat(outs, dim=1))
 
