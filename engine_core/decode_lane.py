@@ -10,7 +10,7 @@ memory, recording an event after each latent frame. ``poll`` hands out whatever 
 
 Rules for callers (one worker thread drives the lane; it is not thread-safe):
 
-* Once a :class:`StreamingDecoder` is given to a lane, decode it only through that lane: its causal
+* Once a :class:`FrameDecoder` (the Wan VAE's or the tiny decoder's) is given to a lane, decode it only through that lane: its causal
   cache is written on the side stream.
 * Results come out in submission order, across all decoders; each decoder's latents are decoded in
   its own submission order (one side stream serialises everything).
@@ -24,10 +24,21 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-from .vae import StreamingDecoder
+
+class FrameDecoder(Protocol):
+    """One shot's streaming decoder: :class:`~engine_core.vae.StreamingDecoder` (Wan VAE) or
+    :class:`~engine_core.tae.TaeStreamingDecoder` (tiny preview decoder)."""
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def check_chunk(self, latents: torch.Tensor) -> None: ...
+
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor: ...
 
 
 def to_uint8(frames: torch.Tensor) -> torch.Tensor:
@@ -77,7 +88,7 @@ class DecodeLane:
         self._side = torch.cuda.Stream(device=device) if self._cuda and overlap else None
         self._jobs: deque[_Job] = deque()
 
-    def submit(self, decoder: StreamingDecoder, latents: torch.Tensor, tag: object) -> None:
+    def submit(self, decoder: FrameDecoder, latents: torch.Tensor, tag: object) -> None:
         """Queue a chunk's F latent frames ``[F, z, h, w]`` for decoding, one :class:`DecodedFrames` per latent frame.
 
         On CUDA the side stream first waits (an event) for the work already queued on the current

@@ -8,6 +8,7 @@ or diffusers layout) and, optionally, the ShotStream student checkpoint over its
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from .kv_cache import SelfAttentionCache
 from .rope import RotaryEmbedding
 from .sampler import FlowMatchSchedule
 from .story import Story
+from .tae import LIGHT_TAEW2_1, TAEW2_1, TINY_TAE, TinyDecoder, TinyDecoderConfig, load_tae_decoder, random_tae_decoder
 from .text import TextEncoder, build_byte_tokenizer, build_text_encoder
 from .transformer import CausalWanTransformer, TimeCond
 from .vae import WanVAE, build_vae, tune_for_cuda
@@ -29,6 +31,8 @@ from .vae import WanVAE, build_vae, tune_for_cuda
 log = logging.getLogger(__name__)
 
 RANDOM_LABEL = "random weights (no checkpoint): output is noise-like, for tests and wiring only"
+DECODERS = ("wan", "tae")  # the Wan VAE (exact) and the tiny TAEHV preview decoder
+TAE_KINDS = {"taew2_1": TAEW2_1, "lighttaew2_1": LIGHT_TAEW2_1}  # the published tiny decoders, by file stem
 
 
 def default_device() -> torch.device:
@@ -57,14 +61,21 @@ class ShotStreamEngine:
     """Models and sampler shared by all stories. Open stories with :meth:`open_story`."""
 
     def __init__(self, config: ModelConfig, dit: CausalWanTransformer, vae: WanVAE, text: TextEncoder | None,
-                 weights_label: str, *, attention: str = "auto", fp8: bool = False, fast: FastPath | None = None):
+                 weights_label: str, *, attention: str = "auto", fp8: bool = False, fast: FastPath | None = None,
+                 tae: TinyDecoder | None = None, tae_label: str = ""):
         """``attention``: "auto" or a forced kernel (engine_core.attention.NAMES); ``fp8``: fp8 block linears;
-        ``fast``: the speed levers (default: all on CUDA, eager on the CPU; ``FastPath.eager()`` is exact)."""
+        ``fast``: the speed levers (default: all on CUDA, eager on the CPU; ``FastPath.eager()`` is exact);
+        ``tae``: the tiny preview decoder stories may choose (``decoder="tae"``), ``tae_label`` what it is."""
         self.config = config
         self.dit = dit
         self.vae = vae
         self.text = text
         self.weights_label = weights_label
+        if tae is not None and tae.config.latent_channels != config.vae.z_dim:
+            raise ValueError(f"the tiny decoder {tae.config.name} takes {tae.config.latent_channels} latent channels, "
+                             f"but {config.name}'s latents have {config.vae.z_dim}")
+        self.tae = tae.to(dit.device) if tae is not None else None
+        self.tae_label = tae_label if tae is not None else ""
         self.rope = RotaryEmbedding(config.dit.head_dim, config.stream.rope_shot_phase)
         stream = config.stream
         self.schedule = FlowMatchSchedule(stream.denoising_steps, stream.timestep_shift, stream.num_train_timesteps)
@@ -84,6 +95,18 @@ class ShotStreamEngine:
         self.step_sigmas = self.schedule.step_sigmas.to(dit.device)
         self._time_conds = {float(t): dit.time_conditioning(float(t)) for t in [*self.schedule.steps.tolist(), 0.0]}
         log.info("fast path: %s", self.fast.describe())
+
+    @property
+    def decoders(self) -> tuple[str, ...]:
+        """The decoders a story may use: always "wan", and "tae" when a tiny decoder is loaded."""
+        return DECODERS if self.tae is not None else DECODERS[:1]
+
+    def stream_decoder(self, decoder: str = "wan"):
+        """A fresh per-shot streaming decoder of ``decoder`` (both stream 1, then 4 frames per latent)."""
+        if decoder not in self.decoders:
+            raise ValueError(f"decoder {decoder!r} is not available here; this engine has {list(self.decoders)}"
+                             + ("" if self.tae is not None else " (load a tiny decoder, e.g. `--tae taew2_1.pth`)"))
+        return self.tae.stream_decoder() if decoder == "tae" else self.vae.stream_decoder()
 
     def time_cond(self, timestep: float) -> TimeCond:
         """The precomputed conditioning of one of the sampler's timesteps (or 0, the cache passes)."""
@@ -110,17 +133,20 @@ class ShotStreamEngine:
     def random_weights(self) -> bool:
         return self.weights_label == RANDOM_LABEL
 
-    def open_story(self, global_caption: str, seed: int = 0) -> Story:
-        return Story(self, global_caption, seed)
+    def open_story(self, global_caption: str, seed: int = 0, decoder: str = "wan") -> Story:
+        """A new story; ``decoder`` ("wan" or, when loaded, "tae") decodes its frames."""
+        return Story(self, global_caption, seed, decoder)
 
     @classmethod
     def random(cls, config: ModelConfig = TINY, *, device: torch.device | str | None = None,
                dtype: torch.dtype | None = None, seed: int = 0, with_text_encoder: bool = True,
-               attention: str = "auto", fp8: bool = False, fast: FastPath | None = None) -> ShotStreamEngine:
+               attention: str = "auto", fp8: bool = False, fast: FastPath | None = None,
+               tae: bool = False) -> ShotStreamEngine:
         """Random weights at any configuration (the tiny default, or the full 1.3B for benchmarks).
 
         ``with_text_encoder=False`` skips building UMT5 (5.7 B parameters at full size); stories
-        then take caller-supplied text embeddings.
+        then take caller-supplied text embeddings. ``tae=True`` adds a random tiny decoder of the
+        published shape (for the tiny config, a tiny one).
         """
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_dtype(device)
@@ -133,21 +159,34 @@ class ShotStreamEngine:
             if with_text_encoder:
                 text = TextEncoder(build_text_encoder(config.text).to(device, dtype), build_byte_tokenizer(),
                                    config.text.text_len, config.stream.max_prompt_chars)
-        return cls(config, dit, vae, text, RANDOM_LABEL, attention=attention, fp8=fp8, fast=fast)
+        tiny_decoder = None
+        if tae:
+            tae_config = TINY_TAE if config.vae.z_dim == TINY_TAE.latent_channels else TAEW2_1
+            tiny_decoder = random_tae_decoder(tae_config, seed + 2, device, dtype)
+        return cls(config, dit, vae, text, RANDOM_LABEL, attention=attention, fp8=fp8, fast=fast, tae=tiny_decoder,
+                   tae_label=f"{tiny_decoder.config.name}: {RANDOM_LABEL}" if tiny_decoder is not None else "")
 
     @classmethod
     def load(cls, weights: str | Path | None = None, student: str | Path | None = None, *,
              device: torch.device | str | None = None, dtype: torch.dtype | None = None,
              use_ema: bool = False, attention: str = "auto", fp8: bool = False,
-             fast: FastPath | None = None) -> ShotStreamEngine:
+             fast: FastPath | None = None, tae: str | Path | bool | None = None,
+             tae_kind: str | None = None) -> ShotStreamEngine:
         """Load real weights; with neither ``weights`` nor ``student``, the tiny random default.
 
         ``weights``: a Wan2.1-T2V-1.3B folder, original or diffusers layout (DiT, VAE, UMT5, tokenizer).
         ``student``: ``shotstream_merged.pt``; its DiT replaces the folder's.
+        ``tae``: a published tiny decoder file (taew2_1 or lighttaew2_1, ``.pth``/``.safetensors``);
+        ``tae_kind`` says which (default: from the file name). With no weights, ``tae=True`` gives a
+        random tiny one.
         """
         if weights is None and student is None:
+            if tae not in (None, False, True):
+                raise ValueError("a tiny decoder file needs the Wan2.1-T2V-1.3B weights too (its latents are "
+                                 "Wan's): pass weights=<folder>, or tae=True for the random tiny default")
             log.warning("no weights given: using the built-in tiny configuration with %s", RANDOM_LABEL)
-            return cls.random(TINY, device=device, dtype=dtype, attention=attention, fp8=fp8, fast=fast)
+            return cls.random(TINY, device=device, dtype=dtype, attention=attention, fp8=fp8, fast=fast,
+                              tae=bool(tae))
         if weights is None:
             raise ValueError("a student checkpoint needs the Wan2.1-T2V-1.3B folder too (its VAE, UMT5 and "
                              "tokenizer): pass weights=<folder>; `python -m engine_core.fetch DEST` downloads both")
@@ -166,4 +205,28 @@ class ShotStreamEngine:
         model, tokenizer = load_text_encoder(weights, cfg.text, dtype, device)
         text = TextEncoder(model, tokenizer, cfg.text.text_len, cfg.stream.max_prompt_chars)
         label = f"{student.name} over {weights.name}" if student else weights.name
-        return cls(cfg, dit, vae, text, label, attention=attention, fp8=fp8, fast=fast)
+        tiny_decoder, tae_label = None, ""
+        if tae is True:
+            raise ValueError("with real weights the tiny decoder needs its file: pass tae=<taew2_1.pth> (`shotstream "
+                             "fetch-weights DEST --decoder taew2_1` downloads it)")
+        if tae:
+            tae_config = tae_config_for(Path(tae), tae_kind, cfg)
+            tiny_decoder = load_tae_decoder(tae, tae_config, dtype, device)
+            tae_label = f"{tae_config.name} ({Path(tae).name})"
+        return cls(cfg, dit, vae, text, label, attention=attention, fp8=fp8, fast=fast, tae=tiny_decoder,
+                   tae_label=tae_label)
+
+
+def tae_config_for(path: Path, kind: str | None, cfg: ModelConfig) -> TinyDecoderConfig:
+    """The tiny decoder config for a published file: ``kind`` ("taew2_1"/"lighttaew2_1"), else its name.
+
+    lighttaew2_1 decodes raw latents, so it gets the loaded model's own latent statistics."""
+    if kind is None:
+        stem = path.name.lower()
+        kind = "lighttaew2_1" if stem.startswith("lighttae") else "taew2_1"
+    if kind not in TAE_KINDS:
+        raise ValueError(f"tiny decoder kind {kind!r} is unknown; use one of {sorted(TAE_KINDS)}")
+    base = TAE_KINDS[kind]
+    if base.latent_space == "raw" and cfg.vae.latents_mean is not None:
+        base = dataclasses.replace(base, latents_mean=cfg.vae.latents_mean, latents_std=cfg.vae.latents_std)
+    return base

@@ -17,6 +17,10 @@ Where we do less work than the reference without changing the maths:
 - history frames are encoded once and their latents reused by later shots (each frame is
   encoded alone, so a cached latent is the same tensor the reference recomputes);
 - shot 0's history is all-zero latents, so its 6 black-frame encodes are skipped.
+
+With ``decoder="tae"`` the tiny preview decoder makes the frames, and later shots re-encode their
+history frames from those preview frames (the Wan encoder, as always): the only place where the
+decoder choice reaches the latents. ``bench/decoder_quality.py`` measures that drift.
 """
 
 from __future__ import annotations
@@ -30,14 +34,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .decode_lane import DecodeLane, DecodedFrames, to_uint8
+from .decode_lane import DecodeLane, DecodedFrames, FrameDecoder, to_uint8
 from .history import ContextPlan, frames_to_keep, plan_context
 from .kv_cache import SelfAttentionCache, TextCache
 from .text import format_prompt
 from .timing import Clock
 from .transfer import upload
 from .transformer import FrameRun, TimeCond
-from .vae import StreamingDecoder
 
 if TYPE_CHECKING:
     from .engine import ShotStreamEngine
@@ -102,7 +105,7 @@ class _Shot:
     num_chunks: int
     shot_flag: int
     noise: ShotNoise | None
-    decoder: StreamingDecoder
+    decoder: FrameDecoder
     generator: torch.Generator
     started: int = 0  # chunks whose denoising has finished (handed to the decoder)
     done: int = 0  # chunks whose frames are all on the host
@@ -129,9 +132,11 @@ def shot_seed(seed: int, shot: int) -> int:
 class Story:
     """Create with :meth:`ShotStreamEngine.open_story`. Not thread-safe: drive it from one thread."""
 
-    def __init__(self, engine: ShotStreamEngine, global_caption: str, seed: int):
+    def __init__(self, engine: ShotStreamEngine, global_caption: str, seed: int, decoder: str = "wan"):
         if not isinstance(global_caption, str):
             raise TypeError("global_caption must be a str")
+        engine.stream_decoder(decoder)  # raises ValueError naming the available decoders
+        self.decoder = decoder
         self.engine = engine
         self.global_caption = global_caption
         self.seed = int(seed)
@@ -235,7 +240,7 @@ class Story:
             timings = self._prepare(index, caption=text)
             plan = self._prepared[1]
             self._shot = _Shot(index=index, num_chunks=num_chunks, shot_flag=plan.shot_flag, noise=noise,
-                               decoder=self.engine.vae.stream_decoder(),
+                               decoder=self.engine.stream_decoder(self.decoder),
                                generator=torch.Generator().manual_seed(shot_seed(self.seed, index)))
         except BaseException:  # e.g. out of GPU memory: keep captions aligned with shot indices
             self.captions.pop()

@@ -294,6 +294,18 @@ class TaeStreamingDecoder:
         return torch.cat([self.decode_latent(latent) for latent in latents])
 
 
+def random_tae_decoder(config: TinyDecoderConfig, seed: int = 0, device: str | torch.device = "cpu",
+                       dtype: torch.dtype = torch.float32) -> TinyDecoder:
+    """Reproducible random weights (He-scaled, so frames neither vanish nor saturate the output clamp):
+    the preview decoder of a random-weights engine, for tests and wiring only."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tae = TinyDecoder(config)
+        for p in tae.parameters():
+            p.data.normal_(0.0, 0.3 if p.ndim == 1 else (2.0 / p[0].numel()) ** 0.5)
+    return tae.to(device, dtype)
+
+
 # ------------------------------------------------------------------------------------------------
 # Loading the published checkpoints
 # ------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from engine_core.config import TINY, WAN_1_3B
 from engine_core.decode_lane import DecodeLane
 from engine_core.key_maps import CheckpointError
 from engine_core.tae import (LIGHT_TAEW2_1, TAEW2_1, TINY_TAE, MemBlock, TGrow, TinyDecoder, TinyDecoderConfig,
-                             load_tae_decoder)
+                             load_tae_decoder, random_tae_decoder)
 from engine_core.vae import WanVAE, build_vae
 
 # Shapes of the published taew2_1 / lighttaew2_1 decoder tensors (the safetensors headers, as listed by
@@ -60,12 +60,7 @@ def taehv_encoder_spec(latent_channels: int) -> dict[str, tuple[int, ...]]:
 
 
 def random_tae(config: TinyDecoderConfig = TINY_TAE, seed: int = 0, dtype: torch.dtype = torch.float32) -> TinyDecoder:
-    """Random weights scaled so activations neither vanish nor saturate the [0, 1] output clamp everywhere."""
-    torch.manual_seed(seed)
-    tae = TinyDecoder(config)
-    for p in tae.parameters():
-        p.data.normal_(0.0, 0.3 if p.ndim == 1 else (2.0 / p[0].numel()) ** 0.5)
-    return tae.to(dtype)
+    return random_tae_decoder(config, seed, dtype=dtype)
 
 
 def latents(frames: int = 9, seed: int = 1) -> torch.Tensor:
