@@ -2,6 +2,7 @@
 
     python bench/bench_engine.py                                          # tiny config, CPU: smoke run, seconds
     python bench/bench_engine.py --config wan2.1-t2v-1.3b --device cuda   # the real size (--mode eager, --fp8, ...)
+    python bench/bench_engine.py --decoder tae                            # frames from the tiny preview decoder
 
 The story is driven the way the service drives it: ``advance()`` in a loop, ``wait_frames()`` when
 nothing is left to run, ``prepare_next_shot()`` as soon as a shot's last chunk is denoised
@@ -16,6 +17,10 @@ story (cold engine) and of a later story; shot switches (a cut cued after a rand
 (``ChunkResult.timings_ms`` commit + denoise, device-event timed on CUDA); decode time per chunk;
 peak GPU memory; and fidelity: this engine's latents against an fp32 eager twin (same seed, so the
 same weights) on the same text embedding and noise.
+
+``--decoder tae`` makes every story decode with a random tiny TAEHV decoder (the published taew2_1
+shape at full size) instead of the Wan VAE; the fidelity shot still decodes with the Wan VAE (its
+latents do not depend on the decoder). ``bench/decoder_quality.py`` compares the two decoders' frames.
 """
 
 from __future__ import annotations
@@ -208,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-shots", type=int, default=2)
     parser.add_argument("--switches", type=int, default=10, help="cuts measured on a second story")
     parser.add_argument("--fidelity-chunks", type=int, default=3, help="chunks of the fidelity shot (0: skip)")
+    parser.add_argument("--decoder", choices=["wan", "tae"], default="wan",
+                        help="wan: the Wan VAE; tae: a random tiny preview decoder (TAEHV, taew2_1 shape at full size)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.shots < 1 or args.warmup_shots < 0 or args.switches < 0 or args.fidelity_chunks < 0:
@@ -219,19 +226,19 @@ def main(argv: list[str] | None = None) -> int:
     fast = FastPath.for_device(device) if args.mode == "fast" else FastPath.eager()
     t0 = time.perf_counter()
     engine = ShotStreamEngine.random(cfg, device=device, dtype=dtype, seed=args.seed, with_text_encoder=False,
-                                     attention=args.attention, fp8=args.fp8, fast=fast)
+                                     attention=args.attention, fp8=args.fp8, fast=fast, tae=args.decoder == "tae")
     build_s = time.perf_counter() - t0
     log(f"engine built in {build_s:.1f} s: {cfg.name} on {device_name(device)}, {engine.fast.describe()}, "
-        f"attention {engine.attention.name}")
+        f"attention {engine.attention.name}, decoder {args.decoder}")
     gen = torch.Generator().manual_seed(args.seed)
     texts = [torch.randn(cfg.dit.text_len, cfg.dit.text_dim, generator=gen)
              for _ in range(args.warmup_shots + args.shots)]
 
-    story = engine.open_story("bench", seed=args.seed)
+    story = engine.open_story("bench", seed=args.seed, decoder=args.decoder)
     shots = run_story(story, texts)
     story.close()
     measured = shots[args.warmup_shots:]
-    story = engine.open_story("bench switches", seed=args.seed + 1)
+    story = engine.open_story("bench switches", seed=args.seed + 1, decoder=args.decoder)
     steps, per_shot = len(cfg.stream.denoising_steps), cfg.stream.chunks_per_shot
     shot0_new_story, switches = run_switches(story, texts, args.switches, per_shot * (steps + 1) - 1, args.seed)
     story.close()
@@ -257,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     report = engine.fp8_report
     result = {
         "date": datetime.date.today().isoformat(),
-        "config": cfg.name, "random_weights": True, "mode": args.mode, "fast_path": engine.fast.describe(),
+        "config": cfg.name, "random_weights": True, "mode": args.mode, "decoder": args.decoder,
+        "fast_path": engine.fast.describe(),
         "attention": {"name": engine.attention.name, "reason": engine.attention.reason,
                       "skipped": [list(s) for s in engine.attention.skipped]},
         "fp8": None if report is None else {"mode": report.mode, "scaling": report.scaling, "reason": report.reason,

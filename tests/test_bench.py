@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,8 @@ from engine_core.config import TINY
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 ENGINE_KEYS = {
-    "date", "config", "random_weights", "mode", "fast_path", "attention", "fp8", "dtype", "device", "torch",
-    "python", "build_s", "warmup_shots", "measured_shots", "frames_measured", "end_to_end_fps", "dit_fps",
+    "date", "config", "random_weights", "mode", "decoder", "fast_path", "attention", "fp8", "dtype", "device",
+    "torch", "python", "build_s", "warmup_shots", "measured_shots", "frames_measured", "end_to_end_fps", "dit_fps",
     "chunk_dit_ms_by_index", "chunk_dit_ms_mean", "chunk_interval_ms_by_index", "decode_ms", "first_frame_s",
     "prepare_next_shot_ms_mean", "switch_s", "peak_gpu_gib", "fidelity", "shots", "notes", "vs_reference_h100",
 }
@@ -30,6 +31,7 @@ SERVICE_KEYS = {
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is being built
     spec.loader.exec_module(module)
     return module
 
@@ -44,6 +46,7 @@ def test_bench_engine_tiny_reports_everything(capsys):
                                     "--fidelity-chunks", "2"], capsys)
     assert rc == 0 and set(out) == ENGINE_KEYS
     assert out["config"] == "tiny" and out["mode"] == "fast" and out["fast_path"] == "eager"  # CPU: no levers
+    assert out["decoder"] == "wan"
     assert out["measured_shots"] == 2 and out["frames_measured"] == 2 * TINY.pixel_frames(7)
     assert out["end_to_end_fps"] > 0 and out["dit_fps"] > out["end_to_end_fps"]
     assert len(out["chunk_dit_ms_by_index"]) == len(out["chunk_interval_ms_by_index"]) == 7
@@ -65,6 +68,26 @@ def test_bench_engine_eager_fp8_reports_the_conversion(capsys):
     assert fp8["mode"] == "emulate" and fp8["converted"] > 0 and 0 < fp8["weight_error"] < 0.1
     assert 0 < out["fidelity"]["latents_rel_l2"] < 0.1  # fp8 against the fp32 twin: close, not equal
     assert out["first_frame_s"]["after_cue_count"] == 0 and out["first_frame_s"]["after_cue_mean"] is None
+
+
+def test_bench_engine_tae_decoder_decodes_with_the_tiny_one(capsys, monkeypatch):
+    from engine_core import ShotStreamEngine
+
+    asked = []
+    original = ShotStreamEngine.stream_decoder
+
+    def spy(self, decoder="wan"):
+        asked.append(decoder)
+        return original(self, decoder)
+
+    monkeypatch.setattr(ShotStreamEngine, "stream_decoder", spy)
+    rc, out = _run("bench_engine", ["--decoder", "tae", "--shots", "1", "--warmup-shots", "0", "--switches", "1",
+                                    "--fidelity-chunks", "0"], capsys)
+    assert rc == 0 and set(out) == ENGINE_KEYS and out["decoder"] == "tae"
+    assert out["frames_measured"] == TINY.pixel_frames(7) and out["end_to_end_fps"] > 0
+    assert out["decode_ms"]["later_chunks_mean"] > 0
+    # Story() checks its decoder once at open, then one streaming decoder per shot: all of them tae.
+    assert asked and set(asked) == {"tae"}
 
 
 @pytest.mark.parametrize("text", ["umt5", "stand-in"])
@@ -90,4 +113,3 @@ def test_text_stand_in_is_deterministic_per_prompt():
     assert torch.equal(fresh.encode(["a"])[0], a)
     info = stand_in.prompt_info("x" * 20)
     assert info.num_tokens == 8 and info.truncated_tokens == 13
-
