@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -26,6 +27,13 @@ SERVICE_KEYS = {
     "text_encoder", "transport", "stories", "shots_per_story", "chunks_per_shot", "prompts_from", "build_s",
     "engine_warmup_s", "playback_fps", "totals", "per_story",
 }
+QUALITY_KEYS = {
+    "date", "config", "random_weights", "weights", "tae", "device", "dtype", "torch", "mode", "build_s", "story",
+    "seed", "shots", "chunks_by_shot", "text", "frames_by_shot", "quality", "decode_ms", "decode_fps", "tae_vs_wan",
+    "history_drift", "notes",
+}
+DECODE_MS_KEYS = {"first_chunk_mean", "later_chunks_mean", "first_chunk_frames", "later_chunk_frames", "chunks_timed",
+                  "total_ms"}
 
 
 def _load(name: str):
@@ -113,3 +121,73 @@ def test_text_stand_in_is_deterministic_per_prompt():
     assert torch.equal(fresh.encode(["a"])[0], a)
     info = stand_in.prompt_info("x" * 20)
     assert info.num_tokens == 8 and info.truncated_tokens == 13
+
+
+
+def test_decoder_quality_tiny_reports_everything(capsys):
+    rc = _load("decoder_quality").main(["--shots", "2", "--chunks", "2"])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert rc == 0 and set(out) == QUALITY_KEYS
+    assert out["random_weights"] and "MEAN NOTHING" in out["notes"][0] and "MEAN NOTHING" in captured.err
+    assert out["config"] == "tiny" and out["shots"] == 2 and out["chunks_by_shot"] == [2, 2]
+    assert out["story"].endswith("examples/stories/01.json") and out["text"] == "random stand-in"
+    frames = out["frames_by_shot"]
+    assert frames["wan"] == frames["tae"] == [TINY.pixel_frames(2)] * 2
+    assert out["history_drift"]["story_frames_by_shot"] == frames
+    quality = out["quality"]
+    assert [s["shot"] for s in quality["by_shot"]] == [0, 1]
+    for entry in [quality, *quality["by_shot"]]:
+        assert math.isfinite(entry["psnr_db"]) and -1 <= entry["ssim"] <= 1
+    for shot in quality["by_shot"]:
+        assert shot["frames"] == TINY.pixel_frames(2) and -1 <= shot["ssim_min"] <= shot["ssim"]
+    for name in ("wan", "tae"):
+        ms = out["decode_ms"][name]
+        assert set(ms) == DECODE_MS_KEYS and ms["chunks_timed"] == 4
+        assert ms["first_chunk_frames"] == TINY.pixel_frames(1) and ms["later_chunk_frames"] == 12
+        assert ms["first_chunk_mean"] > 0 and ms["later_chunks_mean"] > 0
+        assert out["decode_fps"][name] == pytest.approx(2 * TINY.pixel_frames(2) / (ms["total_ms"] / 1e3))
+    assert out["tae_vs_wan"]["decode_fps_ratio"] == pytest.approx(out["decode_fps"]["tae"] / out["decode_fps"]["wan"])
+    drift = out["history_drift"]["rel_l2_by_shot"]
+    assert drift[0] == 0.0 and out["history_drift"]["max_abs_by_shot"][0] == 0.0  # shot 0 reads no history
+    assert drift[1] > 0  # shot 1 re-encoded its history from the tiny decoder's frames
+
+
+def test_decoder_quality_metrics():
+    dq = _load("decoder_quality")
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 3, 24, 20, generator=gen)
+    b = (a + 0.1 * torch.randn(a.shape, generator=gen)).clamp(0, 1)
+    assert torch.allclose(dq.ssim_per_frame(a, a), torch.ones(3, dtype=torch.float64))
+    s_ab, s_ba = dq.ssim_per_frame(a, b), dq.ssim_per_frame(b, a)
+    assert torch.allclose(s_ab, s_ba) and bool(((s_ab > 0) & (s_ab < 1)).all())
+    assert bool((dq.ssim_per_frame(a, 1 - a) < 0).all())  # inverted structure: negative correlation
+    # Flat frames: no variance, so SSIM is the luminance term (2 x y + C1) / (x^2 + y^2 + C1) exactly.
+    x, y = 0.2, 0.7
+    flat = dq.ssim_per_frame(torch.full((1, 3, 16, 16), x), torch.full((1, 3, 16, 16), y))
+    assert flat.item() == pytest.approx((2 * x * y + dq.SSIM_C1) / (x * x + y * y + dq.SSIM_C1), rel=1e-6)
+    # Luma weights: a pure-green difference counts 0.587, a pure-blue one 0.114.
+    green, blue = torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16)
+    green[:, 1], blue[:, 2] = 1.0, 1.0
+    zero = torch.zeros(1, 3, 16, 16)
+    assert dq.ssim_per_frame(green, zero).item() == pytest.approx(dq.SSIM_C1 / (0.587 ** 2 + dq.SSIM_C1), rel=1e-6)
+    assert dq.ssim_per_frame(blue, zero).item() == pytest.approx(dq.SSIM_C1 / (0.114 ** 2 + dq.SSIM_C1), rel=1e-6)
+    # PSNR: an error of 0.1 everywhere is an MSE of 0.01, i.e. 20 dB; identical frames have no finite PSNR.
+    mse = dq.mse_per_frame(torch.full((2, 3, 8, 8), 0.1), torch.zeros(2, 3, 8, 8))
+    assert torch.allclose(mse, torch.full((2,), 0.01, dtype=torch.float64))
+    assert dq.psnr_db(mse.mean().item()) == pytest.approx(20.0) and dq.psnr_db(0.0) is None
+    assert dq.to_unit(torch.tensor([-2.0, -1.0, 0.0, 1.0])).tolist() == [0.0, 0.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="at least 11x11"):
+        dq.ssim_per_frame(torch.zeros(1, 3, 10, 32), torch.zeros(1, 3, 10, 32))
+    assert dq.rel_l2(a, a) == 0.0 and dq.rel_l2(2 * a, a) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tae", "taew2_1.pth"], "need --weights"),
+    (["--weights", "weights/Wan2.1-T2V-1.3B"], "pass the tiny decoder file too"),
+    (["--shots", "7"], "--shots must be in 1..6"),
+])
+def test_decoder_quality_refuses_bad_arguments(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        _load("decoder_quality").main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
