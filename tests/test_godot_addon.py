@@ -215,7 +215,8 @@ def test_goldens_both_ways_in_godot(tmp_path):
                         "cannot encode ClientMessage: ClientMessage.cue has no field no_such_field",
                         "ClientMessage.cue.num_chunks: int is not a valid uint32",
                         "ClientMessage.cue.mode: 7 is not a CueMode value",
-                        "ClientMessage.ack.chunk_seq: String is not a valid uint64"])
+                        "ClientMessage.ack.chunk_seq: String is not a valid uint64",
+                        "ClientMessage.open.decoder: 3 is not a Decoder value"])
     assert_passed(run)
     written = tmp_path / "godot_client"
     written.mkdir()
@@ -549,6 +550,22 @@ class _ScriptedGateway:
         await conn.recv_until("close")
         await conn.end("closed: client", closed="client")
 
+    async def _s_takes(self, conn: _Conn, n: int) -> None:  # a TAE session, a live take, then a full one
+        from service.protocol import pb
+
+        await conn.open(decoder=pb.DECODER_TAE)
+        for quality in (pb.TAKE_QUALITY_LIVE, pb.TAKE_QUALITY_FULL):
+            name = (await conn.recv_until("startTake"))["startTake"].get("name", "")
+            full = f"/srv/takes/{name}.full.mp4" if quality == pb.TAKE_QUALITY_FULL else ""
+            await conn.send(take_started=pb.TakeStarted(name=name, path=f"/srv/takes/{name}.mp4", quality=quality,
+                                                        full_path=full))
+            await conn.recv_until("stopTake")
+            await conn.send(take_saved=pb.TakeSaved(name=name, path=f"/srv/takes/{name}.mp4", frames=9, bytes=1000,
+                                                    duration_s=0.5625, full_path=full,
+                                                    full_bytes=7_000_000_000 if full else 0))
+        await conn.recv_until("close")
+        await conn.end("closed: client", closed="client")
+
     async def _s_free(self, conn: _Conn, n: int) -> None:
         await conn.open()
         await conn.ws.wait_closed()
@@ -586,6 +603,7 @@ def test_client_against_a_scripted_gateway_in_godot():
     first, second = (c["received"] for c in drop)
     assert first[0]["open"]["clientName"] == "godot/ShotStream Godot tests"
     assert first[0]["open"]["seed"] == "9" and first[0]["open"]["frameFormat"] == "FRAME_FORMAT_RGBA8"
+    assert "decoder" not in first[0]["open"], "the default decoder (the server's) is left out of open"
     assert first[1] == {"cue": {"eventId": "a", "prompt": "first shot", "mode": "CUE_MODE_WAIT"}}
     assert second[0] == first[0], "the new session opens like the first"
     assert second[1:] == [{"cue": {"eventId": "b", "prompt": "second shot", "mode": "CUE_MODE_WAIT"}},
@@ -608,3 +626,12 @@ def test_client_against_a_scripted_gateway_in_godot():
     assert sorted(acks("bad_chunk")) == [1, 2, 3], "undecodable and unplayable chunks were acked"
     assert acks("acks") == [1], "chunk 1 was acked when the player was reconfigured (chunk 2 waits for its frame)"
     assert gateway.scenario("free")[0]["client_close_code"] == 1000
+
+    takes = gateway.scenario("takes")
+    assert len(takes) == 1, takes
+    received = takes[0]["received"]
+    assert received[0]["open"]["decoder"] == "DECODER_TAE"
+    assert [m for m in received if "startTake" in m or "stopTake" in m] == [
+        {"startTake": {"name": "live"}}, {"stopTake": {}},
+        {"startTake": {"name": "hd", "quality": "TAKE_QUALITY_FULL"}}, {"stopTake": {}}], (
+        "a live take is sent as the proto default, a full one with its quality")

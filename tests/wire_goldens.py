@@ -42,6 +42,10 @@ def server_messages() -> dict[str, pb.ServerMessage]:
             session_id="s-2", protocol_version=1, width=832, height=480, fps=16, frames_first_chunk=9, frames_per_chunk=12,
             max_chunks_per_shot=7, frame_format=pb.FRAME_FORMAT_RGB8, transport=pb.TRANSPORT_SHARED_MEMORY,
             max_chunks_in_flight=3, ring=ring, model="wan2.1-t2v-1.3b")),
+        "opened_tae": pb.ServerMessage(opened=pb.SessionOpened(
+            session_id="s-3", protocol_version=1, width=832, height=480, fps=16, frames_first_chunk=9, frames_per_chunk=12,
+            max_chunks_per_shot=7, frame_format=pb.FRAME_FORMAT_RGBA8, transport=pb.TRANSPORT_INLINE,
+            max_chunks_in_flight=2, model="wan2.1-t2v-1.3b", decoder=pb.DECODER_TAE)),
         "cue_accepted": pb.ServerMessage(cue_accepted=pb.CueAccepted(event_id="boss", queue_position=2)),
         "cue_accepted_next": pb.ServerMessage(cue_accepted=pb.CueAccepted(event_id="next")),
         "shot_started": pb.ServerMessage(shot_started=pb.ShotStarted(
@@ -66,6 +70,12 @@ def server_messages() -> dict[str, pb.ServerMessage]:
                                                                      path="/srv/takes/boss-fight.mp4")),
         "take_saved": pb.ServerMessage(take_saved=pb.TakeSaved(name="boss-fight", path="/srv/takes/boss-fight.mp4",
                                                                frames=45, bytes=6_000_000_000, duration_s=2.8125)),
+        "take_started_full": pb.ServerMessage(take_started=pb.TakeStarted(
+            name="boss-fight", path="/srv/takes/boss-fight.mp4", quality=pb.TAKE_QUALITY_FULL,
+            full_path="/srv/takes/boss-fight.full.mp4")),
+        "take_saved_full": pb.ServerMessage(take_saved=pb.TakeSaved(
+            name="boss-fight", path="/srv/takes/boss-fight.mp4", frames=45, bytes=6_000_000_000, duration_s=2.8125,
+            full_path="/srv/takes/boss-fight.full.mp4", full_bytes=U64_MAX)),
     }
 
 
@@ -91,6 +101,10 @@ def client_messages(client_name: str) -> dict[str, pb.ClientMessage]:
                                                      seed=U64_MAX, frame_format=pb.FRAME_FORMAT_RGBA8,
                                                      transport=pb.TRANSPORT_SHARED_MEMORY, max_chunks_in_flight=3)),
         "open_defaults": pb.ClientMessage(open=pb.OpenSession(protocol_version=1)),
+        "open_decoder": pb.ClientMessage(open=pb.OpenSession(protocol_version=1, client_name=client_name, seed=7,
+                                                             frame_format=pb.FRAME_FORMAT_RGBA8,
+                                                             transport=pb.TRANSPORT_INLINE, max_chunks_in_flight=2,
+                                                             decoder=pb.DECODER_TAE)),
         "cue": pb.ClientMessage(cue=pb.Cue(event_id="boss", prompt="A dragon \U0001F409 lands.", tags=["a", "b"],
                                            num_chunks=2, mode=pb.CUE_MODE_CUT)),
         "cue_wait": pb.ClientMessage(cue=pb.Cue(prompt="p", mode=pb.CUE_MODE_WAIT)),
@@ -100,6 +114,7 @@ def client_messages(client_name: str) -> dict[str, pb.ClientMessage]:
         "close": pb.ClientMessage(close=pb.Close()),
         "start_take": pb.ClientMessage(start_take=pb.StartTake(name="boss-fight")),
         "start_take_default": pb.ClientMessage(start_take=pb.StartTake()),
+        "start_take_full": pb.ClientMessage(start_take=pb.StartTake(name="boss-fight", quality=pb.TAKE_QUALITY_FULL)),
         "stop_take": pb.ClientMessage(stop_take=pb.StopTake()),
     }
 

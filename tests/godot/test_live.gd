@@ -187,6 +187,7 @@ func _dock(url: String, record: bool) -> void:
 		dock.queue_free()
 		return
 	check(dock.status_label.text.begins_with("Open:"), "status: " + dock.status_label.text)
+	eq(P.Decoder.UNSPECIFIED, dock.client.decoder, "the dock asks for the server's decoder")
 	var slot := Node.new()  # the editor moves a dock by taking it out of the tree and back
 	add_child(slot)
 	dock.reparent(slot)

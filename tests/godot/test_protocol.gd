@@ -110,6 +110,7 @@ func _test_server_goldens() -> void:
 	eq(null, o["ring"], "opened: no ring")
 	eq("tiny", o["model"], "opened model")
 	eq(true, o["random_weights"], "opened random weights")
+	eq(P.Decoder.UNSPECIFIED, o["decoder"], "opened: no decoder (an older server) = UNSPECIFIED")
 
 	var s := _body("opened_shm", "opened")
 	eq(P.Transport.SHARED_MEMORY, s["transport"], "shm transport")
@@ -124,6 +125,16 @@ func _test_server_goldens() -> void:
 	eq(64, ring.get("slot_header_bytes"), "ring slot header")
 	eq(3, s["max_chunks_in_flight"], "shm credits")
 	eq("wan2.1-t2v-1.3b", s["model"], "shm model")
+
+	var d := _body("opened_tae", "opened")
+	eq("s-3", d["session_id"], "tae id")
+	eq(P.Decoder.TAE, d["decoder"], "tae decoder")
+	eq("DECODER_TAE", P.enum_name("Decoder", d["decoder"]), "tae decoder name")
+	eq(P.Transport.INLINE, d["transport"], "tae transport")
+	eq(null, d["ring"], "tae: no ring")
+	eq(P.Decoder.WAN, P.decode_server_text('{"opened": {"decoder": 1}}')["message"]["decoder"], "1")
+	var future_decoder := P.decode_server_text('{"opened": {"decoder": "DECODER_FUTURE"}}')
+	eq(P.Decoder.UNSPECIFIED, future_decoder["message"]["decoder"], "unknown decoder = 0")
 
 	var c := _body("cue_accepted", "cue_accepted")
 	eq("boss", c["event_id"], "cue accepted id")
@@ -213,6 +224,24 @@ func _test_server_goldens() -> void:
 	eq(45, tv["frames"], "take frames")
 	eq(6000000000, tv["bytes"], "take bytes (uint64 > 2^32)")
 	eq(2.8125, tv["duration_s"], "take duration")
+	eq(P.TakeQuality.UNSPECIFIED, ts["quality"], "live take: no quality (an older server)")
+	eq("", ts["full_path"], "live take: no full path")
+	eq("", tv["full_path"], "live take saved: no full path")
+	eq(0, tv["full_bytes"], "live take saved: no full bytes")
+
+	var fs := _body("take_started_full", "take_started")
+	eq("boss-fight", fs["name"], "full take started name")
+	eq("/srv/takes/boss-fight.mp4", fs["path"], "full take started path")
+	eq(P.TakeQuality.FULL, fs["quality"], "full take quality")
+	eq("TAKE_QUALITY_FULL", P.enum_name("TakeQuality", fs["quality"]), "full take quality name")
+	eq("/srv/takes/boss-fight.full.mp4", fs["full_path"], "full take started full path")
+	var fv := _body("take_saved_full", "take_saved")
+	eq("/srv/takes/boss-fight.mp4", fv["path"], "full take saved path")
+	eq(45, fv["frames"], "full take frames")
+	eq(6000000000, fv["bytes"], "full take bytes")
+	eq("/srv/takes/boss-fight.full.mp4", fv["full_path"], "full take saved full path")
+	eq(U64_MAX, fv["full_bytes"], "full bytes 2^64-1 keeps its 64 bits")
+	eq(U64_MAX_STRING, P.u64_to_string(fv["full_bytes"]), "full bytes print unsigned")
 
 	var u := _body("unknown_fields", "cue_accepted")
 	eq("f", u["event_id"], "unknown fields ignored: id")
@@ -355,6 +384,10 @@ func client_messages() -> Dictionary:
 		),
 		"open_defaults":
 		P.open_message("", 0, "", P.FrameFormat.UNSPECIFIED, 0, P.Transport.UNSPECIFIED),
+		"open_decoder":
+		P.open_message(
+			"", 7, "godot/Test", P.FrameFormat.RGBA8, 2, P.Transport.INLINE, P.Decoder.TAE
+		),
 		"cue":
 		P.cue_message(
 			"boss",
@@ -370,6 +403,7 @@ func client_messages() -> Dictionary:
 		"close": P.close_message(),
 		"start_take": P.start_take_message("boss-fight"),
 		"start_take_default": P.start_take_message(),
+		"start_take_full": P.start_take_message("boss-fight", P.TakeQuality.FULL),
 		"stop_take": P.stop_take_message(),
 	}
 
@@ -396,6 +430,14 @@ func _test_client_goldens() -> void:
 	eq("", P.encode_client("cue", {"num_chunks": -1}), "negative uint32 refused")
 	eq("", P.encode_client("cue", {"mode": 7}), "unknown enum value refused")
 	eq("", P.encode_client("ack", {"chunk_seq": "3"}), "wrong type refused")
+	eq("", P.encode_client("open", {"decoder": 3}), "unknown decoder refused")
+	eq(
+		'{"startTake":{"quality":"TAKE_QUALITY_LIVE"}}',
+		P.start_take_message("", P.TakeQuality.LIVE),
+		"an explicit LIVE is written"
+	)
+	var q := P.decode_client_text('{"start_take": {"quality": 2}}')
+	eq(P.TakeQuality.FULL, q["message"].get("quality"), "quality as a number, proto field name")
 
 
 func _test_u64() -> void:

@@ -24,6 +24,7 @@ func run_tests() -> void:
 	await _overflow()
 	await _bad_chunks()
 	await _acks_and_cues()
+	await _decoder_and_takes()
 	await _freed()
 
 
@@ -282,6 +283,52 @@ func _acks_and_cues() -> void:
 	eq([0, 3], log["codes"], "acks: the refused cue (local) and the rejected one (server)")
 	client.queue_free()
 	player.queue_free()
+
+
+## A TAE session (the decoder asked for and the one granted), then a live take and a full one:
+## [member ShotStreamClient.take] while each records, full_path and full_bytes when saved.
+func _decoder_and_takes() -> void:
+	var client := _client("takes")
+	client.decoder = ShotStreamProtocol.Decoder.TAE
+	var log := _watch(client)
+	var started: Array[Dictionary] = []
+	var saved: Array[Dictionary] = []
+	client.take_started.connect(
+		func(take_name: String, path: String) -> void:
+			eq(take_name, client.take.get("name"), "takes: take holds the take that started")
+			eq(path, client.take.get("path"), "takes: and its path")
+			started.append(client.take)
+	)
+	client.take_saved.connect(func(t: Dictionary) -> void: saved.append(t))
+	client.open_session()
+	await _wait(func() -> bool: return client.is_session_open(), "takes: open")
+	eq(ShotStreamProtocol.Decoder.TAE, client.session.get("decoder"), "takes: the server's decoder")
+	eq({}, client.take, "takes: none recording yet")
+	client.start_take("live")
+	await _wait(func() -> bool: return started.size() == 1, "takes: the live take starts")
+	eq(ShotStreamProtocol.TakeQuality.LIVE, client.take.get("quality"), "takes: live granted")
+	eq("", client.take.get("full_path"), "takes: a live take has no full path")
+	client.stop_take()
+	await _wait(func() -> bool: return saved.size() == 1, "takes: the live take is saved")
+	eq({}, client.take, "takes: none recording after take_saved")
+	eq("/srv/takes/live.mp4", saved[0]["path"], "takes: live path")
+	eq("", saved[0]["full_path"], "takes: live, no full path")
+	eq(0, saved[0]["full_bytes"], "takes: live, no full bytes")
+	client.start_take("hd", ShotStreamProtocol.TakeQuality.FULL)
+	await _wait(func() -> bool: return started.size() == 2, "takes: the full take starts")
+	eq(ShotStreamProtocol.TakeQuality.FULL, client.take.get("quality"), "takes: full granted")
+	eq("/srv/takes/hd.full.mp4", client.take.get("full_path"), "takes: where the full MP4 goes")
+	client.stop_take()
+	await _wait(func() -> bool: return saved.size() == 2, "takes: the full take is saved")
+	eq("/srv/takes/hd.mp4", saved[1]["path"], "takes: full take, live path")
+	eq("/srv/takes/hd.full.mp4", saved[1]["full_path"], "takes: full path")
+	eq(7000000000, saved[1]["full_bytes"], "takes: full bytes")
+	client.close()
+	await _wait(_ended(log), "takes: the end")
+	eq(["client"], log["reasons"], "takes: ended normally")
+	eq([], log["errors"], "takes: no error")
+	eq({}, client.session, "takes: no session after the end")
+	client.queue_free()
 
 
 ## Freeing a connected client closes its WebSocket (normal closure, not the socket's destructor);

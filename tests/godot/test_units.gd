@@ -511,6 +511,11 @@ func _client_offline() -> void:
 	eq(ERR_INVALID_PARAMETER, client.open_session(), "bad URL scheme refused")
 	eq(ShotStreamClient.State.DISCONNECTED, client.state, "still disconnected")
 	check(client.effective_client_name().begins_with("godot/"), "client name godot/<project>")
+	eq(P.Decoder.UNSPECIFIED, client.decoder, "decoder: the server's default")
+	eq({}, client.take, "no take without a session")
+	var before := errors.size()
+	client.start_take("t", P.TakeQuality.FULL)
+	eq(before + 1, errors.size(), "start_take without a session is reported")
 	client.queue_free()
 	await get_tree().process_frame
 

@@ -108,6 +108,16 @@ static class CoreTests
             Eq("/tmp/shotstream-ring-abc", o.Ring.Path, "path"); Eq(1u, o.Ring.LayoutVersion, "lv"); Eq(3u, o.Ring.SlotCount, "sc");
             Eq(12345678901UL, o.Ring.SlotBytes, "sb"); Eq(4096u, o.Ring.HeaderBytes, "hb"); Eq(64u, o.Ring.SlotHeaderBytes, "shb");
             Eq(3u, o.MaxChunksInFlight, "credits"); Eq("wan2.1-t2v-1.3b", o.Model, "model");
+            Eq(FrameDecoder.Unspecified, o.Decoder, "no decoder (an older server): Unspecified");
+        });
+        Run("opened tae", () =>
+        {
+            var o = Server("opened_tae").Opened;
+            Eq("s-3", o.SessionId, "id"); Eq(FrameDecoder.Tae, o.Decoder, "decoder"); Eq("DECODER_TAE", ProtoEnums.Name(o.Decoder), "decoder name");
+            Eq(Transport.Inline, o.Transport, "tr"); Eq(FrameFormat.Rgba8, o.FrameFormat, "fmt"); Eq(null, o.Ring, "ring");
+            Eq(FrameDecoder.Wan, ServerMessage.FromJson("{\"opened\": {\"decoder\": 1}}").Opened.Decoder, "enum number");
+            Eq(FrameDecoder.Wan, ServerMessage.FromJson("{\"opened\": {\"decoder\": \"DECODER_WAN\"}}").Opened.Decoder, "enum name");
+            Eq(FrameDecoder.Unspecified, ServerMessage.FromJson("{\"opened\": {\"decoder\": \"DECODER_FUTURE\"}}").Opened.Decoder, "unknown name = 0");
         });
         Run("cue accepted", () =>
         {
@@ -159,6 +169,20 @@ static class CoreTests
             var s = Server("take_saved"); Eq(ServerKind.TakeSaved, s.Kind, "kind");
             Eq("boss-fight", s.TakeSaved.Name, "name"); Eq("/srv/takes/boss-fight.mp4", s.TakeSaved.Path, "path");
             Eq(45u, s.TakeSaved.Frames, "frames"); Eq(6000000000UL, s.TakeSaved.Bytes, "bytes above 2^32"); Eq(2.8125, s.TakeSaved.DurationS, "duration");
+            Eq(TakeQuality.Unspecified, t.TakeStarted.Quality, "live take: no quality from an older server");
+            Eq("", t.TakeStarted.FullPath, "live take: no full path"); Eq("", s.TakeSaved.FullPath, "saved: no full path"); Eq(0UL, s.TakeSaved.FullBytes, "no full bytes");
+        });
+        Run("full takes", () =>
+        {
+            var t = Server("take_started_full"); Eq(ServerKind.TakeStarted, t.Kind, "kind");
+            Eq("boss-fight", t.TakeStarted.Name, "name"); Eq("/srv/takes/boss-fight.mp4", t.TakeStarted.Path, "path");
+            Eq(TakeQuality.Full, t.TakeStarted.Quality, "quality"); Eq("TAKE_QUALITY_FULL", ProtoEnums.Name(t.TakeStarted.Quality), "quality name");
+            Eq("/srv/takes/boss-fight.full.mp4", t.TakeStarted.FullPath, "full path");
+            var s = Server("take_saved_full"); Eq(ServerKind.TakeSaved, s.Kind, "kind");
+            Eq("/srv/takes/boss-fight.mp4", s.TakeSaved.Path, "path"); Eq(45u, s.TakeSaved.Frames, "frames"); Eq(6000000000UL, s.TakeSaved.Bytes, "bytes");
+            Eq("/srv/takes/boss-fight.full.mp4", s.TakeSaved.FullPath, "full path"); Eq(ulong.MaxValue, s.TakeSaved.FullBytes, "full bytes 2^64-1");
+            var proto = ServerMessage.FromJson("{\"take_saved\": {\"full_path\": \"/a.full.mp4\", \"full_bytes\": 5}}").TakeSaved;
+            Eq("/a.full.mp4", proto.FullPath, "proto field name"); Eq(5UL, proto.FullBytes, "uint64 as a number");
         });
         Run("unknown fields ignored", () =>
         {
@@ -194,6 +218,8 @@ static class CoreTests
             { "open", ClientMessage.Open(new OpenSession { ClientName = "unity/Test", GlobalCaption = Unicode, Seed = ulong.MaxValue,
                                                            FrameFormat = FrameFormat.Rgba8, Transport = Transport.SharedMemory, MaxChunksInFlight = 3 }) },
             { "open_defaults", ClientMessage.Open(new OpenSession()) },
+            { "open_decoder", ClientMessage.Open(new OpenSession { ClientName = "unity/Test", Seed = 7, FrameFormat = FrameFormat.Rgba8,
+                                                                   Transport = Transport.Inline, MaxChunksInFlight = 2, Decoder = FrameDecoder.Tae }) },
             { "cue", ClientMessage.CueMessage(cue) },
             { "cue_wait", ClientMessage.CueMessage(new Cue { Prompt = "p", Mode = CueMode.Wait }) },
             { "ack", ClientMessage.AckMessage(9007199254740993UL) },
@@ -202,6 +228,7 @@ static class CoreTests
             { "close", ClientMessage.Close() },
             { "start_take", ClientMessage.StartTakeMessage("boss-fight") },
             { "start_take_default", ClientMessage.StartTakeMessage() },
+            { "start_take_full", ClientMessage.StartTakeMessage("boss-fight", TakeQuality.Full) },
             { "stop_take", ClientMessage.StopTakeMessage() },
         };
     }
@@ -231,6 +258,10 @@ static class CoreTests
             Throws<JsonException>(() => ClientMessage.FromJson("{\"startTake\": {}, \"stop_take\": {}}"), "two kinds, either spelling");
             var proto = ClientMessage.FromJson("{\"start_take\": {\"name\": \"t1\"}}");
             Eq(ClientKind.StartTake, proto.Kind, "proto field name"); Eq("t1", proto.AsStartTake.Name, "name");
+            Eq(TakeQuality.Unspecified, proto.AsStartTake.Quality, "no quality: Unspecified (live)");
+            Eq(TakeQuality.Full, ClientMessage.FromJson("{\"startTake\": {\"quality\": 2}}").AsStartTake.Quality, "quality as a number");
+            Eq(FrameDecoder.Tae, ClientMessage.FromJson("{\"open\": {\"decoder\": \"DECODER_TAE\"}}").AsOpen.Decoder, "open decoder");
+            Eq("{\"startTake\":{\"quality\":\"TAKE_QUALITY_LIVE\"}}", ClientMessage.StartTakeMessage("", TakeQuality.Live).ToJson(), "an explicit LIVE is written");
         });
     }
 
@@ -247,7 +278,8 @@ static class CoreTests
             { "Stats", Stats.ProtoFields }, { "Error", ServerError.ProtoFields }, { "SessionClosed", SessionClosed.ProtoFields },
             { "TakeStarted", TakeStarted.ProtoFields }, { "TakeSaved", TakeSaved.ProtoFields },
             { "enum:FrameFormat", ProtoEnums.AllFrameFormatNames.ToArray() }, { "enum:Transport", ProtoEnums.AllTransportNames.ToArray() },
-            { "enum:CueMode", ProtoEnums.AllCueModeNames.ToArray() },
+            { "enum:CueMode", ProtoEnums.AllCueModeNames.ToArray() }, { "enum:Decoder", ProtoEnums.AllDecoderNames.ToArray() },
+            { "enum:TakeQuality", ProtoEnums.AllTakeQualityNames.ToArray() },
         };
         var seen = new HashSet<string>();
         foreach (var line in File.ReadAllLines(Path.Combine(dir, "fields.txt")))

@@ -375,6 +375,14 @@ static class UnityLayerTests
             Eq(Transport.SharedMemory, open.Transport, "transport");
             Eq(42UL, open.Seed, "seed");
             Eq("a castle", open.GlobalCaption, "caption");
+            Eq(ShotDecoder.ServerDefault, client.Decoder, "default decoder: the server's");
+            Eq(FrameDecoder.Unspecified, open.Decoder, "server default: Unspecified");
+            Check(!ClientMessage.Open(open).ToJson().Contains("decoder"), "the default decoder is left out of open");
+            client.Decoder = ShotDecoder.Tae;
+            Eq(FrameDecoder.Tae, client.BuildOpen().Decoder, "tae");
+            Check(ClientMessage.Open(client.BuildOpen()).ToJson().Contains("\"decoder\":\"DECODER_TAE\""), "open carries DECODER_TAE");
+            client.Decoder = ShotDecoder.Wan;
+            Eq(FrameDecoder.Wan, client.BuildOpen().Decoder, "wan");
             Eq("ws://127.0.0.1:50052/v1/direct", client.ServerUrl, "default url");
             var p = client.ReconnectPolicy;
             Check(p.DelayFor(0) == TimeSpan.FromSeconds(0.25) && p.DelayFor(20) == TimeSpan.FromSeconds(10) && p.MaxRetries == 5, "reconnect policy");
@@ -422,6 +430,9 @@ static class UnityLayerTests
             var log = new List<string>();
             client.takeStarted.AddListener(t => log.Add("started " + t.Name + " " + t.Path));
             client.takeSaved.AddListener(t => log.Add("saved " + t.Name + " " + t.Frames + " " + t.Bytes));
+            var full = new List<string>();
+            client.takeStarted.AddListener(t => { if (t.Quality == TakeQuality.Full) full.Add("started " + t.FullPath); });
+            client.takeSaved.AddListener(t => { if (t.FullPath.Length > 0) full.Add("saved " + t.FullPath + " " + t.FullBytes); });
             client.StartTake("intro");
             string id = client.Cue("a castle at dawn", 2, false);
             client.StopTake();
@@ -436,11 +447,21 @@ static class UnityLayerTests
             Eq("{\"stopTake\":{}}", sent[2].ToJson(), "stop_take JSON");
             client.StartTake();
             Eq("{\"startTake\":{}}", sent[3].ToJson(), "default name: left to the server");
+            client.StartTake("hd", TakeQuality.Full);
+            Eq("{\"startTake\":{\"name\":\"hd\",\"quality\":\"TAKE_QUALITY_FULL\"}}", sent[4].ToJson(), "a full take");
+            client.StartTake("", TakeQuality.Live);
+            Eq("{\"startTake\":{}}", sent[5].ToJson(), "live: the proto default, left out");
             client.Deliver(new ServerMessage(ServerKind.TakeStarted, new TakeStarted { Name = "intro", Path = "/srv/takes/intro.mp4" }));
             client.Deliver(new ServerMessage(ServerKind.TakeSaved, new TakeSaved { Name = "intro", Path = "/srv/takes/intro.mp4", Frames = 21, Bytes = 5000000000UL }));
+            client.Deliver(new ServerMessage(ServerKind.TakeStarted, new TakeStarted { Name = "hd", Path = "/srv/takes/hd.mp4", Quality = TakeQuality.Full,
+                                                                                        FullPath = "/srv/takes/hd.full.mp4" }));
+            client.Deliver(new ServerMessage(ServerKind.TakeSaved, new TakeSaved { Name = "hd", Path = "/srv/takes/hd.mp4", Frames = 9, Bytes = 1000,
+                                                                                    FullPath = "/srv/takes/hd.full.mp4", FullBytes = 7000000000UL }));
             Eq(0, log.Count, "nothing dispatched off Update");
             client.Pump(1);
-            Eq("started intro /srv/takes/intro.mp4|saved intro 21 5000000000", string.Join("|", log), "take events");
+            Eq("started intro /srv/takes/intro.mp4|saved intro 21 5000000000|started hd /srv/takes/hd.mp4|saved hd 9 1000",
+               string.Join("|", log), "take events");
+            Eq("started /srv/takes/hd.full.mp4|saved /srv/takes/hd.full.mp4 7000000000", string.Join("|", full), "full takes: quality, full path and bytes");
         });
 
         Run("client reports a refused connection after its retries and closes", () =>

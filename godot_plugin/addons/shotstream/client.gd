@@ -32,7 +32,7 @@ extends Node
 
 ## The session opened: [param session] is the SessionOpened message (session_id, width, height,
 ## fps, frames_first_chunk, frames_per_chunk, max_chunks_per_shot, max_chunks_in_flight, model,
-## random_weights, ...).
+## random_weights, decoder: the [enum ShotStreamProtocol.Decoder] the server chose, ...).
 signal connected(session: Dictionary)
 ## The session ended: "client" (after [method close]), "server shutdown" (a reconnect follows
 ## when [member auto_reconnect] is on), "error" (a fatal error), "connection lost" (a reconnect
@@ -56,9 +56,11 @@ signal shot_finished(shot: Dictionary)
 signal stats_received(stats: Dictionary)
 ## The first chunk of a cue arrived [param latency_ms] after the cue was sent.
 signal cue_latency(event_id: String, latency_ms: float)
-## Recording started; [param path] is where the MP4 will be on the server's host.
+## Recording started; [param path] is where the MP4 will be on the server's host ([member take]
+## has the whole TakeStarted, with the quality granted).
 signal take_started(take_name: String, path: String)
-## Recording finished (TakeSaved: name, path, frames, bytes, duration_s).
+## Recording finished (TakeSaved: name, path, frames, bytes, duration_s; for a FULL take also
+## full_path and full_bytes, the MP4 re-decoded with the Wan VAE, sent once both files are written).
 signal take_saved(take: Dictionary)
 ## An error: [param code] is a grpc status code from the server (3 INVALID_ARGUMENT, 8
 ## RESOURCE_EXHAUSTED, 9 FAILED_PRECONDITION, ...) or 0 for a local problem; [param fatal]: the
@@ -113,6 +115,10 @@ const HEARTBEAT_S := 10.0
 @export var story_seed := 0
 ## Pixel format of the frames: RGBA8 (texture-friendly, the default) or RGB8.
 @export var frame_format: ShotStreamProtocol.FrameFormat = ShotStreamProtocol.FrameFormat.RGBA8
+## What decodes the frames: UNSPECIFIED (the server's default), WAN (the Wan2.1 VAE, exact) or TAE
+## (a tiny preview decoder: much faster, somewhat lower quality; the server must have it). The
+## decoder the server chose is [code]session["decoder"][/code] once the session is open.
+@export var decoder: ShotStreamProtocol.Decoder = ShotStreamProtocol.Decoder.UNSPECIFIED
 ## Chunks the server may send before they are acked (0 = server default, 2).
 @export_range(0, 64) var max_chunks_in_flight := 2
 ## Name the server logs and limits sessions by; "" = "godot/<project name>".
@@ -162,6 +168,10 @@ var state: State:
 var session: Dictionary:
 	get:
 		return _session
+## The take being recorded (TakeStarted: name, path, quality as granted, full_path), {} when none.
+var take: Dictionary:
+	get:
+		return _take
 ## The last Stats message, {} before the first.
 var last_stats: Dictionary = {}
 ## Sessions reopened after a dropped connection or a server shutdown.
@@ -169,6 +179,7 @@ var reconnects := 0
 
 var _state := State.DISCONNECTED
 var _session: Dictionary = {}
+var _take: Dictionary = {}
 var _ws: WebSocketPeer
 var _policy := ShotStreamReconnectPolicy.new()
 var _retry := 0
@@ -318,11 +329,22 @@ func resume() -> void:
 
 
 ## Records the session's frames, from the next chunk on, into an MP4 on the server's host
-## ([param take_name]: 1-64 of A-Z a-z 0-9 - _ . or "" for a server-chosen name). Answered by
-## [signal take_started], or [signal error_received] (e.g. 9 FAILED_PRECONDITION: already
-## recording).
-func start_take(take_name: String = "") -> void:
-	_send_if_open(ShotStreamProtocol.start_take_message(take_name), "start_take")
+## ([param take_name]: 1-64 of A-Z a-z 0-9 - _ . or "" for a server-chosen name). [param quality]
+## LIVE records the frames as the session sees them; FULL also re-decodes the recorded shots with
+## the Wan VAE once the take stops (worth it with a TAE session; [signal take_saved] then has
+## full_path and full_bytes). LIVE is sent as the proto default (left out of the message), which
+## servers without take qualities accept too. Answered by [signal take_started], or
+## [signal error_received] (e.g. 9 FAILED_PRECONDITION: already recording).
+func start_take(
+	take_name: String = "",
+	quality: ShotStreamProtocol.TakeQuality = ShotStreamProtocol.TakeQuality.LIVE
+) -> void:
+	var wire: int = (
+		ShotStreamProtocol.TakeQuality.UNSPECIFIED
+		if quality == ShotStreamProtocol.TakeQuality.LIVE
+		else quality
+	)
+	_send_if_open(ShotStreamProtocol.start_take_message(take_name, wire), "start_take")
 
 
 ## Finishes the take; answered by [signal take_saved].
@@ -404,7 +426,13 @@ func _cue_refusal(prompt: String, num_chunks: int, mode: String) -> String:
 
 func _open_message() -> String:
 	return ShotStreamProtocol.open_message(
-		global_caption, story_seed, effective_client_name(), frame_format, max_chunks_in_flight
+		global_caption,
+		story_seed,
+		effective_client_name(),
+		frame_format,
+		max_chunks_in_flight,
+		ShotStreamProtocol.Transport.INLINE,
+		decoder
 	)
 
 
@@ -521,8 +549,11 @@ func _handle_packet(data: PackedByteArray, is_text: bool) -> void:
 			_end_session(body["reason"])
 			_close_socket()
 		"take_started":
+			_take = body
 			take_started.emit(body["name"], body["path"])
 		"take_saved":
+			if _take.get("name") == body["name"]:
+				_take = {}
 			take_saved.emit(body)
 
 
@@ -543,6 +574,7 @@ func _on_opened(opened: Dictionary) -> void:
 		_close_socket()
 		return
 	_session = opened
+	_take = {}
 	_was_opened = true
 	_retry = 0
 	_next_seq = 1
@@ -756,6 +788,7 @@ func _end_from_close_reason(reason: String) -> void:
 
 func _on_socket_closed(code: int, reason: String) -> void:
 	_session = {}
+	_take = {}
 	_acks.clear()
 	_cue_sent_us.clear()
 	if _ending.is_empty() and code == 1000:
@@ -818,6 +851,7 @@ func _schedule_retry(delay_s: float) -> void:
 ## The end for good: nothing is retried and the queued cues are dropped.
 func _finish(reason: String) -> void:
 	_session = {}
+	_take = {}
 	_acks.clear()
 	_cue_sent_us.clear()
 	_unsent.clear()

@@ -18,6 +18,9 @@ var token_edit: LineEdit
 var caption_edit: LineEdit
 ## Seed field (a uint64 in decimal, 0 to 18446744073709551615).
 var seed_edit: LineEdit
+## Decoder choice (item ids are [enum ShotStreamProtocol.Decoder] values; UNSPECIFIED = the
+## server's default).
+var decoder_option: OptionButton
 ## Connect / Disconnect button.
 var connect_button: Button
 ## Connection status line.
@@ -42,6 +45,8 @@ var take_edit: LineEdit
 var take_start_button: Button
 ## Stops recording and saves the take.
 var take_stop_button: Button
+## On: the next take is FULL quality (re-decoded with the Wan VAE after it stops).
+var take_full_check: CheckBox
 ## The last take's state / saved path.
 var take_label: Label
 ## Last error.
@@ -93,6 +98,7 @@ func toggle_connection() -> void:
 	client.token = token_edit.text.strip_edges()
 	client.global_caption = caption_edit.text
 	client.story_seed = parsed_seed["value"]
+	client.decoder = decoder_option.get_selected_id() as ShotStreamProtocol.Decoder
 	error_label.text = ""
 	client.open_session()
 
@@ -106,9 +112,16 @@ func send_prompt(cut: bool = false) -> String:
 	return client.cue(prompt, "", int(chunks_spin.value), "cut" if cut else "wait")
 
 
-## Starts a take named by the take field.
+## Starts a take named by the take field (FULL quality when the Full box is checked).
 func start_take() -> void:
-	client.start_take(take_edit.text.strip_edges())
+	client.start_take(
+		take_edit.text.strip_edges(),
+		(
+			ShotStreamProtocol.TakeQuality.FULL
+			if take_full_check.button_pressed
+			else ShotStreamProtocol.TakeQuality.LIVE
+		)
+	)
 
 
 ## Stops the take (the saved path appears under the buttons).
@@ -122,6 +135,11 @@ func _build() -> void:
 	token_edit.secret = true
 	caption_edit = _line("Caption", "", "global caption of the story")
 	seed_edit = _line("Seed", "0", "0 to 18446744073709551615")
+	decoder_option = OptionButton.new()
+	decoder_option.add_item("Server default", ShotStreamProtocol.Decoder.UNSPECIFIED)
+	decoder_option.add_item("Wan VAE (exact)", ShotStreamProtocol.Decoder.WAN)
+	decoder_option.add_item("TAE (fast preview)", ShotStreamProtocol.Decoder.TAE)
+	_row("Decoder", decoder_option)
 	connect_button = Button.new()
 	connect_button.pressed.connect(toggle_connection)
 	add_child(connect_button)
@@ -179,6 +197,10 @@ func _build() -> void:
 	take_stop_button.text = "Stop take"
 	take_stop_button.pressed.connect(stop_take)
 	take_buttons.add_child(take_stop_button)
+	take_full_check = CheckBox.new()
+	take_full_check.text = "Full"
+	take_full_check.tooltip_text = "Also re-decode the take with the Wan VAE after it stops"
+	take_buttons.add_child(take_full_check)
 	add_child(take_buttons)
 	take_label = Label.new()
 	take_label.autowrap_mode = TextServer.AUTOWRAP_WORD_SMART
@@ -219,14 +241,19 @@ func _on_state_changed(_state: int) -> void:
 	if open:
 		var o := client.session
 		status_label.text = (
-			"Open: %s, %dx%d @ %d fps, model %s%s"
+			"Open: %s, %dx%d @ %d fps, model %s%s%s"
 			% [
 				o["session_id"],
 				o["width"],
 				o["height"],
 				o["fps"],
 				o["model"],
-				" (random weights)" if o["random_weights"] else ""
+				" (random weights)" if o["random_weights"] else "",
+				(
+					", decoder " + ShotStreamProtocol.enum_name("Decoder", o["decoder"])
+					if o["decoder"] != ShotStreamProtocol.Decoder.UNSPECIFIED
+					else ""
+				)
 			]
 		)
 
@@ -295,6 +322,9 @@ func _on_error(code: int, message: String, _fatal: bool) -> void:
 
 func _on_take_started(take_name: String, path: String) -> void:
 	take_label.text = "Recording %s -> %s" % [take_name, path]
+	var full_path: String = client.take.get("full_path", "")
+	if not full_path.is_empty():
+		take_label.text += "\nfull quality -> " + full_path
 
 
 func _on_take_saved(take: Dictionary) -> void:
@@ -302,3 +332,6 @@ func _on_take_saved(take: Dictionary) -> void:
 		"Saved %s: %d frames, %.2f s, %.1f MB\n%s"
 		% [take["name"], take["frames"], take["duration_s"], take["bytes"] / 1e6, take["path"]]
 	)
+	var full_path: String = take["full_path"]
+	if not full_path.is_empty() and full_path != take["path"]:
+		take_label.text += "\nfull quality: %.1f MB\n%s" % [take["full_bytes"] / 1e6, full_path]

@@ -31,6 +31,12 @@ extends RefCounted
 enum FrameFormat { UNSPECIFIED = 0, RGB8 = 1, RGBA8 = 2 }
 ## Transport values (GDScript can only use INLINE: no shared memory).
 enum Transport { UNSPECIFIED = 0, INLINE = 1, SHARED_MEMORY = 2 }
+## Decoder values: what turns the model's latents into frames (UNSPECIFIED: the server's default;
+## WAN: the Wan2.1 VAE, exact; TAE: a tiny preview decoder, much faster, somewhat lower quality).
+enum Decoder { UNSPECIFIED = 0, WAN = 1, TAE = 2 }
+## TakeQuality values (UNSPECIFIED reads as LIVE: the frames as the session saw them; FULL: also
+## the recorded shots re-decoded with the Wan VAE after the take stops).
+enum TakeQuality { UNSPECIFIED = 0, LIVE = 1, FULL = 2 }
 ## CueMode values.
 enum CueMode { UNSPECIFIED = 0, WAIT = 1, CUT = 2 }
 
@@ -45,6 +51,8 @@ const CHUNK_PREFIX_BYTES := 8
 const ENUMS := {
 	"FrameFormat": ["FRAME_FORMAT_UNSPECIFIED", "FRAME_FORMAT_RGB8", "FRAME_FORMAT_RGBA8"],
 	"Transport": ["TRANSPORT_UNSPECIFIED", "TRANSPORT_INLINE", "TRANSPORT_SHARED_MEMORY"],
+	"Decoder": ["DECODER_UNSPECIFIED", "DECODER_WAN", "DECODER_TAE"],
+	"TakeQuality": ["TAKE_QUALITY_UNSPECIFIED", "TAKE_QUALITY_LIVE", "TAKE_QUALITY_FULL"],
 	"CueMode": ["CUE_MODE_UNSPECIFIED", "CUE_MODE_WAIT", "CUE_MODE_CUT"],
 }
 
@@ -72,6 +80,7 @@ const MESSAGES := {
 		["frame_format", "FrameFormat"],
 		["transport", "Transport"],
 		["max_chunks_in_flight", "uint32"],
+		["decoder", "Decoder"],
 	],
 	"Cue":
 	[
@@ -85,7 +94,7 @@ const MESSAGES := {
 	"Pause": [],
 	"Resume": [],
 	"Close": [],
-	"StartTake": [["name", "string"]],
+	"StartTake": [["name", "string"], ["quality", "TakeQuality"]],
 	"StopTake": [],
 	"ServerMessage":
 	[
@@ -116,6 +125,7 @@ const MESSAGES := {
 		["ring", "RingLayout"],
 		["model", "string"],
 		["random_weights", "bool"],
+		["decoder", "Decoder"],
 	],
 	"RingLayout":
 	[
@@ -198,7 +208,13 @@ const MESSAGES := {
 		["fatal", "bool"],
 	],
 	"SessionClosed": [["reason", "string"]],
-	"TakeStarted": [["name", "string"], ["path", "string"]],
+	"TakeStarted":
+	[
+		["name", "string"],
+		["path", "string"],
+		["quality", "TakeQuality"],
+		["full_path", "string"],
+	],
 	"TakeSaved":
 	[
 		["name", "string"],
@@ -206,6 +222,8 @@ const MESSAGES := {
 		["frames", "uint32"],
 		["bytes", "uint64"],
 		["duration_s", "double"],
+		["full_path", "string"],
+		["full_bytes", "uint64"],
 	],
 }
 
@@ -240,14 +258,16 @@ static var _lookup: Dictionary = {}
 # -- client messages (encoding) ---------------------------------------------------------------
 
 
-## The [code]open[/code] message: [param seed] is a uint64 (see the class notes on negative ints).
+## The [code]open[/code] message: [param seed] is a uint64 (see the class notes on negative ints);
+## [param decoder] a [enum Decoder] (UNSPECIFIED, left out of the message: the server's default).
 static func open_message(
 	global_caption: String,
 	seed: int,
 	client_name: String,
 	frame_format: int = FrameFormat.RGBA8,
 	max_chunks_in_flight: int = 0,
-	transport: int = Transport.INLINE
+	transport: int = Transport.INLINE,
+	decoder: int = Decoder.UNSPECIFIED
 ) -> String:
 	return encode_client(
 		"open",
@@ -259,6 +279,7 @@ static func open_message(
 			"frame_format": frame_format,
 			"transport": transport,
 			"max_chunks_in_flight": max_chunks_in_flight,
+			"decoder": decoder,
 		}
 	)
 
@@ -304,9 +325,12 @@ static func close_message() -> String:
 	return encode_client("close")
 
 
-## [code]start_take[/code]: record an MP4 on the server's host ("" = a name chosen by the server).
-static func start_take_message(take_name: String = "") -> String:
-	return encode_client("start_take", {"name": take_name})
+## [code]start_take[/code]: record an MP4 on the server's host ("" = a name chosen by the server);
+## [param quality] a [enum TakeQuality] (UNSPECIFIED, left out of the message, reads as LIVE).
+static func start_take_message(
+	take_name: String = "", quality: int = TakeQuality.UNSPECIFIED
+) -> String:
+	return encode_client("start_take", {"name": take_name, "quality": quality})
 
 
 ## [code]stop_take[/code]: finish the take; the server answers [code]take_saved[/code].

@@ -43,6 +43,7 @@ namespace UnityEditor
         public static string TextArea(string text, params GUILayoutOption[] options) { return text; }
         public static int IntField(string label, int value, params GUILayoutOption[] options) { return value; }
         public static bool Toggle(string label, bool value, params GUILayoutOption[] options) { return value; }
+        public static System.Enum EnumPopup(string label, System.Enum selected, params GUILayoutOption[] options) { return selected; }
         public static void LabelField(string label, params GUILayoutOption[] options) { }
         public static void LabelField(string label, GUIStyle style, params GUILayoutOption[] options) { }
         public static void LabelField(string label, string label2, params GUILayoutOption[] options) { }

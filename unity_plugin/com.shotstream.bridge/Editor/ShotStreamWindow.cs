@@ -33,6 +33,8 @@ namespace ShotStream.Editor
         [SerializeField] int chunks = 0;
         [SerializeField] bool cut = true;
         [SerializeField] string takeName = "";
+        [SerializeField] FrameDecoder decoder = FrameDecoder.Unspecified;
+        [SerializeField] bool fullTake = false;
         [NonSerialized] string token = "";
 
         // Generation: which Connect() a message belongs to; only take_saved is still shown from an older one.
@@ -121,6 +123,7 @@ namespace ShotStream.Editor
                 FrameFormat = FrameFormat.Rgba8,
                 Transport = Transport.Inline,
                 MaxChunksInFlight = 2,
+                Decoder = decoder,
             };
             var source = new CancellationTokenSource();
             int gen;
@@ -238,7 +241,7 @@ namespace ShotStream.Editor
 
         void StartTake()
         {
-            Send(ClientMessage.StartTakeMessage(takeName.Trim()));
+            Send(ClientMessage.StartTakeMessage(takeName.Trim(), fullTake ? TakeQuality.Full : TakeQuality.Unspecified));
             status = "Starting take…";
         }
 
@@ -334,7 +337,8 @@ namespace ShotStream.Editor
                 case ServerKind.Opened:
                     session = m.Opened;
                     Screen().OnSessionOpened(session);
-                    status = "Connected: session " + session.SessionId + " (" + session.Width + "x" + session.Height + " @ " + session.Fps + " fps)";
+                    status = "Connected: session " + session.SessionId + " (" + session.Width + "x" + session.Height + " @ " + session.Fps + " fps"
+                             + (session.Decoder != FrameDecoder.Unspecified ? ", decoder " + session.Decoder : "") + ")";
                     return false;
                 case ServerKind.Stats: stats = m.Stats; return false;
                 case ServerKind.TakeStarted:
@@ -379,6 +383,7 @@ namespace ShotStream.Editor
             token = EditorGUILayout.PasswordField("Token", token);
             EditorGUILayout.LabelField("Global caption");
             globalCaption = EditorGUILayout.TextArea(globalCaption, GUILayout.MinHeight(36));
+            decoder = (FrameDecoder)EditorGUILayout.EnumPopup("Decoder (Unspecified = server's)", decoder);
             EditorGUILayout.BeginHorizontal();
             if (GUILayout.Button(connection == null ? "Connect" : "Reconnect")) Connect();
             if (GUILayout.Button("Disconnect")) Disconnect(graceful: true);
@@ -421,6 +426,7 @@ namespace ShotStream.Editor
             if (recording == null)
             {
                 takeName = EditorGUILayout.TextField("Name (empty = automatic)", takeName);
+                fullTake = EditorGUILayout.Toggle("Full (Wan re-decode)", fullTake);
                 if (GUILayout.Button("Start take")) StartTake();
             }
             else
@@ -435,6 +441,12 @@ namespace ShotStream.Editor
                 EditorGUILayout.LabelField("", lastTake.Frames + " frames, " + lastTake.DurationS.ToString("F2") + " s, "
                                                 + (lastTake.Bytes / (1024.0 * 1024.0)).ToString("F1") + " MiB");
                 if (File.Exists(lastTake.Path) && GUILayout.Button("Show in file browser")) EditorUtility.RevealInFinder(lastTake.Path);
+                if (lastTake.FullPath.Length > 0 && lastTake.FullPath != lastTake.Path)
+                {
+                    EditorGUILayout.LabelField("Full quality", lastTake.FullPath);
+                    EditorGUILayout.LabelField("", (lastTake.FullBytes / (1024.0 * 1024.0)).ToString("F1") + " MiB");
+                    if (File.Exists(lastTake.FullPath) && GUILayout.Button("Show full take in file browser")) EditorUtility.RevealInFinder(lastTake.FullPath);
+                }
             }
 
             EditorGUILayout.LabelField("Take as PNG sequence (frames received while recording)", EditorStyles.boldLabel);

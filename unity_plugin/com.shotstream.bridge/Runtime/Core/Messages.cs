@@ -13,6 +13,12 @@ namespace ShotStream.Core
     public enum FrameFormat { Unspecified = 0, Rgb8 = 1, Rgba8 = 2 }
     public enum Transport { Unspecified = 0, Inline = 1, SharedMemory = 2 }
     public enum CueMode { Unspecified = 0, Wait = 1, Cut = 2 }
+    /// <summary>The proto's <c>Decoder</c> (named so it does not clash with System.Text.Decoder): what turns the
+    /// model's latents into the frames a session sees. Unspecified = the server's default.</summary>
+    public enum FrameDecoder { Unspecified = 0, Wan = 1, Tae = 2 }
+    /// <summary>What a take records: Live, the frames as the session saw them (Unspecified reads as Live), or Full,
+    /// also the recorded shots re-decoded with the Wan VAE after the take stops (TakeSaved.FullPath).</summary>
+    public enum TakeQuality { Unspecified = 0, Live = 1, Full = 2 }
 
     public static class ProtoEnums
     {
@@ -20,13 +26,19 @@ namespace ShotStream.Core
         static readonly string[] FrameFormatNames = { "FRAME_FORMAT_UNSPECIFIED", "FRAME_FORMAT_RGB8", "FRAME_FORMAT_RGBA8" };
         static readonly string[] TransportNames = { "TRANSPORT_UNSPECIFIED", "TRANSPORT_INLINE", "TRANSPORT_SHARED_MEMORY" };
         static readonly string[] CueModeNames = { "CUE_MODE_UNSPECIFIED", "CUE_MODE_WAIT", "CUE_MODE_CUT" };
+        static readonly string[] DecoderNames = { "DECODER_UNSPECIFIED", "DECODER_WAN", "DECODER_TAE" };
+        static readonly string[] TakeQualityNames = { "TAKE_QUALITY_UNSPECIFIED", "TAKE_QUALITY_LIVE", "TAKE_QUALITY_FULL" };
 
         public static string Name(FrameFormat v) { return NameOf(FrameFormatNames, (int)v); }
         public static string Name(Transport v) { return NameOf(TransportNames, (int)v); }
         public static string Name(CueMode v) { return NameOf(CueModeNames, (int)v); }
+        public static string Name(FrameDecoder v) { return NameOf(DecoderNames, (int)v); }
+        public static string Name(TakeQuality v) { return NameOf(TakeQualityNames, (int)v); }
         public static IReadOnlyList<string> AllFrameFormatNames { get { return FrameFormatNames; } }
         public static IReadOnlyList<string> AllTransportNames { get { return TransportNames; } }
         public static IReadOnlyList<string> AllCueModeNames { get { return CueModeNames; } }
+        public static IReadOnlyList<string> AllDecoderNames { get { return DecoderNames; } }
+        public static IReadOnlyList<string> AllTakeQualityNames { get { return TakeQualityNames; } }
 
         /// <summary>Bytes per pixel: 4 for RGBA8, else 3 (UNSPECIFIED is treated as RGB8).</summary>
         public static int Channels(FrameFormat f) { return f == FrameFormat.Rgba8 ? 4 : 3; }
@@ -55,6 +67,8 @@ namespace ShotStream.Core
         internal static FrameFormat ParseFrameFormat(JsonValue v, string f) { return (FrameFormat)Parse(FrameFormatNames, v, f); }
         internal static Transport ParseTransport(JsonValue v, string f) { return (Transport)Parse(TransportNames, v, f); }
         internal static CueMode ParseCueMode(JsonValue v, string f) { return (CueMode)Parse(CueModeNames, v, f); }
+        internal static FrameDecoder ParseDecoder(JsonValue v, string f) { return (FrameDecoder)Parse(DecoderNames, v, f); }
+        internal static TakeQuality ParseTakeQuality(JsonValue v, string f) { return (TakeQuality)Parse(TakeQualityNames, v, f); }
     }
 
     /// <summary>Base of every message: proto3 JSON in and out.</summary>
@@ -120,7 +134,8 @@ namespace ShotStream.Core
 
     public sealed class OpenSession : ProtoMessage
     {
-        public static readonly string[] ProtoFields = { "protocol_version", "client_name", "global_caption", "seed", "frame_format", "transport", "max_chunks_in_flight" };
+        public static readonly string[] ProtoFields = { "protocol_version", "client_name", "global_caption", "seed", "frame_format", "transport", "max_chunks_in_flight",
+            "decoder" };
         public uint ProtocolVersion = ProtoEnums.ProtocolVersionCurrent;
         public string ClientName = "";
         public string GlobalCaption = "";
@@ -128,6 +143,8 @@ namespace ShotStream.Core
         public FrameFormat FrameFormat;
         public Transport Transport;
         public uint MaxChunksInFlight;
+        /// <summary>Unspecified (left out of the message): the server's default. Tae needs a server that has the tiny decoder.</summary>
+        public FrameDecoder Decoder;
 
         protected override void ReadField(string k, JsonValue v)
         {
@@ -140,6 +157,7 @@ namespace ShotStream.Core
                 case "frameFormat": case "frame_format": FrameFormat = ProtoEnums.ParseFrameFormat(v, k); break;
                 case "transport": Transport = ProtoEnums.ParseTransport(v, k); break;
                 case "maxChunksInFlight": case "max_chunks_in_flight": MaxChunksInFlight = Json.ToUInt32(v, k); break;
+                case "decoder": Decoder = ProtoEnums.ParseDecoder(v, k); break;
             }
         }
         protected internal override void WriteFields(JsonValue o)
@@ -149,6 +167,7 @@ namespace ShotStream.Core
             if (FrameFormat != FrameFormat.Unspecified) o.Set("frameFormat", JsonValue.FromString(ProtoEnums.Name(FrameFormat)));
             if (Transport != Transport.Unspecified) o.Set("transport", JsonValue.FromString(ProtoEnums.Name(Transport)));
             Put(o, "maxChunksInFlight", MaxChunksInFlight);
+            if (Decoder != FrameDecoder.Unspecified) o.Set("decoder", JsonValue.FromString(ProtoEnums.Name(Decoder)));
         }
     }
 
@@ -194,11 +213,24 @@ namespace ShotStream.Core
     /// (one take at a time; the server answers take_started, and take_saved after stop_take or the session's end).</summary>
     public sealed class StartTake : ProtoMessage
     {
-        public static readonly string[] ProtoFields = { "name" };
+        public static readonly string[] ProtoFields = { "name", "quality" };
         /// <summary>File name without ".mp4" (1-64 of A-Z a-z 0-9 - _ .); "" lets the server name it "&lt;session&gt;-take&lt;n&gt;".</summary>
         public string Name = "";
-        protected override void ReadField(string k, JsonValue v) { if (k == "name") Name = Str(v, k); }
-        protected internal override void WriteFields(JsonValue o) { Put(o, "name", Name); }
+        /// <summary>Unspecified (left out of the message) = Live. Full: at most the server's max_take_full_shots shots, then the take stops.</summary>
+        public TakeQuality Quality;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "name": Name = Str(v, k); break;
+                case "quality": Quality = ProtoEnums.ParseTakeQuality(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o)
+        {
+            Put(o, "name", Name);
+            if (Quality != TakeQuality.Unspecified) o.Set("quality", JsonValue.FromString(ProtoEnums.Name(Quality)));
+        }
     }
 
     /// <summary>Pause, Resume, Close and StopTake have no fields.</summary>
@@ -227,8 +259,12 @@ namespace ShotStream.Core
         public static ClientMessage Pause() { return new ClientMessage(ClientKind.Pause, null); }
         public static ClientMessage Resume() { return new ClientMessage(ClientKind.Resume, null); }
         public static ClientMessage Close() { return new ClientMessage(ClientKind.Close, null); }
-        /// <summary>start_take; <paramref name="name"/> "" (or null) lets the server pick the file name.</summary>
-        public static ClientMessage StartTakeMessage(string name = "") { return new ClientMessage(ClientKind.StartTake, new StartTake { Name = name ?? "" }); }
+        /// <summary>start_take; <paramref name="name"/> "" (or null) lets the server pick the file name; <paramref name="quality"/>
+        /// Unspecified (left out of the message) is read as Live.</summary>
+        public static ClientMessage StartTakeMessage(string name = "", TakeQuality quality = TakeQuality.Unspecified)
+        {
+            return new ClientMessage(ClientKind.StartTake, new StartTake { Name = name ?? "", Quality = quality });
+        }
         public static ClientMessage StopTakeMessage() { return new ClientMessage(ClientKind.StopTake, null); }
 
         public OpenSession AsOpen { get { return (OpenSession)Body; } }
@@ -305,7 +341,7 @@ namespace ShotStream.Core
     public sealed class SessionOpened : ProtoMessage
     {
         public static readonly string[] ProtoFields = { "session_id", "protocol_version", "width", "height", "fps", "frames_first_chunk", "frames_per_chunk",
-            "max_chunks_per_shot", "frame_format", "transport", "max_chunks_in_flight", "ring", "model", "random_weights" };
+            "max_chunks_per_shot", "frame_format", "transport", "max_chunks_in_flight", "ring", "model", "random_weights", "decoder" };
         public string SessionId = "";
         public uint ProtocolVersion, Width, Height, Fps, FramesFirstChunk, FramesPerChunk, MaxChunksPerShot;
         public FrameFormat FrameFormat;
@@ -314,6 +350,8 @@ namespace ShotStream.Core
         public RingLayout Ring;  // null unless transport = SHARED_MEMORY
         public string Model = "";
         public bool RandomWeights;
+        /// <summary>The decoder the server chose (never Unspecified from a server that knows decoders; Unspecified from an older one).</summary>
+        public FrameDecoder Decoder;
         protected override void ReadField(string k, JsonValue v)
         {
             switch (k)
@@ -332,6 +370,7 @@ namespace ShotStream.Core
                 case "ring": Ring = FromJsonValue<RingLayout>(v); break;
                 case "model": Model = Str(v, k); break;
                 case "randomWeights": case "random_weights": RandomWeights = Bool(v, k); break;
+                case "decoder": Decoder = ProtoEnums.ParseDecoder(v, k); break;
             }
         }
         protected internal override void WriteFields(JsonValue o)
@@ -342,6 +381,7 @@ namespace ShotStream.Core
             if (FrameFormat != FrameFormat.Unspecified) o.Set("frameFormat", JsonValue.FromString(ProtoEnums.Name(FrameFormat)));
             if (Transport != Transport.Unspecified) o.Set("transport", JsonValue.FromString(ProtoEnums.Name(Transport)));
             Put(o, "maxChunksInFlight", MaxChunksInFlight); Put(o, "ring", Ring); Put(o, "model", Model); Put(o, "randomWeights", RandomWeights);
+            if (Decoder != FrameDecoder.Unspecified) o.Set("decoder", JsonValue.FromString(ProtoEnums.Name(Decoder)));
         }
     }
 
@@ -577,25 +617,36 @@ namespace ShotStream.Core
     /// <summary>The server started recording a take (answer to start_take).</summary>
     public sealed class TakeStarted : ProtoMessage
     {
-        public static readonly string[] ProtoFields = { "name", "path" };
+        public static readonly string[] ProtoFields = { "name", "path", "quality", "full_path" };
         public string Name = "";
         /// <summary>Absolute path the MP4 will have on the server's host.</summary>
         public string Path = "";
+        /// <summary>The quality granted (Live or Full; Unspecified from a server older than take qualities).</summary>
+        public TakeQuality Quality;
+        /// <summary>Full with a TAE session: where the Wan-decoded MP4 will be; "" otherwise.</summary>
+        public string FullPath = "";
         protected override void ReadField(string k, JsonValue v)
         {
             switch (k)
             {
                 case "name": Name = Str(v, k); break;
                 case "path": Path = Str(v, k); break;
+                case "quality": Quality = ProtoEnums.ParseTakeQuality(v, k); break;
+                case "fullPath": case "full_path": FullPath = Str(v, k); break;
             }
         }
-        protected internal override void WriteFields(JsonValue o) { Put(o, "name", Name); Put(o, "path", Path); }
+        protected internal override void WriteFields(JsonValue o)
+        {
+            Put(o, "name", Name); Put(o, "path", Path);
+            if (Quality != TakeQuality.Unspecified) o.Set("quality", JsonValue.FromString(ProtoEnums.Name(Quality)));
+            Put(o, "fullPath", FullPath);
+        }
     }
 
     /// <summary>A take's MP4 is complete (after stop_take or the session's end).</summary>
     public sealed class TakeSaved : ProtoMessage
     {
-        public static readonly string[] ProtoFields = { "name", "path", "frames", "bytes", "duration_s" };
+        public static readonly string[] ProtoFields = { "name", "path", "frames", "bytes", "duration_s", "full_path", "full_bytes" };
         public string Name = "";
         /// <summary>Absolute path of the finished MP4 on the server's host.</summary>
         public string Path = "";
@@ -604,6 +655,11 @@ namespace ShotStream.Core
         public ulong Bytes;
         /// <summary>Frames / fps.</summary>
         public double DurationS;
+        /// <summary>Full takes: the MP4 re-decoded with the Wan VAE ("&lt;name&gt;.full.mp4"; equals Path when the session
+        /// already decodes with the Wan VAE); "" for a Live take.</summary>
+        public string FullPath = "";
+        /// <summary>Size of the file at FullPath.</summary>
+        public ulong FullBytes;
         protected override void ReadField(string k, JsonValue v)
         {
             switch (k)
@@ -613,11 +669,14 @@ namespace ShotStream.Core
                 case "frames": Frames = Json.ToUInt32(v, k); break;
                 case "bytes": Bytes = Json.ToUInt64(v, k); break;
                 case "durationS": case "duration_s": DurationS = Json.ToDouble(v, k); break;
+                case "fullPath": case "full_path": FullPath = Str(v, k); break;
+                case "fullBytes": case "full_bytes": FullBytes = Json.ToUInt64(v, k); break;
             }
         }
         protected internal override void WriteFields(JsonValue o)
         {
             Put(o, "name", Name); Put(o, "path", Path); Put(o, "frames", Frames); Put(o, "bytes", Bytes); Put(o, "durationS", DurationS);
+            Put(o, "fullPath", FullPath); Put(o, "fullBytes", FullBytes);
         }
     }
 

@@ -198,6 +198,12 @@ namespace ShotStream.Core
         /// answers take_started (or a non-fatal error: 9 when a take is already recording, 3 for a bad name).
         /// <paramref name="name"/>: 1-64 of A-Z a-z 0-9 - _ . without ".mp4"; "" lets the server name it.</summary>
         public Task StartTakeAsync(string name = "", CancellationToken ct = default(CancellationToken)) { return SendAsync(ClientMessage.StartTakeMessage(name), ct); }
+        /// <summary>StartTakeAsync with a <paramref name="quality"/>: Full also re-decodes the recorded shots with the Wan VAE after the
+        /// take stops (take_saved then has FullPath and FullBytes); Live (or Unspecified) is left out of the message, as the proto default.</summary>
+        public Task StartTakeAsync(string name, TakeQuality quality, CancellationToken ct = default(CancellationToken))
+        {
+            return SendAsync(ClientMessage.StartTakeMessage(name, quality == TakeQuality.Live ? TakeQuality.Unspecified : quality), ct);
+        }
         /// <summary>Finishes the take; the server answers take_saved (path, frames, bytes, duration) or error 9 when none is recording.
         /// Closing the session also finishes it (take_saved comes before closed).</summary>
         public Task StopTakeAsync(CancellationToken ct = default(CancellationToken)) { return SendAsync(ClientMessage.StopTakeMessage(), ct); }

@@ -13,6 +13,9 @@ using UnityEngine.Events;
 namespace ShotStream.Unity
 {
     public enum ShotTransport { Inline = 1, SharedMemory = 2 }
+    /// <summary>The decoder a session asks for: ServerDefault (the server's choice), Wan (the Wan2.1 VAE: exact frames) or
+    /// Tae (a tiny preview decoder: much faster, somewhat lower quality; needs a server that has it).</summary>
+    public enum ShotDecoder { ServerDefault = 0, Wan = 1, Tae = 2 }
 
     [Serializable] public sealed class SessionOpenedEvent : UnityEvent<SessionOpened> { }
     /// <summary>A session ended; the argument is why ("server shutdown", "client", "connection lost: ...", "error ...").</summary>
@@ -55,6 +58,8 @@ namespace ShotStream.Unity
         [SerializeField] long seed = 0;
         [Tooltip("Chunks the server may send before they are acked (0 = server default)")]
         [SerializeField] int maxChunksInFlight = 2;
+        [Tooltip("What decodes the frames: the server's default, the Wan VAE (exact) or the tiny TAE preview decoder (faster; the server must have it)")]
+        [SerializeField] ShotDecoder decoder = ShotDecoder.ServerDefault;
         // Serialized name kept from 0.1 scenes; the client connects in OnEnable and closes in OnDisable.
         [Tooltip("Connect when the component is enabled (and close when it is disabled)")]
         [SerializeField] bool connectOnStart = true;
@@ -77,9 +82,11 @@ namespace ShotStream.Unity
         public ShotErrorEvent error = new ShotErrorEvent();
         /// <summary>A non-fatal error from the server (the session goes on), e.g. a rejected cue: its EventId names the cue.</summary>
         public ServerErrorEvent serverError = new ServerErrorEvent();
-        /// <summary>The server started recording a take (path: where the MP4 goes on the server's host).</summary>
+        /// <summary>The server started recording a take (path: where the MP4 goes on the server's host; quality as granted;
+        /// FullPath: where the Wan-decoded MP4 of a Full take of a Tae session will be).</summary>
         public TakeStartedEvent takeStarted = new TakeStartedEvent();
-        /// <summary>A take's MP4 is complete (after StopTake, or when the session ends while recording).</summary>
+        /// <summary>A take's MP4 is complete (after StopTake, or when the session ends while recording): path, frames, bytes,
+        /// duration, and for a Full take FullPath and FullBytes (the Wan-decoded MP4, sent once both files are written).</summary>
         public TakeSavedEvent takeSaved = new TakeSavedEvent();
 
         struct Pending
@@ -129,6 +136,9 @@ namespace ShotStream.Unity
         public ulong Seed { get { return unchecked((ulong)seed); } set { seed = unchecked((long)value); } }
         /// <summary>Chunks the server may send before they are acked (0 = server default).</summary>
         public int MaxChunksInFlight { get { return maxChunksInFlight; } set { maxChunksInFlight = Math.Max(0, value); } }
+        /// <summary>The decoder the next session asks for (ServerDefault: the server's). The one the server chose is
+        /// <see cref="Session"/>.Decoder once the session is open.</summary>
+        public ShotDecoder Decoder { get { return decoder; } set { decoder = value; } }
         public ShotStreamScreen Screen { get { return screen; } set { screen = value; } }
         public SessionOpened Session { get; private set; }
         public bool IsConnected { get { lock (connLock) return connection != null; } }
@@ -164,6 +174,7 @@ namespace ShotStream.Unity
                 FrameFormat = FrameFormat.Rgba8,
                 Transport = (Core.Transport)(int)transport,
                 MaxChunksInFlight = (uint)Math.Max(0, maxChunksInFlight),
+                Decoder = (FrameDecoder)(int)decoder,
             };
         }
 
@@ -480,6 +491,15 @@ namespace ShotStream.Unity
         /// <paramref name="name"/>: 1-64 of A-Z a-z 0-9 - _ . without ".mp4"; "" lets the server name it.
         /// Answered by <see cref="takeStarted"/>, or <see cref="error"/> (already recording, bad name).</summary>
         public void StartTake(string name = "") { SendOrQueue(ClientMessage.StartTakeMessage(name)); }
+
+        /// <summary><see cref="StartTake(string)"/> at a <paramref name="quality"/>: Live (the default) records the frames as the
+        /// session sees them; Full also re-decodes the recorded shots with the Wan VAE once the take stops (worth it with a Tae
+        /// session), and <see cref="takeSaved"/> then carries FullPath and FullBytes. <see cref="takeStarted"/> says which
+        /// quality the server granted. Live is sent as the proto default (left out), which older servers accept too.</summary>
+        public void StartTake(string name, TakeQuality quality)
+        {
+            SendOrQueue(ClientMessage.StartTakeMessage(name, quality == TakeQuality.Live ? TakeQuality.Unspecified : quality));
+        }
 
         /// <summary>Finishes the take; answered by <see cref="takeSaved"/> with the MP4's path, frames and size.</summary>
         public void StopTake() { SendOrQueue(ClientMessage.StopTakeMessage()); }

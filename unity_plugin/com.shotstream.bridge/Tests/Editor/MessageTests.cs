@@ -61,6 +61,32 @@ namespace ShotStream.Tests
         }
 
         [Test]
+        public void DecodesTheDecoderAndFullTakes()
+        {
+            var o = ServerMessage.FromJson("{\"opened\": {\"sessionId\": \"s-3\", \"width\": 832, \"height\": 480, \"decoder\": \"DECODER_TAE\"}}").Opened;
+            Assert.AreEqual(FrameDecoder.Tae, o.Decoder, "the decoder the server chose");
+            Assert.AreEqual(FrameDecoder.Unspecified, ServerMessage.FromJson("{\"opened\": {}}").Opened.Decoder, "a server without decoders");
+            var s = ServerMessage.FromJson("{\"takeStarted\": {\"name\": \"hd\", \"path\": \"/srv/takes/hd.mp4\", \"quality\": \"TAKE_QUALITY_FULL\", "
+                + "\"fullPath\": \"/srv/takes/hd.full.mp4\"}}").TakeStarted;
+            Assert.AreEqual(TakeQuality.Full, s.Quality);
+            Assert.AreEqual("/srv/takes/hd.full.mp4", s.FullPath);
+            var t = ServerMessage.FromJson("{\"takeSaved\": {\"name\": \"hd\", \"path\": \"/srv/takes/hd.mp4\", \"frames\": 45, \"bytes\": \"6000000000\", "
+                + "\"fullPath\": \"/srv/takes/hd.full.mp4\", \"fullBytes\": \"7000000000\"}}").TakeSaved;
+            Assert.AreEqual("/srv/takes/hd.full.mp4", t.FullPath);
+            Assert.AreEqual(7000000000UL, t.FullBytes);
+        }
+
+        [Test]
+        public void EncodesTheDecoderAndTheTakeQuality()
+        {
+            Assert.AreEqual("{\"open\":{\"protocolVersion\":1,\"decoder\":\"DECODER_TAE\"}}", ClientMessage.Open(new OpenSession { Decoder = FrameDecoder.Tae }).ToJson());
+            Assert.AreEqual("{\"startTake\":{\"name\":\"hd\",\"quality\":\"TAKE_QUALITY_FULL\"}}", ClientMessage.StartTakeMessage("hd", TakeQuality.Full).ToJson());
+            Assert.AreEqual("{\"startTake\":{}}", ClientMessage.StartTakeMessage("", TakeQuality.Unspecified).ToJson(), "unspecified (live) is left out");
+            Assert.AreEqual("DECODER_WAN", ProtoEnums.Name(FrameDecoder.Wan));
+            Assert.AreEqual("TAKE_QUALITY_LIVE", ProtoEnums.Name(TakeQuality.Live));
+        }
+
+        [Test]
         public void IgnoresWhatANewerServerAdds()
         {
             var m = ServerMessage.FromJson("{\"futureKind\": {\"x\": [1, {\"y\": null}]}, \"cueAccepted\": {\"eventId\": \"f\", \"newField\": \"z\", \"queuePosition\": 1}}");
