@@ -108,9 +108,19 @@ def _load_engine(args: argparse.Namespace):
         raise CliError("--student needs --weights too (the Wan2.1-T2V-1.3B folder: VAE, UMT5 and tokenizer)")
     from engine_core.fast_path import FastPath
 
-    engine = ShotStreamEngine.load(args.weights, args.student, device=args.device, dtype=_dtype(args.dtype),
-                                   attention=args.attention, fp8=args.fp8,
-                                   fast=FastPath.eager() if args.eager else None)
+    if args.tae and not args.weights:
+        raise CliError("--tae needs --weights too (a tiny decoder decodes the Wan model's latents); without "
+                       "weights the built-in tiny model has its own random tiny decoder")
+    if args.decoder == "tae" and args.weights and not args.tae:
+        raise CliError("--decoder tae needs the tiny decoder's file: --tae taew2_1.pth (`shotstream fetch-weights "
+                       "DEST --decoder taew2_1` downloads it)")
+    try:
+        engine = ShotStreamEngine.load(args.weights, args.student, device=args.device, dtype=_dtype(args.dtype),
+                                       attention=args.attention, fp8=args.fp8,
+                                       fast=FastPath.eager() if args.eager else None,
+                                       tae=args.tae or not args.weights, tae_kind=args.tae_kind)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     if engine.random_weights:
         print(RANDOM_NOTE.format(model=engine.config.name), file=sys.stderr)
     return engine
@@ -136,12 +146,15 @@ def _story(args: argparse.Namespace) -> int:
     spec = _load_spec(args.file, args.shots)
     seed = args.seed if args.seed is not None else (spec.seed or 0)
     if args.server:
-        if args.weights or args.student:
-            raise CliError("--weights/--student apply to local rendering; with --server the server's own model "
+        if args.weights or args.student or args.tae:
+            raise CliError("--weights/--student/--tae apply to local rendering; with --server the server's own model "
                            "is used")
+        if args.quality == "full":
+            raise CliError("--quality full re-decodes the story locally; through a server, record a full-quality "
+                           "take instead (RenderStory's take, or the SDK's start_take(quality='full'))")
         report = play_remote(args.server, spec, seed, Path(args.out), transport=args.transport,
                              token=args.token or os.environ.get("SHOTSTREAM_TOKEN"), ca_cert=args.ca_cert,
-                             quiet=args.quiet)
+                             quiet=args.quiet, decoder=args.decoder)
     else:
         if args.transport:
             raise CliError("--transport applies to --server only (local rendering has no transport)")
@@ -151,26 +164,38 @@ def _story(args: argparse.Namespace) -> int:
 
 
 def _render_local(args: argparse.Namespace, spec: StorySpec, seed: int, out: Path) -> dict:
-    from .render import render_story, story_frames
+    from .render import full_quality_frames, render_story, story_frames
     from .video_io import Mp4Writer
 
     engine = _load_engine(args)
+    decoder = args.decoder or "wan"
+    rerender = args.quality == "full" and decoder != "wan"  # a Wan story's frames are full quality already
     cfg = engine.config
     first = cfg.pixel_frames(1)
     progress = Progress(story_frames(spec, first, cfg.pixel_frames(2) - first, cfg.stream.chunks_per_shot),
                         enabled=not args.quiet)
+    shot_latents: dict[int, list] = {}
     with Mp4Writer(out, cfg.stream.width, cfg.stream.height, cfg.stream.fps) as writer:
         def on_chunk(chunk):
-            writer.write(chunk.frames.numpy())
+            if rerender:
+                shot_latents.setdefault(chunk.shot_index, []).append(chunk.latents)
+            else:
+                writer.write(chunk.frames.numpy())
             t = chunk.timings_ms
             progress.update(len(chunk.frames), _chunk_text(chunk.shot_index, chunk.chunk_index, len(chunk.frames),
                                                            f"denoise {t['denoise']:.0f} ms, decode {t['decode']:.0f} ms"))
 
         try:
-            report = render_story(engine, spec, seed, on_chunk)
+            report = render_story(engine, spec, seed, on_chunk, decoder=decoder)
         finally:
             progress.close()
+        if rerender:
+            t0 = time.perf_counter()
+            for index in sorted(shot_latents):  # the story's own latents, decoded whole with the Wan VAE
+                writer.write(full_quality_frames(engine, shot_latents[index]))
+            report["full_decode_s"] = time.perf_counter() - t0
     report["video"] = str(out)
+    report["decoder"], report["quality"] = decoder, args.quality
     print(f"wrote {out} ({report['frames']} frames, {len(spec.shots)} shots, {report['wall_s']:.1f} s, "
           f"{report['delivered_fps']:.1f} fps on {report['device']}; weights: {report['weights']})",
           file=sys.stderr)
@@ -179,7 +204,8 @@ def _render_local(args: argparse.Namespace, spec: StorySpec, seed: int, out: Pat
 
 def play_remote(server: str, spec: StorySpec, seed: int, out: Path, *, transport: str | None = "shm",
                 token: str | None = None, ca_cert: str | None = None, quiet: bool = False,
-                client_name: str = "shotstream-cli/story", announce_random: bool = True) -> dict:
+                client_name: str = "shotstream-cli/story", announce_random: bool = True,
+                decoder: str | None = None) -> dict:
     """Play ``spec`` through the server at ``server`` with the SDK, writing frames to ``out`` as they arrive."""
     from .render import render_story_remote, story_frames
     from .sdk import ShotStreamClient, ShotStreamError
@@ -191,6 +217,7 @@ def play_remote(server: str, spec: StorySpec, seed: int, out: Path, *, transport
         if info.random_weights and announce_random:
             print(REMOTE_RANDOM_NOTE.format(model=info.model), file=sys.stderr)
         state["writer"] = Mp4Writer(out, info.width, info.height, info.fps)
+        state["decoder"] = info.decoder
         state["progress"] = Progress(story_frames(spec, info.frames_first_chunk, info.frames_per_chunk,
                                                   info.max_chunks_per_shot), enabled=not quiet)
 
@@ -204,7 +231,7 @@ def play_remote(server: str, spec: StorySpec, seed: int, out: Path, *, transport
     try:
         with ShotStreamClient(server, token=token, root_certificates=ca_cert) as client:
             report = render_story_remote(client, spec, seed, on_chunk, transport=transport or "shared_memory",
-                                         on_open=on_open, client_name=client_name)
+                                         on_open=on_open, client_name=client_name, decoder=decoder)
     except ShotStreamError as exc:
         raise CliError(f"{exc.code.name} from {server}: {exc.message}", code=1) from None
     finally:
@@ -213,6 +240,7 @@ def play_remote(server: str, spec: StorySpec, seed: int, out: Path, *, transport
         if "writer" in state:
             state["writer"].close()
     report["video"] = str(out)
+    report["decoder"], report["quality"] = state["decoder"], "live"
     print(f"wrote {out} ({report['frames']} frames, {len(spec.shots)} shots, {report['wall_s']:.1f} s, "
           f"{report['delivered_fps']:.1f} fps delivered over {report['transport']} from {server}; "
           f"model {report['model']} on {report['device']}; weights: {report['weights']})", file=sys.stderr)
@@ -230,7 +258,7 @@ def _demo(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else (spec.seed or 0)
     out_dir = Path(args.out)
     engine = _load_engine(args)
-    settings = ServerSettings(grpc_port=0, gateway_port=0, metrics_port=-1)
+    settings = ServerSettings(grpc_port=0, gateway_port=0, metrics_port=-1, default_decoder=args.decoder or "wan")
     t0 = time.perf_counter()
     with BackgroundServer(engine, settings) as server:
         print(f"ShotStream service started in-process: gRPC {server.address}, WebSocket gateway "
@@ -264,7 +292,8 @@ def _serve(args: argparse.Namespace) -> int:
             token=token, tls_cert=Path(args.tls_cert) if args.tls_cert else None,
             tls_key=Path(args.tls_key) if args.tls_key else None, max_sessions=args.max_sessions,
             max_sessions_per_peer=args.max_sessions_per_peer, idle_timeout_s=args.idle_timeout,
-            takes_dir=Path(args.takes_dir), take_file_mode=0o640 if args.takes_group_readable else 0o600)
+            takes_dir=Path(args.takes_dir), take_file_mode=0o640 if args.takes_group_readable else 0o600,
+            default_decoder=args.decoder or "wan")
     except ValueError as exc:
         raise CliError(str(exc)) from None
     for what, path in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key)):
@@ -366,6 +395,12 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                                                       "is logged)")
     p.add_argument("--eager", action="store_true", help="no compiled blocks, CUDA graphs or overlapped decode "
                                                         "(the exact reference path; the default on a CPU)")
+    p.add_argument("--decoder", choices=["wan", "tae"],
+                   help="what decodes frames: the Wan VAE (exact; the default) or the tiny TAEHV preview decoder")
+    p.add_argument("--tae", help="with --weights: the tiny decoder file (taew2_1.pth or lighttaew2_1.safetensors; "
+                                 "`fetch-weights --decoder`); the built-in tiny model has a random one")
+    p.add_argument("--tae-kind", choices=["taew2_1", "lighttaew2_1"],
+                   help="which published tiny decoder --tae is (default: from its file name)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -420,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     story.add_argument("--token", help="with --server: bearer token (default: $SHOTSTREAM_TOKEN)")
     story.add_argument("--ca-cert", help="with --server: PEM root certificate of a TLS server")
     story.add_argument("--quiet", action="store_true", help="no progress line")
+    story.add_argument("--quality", choices=["live", "full"], default="live",
+                       help="full: with --decoder tae, the MP4 is the story's latents re-decoded with the Wan VAE "
+                            "after the render (the preview decoder only paces the run)")
     _model_args(story)
     story.set_defaults(func=_story)
 

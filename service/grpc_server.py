@@ -26,8 +26,8 @@ from grpc_health.v1 import health_pb2
 
 from engine_core import ShotStreamEngine
 
-from .protocol import (PROTOCOL_VERSION, ProtocolError, check_protocol_version, error_message, pb, pb_grpc,
-                       status_code)
+from .protocol import (PROTOCOL_VERSION, ProtocolError, check_protocol_version, decoder_enum, error_message, pb,
+                       pb_grpc, status_code)
 from .session import check_prompt
 from .sessions import SessionRegistry, run_session
 from .grpc_guard import DecodeGuard
@@ -83,7 +83,7 @@ class ShotStreamServicer(pb_grpc.ShotStreamServicer):
             session = self.registry.open(pb.OpenSession(
                 protocol_version=request.protocol_version, client_name=RENDER_STORY_CLIENT,
                 global_caption=request.global_caption, seed=request.seed, frame_format=request.frame_format,
-                transport=pb.TRANSPORT_INLINE,
+                transport=pb.TRANSPORT_INLINE, decoder=request.decoder,
                 max_chunks_in_flight=min(RENDER_STORY_CREDITS, self.settings.max_chunks_in_flight)), context.peer())
         except ProtocolError as exc:
             await context.abort(exc.code, exc.message)
@@ -97,14 +97,18 @@ class ShotStreamServicer(pb_grpc.ShotStreamServicer):
                                                                   frames_done=frames_done, frames_total=frames_total))
 
         failure: tuple[grpc.StatusCode, str] | None = None
+        take = request.HasField("take")  # recording: the story ends with the take's take_saved
         try:
             try:
+                if take:
+                    session.handle(pb.ClientMessage(start_take=request.take))
                 for cue in cues:
                     session.handle(pb.ClientMessage(cue=cue))  # the session's own checks (e.g. caption + prompt)
             except ProtocolError as exc:
-                failure = (exc.code, f"shot {exc.event_id.removeprefix('shot')}: {exc.message}")
+                where = f"shot {exc.event_id.removeprefix('shot')}" if exc.event_id else "take"
+                failure = (exc.code, f"{where}: {exc.message}")
             self.registry.worker.notify()
-            while failure is None and shots_done < shots_total:
+            while failure is None and (shots_done < shots_total or take):
                 msg = await session.outbox.get()
                 kind = msg.WhichOneof("kind")
                 if kind == "shot_started":
@@ -121,7 +125,12 @@ class ShotStreamServicer(pb_grpc.ShotStreamServicer):
                     shots_done += 1
                     yield pb.RenderStoryEvent(shot_finished=msg.shot_finished)
                     yield progress()
-                elif kind == "error":  # generation failed (always fatal here: we only send valid input)
+                    if take and shots_done == shots_total:
+                        session.handle(pb.ClientMessage(stop_take=pb.StopTake()))
+                elif kind == "take_saved":
+                    take = False
+                    yield pb.RenderStoryEvent(take_saved=msg.take_saved)
+                elif kind == "error":  # generation or the take failed (we only send valid input)
                     failure = (status_code(msg.error.code), msg.error.message)
                     break
                 elif kind == "closed":
@@ -131,6 +140,8 @@ class ShotStreamServicer(pb_grpc.ShotStreamServicer):
                     break
                 # cue_accepted and stats carry nothing a headless render needs
         finally:  # also on client cancel (the generator is closed at its pending yield)
+            if session.takes.recording:  # cancelled mid-story: the take's file still finishes (in the background)
+                session.takes.stop()
             self.registry.close(session)
         if failure is not None:
             await context.abort(*failure)
@@ -171,7 +182,9 @@ def server_info(registry: SessionRegistry, settings: ServerSettings) -> pb.Serve
         max_sessions_per_client=settings.max_sessions_per_peer, open_sessions=len(registry.sessions),
         max_prompt_chars=settings.max_prompt_chars, max_chunks_per_shot=cfg.stream.chunks_per_shot,
         max_chunks_in_flight=settings.max_chunks_in_flight, limits=settings.limits(),
-        attention=engine.attention.describe(), fast_path=engine.fast.describe(), fp8=engine.fp8)
+        attention=engine.attention.describe(), fast_path=engine.fast.describe(), fp8=engine.fp8,
+        decoders=[decoder_enum(d) for d in engine.decoders], default_decoder=decoder_enum(settings.default_decoder),
+        tae=engine.tae_label)
     gpu = gpu_info(engine.device)
     if gpu is not None:
         info.gpu.CopyFrom(pb.GpuInfo(**gpu))

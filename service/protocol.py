@@ -17,7 +17,25 @@ except ImportError as exc:  # pragma: no cover - only when setup was skipped
 PROTOCOL_VERSION = pb.PROTOCOL_VERSION_CURRENT
 
 __all__ = ["pb", "pb_grpc", "PROTOCOL_VERSION", "channels", "pack_frames", "error_message", "ProtocolError",
-           "check_protocol_version", "status_code"]
+           "check_protocol_version", "status_code", "decoder_enum", "decoder_name"]
+
+_DECODERS = {"wan": pb.DECODER_WAN, "tae": pb.DECODER_TAE}
+
+
+def decoder_enum(name: str) -> int:
+    """The wire ``Decoder`` of an engine decoder name ("wan", "tae")."""
+    return _DECODERS[name]
+
+
+def decoder_name(decoder: int, default: str) -> str:
+    """The engine decoder name of a wire ``Decoder`` (UNSPECIFIED: ``default``); raises ProtocolError."""
+    if decoder == pb.DECODER_UNSPECIFIED:
+        return default
+    for name, value in _DECODERS.items():
+        if value == decoder:
+            return name
+    raise ProtocolError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown decoder {decoder}: use DECODER_WAN or "
+                        "DECODER_TAE (or leave it unset for the server's default)", fatal=True)
 
 
 class ProtocolError(Exception):

@@ -6,17 +6,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+import torch
+
 from engine_core import ChunkResult, ShotStreamEngine
+from engine_core.decode_lane import to_uint8
 
 from .report import IN_PROCESS, ChunkTimings, ShotTimings, TimingsReport, timings_report
 from .story_file import StorySpec
 
 
 def render_story(engine: ShotStreamEngine, spec: StorySpec, seed: int,
-                 on_chunk: Callable[[ChunkResult], None]) -> TimingsReport:
+                 on_chunk: Callable[[ChunkResult], None], decoder: str = "wan") -> TimingsReport:
     """Generate every shot of ``spec``, handing each decoded chunk to ``on_chunk`` as soon as it exists.
     Returns the timing report (:mod:`service.report`; transport ``in-process``)."""
-    story = engine.open_story(spec.global_caption, seed)
+    story = engine.open_story(spec.global_caption, seed, decoder)
     shots: list[ShotTimings] = []
     chunks: list[ChunkTimings] = []
     t0 = in_hand = time.perf_counter()
@@ -54,6 +58,13 @@ def render_story(engine: ShotStreamEngine, spec: StorySpec, seed: int,
                           wall_s=in_hand - t0, shots=shots, chunks=chunks)
 
 
+def full_quality_frames(engine: ShotStreamEngine, chunk_latents: list[torch.Tensor]) -> np.ndarray:
+    """One shot's frames (uint8 ``[n, H, W, 3]``) decoded with the Wan VAE from its chunks' latents, in order:
+    what a ``decoder="wan"`` story shows for the same latents."""
+    with torch.no_grad():
+        return to_uint8(engine.vae.decode(torch.cat(chunk_latents))).cpu().numpy()
+
+
 def story_frames(spec: StorySpec, frames_first_chunk: int, frames_per_chunk: int, chunks_per_shot: int) -> int:
     """Frames the whole story produces when no shot is cut."""
     return sum(frames_first_chunk + ((s.chunks or chunks_per_shot) - 1) * frames_per_chunk for s in spec.shots)
@@ -61,7 +72,7 @@ def story_frames(spec: StorySpec, frames_first_chunk: int, frames_per_chunk: int
 
 def render_story_remote(client: Any, spec: StorySpec, seed: int, on_chunk: Callable[[Any], None], *,
                         transport: str = "shared_memory", on_open: Callable[[Any], None] | None = None,
-                        client_name: str = "shotstream-cli/story") -> TimingsReport:
+                        client_name: str = "shotstream-cli/story", decoder: str | None = None) -> TimingsReport:
     """Play ``spec`` through a server: one ``Direct`` session, every shot cued up front in WAIT mode.
 
     ``client``: a :class:`service.sdk.ShotStreamClient`. ``on_open(SessionInfo)`` runs once the session
@@ -92,8 +103,9 @@ def render_story_remote(client: Any, spec: StorySpec, seed: int, on_chunk: Calla
     current: ShotTimings | None = None
     started_at = 0.0
     in_hand = None
+    decoder_arg = {"decoder": decoder} if decoder else {}  # unset: the server's default
     with client.open_session(spec.global_caption, seed=seed, transport=transport, frame_format="rgb8",
-                             client_name=client_name) as session:
+                             client_name=client_name, **decoder_arg) as session:
         info = session.info
         if on_open is not None:
             on_open(info)

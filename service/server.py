@@ -58,6 +58,9 @@ class ShotStreamServer:
     def __init__(self, engine: ShotStreamEngine, settings: ServerSettings | None = None):
         self.engine = engine
         self.settings = settings or ServerSettings()
+        if self.settings.default_decoder not in engine.decoders:
+            raise ValueError(f"default_decoder {self.settings.default_decoder!r} is not loaded (the engine has "
+                             f"{list(engine.decoders)}): give the server a tiny decoder (`--tae FILE`)")
         self.metrics = ServerMetrics()
         self.worker: GpuWorker | None = None
         self.registry: SessionRegistry | None = None

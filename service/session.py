@@ -25,24 +25,34 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import grpc
 import numpy as np
 
 from engine_core import ChunkResult, ShotStreamEngine
 
-from .protocol import (PROTOCOL_VERSION, ProtocolError, channels, check_protocol_version, error_message, pack_frames,
-                       pb)
+from .protocol import (PROTOCOL_VERSION, ProtocolError, channels, check_protocol_version, decoder_enum, decoder_name,
+                       error_message, pack_frames, pb)
+from .full_takes import FullRender
 from .outbox import Outbox
 from .ring import FrameRing
 from .scheduler import Unit
 from .settings import ServerSettings
-from .takes import SessionTakes, TakeFolder
+from .takes import FullQuality, SessionTakes, TakeFolder
 
 log = logging.getLogger(__name__)
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 _STATS_WINDOW = 64  # chunk times Stats.chunk_ms_mean averages over (and all a session keeps)
+
+
+class Renderer(Protocol):
+    """Where full-quality take renders run (the GPU worker)."""
+
+    def render(self, job: FullRender) -> None: ...
+
+    def renders_pending(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -74,10 +84,17 @@ class SessionCounters:
 class Session:
     def __init__(self, session_id: str, open_msg: pb.OpenSession, engine: ShotStreamEngine, settings: ServerSettings,
                  loop: asyncio.AbstractEventLoop, on_chunk: Callable[[float, int], None] | None = None,
-                 post: Callable[..., Future] | None = None):
+                 post: Callable[..., Future] | None = None, renderer: Renderer | None = None):
         """``post(fn, *args)`` runs ``fn`` on the sender thread, in order (``None``: right here): frame packing,
-        ring/inline copies and every message the worker emits go through it, off the GPU worker's critical path."""
+        ring/inline copies and every message the worker emits go through it, off the GPU worker's critical path.
+        ``renderer`` (the GPU worker) runs full-quality take renders; without it takes are live only."""
         _check_open(open_msg, settings)
+        self.decoder = decoder_name(open_msg.decoder, settings.default_decoder)
+        if self.decoder not in engine.decoders:
+            raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"this server has no {self.decoder!r} decoder (it has {list(engine.decoders)}): "
+                                "leave `decoder` unset, or start the server with a tiny decoder (`--tae FILE`)",
+                                fatal=True)
         self.id = session_id
         self.client_name = open_msg.client_name or "anonymous"
         self.engine = engine
@@ -109,10 +126,14 @@ class Session:
         self._story_frame = 0
         self.counters = SessionCounters()
         stream = engine.config.stream
+        full = FullQuality(engine, preview=self.decoder != "wan",
+                           render=renderer.render if renderer is not None else None,
+                           renders_pending=renderer.renders_pending if renderer is not None else lambda: 0,
+                           max_shots=settings.max_take_full_shots, max_renders=settings.max_full_renders)
         self.takes = SessionTakes(TakeFolder(settings.takes_dir, settings.take_file_mode), session_id, stream.width,
-                                  stream.height, stream.fps, self._emit)
+                                  stream.height, stream.fps, self._emit, full)
         self._frame_bytes = stream.height * stream.width * channels(self.frame_format)
-        self.story = engine.open_story(open_msg.global_caption, open_msg.seed)
+        self.story = engine.open_story(open_msg.global_caption, open_msg.seed, self.decoder)
         self.ring: FrameRing | None = None
         if self.transport == pb.TRANSPORT_SHARED_MEMORY:
             try:
@@ -133,7 +154,7 @@ class Session:
             fps=cfg.stream.fps, frames_first_chunk=first, frames_per_chunk=cfg.pixel_frames(2) - first,
             max_chunks_per_shot=cfg.stream.chunks_per_shot, frame_format=self.frame_format, transport=self.transport,
             max_chunks_in_flight=self.credits, ring=self.ring.layout() if self.ring else None, model=cfg.name,
-            random_weights=self.engine.random_weights))
+            random_weights=self.engine.random_weights, decoder=decoder_enum(self.decoder)))
 
     def handle(self, msg: pb.ClientMessage) -> bool:
         """Apply one client message; returns True when the worker may have new work. Raises ProtocolError."""
@@ -173,7 +194,7 @@ class Session:
                 self._paused = False
                 return True
             if kind == "start_take":
-                self.takes.start(msg.start_take.name)
+                self.takes.start(msg.start_take.name, msg.start_take.quality)
                 return False
             if kind == "stop_take":
                 self.takes.stop()
@@ -311,7 +332,7 @@ class Session:
         now = time.perf_counter()
         rgb = chunk.frames.numpy()  # a fresh tensor per chunk: nothing else writes to it
         with self._lock:
-            self.takes.add(rgb)
+            self.takes.add(rgb, chunk)
             self._seq += 1
             seq = self._seq
             slot = self._free_slots.pop() if self.ring is not None else None

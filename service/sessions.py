@@ -73,7 +73,7 @@ class SessionRegistry:
                                            f"free, {need / 2**30:.1f} GiB needed", fatal=True)
         try:
             session = Session(uuid.uuid4().hex[:12], msg, self.engine, self.settings, asyncio.get_running_loop(),
-                              self._on_chunk, post=self.worker.post)
+                              self._on_chunk, post=self.worker.post, renderer=self.worker)
         except ProtocolError:
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. no GPU memory for the caches, no room for the ring file

@@ -18,7 +18,9 @@ LIMIT_NAMES = (
     "max_outbox_bytes", "max_refusals", "max_prompt_chars", "max_caption_chars", "max_client_name_chars",
     "max_event_id_chars", "max_tags", "max_tag_chars", "max_story_shots", "max_control_message_bytes",
     "max_message_bytes", "open_timeout_s", "idle_timeout_s", "take_file_mode", "max_log_chars",
+    "max_take_full_shots", "max_full_renders",
 )
+DECODER_NAMES = ("wan", "tae")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class ServerSettings:
     # None = on for a CUDA engine, off on the CPU (the tiny test engine is no measure of a GPU).
     realtime_admission: bool | None = None
     max_queued_units: int = 2  # DiT forwards launched ahead of the GPU; more only delays a fresh cue's shot
+    default_decoder: str = "wan"  # what a session decodes with unless its OpenSession asks ("tae": needs one loaded)
+    max_take_full_shots: int = 64  # shots one full-quality take keeps latents of (~4 MB each at 480p); then it stops
+    max_full_renders: int = 4  # full-quality takes waiting for or in their Wan re-decode, server-wide
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "takes_dir", Path(self.takes_dir))  # a str from config files works too
@@ -72,6 +77,8 @@ class ServerSettings:
             raise ValueError("default_chunks_in_flight must be between 1 and max_chunks_in_flight")
         if self.take_file_mode not in (0o600, 0o640):
             raise ValueError(f"take_file_mode must be 0o600 or 0o640, not {self.take_file_mode:#o}")
+        if self.default_decoder not in DECODER_NAMES:
+            raise ValueError(f"default_decoder must be one of {DECODER_NAMES}, not {self.default_decoder!r}")
         for name in LIMIT_NAMES:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")

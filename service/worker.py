@@ -7,6 +7,11 @@ the GPU's queue short (at most ``max_queued_units`` units launched ahead of the 
 fresh cue's work is not stuck behind a long queue of another story's forwards. With nothing to
 run it waits for frames still decoding, or blocks on a condition variable (no polling).
 
+Full-quality take renders (:mod:`service.full_takes`) are the lowest priority of all: one latent
+frame of one render runs only when no session has a unit to run and none has frames decoding, so
+they fill the GPU's idle time (e.g. while clients hold their credits) and never delay live chunks
+by more than one Wan latent decode.
+
 Packing and copying a chunk's frames (RGBA packing, into the ring or an inline message) runs on
 one sender thread (:meth:`GpuWorker.post`), in the order the worker hands chunks over, so the GPU
 worker goes straight back to launching the next forward.
@@ -24,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 from .capacity import Capacity
+from .full_takes import FullRender
 from .scheduler import Scheduler
 from .session import Session
 
@@ -41,6 +47,7 @@ class GpuWorker:
         self._cond = threading.Condition()
         self._sessions: list[Session] = []
         self._to_release: list[Session] = []
+        self._renders: deque[FullRender] = deque()  # full-quality takes to re-decode, oldest first
         self._stopping = False
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shotstream-send")
         self._thread = threading.Thread(target=self._run, name="shotstream-gpu", daemon=True)
@@ -77,6 +84,21 @@ class GpuWorker:
         """Run ``fn(*args)`` on the sender thread, after everything posted before it."""
         return self._sender.submit(fn, *args)
 
+    def render(self, job: FullRender) -> None:
+        """Queue a full-quality take's re-decode (any thread); it runs when the GPU has nothing live to do."""
+        with self._cond:
+            stopping = self._stopping
+            if not stopping:
+                self._renders.append(job)
+                self._cond.notify()
+        if stopping:
+            job.fail(RuntimeError("the server is stopping"))
+
+    def renders_pending(self) -> int:
+        """Full-quality re-decodes queued or running."""
+        with self._cond:
+            return len(self._renders)
+
     def notify(self) -> None:
         """A session may have new work (a cue, an ack, a resume)."""
         with self._cond:
@@ -93,24 +115,34 @@ class GpuWorker:
         self._thread.join(timeout)
         if not self._thread.is_alive():  # anything removed while the thread was exiting
             self._release_pending()
+            with self._cond:
+                renders, self._renders = list(self._renders), deque()
+            for job in renders:  # the GPU is going away: their full files are not written
+                job.fail(RuntimeError("the server stopped before the full-quality render finished"))
         self._sender.shutdown(wait=True)
 
-    def _next(self) -> tuple[list[Session], tuple[Session, object] | None, Session | None, bool]:
-        """Under the lock, wait until there is something to do: (to release, a unit, a session to wait on, stop)."""
+    def _next(self) -> tuple[list[Session], tuple[Session, object] | None, Session | None, FullRender | None, bool]:
+        """Under the lock, wait until there is something to do:
+        (to release, a unit, a session to wait on, a render to advance, stop)."""
         with self._cond:
             while True:
                 release, self._to_release = self._to_release, []
                 picked = None if release else self._scheduler.pick(self._sessions)
                 decoding = None if release or picked else next(
                     (s for s in self._sessions if s.frames_pending), None)
-                if release or picked or decoding or self._stopping:
-                    return release, picked, decoding, self._stopping
+                idle = not (release or picked or decoding or self._stopping)
+                render = self._renders[0] if idle and self._renders else None
+                if not idle or render is not None:
+                    return release, picked, decoding, render, self._stopping
                 self._cond.wait()
 
     def _run(self) -> None:
         while True:
-            release, picked, decoding, stopping = self._next()
+            release, picked, decoding, render, stopping = self._next()
             _release(release)
+            if render is not None:
+                self._advance(render)
+                continue
             if picked is None and decoding is None:
                 if stopping and not release:
                     return
@@ -131,6 +163,18 @@ class GpuWorker:
             except Exception as exc:  # noqa: BLE001
                 self._failed(session, exc)
             self.capacity.record(time.perf_counter() - t0, frames)
+
+    def _advance(self, job: FullRender) -> None:
+        """One latent frame of a full-quality render; a failure loses that take's full file only."""
+        try:
+            done = job.step()
+        except Exception as exc:  # noqa: BLE001
+            log.exception("full-quality render of take %s failed", job.name)
+            job.fail(exc)
+            done = True
+        if done:
+            with self._cond:
+                self._renders.remove(job)
 
     def _snapshot(self) -> list[Session]:
         with self._cond:
