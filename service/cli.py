@@ -195,7 +195,7 @@ def _render_local(args: argparse.Namespace, spec: StorySpec, seed: int, out: Pat
                 writer.write(full_quality_frames(engine, shot_latents[index]))
             report["full_decode_s"] = time.perf_counter() - t0
     report["video"] = str(out)
-    report["decoder"], report["quality"] = decoder, args.quality
+    report["quality"] = args.quality
     print(f"wrote {out} ({report['frames']} frames, {len(spec.shots)} shots, {report['wall_s']:.1f} s, "
           f"{report['delivered_fps']:.1f} fps on {report['device']}; weights: {report['weights']})",
           file=sys.stderr)
@@ -217,7 +217,6 @@ def play_remote(server: str, spec: StorySpec, seed: int, out: Path, *, transport
         if info.random_weights and announce_random:
             print(REMOTE_RANDOM_NOTE.format(model=info.model), file=sys.stderr)
         state["writer"] = Mp4Writer(out, info.width, info.height, info.fps)
-        state["decoder"] = info.decoder
         state["progress"] = Progress(story_frames(spec, info.frames_first_chunk, info.frames_per_chunk,
                                                   info.max_chunks_per_shot), enabled=not quiet)
 
@@ -240,7 +239,6 @@ def play_remote(server: str, spec: StorySpec, seed: int, out: Path, *, transport
         if "writer" in state:
             state["writer"].close()
     report["video"] = str(out)
-    report["decoder"], report["quality"] = state["decoder"], "live"
     print(f"wrote {out} ({report['frames']} frames, {len(spec.shots)} shots, {report['wall_s']:.1f} s, "
           f"{report['delivered_fps']:.1f} fps delivered over {report['transport']} from {server}; "
           f"model {report['model']} on {report['device']}; weights: {report['weights']})", file=sys.stderr)

@@ -55,7 +55,7 @@ def render_story(engine: ShotStreamEngine, spec: StorySpec, seed: int,
     return timings_report(model=cfg.name, weights=engine.weights_label, random_weights=engine.random_weights,
                           device=str(engine.device), transport=IN_PROCESS, server=None, session_id=None, seed=seed,
                           width=cfg.stream.width, height=cfg.stream.height, video_fps=cfg.stream.fps,
-                          wall_s=in_hand - t0, shots=shots, chunks=chunks)
+                          wall_s=in_hand - t0, shots=shots, chunks=chunks, decoder=decoder)
 
 
 def full_quality_frames(engine: ShotStreamEngine, chunk_latents: list[torch.Tensor]) -> np.ndarray:
@@ -151,4 +151,4 @@ def render_story_remote(client: Any, spec: StorySpec, seed: int, on_chunk: Calla
                           device=server.device, transport=info.transport, server=client.address,
                           session_id=info.session_id, seed=seed, width=info.width, height=info.height,
                           video_fps=info.fps, wall_s=(in_hand or time.perf_counter()) - t0, shots=shots,
-                          chunks=chunks)
+                          chunks=chunks, decoder=info.decoder)

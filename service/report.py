@@ -70,6 +70,9 @@ class TimingsReport(TypedDict):
     transport_ms_mean: float | None  # over the chunks; null in-process
     transport_ms_max: float | None
     video: str | None  # the MP4 written
+    decoder: str  # what decoded the frames played: "wan" (the Wan VAE) or "tae" (the tiny preview decoder)
+    quality: str  # "live" (the MP4 holds the frames played) or "full" (re-decoded with the Wan VAE afterwards)
+    full_decode_s: float | None  # quality "full" with the tiny decoder: the Wan re-decode's wall time
     story_file: str | None  # the story played (the demo sets it)
     shots: list[ShotTimings]
     chunks: list[ChunkTimings]
@@ -77,7 +80,8 @@ class TimingsReport(TypedDict):
 
 def timings_report(*, model: str, weights: str, random_weights: bool, device: str, transport: str,
                    server: str | None, session_id: str | None, seed: int, width: int, height: int, video_fps: int,
-                   wall_s: float, shots: list[ShotTimings], chunks: list[ChunkTimings]) -> TimingsReport:
+                   wall_s: float, shots: list[ShotTimings], chunks: list[ChunkTimings],
+                   decoder: str = "wan") -> TimingsReport:
     """The report, with the totals derived from its rows."""
     frames = sum(c["frames"] for c in chunks)
     compute_ms = sum(c["commit_ms"] + c["denoise_ms"] + c["decode_ms"] for c in chunks)
@@ -88,5 +92,5 @@ def timings_report(*, model: str, weights: str, random_weights: bool, device: st
         video_fps=video_fps, frames=frames, wall_s=wall_s, delivered_fps=frames / wall_s if wall_s > 0 else None,
         generated_fps=1e3 * frames / compute_ms if compute_ms > 0 else None,
         transport_ms_mean=sum(transport_ms) / len(transport_ms) if transport_ms else None,
-        transport_ms_max=max(transport_ms) if transport_ms else None, video=None, story_file=None, shots=shots,
-        chunks=chunks)
+        transport_ms_max=max(transport_ms) if transport_ms else None, video=None, decoder=decoder, quality="live",
+        full_decode_s=None, story_file=None, shots=shots, chunks=chunks)

@@ -399,3 +399,25 @@ def test_render_story_with_a_full_take(engine, tmp_path):
     saved = events[-1].take_saved
     assert saved.frames == 2 * TINY.pixel_frames(2) and Path(saved.full_path).name == "story.full.mp4"
     assert mp4_frames(Path(saved.full_path)) == saved.frames
+
+
+# -- the headless story CLI --------------------------------------------------------------------------
+
+
+def test_story_cli_full_quality_writes_the_wan_re_decode(tmp_path, capsys):
+    import json
+
+    from service.cli import main
+
+    story = tmp_path / "story.json"
+    story.write_text(json.dumps({"global_caption": CAPTION, "seed": SEED,
+                                 "shots": [{"prompt": p, "chunks": n} for p, n in SHOTS]}))
+    report = tmp_path / "r.json"
+    assert main(["story", str(story), "--out", str(tmp_path / "full.mp4"), "--report", str(report), "--device", "cpu",
+                 "--decoder", "tae", "--quality", "full", "--quiet"]) == 0, capsys.readouterr().err
+    got = json.loads(report.read_text())
+    assert (got["decoder"], got["quality"]) == ("tae", "full") and got["full_decode_s"] > 0
+    assert mp4_frames(tmp_path / "full.mp4") == got["frames"] == 2 * TINY.pixel_frames(2)
+    assert main(["story", str(story), "--out", str(tmp_path / "x.mp4"), "--server", "127.0.0.1:1",
+                 "--quality", "full"]) == 2
+    assert "record a full-quality take instead" in capsys.readouterr().err
