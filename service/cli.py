@@ -6,7 +6,7 @@ transports, fetch weights.
     shotstream story FILE --out OUT.mp4 [--server ADDR [--transport shm|inline]] [--report R.json]
     shotstream bench [--server ADDR] [--frames N]
     shotstream soak [--minutes M] [--clients N]  # careless clients vs an in-process server; leak figures
-    shotstream fetch-weights DEST
+    shotstream fetch-weights DEST [--decoder taew2_1|lighttaew2_1 [--decoder-only]]
 """
 
 from __future__ import annotations
@@ -375,7 +375,12 @@ def _bench(args: argparse.Namespace) -> int:
 def _fetch(args: argparse.Namespace) -> int:
     from engine_core.fetch import main as fetch_main
 
-    return fetch_main([str(args.dest)] + ([] if args.student else ["--no-student"]))
+    argv = [str(args.dest)] + ([] if args.student else ["--no-student"])
+    if args.decoder is not None:
+        argv += ["--decoder", args.decoder] + (["--decoder-only"] if args.decoder_only else [])
+    elif args.decoder_only:
+        raise CliError("--decoder-only needs --decoder taew2_1 or --decoder lighttaew2_1")
+    return fetch_main(argv)
 
 
 # -- parser -------------------------------------------------------------------------------------
@@ -480,9 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--seed", type=int, default=0)
     soak.set_defaults(func=_soak)
 
-    fetch = sub.add_parser("fetch-weights", help="download Wan2.1-T2V-1.3B and the ShotStream student (needs internet)")
+    fetch = sub.add_parser("fetch-weights", help="download Wan2.1-T2V-1.3B and the ShotStream student, with --decoder "
+                                                 "also a tiny preview decoder (needs internet)")
     fetch.add_argument("dest", type=Path)
     fetch.add_argument("--no-student", dest="student", action="store_false")
+    fetch.add_argument("--decoder", choices=["taew2_1", "lighttaew2_1"],
+                       help="also a tiny preview decoder, into DEST/tae/: taew2_1 (madebyollin/taehv, MIT) or "
+                            "lighttaew2_1 (lightx2v/Autoencoders, Apache-2.0)")
+    fetch.add_argument("--decoder-only", action="store_true", help="only the tiny decoder named by --decoder")
     fetch.set_defaults(func=_fetch)
     return parser
 

@@ -137,3 +137,13 @@ def test_bad_decoder_arguments_are_refused_before_any_download(tmp_path: Path, f
     with pytest.raises(fetch.FetchError, match="name a tiny decoder"):
         fetch.fetch_weights(tmp_path, include_wan=False)
     assert fake_hub.files == [] and fake_hub.snapshots == []
+
+
+def test_cli_fetch_weights_passes_the_decoder_on(tmp_path, fake_hub, capsys):
+    from service.cli import main as cli_main
+
+    assert cli_main(["fetch-weights", str(tmp_path), "--decoder", "taew2_1", "--decoder-only"]) == 0
+    assert fake_hub.files == [("madebyollin/taehv", "taew2_1.pth", tmp_path / "tae")] and fake_hub.snapshots == []
+    assert capsys.readouterr().out == f"tae: {(tmp_path / 'tae' / 'taew2_1.pth').resolve()}\n"
+    assert cli_main(["fetch-weights", str(tmp_path), "--decoder-only"]) == 2
+    assert "--decoder-only needs --decoder" in capsys.readouterr().err
