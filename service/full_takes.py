@@ -18,11 +18,22 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
 from engine_core import ChunkResult, ShotStreamEngine
 from engine_core.decode_lane import to_uint8
+
+
+class Renderer(Protocol):
+    """Where full-quality renders run (the GPU worker), with the server-wide bound on them."""
+
+    def reserve_render(self, limit: int) -> bool: ...
+
+    def release_render(self) -> None: ...
+
+    def render(self, job: FullRender) -> None: ...
 
 
 @dataclass

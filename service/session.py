@@ -25,7 +25,6 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import grpc
 import numpy as np
@@ -34,7 +33,7 @@ from engine_core import ChunkResult, ShotStreamEngine
 
 from .protocol import (PROTOCOL_VERSION, ProtocolError, channels, check_protocol_version, decoder_enum, decoder_name,
                        error_message, pack_frames, pb)
-from .full_takes import FullRender
+from .full_takes import Renderer
 from .outbox import Outbox
 from .ring import FrameRing
 from .scheduler import Unit
@@ -45,14 +44,6 @@ log = logging.getLogger(__name__)
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 _STATS_WINDOW = 64  # chunk times Stats.chunk_ms_mean averages over (and all a session keeps)
-
-
-class Renderer(Protocol):
-    """Where full-quality take renders run (the GPU worker)."""
-
-    def render(self, job: FullRender) -> None: ...
-
-    def renders_pending(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -126,9 +117,7 @@ class Session:
         self._story_frame = 0
         self.counters = SessionCounters()
         stream = engine.config.stream
-        full = FullQuality(engine, preview=self.decoder != "wan",
-                           render=renderer.render if renderer is not None else None,
-                           renders_pending=renderer.renders_pending if renderer is not None else lambda: 0,
+        full = FullQuality(engine, preview=self.decoder != "wan", renderer=renderer,
                            max_shots=settings.max_take_full_shots, max_renders=settings.max_full_renders)
         self.takes = SessionTakes(TakeFolder(settings.takes_dir, settings.take_file_mode), session_id, stream.width,
                                   stream.height, stream.fps, self._emit, full)

@@ -64,7 +64,7 @@ class ServerSettings:
     max_queued_units: int = 2  # DiT forwards launched ahead of the GPU; more only delays a fresh cue's shot
     default_decoder: str = "wan"  # what a session decodes with unless its OpenSession asks ("tae": needs one loaded)
     max_take_full_shots: int = 64  # shots one full-quality take keeps latents of (~4 MB each at 480p); then it stops
-    max_full_renders: int = 4  # full-quality takes waiting for or in their Wan re-decode, server-wide
+    max_full_renders: int = 4  # full-quality takes recording or waiting for their Wan re-decode, server-wide
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "takes_dir", Path(self.takes_dir))  # a str from config files works too

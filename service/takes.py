@@ -38,7 +38,7 @@ import numpy as np
 
 from engine_core import ChunkResult, ShotStreamEngine
 
-from .full_takes import FullRender, KeptLatents
+from .full_takes import FullRender, KeptLatents, Renderer
 from .protocol import ProtocolError, error_message, pb
 from .video_io import Mp4Writer
 
@@ -168,8 +168,7 @@ class FullQuality:
 
     engine: ShotStreamEngine
     preview: bool  # the session decodes with the tiny decoder (else its live take is already full quality)
-    render: Callable[[FullRender], None] | None  # hands a re-decode to the GPU worker; None: FULL unavailable
-    renders_pending: Callable[[], int]
+    renderer: Renderer | None  # the GPU worker, which runs the re-decodes; None: FULL unavailable
     max_shots: int  # max_take_full_shots
     max_renders: int  # max_full_renders
 
@@ -204,20 +203,21 @@ class SessionTakes:
                                     f"take {self._take.name!r} is already recording: send stop_take first")
             rerender = quality == pb.TAKE_QUALITY_FULL and self._kept is not None
             if rerender:
-                self._check_full_available()
+                self._reserve_render()
             name = name or f"{self._session_id}-take{self._started + 1}"
-            path = self._folder.reserve(name)
+            path = full_path = None
             try:
+                path = self._folder.reserve(name)
                 full_path = self._folder.reserve(name, ".full.mp4") if rerender else None
-            except ProtocolError:
-                path.unlink(missing_ok=True)
-                raise
-            try:
                 self._take = TakeRecorder(name, path, self._folder, *self._size, self._fps)
-            except OSError as exc:
+            except (ProtocolError, OSError) as exc:
                 for reserved in (path, full_path):
                     if reserved is not None:
                         reserved.unlink(missing_ok=True)
+                if rerender:
+                    self._full.renderer.release_render()
+                if isinstance(exc, ProtocolError):
+                    raise
                 raise ProtocolError(grpc.StatusCode.INTERNAL, f"cannot start take {name!r}: {exc}") from None
             self._started += 1
             self._quality, self._full_path = quality, full_path
@@ -225,16 +225,16 @@ class SessionTakes:
             self._emit(pb.ServerMessage(take_started=pb.TakeStarted(
                 name=name, path=str(path), quality=quality, full_path=str(shown) if shown else "")))
 
-    def _check_full_available(self) -> None:
+    def _reserve_render(self) -> None:
         full = self._full
-        if full.render is None:
+        if full.renderer is None:
             raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION, "full-quality takes need the server's GPU "
                                 "worker, which this session has not got: record a live take")
-        pending = full.renders_pending()
-        if pending >= full.max_renders:
+        if not full.renderer.reserve_render(full.max_renders):
             raise ProtocolError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"{pending} full-quality takes are waiting for their re-decode (max_full_renders="
-                                f"{full.max_renders}): try again when one is saved, or record a live take")
+                                f"{full.max_renders} full-quality takes are recording or waiting for their re-decode "
+                                f"(max_full_renders={full.max_renders}): try again when one is saved, or record a "
+                                "live take")
 
     @property
     def recording(self) -> bool:
@@ -330,11 +330,12 @@ class SessionTakes:
             recorder = TakeRecorder(name, full_path, self._folder, *self._size, self._fps)
         except OSError as exc:
             full_path.unlink(missing_ok=True)
+            self._full.renderer.release_render()
             failed: Future[pb.TakeSaved] = Future()
             failed.set_exception(exc)
             return failed
         saved = recorder.saved
-        self._full.render(FullRender(self._full.engine, shots, recorder.add, recorder.stop, name))
+        self._full.renderer.render(FullRender(self._full.engine, shots, recorder.add, recorder.stop, name))
         return saved
 
     async def _finished(self, done: Future[pb.ServerMessage]) -> pb.ServerMessage | None:

@@ -48,6 +48,7 @@ class GpuWorker:
         self._sessions: list[Session] = []
         self._to_release: list[Session] = []
         self._renders: deque[FullRender] = deque()  # full-quality takes to re-decode, oldest first
+        self._render_slots = 0  # full-quality takes recording or waiting for (or in) their re-decode
         self._stopping = False
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shotstream-send")
         self._thread = threading.Thread(target=self._run, name="shotstream-gpu", daemon=True)
@@ -84,8 +85,23 @@ class GpuWorker:
         """Run ``fn(*args)`` on the sender thread, after everything posted before it."""
         return self._sender.submit(fn, *args)
 
+    def reserve_render(self, limit: int) -> bool:
+        """Take one of ``limit`` server-wide full-quality take slots (from StartTake until its full file is
+        written or given up); False when all are taken. Any thread."""
+        with self._cond:
+            if self._render_slots >= limit:
+                return False
+            self._render_slots += 1
+            return True
+
+    def release_render(self) -> None:
+        """Give back a slot whose take will never be rendered (it could not start)."""
+        with self._cond:
+            self._render_slots -= 1
+
     def render(self, job: FullRender) -> None:
-        """Queue a full-quality take's re-decode (any thread); it runs when the GPU has nothing live to do."""
+        """Queue a reserved full-quality take's re-decode (any thread); it runs when the GPU has nothing live
+        to do, and its slot is freed when it ends."""
         with self._cond:
             stopping = self._stopping
             if not stopping:
@@ -93,11 +109,7 @@ class GpuWorker:
                 self._cond.notify()
         if stopping:
             job.fail(RuntimeError("the server is stopping"))
-
-    def renders_pending(self) -> int:
-        """Full-quality re-decodes queued or running."""
-        with self._cond:
-            return len(self._renders)
+            self.release_render()
 
     def notify(self) -> None:
         """A session may have new work (a cue, an ack, a resume)."""
@@ -119,6 +131,7 @@ class GpuWorker:
                 renders, self._renders = list(self._renders), deque()
             for job in renders:  # the GPU is going away: their full files are not written
                 job.fail(RuntimeError("the server stopped before the full-quality render finished"))
+                self.release_render()
         self._sender.shutdown(wait=True)
 
     def _next(self) -> tuple[list[Session], tuple[Session, object] | None, Session | None, FullRender | None, bool]:
@@ -175,6 +188,7 @@ class GpuWorker:
         if done:
             with self._cond:
                 self._renders.remove(job)
+                self._render_slots -= 1
 
     def _snapshot(self) -> list[Session]:
         with self._cond:

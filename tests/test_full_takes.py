@@ -175,12 +175,12 @@ def test_worker_runs_a_render_only_when_no_session_has_work():
     try:
         worker.add(_BusySession(4, log, gate))
         job = _CountingRender(3, log)
+        assert worker.reserve_render(1) and not worker.reserve_render(1)
         worker.render(job)
-        assert worker.renders_pending() == 1
         gate.set()
         assert job.done.wait(10)
         assert log == ["forward"] * 4 + ["render"] * 3
-        assert worker.renders_pending() == 0
+        assert worker.reserve_render(1)  # the finished render gave its slot back
     finally:
         worker.stop()
 
@@ -192,6 +192,7 @@ def test_stopping_the_worker_fails_renders_it_did_not_run():
     failed = []
     job = _CountingRender(5, [])
     job.fail = failed.append
+    assert worker.reserve_render(1)
     worker.render(job)
     threading.Timer(0.5, gate.set).start()
     worker.stop()
@@ -329,6 +330,7 @@ def test_full_takes_waiting_for_a_render_are_bounded(engine, tmp_path):
     async def body():
         async with serving(engine, takes_dir=tmp_path, max_full_renders=1) as (server, stub, _c):
             gate = threading.Event()
+            assert server.worker.reserve_render(1)
             server.worker.render(_GatedRender(gate))  # holds the one render slot
             try:
                 d = Direct(stub)
@@ -336,7 +338,7 @@ def test_full_takes_waiting_for_a_render_are_bounded(engine, tmp_path):
                 await d.send(start_take=pb.StartTake(name="x", quality=pb.TAKE_QUALITY_FULL))
                 error = await d.expect("error")
                 assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0] and not error.fatal
-                assert "max_full_renders=1" in error.message
+                assert "(max_full_renders=1)" in error.message
                 assert not list(tmp_path.glob("x*"))  # nothing reserved
                 await d.send(start_take=pb.StartTake(name="x"))  # a live take is still fine
                 assert (await d.expect("take_started")).quality == pb.TAKE_QUALITY_LIVE
@@ -421,3 +423,25 @@ def test_story_cli_full_quality_writes_the_wan_re_decode(tmp_path, capsys):
     assert main(["story", str(story), "--out", str(tmp_path / "x.mp4"), "--server", "127.0.0.1:1",
                  "--quality", "full"]) == 2
     assert "record a full-quality take instead" in capsys.readouterr().err
+
+
+def test_a_recording_full_take_holds_its_render_slot(engine, tmp_path):
+    async def body():
+        async with serving(engine, takes_dir=tmp_path, max_full_renders=1) as (server, stub, _c):
+            a, b = Direct(stub), Direct(stub)
+            await a.open(decoder=pb.DECODER_TAE)
+            await b.open(decoder=pb.DECODER_TAE)
+            await a.send(start_take=pb.StartTake(name="a", quality=pb.TAKE_QUALITY_FULL))
+            await a.expect("take_started")
+            await b.send(start_take=pb.StartTake(name="b", quality=pb.TAKE_QUALITY_FULL))
+            assert "(max_full_renders=1)" in (await b.expect("error")).message
+            await a.send(stop_take=pb.StopTake())
+            assert (await a.expect("take_saved")).frames == 0  # empty: rendered at once, slot given back
+            await b.send(start_take=pb.StartTake(name="b", quality=pb.TAKE_QUALITY_FULL))
+            assert (await b.expect("take_started")).full_path.endswith("b.full.mp4")
+            await b.send(stop_take=pb.StopTake())
+            await b.expect("take_saved")
+            await a.close()
+            await b.close()
+
+    run(body())
