@@ -6,8 +6,8 @@ recorded shot's chunk latents (~4 MB per shot at 480x832), from the shot's first
 Wan decoder is causal: a take that starts mid-shot still needs the shot's earlier latents. At most
 ``max_take_full_shots`` shots; then the take stops. When the take stops, a :class:`FullRender` is
 handed to the GPU worker, which runs it one latent frame at a time only when no session has anything
-to run (``GpuWorker.render``), so it never delays live chunks; at most ``max_full_renders`` wait or
-run server-wide. The frames the take recorded go to ``<name>.full.mp4`` through that file's own
+to run (``GpuWorker.render``), so it never delays live chunks; at most ``max_full_renders`` such takes
+record, wait or render server-wide (each holds a worker slot from StartTake until its file is written). The frames the take recorded go to ``<name>.full.mp4`` through that file's own
 encoder thread (a :class:`~service.takes.TakeRecorder`).
 
 A session that already decodes with the Wan VAE needs none of this: its live take is full quality.
