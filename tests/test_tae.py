@@ -370,3 +370,25 @@ def test_the_decode_lane_drives_it_like_the_wan_decoder() -> None:
     assert torch.equal(torch.cat([o.video for o in out]), tae.decode(z))
     with pytest.raises(ValueError, match="expects 4 latent channels"):
         lane.submit(decoder, torch.zeros(3, 16, 4, 6), tag="bad")
+
+
+def test_tae_config_for_picks_the_latent_space_from_the_kind_or_the_file_name():
+    from engine_core.engine import tae_config_for
+
+    assert tae_config_for(Path("weights/tae/taew2_1.pth"), None, WAN_1_3B) == TAEW2_1
+    light = tae_config_for(Path("lighttaew2_1.safetensors"), None, WAN_1_3B)
+    assert light.latent_space == "raw" and light.latent_stats() == LIGHT_TAEW2_1.latent_stats()
+    assert tae_config_for(Path("renamed.pth"), "lighttaew2_1", WAN_1_3B).latent_space == "raw"
+    # a raw-space decoder takes the loaded model's own statistics where its config has them (tiny's 4 do not fit)
+    with pytest.raises(ValueError, match="latents_mean/std have 4/4 values but the decoder takes 16"):
+        tae_config_for(Path("lighttaew2_1.pth"), None, TINY)
+    with pytest.raises(ValueError, match="unknown; use one of \\['lighttaew2_1', 'taew2_1'\\]"):
+        tae_config_for(Path("x.pth"), "taehv", WAN_1_3B)
+
+
+def test_engine_refuses_a_tiny_decoder_of_the_wrong_latent_width():
+    from engine_core import ShotStreamEngine
+
+    base = ShotStreamEngine.random(TINY, device="cpu", seed=0)
+    with pytest.raises(ValueError, match="takes 16 latent channels, but tiny's latents have 4"):
+        ShotStreamEngine(TINY, base.dit, base.vae, base.text, "x", tae=TinyDecoder(TAEW2_1))
