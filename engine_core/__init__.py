@@ -21,6 +21,7 @@ _EXPORTS = {
     "TINY": "config", "WAN_1_3B": "config", "ModelConfig": "config", "get_config": "config",
     "RANDOM_LABEL": "engine", "ShotStreamEngine": "engine",
     "ChunkResult": "story", "ShotInfo": "story", "ShotNoise": "story", "Story": "story",
+    "SnapshotError": "snapshot", "StorySnapshot": "snapshot",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -22,6 +22,7 @@ from .graphs import ChunkGraphs
 from .kv_cache import SelfAttentionCache
 from .rope import RotaryEmbedding
 from .sampler import FlowMatchSchedule
+from .snapshot import ModelIdentity, SnapshotError, StorySnapshot, weights_fingerprint
 from .story import Story
 from .tae import LIGHT_TAEW2_1, TAEW2_1, TINY_TAE, TinyDecoder, TinyDecoderConfig, load_tae_decoder, random_tae_decoder
 from .text import TextEncoder, build_byte_tokenizer, build_text_encoder
@@ -94,6 +95,7 @@ class ShotStreamEngine:
         # Per-step constants live on the device: no tensors built from Python scalars per forward.
         self.step_sigmas = self.schedule.step_sigmas.to(dit.device)
         self._time_conds = {float(t): dit.time_conditioning(float(t)) for t in [*self.schedule.steps.tolist(), 0.0]}
+        self._fingerprints: dict[str, str] = {}  # per decoder, computed on the first snapshot
         log.info("fast path: %s", self.fast.describe())
 
     @property
@@ -136,6 +138,34 @@ class ShotStreamEngine:
     def open_story(self, global_caption: str, seed: int = 0, decoder: str = "wan") -> Story:
         """A new story; ``decoder`` ("wan" or, when loaded, "tae") decodes its frames."""
         return Story(self, global_caption, seed, decoder)
+
+    def identity(self, decoder: str = "wan") -> ModelIdentity:
+        """What a snapshot records of this engine (and must find again to be restored here)."""
+        if decoder not in self._fingerprints:  # the text encoder is left out: captions travel as embeddings
+            self._fingerprints[decoder] = weights_fingerprint(self.dit, self.vae.vae,
+                                                              self.tae if decoder == "tae" else None)
+        return ModelIdentity(config=self.config.name, weights=self.weights_label,
+                             fingerprint=self._fingerprints[decoder], decoder=decoder, dtype=str(self.dtype))
+
+    def restore_story(self, snapshot: StorySnapshot | bytes) -> Story:
+        """A story that continues ``snapshot`` (a :class:`StorySnapshot` or its bytes): given the same cues,
+        its next shots equal the original's. Raises :class:`SnapshotError` naming any mismatch."""
+        if not isinstance(snapshot, StorySnapshot):
+            snapshot = StorySnapshot.from_bytes(snapshot)
+        decoder = snapshot.identity.decoder
+        if decoder not in self.decoders:
+            raise SnapshotError(f"the snapshot's story decodes with {decoder!r}, which this engine has not got "
+                                f"({list(self.decoders)})")
+        wrong = snapshot.identity.mismatches(self.identity(decoder))
+        if wrong:
+            raise SnapshotError("the snapshot was made by another model: " + "; ".join(wrong))
+        story = Story(self, snapshot.global_caption, snapshot.seed, decoder)
+        try:
+            story._restore(snapshot)
+        except BaseException:
+            story.close()
+            raise
+        return story
 
     @classmethod
     def random(cls, config: ModelConfig = TINY, *, device: torch.device | str | None = None,

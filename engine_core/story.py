@@ -37,6 +37,7 @@ import torch
 from .decode_lane import DecodeLane, DecodedFrames, FrameDecoder, to_uint8
 from .history import ContextPlan, frames_to_keep, plan_context
 from .kv_cache import SelfAttentionCache, TextCache
+from .snapshot import SnapshotError, StorySnapshot
 from .text import format_prompt
 from .timing import Clock
 from .transfer import upload
@@ -281,6 +282,44 @@ class Story:
         self._collect(self._lane.poll())
         return self._take_ready()
 
+    def end_shot(self) -> None:
+        """End the current shot now, as a cut does: a chunk part-way through its forwards is dropped;
+        chunks already denoised still come out (:meth:`poll_frames`). Then the story is between shots."""
+        self._check_open()
+        self._end_shot()
+
+    def snapshot(self) -> StorySnapshot:
+        """The story's state between shots (after a shot's last chunk, or after :meth:`end_shot`).
+
+        Frames later history may sample are encoded now (each alone, exactly as a later shot would
+        encode them), so the snapshot holds latents only. Raises ``RuntimeError`` mid-shot.
+        """
+        self._check_open()
+        if self._shot is not None and self._shot.started < self._shot.num_chunks:
+            raise RuntimeError("a snapshot is taken between shots: the current shot still has chunks to make; "
+                               "wait for its last chunk, or end it first (end_shot(), like a cut)")
+        self._end_shot()
+        keep = list(self._kept_frames)
+        self._context_latents_for(keep)
+        return StorySnapshot(
+            identity=self.engine.identity(self.decoder), global_caption=self.global_caption, seed=self.seed,
+            shot_lengths=tuple(self.shot_lengths),
+            captions={i: c.cpu() for i, c in enumerate(self.captions) if c is not None},
+            history_latents={key: self._history_latents[key].cpu() for key in keep})
+
+    def _restore(self, snapshot: StorySnapshot) -> None:
+        """Fill a fresh story from ``snapshot`` (``ShotStreamEngine.restore_story`` checks the identity)."""
+        device, dtype = self.engine.device, self.engine.dtype
+        self.shot_lengths = list(snapshot.shot_lengths)
+        self.captions = [snapshot.captions[i].to(device, dtype) if i in snapshot.captions else None
+                         for i in range(len(self.shot_lengths))]
+        self._history_latents = {key: t.to(device, dtype) for key, t in snapshot.history_latents.items()}
+        plan = plan_context(self.shot_lengths, self.engine.config.stream.context_frames)
+        missing = [key for key in plan.frames if key not in self._history_latents]
+        missing += [f for f in plan.flags if self.shot_lengths and f >= 0 and self.captions[f] is None]
+        if missing:
+            raise SnapshotError(f"the snapshot lacks what the next shot's history needs: {missing[:8]}")
+
     def step(self) -> ChunkResult:
         """Generate, decode and return the next chunk (chunks denoised before a cut come first)."""
         self._check_open()
@@ -498,12 +537,16 @@ class Story:
         if not plan.frames:
             return torch.zeros((cfg.stream.context_frames, cfg.dit.in_dim, cfg.latent_height, cfg.latent_width),
                                device=self.engine.device, dtype=self.engine.dtype)
-        missing = [key for key in plan.frames if key not in self._history_latents]
+        self._context_latents_for(plan.frames)
+        return torch.stack([self._history_latents[k] for k in plan.frames])
+
+    def _context_latents_for(self, keys) -> None:
+        """Encode the kept frames among ``keys`` that have no latent yet (each frame alone)."""
+        missing = [key for key in keys if key not in self._history_latents]
         if missing:
             unique = list(dict.fromkeys(missing))
             latents = self.engine.vae.encode_frames(torch.stack([self._kept_frames[k] for k in unique]))
             self._history_latents.update(zip(unique, latents.to(self.engine.dtype)))
-        return torch.stack([self._history_latents[k] for k in plan.frames])
 
     def _drop_unreachable_history(self, current: int) -> None:
         """Shots older than the context window can never be sampled again."""
