@@ -41,7 +41,6 @@ import datetime
 import hashlib
 import json
 import math
-import platform
 import statistics
 import sys
 import time
@@ -53,7 +52,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_engine import device_name  # noqa: E402
 from engine_core import ShotStreamEngine, get_config  # noqa: E402
 from engine_core.fast_path import FastPath  # noqa: E402
 from engine_core.text import format_prompt  # noqa: E402
@@ -280,12 +281,6 @@ def build_engine(args: argparse.Namespace, device: torch.device, dtype: torch.dt
                                      tae=args.tae, tae_kind=args.tae_kind)
     return ShotStreamEngine.random(get_config(args.config), device=device, dtype=dtype, seed=seed,
                                    with_text_encoder=False, fast=fast, tae=True)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def main(argv: list[str] | None = None) -> int:
