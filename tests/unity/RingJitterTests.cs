@@ -553,6 +553,7 @@ static class RingJitterTests
     static void JitterLatePollSkips()
     {
         var jb = new JitterBuffer(1, 16, Fps, startFrames: 1);
+        jb.CatchUp = JitterCatchUp.Skip;
         jb.Push(Frames(0, 10, 1), 0, 10, 0.0);
         JitterFrame fr;
         Check(jb.TryGetFrame(2.0, out fr) && fr.FrameIndex == 0, "start");

@@ -217,6 +217,82 @@ static class UnityLayerTests
                     Eq(chunk[3 * fb + y * row + x], got[(H - 1 - y) * row + x], "pixel y=" + y + " x=" + x);
         });
 
+        // Defect 1 of issue 11: a 5 s pause with a full buffer, then play on: every frame shown exactly once, in order,
+        // whatever paused the game. Frames carry their index in every byte; the screen is driven by its Update, as Unity does.
+        Func<string, Action<ShotStreamScreen>, Action<ShotStreamScreen, int>, Action<ShotStreamScreen>, List<long>> pausePlay = (what, setup, pausedTick, resume) =>
+        {
+            var screen = new GameObject("pause " + what).AddComponent<ShotStreamScreen>();
+            setup(screen);
+            screen.OnSessionOpened(new SessionOpened { Width = 4, Height = 2, Fps = 16, FrameFormat = FrameFormat.Rgba8, MaxChunksInFlight = 2, FramesFirstChunk = 12, FramesPerChunk = 12 });
+            int capacity = screen.Jitter.Capacity;
+            Eq(36, capacity, what + ": capacity");
+            var frames = new byte[capacity * 32];
+            for (int i = 0; i < frames.Length; i++) frames[i] = (byte)(i / 32);
+            Eq(capacity, screen.PushFrames(frames, 0, capacity), what + ": the buffer is full");
+            var shown = new List<long>();
+            Action<Action> recording = step =>
+            {
+                long before = screen.PresentedFrameIndex;
+                step();
+                if (screen.PresentedFrameIndex != before)
+                {
+                    shown.Add(screen.PresentedFrameIndex);
+                    Eq((byte)screen.PresentedFrameIndex, screen.Texture.RawDataForTests[0], what + ": the texture holds the frame shown");
+                }
+            };
+            Action<int> update = n => { for (int i = 0; i < n; i++) recording(() => Message(screen, "Update")); };
+            Time.FrameSecondsForTests = 1f / 60f;
+            update(60);                                        // 1 s of play at 60 fps: 16 frames
+            Check(shown.Count >= 15 && shown.Count <= 17, what + ": playing before the pause, " + shown.Count);
+            int beforePause = shown.Count;
+            for (int tick = 0; tick < 300; tick++) { int t = tick; recording(() => pausedTick(screen, t)); }  // 5 s
+            Eq(beforePause, shown.Count, what + ": nothing new on screen while paused");
+            recording(() => resume(screen));
+            Time.FrameSecondsForTests = 1f / 60f;
+            update(60 * 4);                                    // 4 s: more than the 20 frames left
+            Time.timeScale = 1f;
+            return shown;
+        };
+        Action<string, List<long>> allOnceInOrder = (what, shown) =>
+        {
+            Eq(36, shown.Count, what + ": every frame shown: " + string.Join(",", shown));
+            for (int k = 0; k < shown.Count; k++) Eq((long)k, shown[k], what + ": frame " + k + " once, in order");
+        };
+        Run("screen paused 5 s with a full buffer drops nothing (Pause/Resume)", () =>
+        {
+            ShotStreamScreen s = null;
+            var shown = pausePlay("Pause()", x => { s = x; }, (x, tick) => { if (tick == 0) x.Pause(); Check(x.Paused, "paused"); Message(x, "Update"); }, x => x.Resume());
+            allOnceInOrder("Pause()", shown);
+            Eq(0, s.Jitter.Stalls, "no stall"); Eq(0L, s.Jitter.SkippedFrames, "no skips");
+        });
+        Run("screen following Time.timeScale: time scale 0 for 5 s drops nothing", () =>
+        {
+            ShotStreamScreen s = null;
+            var shown = pausePlay("timeScale 0", x => { s = x; x.FollowTimeScale = true; }, (x, tick) => { Time.timeScale = 0f; Message(x, "Update"); },
+                                  x => Time.timeScale = 1f);
+            allOnceInOrder("timeScale 0", shown);
+            Eq(0L, s.Jitter.SkippedFrames, "no skips");
+        });
+        Run("screen after 5 s without Updates (editor pause, app in the background) drops nothing", () =>
+        {
+            ShotStreamScreen s = null;
+            // no Update for 5 s; then one frame that lasted 5 s, capped at the clock step
+            var shown = pausePlay("no updates", x => { s = x; }, (x, tick) => { }, x => { Time.FrameSecondsForTests = 5f; Message(x, "Update"); });
+            allOnceInOrder("no updates", shown);
+            Eq(0L, s.Jitter.SkippedFrames, "no skips");
+            Check(s.PlaybackTime < 1.0 + 4.0 + 0.25 + 1e-3, "the 5 s frame counted as the 0.25 s clock step: " + s.PlaybackTime);
+        });
+        Run("screen Skip policy after a 5 s frame: bounded by the clock step, counted", () =>
+        {
+            ShotStreamScreen s = null;
+            var shown = pausePlay("skip", x => { s = x; x.CatchUp = JitterCatchUp.Skip; }, (x, tick) => { }, x => { Time.FrameSecondsForTests = 5f; Message(x, "Update"); });
+            Eq(36L - s.Jitter.SkippedFrames, (long)shown.Count, "shown + skipped = all");
+            Check(s.Jitter.SkippedFrames >= 1 && s.Jitter.SkippedFrames <= 3, "0.25 s = 4 slots: at most 3 skipped, " + s.Jitter.SkippedFrames);
+            for (int k = 1; k < shown.Count; k++) Check(shown[k] > shown[k - 1], "in order");
+            Eq(1, s.Jitter.Stalls, "one stall");
+            Throws<ArgumentOutOfRangeException>(() => s.MaxClockStep = 0, "clock step must be positive");
+        });
+
         Run("screen reuses its jitter buffer for a new session of the same size", () =>
         {
             var screen = new GameObject().AddComponent<ShotStreamScreen>();

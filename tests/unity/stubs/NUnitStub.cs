@@ -30,6 +30,12 @@ namespace NUnit.Framework
             if (!Equal(expected, actual)) Fail(Format(message, args) + "Expected: " + Show(expected) + "\n  But was:  " + Show(actual));
         }
 
+        public static void AreEqual(double expected, double actual, double delta, string message, params object[] args)
+        {
+            if (!(Math.Abs(expected - actual) <= delta))
+                Fail(Format(message, args) + "Expected: " + Show(expected) + " +/- " + Show(delta) + "\n  But was:  " + Show(actual));
+        }
+
         public static void AreSame(object expected, object actual) { AreSame(expected, actual, null); }
         public static void AreSame(object expected, object actual, string message, params object[] args)
         {

@@ -216,6 +216,12 @@ namespace UnityEngine
         /// <summary>Test hook (not Unity API): the clock; defaults to a Stopwatch.</summary>
         public static Func<double> Clock = () => System.Diagnostics.Stopwatch.GetTimestamp() / (double)System.Diagnostics.Stopwatch.Frequency;
         public static double realtimeSinceStartupAsDouble { get { return Clock(); } }
+        /// <summary>Test hook (not Unity API): the real duration of the current frame, what unscaledDeltaTime reads.</summary>
+        public static float FrameSecondsForTests = 1f / 60f;
+        public static float timeScale { get; set; } = 1f;
+        public static float unscaledDeltaTime { get { return FrameSecondsForTests; } }
+        /// <summary>Unity: the frame's duration capped at Time.maximumDeltaTime (1/3 s by default), times timeScale.</summary>
+        public static float deltaTime { get { return Math.Min(FrameSecondsForTests, 1f / 3f) * timeScale; } }
     }
 
     [AttributeUsage(AttributeTargets.Field)]

@@ -14,6 +14,19 @@ namespace ShotStream.Core
         Rebuffering = 2,
     }
 
+    /// <summary>What a poll later than one frame period does (a stall: a long frame, a breakpoint, a load).
+    /// A paused game clock is not a stall: the clock does not move, so nothing is due.</summary>
+    public enum JitterCatchUp
+    {
+        /// <summary>Nothing is dropped (the default): the next frame in line is shown and the schedule restarts from it,
+        /// so the picture falls behind the clock by the stall (counted in <see cref="JitterBuffer.Stalls"/> and
+        /// <see cref="JitterBuffer.DelayedSeconds"/>). A game polling below the video's rate plays it at its own rate.</summary>
+        Delay = 0,
+        /// <summary>Stay on the clock: the frames whose slots passed during the stall are skipped (counted in
+        /// <see cref="JitterBuffer.SkippedFrames"/>) and the frame due now is shown.</summary>
+        Skip = 1,
+    }
+
     /// <summary>The frame to show now. <see cref="Buffer"/> is owned by the jitter buffer and stays
     /// valid (unchanged) until the next TryGetFrame call; copy it out (e.g. upload it to a texture) before then.</summary>
     public struct JitterFrame
@@ -33,9 +46,12 @@ namespace ShotStream.Core
     /// Time is injected (seconds, any epoch, monotonic) so it is deterministic to test.
     /// <para>Schedule: playback (re)starts at time t0 with the oldest queued frame; queued frame k
     /// after that is due at t0 + k/fps exactly (computed from t0, never accumulated, so no drift).
-    /// A caller that polls late gets the frame due now; the frames it missed are skipped (counted)
-    /// so the picture stays on the clock. When a frame is due and none is queued: underrun, the
-    /// last frame is held, and playback restarts (new t0) once the re-buffer threshold is met.</para>
+    /// The clock is the caller's: feed it the game's time and a paused game pauses playback with
+    /// nothing dropped. A caller that polls more than one frame period late (a stall) gets what
+    /// <see cref="CatchUp"/> says: by default the next frame in line, the schedule restarting from it
+    /// (<see cref="JitterCatchUp.Delay"/>: nothing dropped); or the frame due now, the missed ones
+    /// skipped and counted (<see cref="JitterCatchUp.Skip"/>). When a frame is due and none is queued:
+    /// underrun, the last frame is held, and playback restarts (new t0) once the re-buffer threshold is met.</para>
     /// <para>Bounded and lossless: a Push that does not fit is refused (Push returns how many frames it
     /// took), so the caller can hold back the chunk's ack and the server's credit window applies
     /// back-pressure; every generated frame is content, none is dropped to make room.</para>
@@ -68,8 +84,14 @@ namespace ShotStream.Core
         /// <summary>Underrun episodes: a frame was due and none was queued (a late chunk, or the story ran out of shots).</summary>
         public int Underruns { get; private set; }
         public long PresentedFrames { get; private set; }
-        /// <summary>Frames skipped because the caller polled after their slot had passed.</summary>
+        /// <summary>Frames skipped because the caller polled after their slot had passed (<see cref="JitterCatchUp.Skip"/> only).</summary>
         public long SkippedFrames { get; private set; }
+        /// <summary>What a poll more than one frame period late does; Delay (nothing dropped) by default. Applies from the next poll.</summary>
+        public JitterCatchUp CatchUp { get; set; }
+        /// <summary>Polls that came more than one frame period late while playing, whatever the policy.</summary>
+        public int Stalls { get; private set; }
+        /// <summary>How far the picture fell behind the clock through stalls under <see cref="JitterCatchUp.Delay"/> (seconds).</summary>
+        public double DelayedSeconds { get; private set; }
         /// <summary>Frames not accepted because the queue was full.</summary>
         public long RefusedFrames { get; private set; }
 
@@ -142,7 +164,8 @@ namespace ShotStream.Core
             _currentIndex = _lastReturnedIndex = -1;
             _head = 0;
             _pushedTotal = 0;
-            Underruns = 0;
+            Underruns = Stalls = 0;
+            DelayedSeconds = 0;
             PresentedFrames = SkippedFrames = RefusedFrames = 0;
             State = JitterState.Starting;
         }
@@ -165,6 +188,18 @@ namespace ShotStream.Core
                 // Schedule position due now: floor((now - t0) * fps), with a tolerance so that a
                 // clock reading of exactly t0 + k/fps presents frame k despite rounding.
                 long due = (long)Math.Floor((nowSeconds - _t0) * FramesPerSecond + 1e-9);
+                if (due > _scheduled && _count > 0)
+                {
+                    // The slot of the next frame in line and at least the one after it have passed: a stall.
+                    Stalls++;
+                    if (CatchUp == JitterCatchUp.Delay)
+                    {
+                        // Restart the schedule so that the next frame in line is due now: nothing is skipped.
+                        DelayedSeconds += nowSeconds - (_t0 + _scheduled / FramesPerSecond);
+                        _t0 = nowSeconds - _scheduled / FramesPerSecond;
+                        due = _scheduled;
+                    }
+                }
                 while (_scheduled <= due)
                 {
                     if (_count == 0)

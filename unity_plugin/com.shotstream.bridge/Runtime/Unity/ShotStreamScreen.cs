@@ -16,6 +16,15 @@ namespace ShotStream.Unity
     /// reversed, into one reusable buffer (allocated when the size changes, never per frame) and
     /// that buffer is uploaded with LoadRawTextureData(byte[]) + Apply(false). Uploads allocate
     /// nothing per frame.</para>
+    /// <para>Clock: playback follows the game's clock, not the wall clock. Each Update advances the screen's
+    /// <see cref="PlaybackTime"/> by Time.unscaledDeltaTime (or Time.deltaTime with <see cref="FollowTimeScale"/>:
+    /// time scale 0 pauses the video, 0.5 plays it at half speed), at most <see cref="MaxClockStep"/> per Update,
+    /// and not at all while <see cref="Paused"/>. So an editor pause, an app in the background (no Updates) or a
+    /// paused game (<see cref="Pause"/>, or time scale 0) holds the picture and drops nothing; the chunks stay
+    /// unacked meanwhile, so the server stops at its credit window. A stall (a frame longer than one video frame)
+    /// is handled by <see cref="CatchUp"/>: Delay (default) shows the next frame in line and plays on from there
+    /// (nothing dropped, the video ends later), Skip jumps to the frame due now (the missed ones are counted in
+    /// the jitter buffer's SkippedFrames).</para>
     /// <para>Unity sends no OnDestroy to this component in edit mode: code that uses it there (the
     /// editor preview) calls <see cref="Release"/>.</para>
     /// </summary>
@@ -45,6 +54,14 @@ namespace ShotStream.Unity
         [SerializeField] int capacityFrames = 0;
         [SerializeField] FilterMode filterMode = FilterMode.Bilinear;
 
+        [Header("Clock")]
+        [Tooltip("Play on Time.deltaTime (time scale 0 pauses the video, 0.5 slows it down) instead of Time.unscaledDeltaTime")]
+        [SerializeField] bool followTimeScale = false;
+        [Tooltip("Most seconds one Update advances the video clock: a longer frame (a hitch, the app back from the background, the editor unpaused) counts as this long")]
+        [SerializeField] float maxClockStep = 0.25f;
+        [Tooltip("After a stall: Delay shows the next frame in line (nothing dropped, the video ends later); Skip jumps to the frame due now")]
+        [SerializeField] JitterCatchUp catchUp = JitterCatchUp.Delay;
+
         Texture2D texture;
         JitterBuffer jitter;
         MaterialPropertyBlock block;
@@ -52,6 +69,8 @@ namespace ShotStream.Unity
         int width, height;
         long pushedFrames;
         long presentedFrameIndex = -1;
+        double playbackTime;
+        bool paused;
 
         public const int BytesPerPixel = 4;  // RGBA32
         public Texture2D Texture { get { return texture; } }
@@ -80,6 +99,33 @@ namespace ShotStream.Unity
         public RenderTexture RenderTarget { get { return renderTexture; } set { renderTexture = value; } }
         /// <summary>Frames queued before playback (re)starts; applies at the next Configure/OnSessionOpened.</summary>
         public int StartFrames { get { return startFrames; } set { startFrames = Math.Max(1, value); } }
+        /// <summary>Play on Time.deltaTime (follows Time.timeScale) instead of Time.unscaledDeltaTime.</summary>
+        public bool FollowTimeScale { get { return followTimeScale; } set { followTimeScale = value; } }
+        /// <summary>Most seconds one <see cref="Advance"/> moves the video clock (positive).</summary>
+        public float MaxClockStep
+        {
+            get { return maxClockStep > 0 ? maxClockStep : 0.25f; }
+            set
+            {
+                if (!(value > 0)) throw new ArgumentOutOfRangeException(nameof(value), "the clock step must be positive");
+                maxClockStep = value;
+            }
+        }
+        /// <summary>What a stall does: Delay (nothing dropped, the default) or Skip (stay on the clock).</summary>
+        public JitterCatchUp CatchUp
+        {
+            get { return catchUp; }
+            set { catchUp = value; if (jitter != null) jitter.CatchUp = value; }
+        }
+        /// <summary>The video clock (seconds): what <see cref="Advance"/> accumulated. Frames are due on it.</summary>
+        public double PlaybackTime { get { return playbackTime; } }
+        /// <summary>True between <see cref="Pause"/> and <see cref="Resume"/>: the video clock stands still.</summary>
+        public bool Paused { get { return paused; } }
+        /// <summary>Holds the picture: the video clock stops, nothing is dropped, the queued frames wait (and their chunks
+        /// stay unacked, so the server stops at its credit window).</summary>
+        public void Pause() { paused = true; }
+        /// <summary>Plays on from the frame on screen.</summary>
+        public void Resume() { paused = false; }
         /// <summary>Jitter buffer capacity (0 = automatic from the session); applies at the next OnSessionOpened.</summary>
         public int CapacityFrames { get { return capacityFrames; } set { capacityFrames = Math.Max(0, value); } }
 
@@ -126,6 +172,7 @@ namespace ShotStream.Unity
             }
             if (jitter != null && jitter.FrameBytes == FrameBytes && jitter.Capacity == capacity) jitter.Reset(fps, start);
             else jitter = new JitterBuffer(FrameBytes, capacity, fps, start);
+            jitter.CatchUp = catchUp;
             pushedFrames = 0;
             presentedFrameIndex = -1;
             Bind();
@@ -208,7 +255,16 @@ namespace ShotStream.Unity
             else DestroyImmediate(o);
         }
 
-        void Update() { Present(Time.realtimeSinceStartupAsDouble); }
+        /// <summary>Moves the video clock by <paramref name="deltaSeconds"/> (at most <see cref="MaxClockStep"/>; nothing
+        /// while paused or for a negative step) and shows the frame due then; true when a new frame was uploaded. Update
+        /// calls it with the frame's delta time; call it yourself to drive the screen from another clock.</summary>
+        public bool Advance(double deltaSeconds)
+        {
+            if (!paused && deltaSeconds > 0) playbackTime += Math.Min(deltaSeconds, MaxClockStep);
+            return Present(playbackTime);
+        }
+
+        void Update() { Advance(followTimeScale ? Time.deltaTime : Time.unscaledDeltaTime); }
 
         void OnDestroy() { Release(); }
     }

@@ -73,13 +73,54 @@ namespace ShotStream.Tests
         }
 
         [Test]
-        public void LatePollSkipsToTheFrameDueNow()
+        public void SkipPolicyJumpsToTheFrameDueNow()
         {
             var jb = new JitterBuffer(FrameBytes, 32, Fps, 1);
+            jb.CatchUp = JitterCatchUp.Skip;
             jb.Push(Frames(0, 8), 0, 8, 0.0);
             Assert.AreEqual(0L, Shown(jb, 0.0));
             Assert.AreEqual(5L, Shown(jb, 5 / Fps), "a stalled caller sees the frame of the clock, not the next in line");
             Assert.AreEqual(4L, jb.SkippedFrames);
+            Assert.AreEqual(1, jb.Stalls);
+        }
+
+        [Test]
+        public void DelayPolicyIsTheDefaultAndDropsNothingAfterAStall()
+        {
+            var jb = new JitterBuffer(FrameBytes, 32, Fps, 1);
+            Assert.AreEqual(JitterCatchUp.Delay, jb.CatchUp);
+            jb.Push(Frames(0, 8), 0, 8, 0.0);
+            Assert.AreEqual(0L, Shown(jb, 0.0));
+            Assert.AreEqual(1L, Shown(jb, 1 / Fps));
+            Assert.AreEqual(2L, Shown(jb, 3.0), "a 3 s stall: the next frame in line, not the one of the clock");
+            Assert.AreEqual(1, jb.Stalls);
+            Assert.AreEqual(3.0 - 2 / Fps, jb.DelayedSeconds, 1e-9, "frame 2 was due at 2/16 s");
+            for (int k = 3; k < 8; k++) Assert.AreEqual((long)k, Shown(jb, 3.0 + (k - 2) / Fps), "the schedule restarts at the stall's end");
+            Assert.AreEqual(0L, jb.SkippedFrames);
+            Assert.AreEqual(8L, jb.PresentedFrames);
+        }
+
+        [Test]
+        public void FrozenClockPausesWithAFullBuffer()
+        {
+            // The game's clock stops (paused) with the buffer full: polls at the same time show the same frame; once the
+            // clock moves again every frame follows, once, in order, at 1/16 s each.
+            const int capacity = 36;
+            var jb = new JitterBuffer(FrameBytes, capacity, Fps, 4);
+            Assert.AreEqual(capacity, jb.Push(Frames(0, capacity), 0, capacity, 0.0));
+            var shown = new System.Collections.Generic.List<long>();
+            double clock = 10.0;
+            JitterFrame f;
+            for (int tick = 0; tick < 600; tick++)  // 10 s of 60 Hz polls; the clock is frozen for ticks 60..359 (5 s)
+            {
+                if (tick < 60 || tick >= 360) clock += 1 / 60.0;
+                Assert.IsTrue(jb.TryGetFrame(clock, out f));
+                if (f.IsNew) shown.Add(f.FrameIndex);
+            }
+            Assert.AreEqual(capacity, shown.Count);
+            for (int k = 0; k < capacity; k++) Assert.AreEqual((long)k, shown[k], "frame {0} shown once, in order", k);
+            Assert.AreEqual(0L, jb.SkippedFrames);
+            Assert.AreEqual(0, jb.Stalls, "a frozen clock is no stall");
         }
 
         [Test]
