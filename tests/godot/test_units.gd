@@ -23,9 +23,13 @@ func run_tests() -> void:
 	_jitter_capacity_drop_oldest()
 	_jitter_timing_exact()
 	_jitter_late_poll_skips()
+	_jitter_late_poll_delays()
 	_jitter_end_of_stream()
 	_player()
 	_player_targets()
+	_player_pause_keeps_every_frame()
+	_player_stall_policies()
+	_player_time_scale()
 	_shot_map()
 	_director()
 	_director_lifetime()
@@ -189,12 +193,38 @@ func _jitter_timing_exact() -> void:
 
 
 func _jitter_late_poll_skips() -> void:
-	var jb := ShotStreamJitterBuffer.new(16, FPS, 1)
+	var jb := ShotStreamJitterBuffer.new(16, FPS, 1, 0.0, JB.OverflowPolicy.REFUSE, JB.CatchUp.SKIP)
 	jb.push(0, 10, 0.0)
 	check(jb.advance(2.0) and _is_frame(jb, 0), "start")
-	check(jb.advance(2.0 + 3.5 / FPS) and _is_frame(jb, 3), "a late poll shows the frame due now")
+	check(
+		jb.advance(2.0 + 3.5 / FPS) and _is_frame(jb, 3),
+		"SKIP: a late poll shows the frame due now"
+	)
 	eq(2, jb.skipped_frames, "frames 1, 2 skipped")
+	eq(1, jb.stalls, "one stall")
+	eq(2.5 / FPS, jb.last_stall_seconds, "frame 1 was 2.5 slots late")
 	check(jb.advance(2.0 + 4 / FPS) and _is_frame(jb, 4), "back on the clock")
+
+
+## The default: a late poll (the game's clock jumped) shows the next frame and plays on from it.
+func _jitter_late_poll_delays() -> void:
+	var jb := ShotStreamJitterBuffer.new(16, FPS, 1)
+	eq(JB.CatchUp.DELAY, jb.catch_up, "DELAY by default")
+	jb.push(0, 10, 0.0)
+	check(jb.advance(2.0) and _is_frame(jb, 0), "start")
+	check(jb.advance(2.0 + 0.99 / FPS) and _is_frame(jb, 0), "a poll within the slot: no stall")
+	check(jb.advance(2.0 + 1.99 / FPS) and _is_frame(jb, 1), "less than a slot late: on time")
+	eq(0, jb.stalls, "no stall yet")
+	var t := 2.0 + 30.0  # 30 s late
+	check(jb.advance(t) and _is_frame(jb, 2), "DELAY: the next frame, not the one due now")
+	eq(1, jb.stalls, "one stall")
+	eq(30.0 - 0.0 / FPS, jb.last_stall_seconds + 2.0 / FPS, "how late it was")
+	check(jb.advance(t + 0.99 / FPS) and _is_frame(jb, 2), "the schedule restarts from it")
+	check(jb.advance(t + 1 / FPS) and _is_frame(jb, 3), "next one a slot later")
+	eq(0, jb.skipped_frames, "nothing skipped")
+	jb.catch_up = JB.CatchUp.SKIP
+	check(jb.advance(t + 3 / FPS) and _is_frame(jb, 5), "switched to SKIP at run time")
+	eq(1, jb.skipped_frames, "frame 4 skipped")
 
 
 func _jitter_end_of_stream() -> void:
@@ -327,6 +357,110 @@ func _player_targets() -> void:
 	eq([0], fired, "frame_presented signal")
 	for n: Node in [player, rect, sprite, mesh]:
 		n.queue_free()
+
+
+## Runs [param seconds] of a 60 Hz game loop on [param player]: _process is called only when
+## the node would be processed (so the SceneTree pause applies), with the engine's time scale.
+func _game_loop(player: ShotStreamPlayer, seconds: float) -> void:
+	for _frame in roundi(seconds * 60.0):
+		if player.can_process():
+			player._process(Engine.time_scale / 60.0)
+
+
+func _frames_player(capacity: int, frames: int) -> ShotStreamPlayer:
+	var player := ShotStreamPlayer.new()
+	player.capacity_frames = capacity
+	add_child(player)
+	player.configure(4, 2, FPS, capacity, 4)
+	for c in frames / 12:
+		eq(12, player.push_chunk(_chunk(c + 1, 12, 4, 2, P.FrameFormat.RGBA8, c)), "chunk queued")
+	return player
+
+
+## Issue 11: a 5 s pause with a full buffer (36 frames) loses nothing: every frame is shown
+## exactly once, in order, and the video stays still while the game is paused.
+func _player_pause_keeps_every_frame() -> void:
+	var player := _frames_player(36, 36)
+	eq(36, player.jitter.queued_frames, "the buffer is full")
+	var shown: Array[int] = []
+	player.frame_presented.connect(func(i: int) -> void: shown.append(i))
+	_game_loop(player, 0.3)
+	var before_pause := shown.size()
+	check(before_pause >= 4 and before_pause <= 6, "playing before the pause: %d" % before_pause)
+	get_tree().paused = true
+	check(not player.can_process(), "the player pauses with the tree")
+	var clock := player.clock_seconds
+	_game_loop(player, 5.0)
+	eq(clock, player.clock_seconds, "its clock stood still")
+	eq(before_pause, shown.size(), "no frame while paused")
+	get_tree().paused = false
+	_game_loop(player, 3.0)
+	var want: Array[int] = []
+	for i in 36:
+		want.append(i)
+	eq(want, shown, "every frame exactly once, in order")
+	eq(0, player.jitter.skipped_frames, "nothing skipped")
+	eq(0, player.jitter.stalls, "a pause is no stall")
+	# the same pause with the player set to ignore it: it plays on
+	var always := _frames_player(36, 12)
+	always.process_mode = Node.PROCESS_MODE_ALWAYS
+	get_tree().paused = true
+	_game_loop(always, 1.0)
+	get_tree().paused = false
+	eq(11, always.presented_frame_index, "PROCESS_MODE_ALWAYS: played through the pause")
+	player.free()
+	always.free()
+
+
+## A stall (one 5 s game frame: a background tab) with a full buffer: DELAY shows every frame and
+## reports the stall; SKIP stays on the clock and reports what it skipped.
+func _player_stall_policies() -> void:
+	for policy: int in [JB.CatchUp.DELAY, JB.CatchUp.SKIP]:
+		var player := _frames_player(36, 36)
+		player.catch_up = policy
+		eq(policy, player.jitter.catch_up, "the policy reaches the buffer")
+		var shown: Array[int] = []
+		var stalls: Array[String] = []
+		player.frame_presented.connect(func(i: int) -> void: shown.append(i))
+		player.stalled.connect(
+			func(late: float, skipped: int) -> void: stalls.append("%.1f %d" % [late, skipped])
+		)
+		_game_loop(player, 0.5)
+		var before := shown.size()
+		player._process(5.0)
+		_game_loop(player, 3.0)
+		eq(1, stalls.size(), "one stall reported: %s" % [stalls])
+		if policy == JB.CatchUp.DELAY:
+			eq(36, shown.size(), "DELAY: every frame shown")
+			eq(0, player.jitter.skipped_frames, "DELAY: nothing skipped")
+			check(stalls.size() == 1 and stalls[0].ends_with(" 0"), "DELAY: 0 skipped")
+		else:
+			var skipped := player.jitter.skipped_frames
+			check(skipped > 25, "SKIP: the frames due during the stall skipped: %d" % skipped)
+			eq(36 - skipped, shown.size(), "SKIP: the others shown")
+			eq(35, shown[-1] if not shown.is_empty() else -1, "SKIP: up to the last")
+			check(stalls.size() == 1 and stalls[0].ends_with(" %d" % skipped), "SKIP: reported")
+		check(shown.size() > before, "played on")
+		player.free()
+
+
+## Engine.time_scale slows the video down (0 stops it) unless follow_time_scale is off.
+func _player_time_scale() -> void:
+	var player := _frames_player(36, 24)
+	Engine.time_scale = 0.5
+	_game_loop(player, 1.0)
+	var slow := player.presented_frame_index
+	check(slow >= 6 and slow <= 8, "half speed: about 8 frames in 1 s, got %d" % (slow + 1))
+	Engine.time_scale = 0.0
+	_game_loop(player, 1.0)
+	eq(slow, player.presented_frame_index, "time scale 0: stopped")
+	Engine.time_scale = 0.5
+	player.follow_time_scale = false
+	_game_loop(player, 0.5)
+	var real := player.presented_frame_index - slow
+	check(real >= 7 and real <= 9, "follow_time_scale off: 8 frames in 0.5 s, got %d" % real)
+	Engine.time_scale = 1.0
+	player.free()
 
 
 # -- shot map and director --------------------------------------------------------------------

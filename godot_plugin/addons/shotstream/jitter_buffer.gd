@@ -7,9 +7,15 @@ extends RefCounted
 ## Time is injected (seconds on any monotonic clock), so the buffer is deterministic to test.
 ## [br][br] [b]Schedule[/b]: playback (re)starts at time t0 with the oldest queued frame; queued
 ## frame k after it is due at t0 + k / fps exactly (computed from t0, never accumulated: no drift).
-## A caller that polls late gets the frame due now; the frames it missed are skipped (counted) so
-## the picture stays on the clock. When a frame is due and none is queued: underrun, the last frame
-## is held and playback restarts (new t0) once the start threshold is met again.[br][br] [b]Frames
+## When a frame is due and none is queued: underrun, the last frame is held and playback restarts
+## (new t0) once the start threshold is met again.[br][br] [b]Stalls[/b]: the clock is the game's
+## (the player feeds it its game time, which stops while the game is paused). A poll that comes a
+## whole frame slot or more late means the clock jumped (a long hitch, a background tab, a
+## debugger break); [member catch_up] decides: [constant CatchUp.DELAY] (default) shows the next
+## frame now and restarts the schedule from it, so nothing is dropped and playback runs later by
+## the stall; [constant CatchUp.SKIP] skips the frames whose slots passed (counted in
+## [member skipped_frames]) to stay on the clock. Each stall is counted in [member stalls].[br][br]
+## [b]Frames
 ## are references[/b], not copies: [method push] queues "frame [code]first + i[/code] of
 ## [code]source[/code]" for any source (the player passes one Image per chunk holding its frames
 ## stacked vertically), so queuing and presenting allocate nothing. [method advance] says which
@@ -28,6 +34,12 @@ enum State {
 enum OverflowPolicy {
 	REFUSE,  ## accept only what fits (lossless: do not ack what was refused, back-pressure applies)
 	DROP_OLDEST,  ## drop the oldest queued frames to make room (bounded latency; loses frames)
+}
+
+## What [method advance] does when it is polled a whole frame slot or more late (a stall).
+enum CatchUp {
+	DELAY,  ## show every frame: the next one goes up now and the schedule restarts from it
+	SKIP,  ## stay on the clock: skip the frames whose slots passed (counted, never silent)
 }
 
 ## Frames the queue holds at most.
@@ -50,6 +62,8 @@ var start_seconds: float:
 var overflow_policy: OverflowPolicy:
 	get:
 		return _policy
+## What a late poll does (see [enum CatchUp]); may be changed at any time.
+var catch_up: CatchUp = CatchUp.DELAY
 ## Current [enum State].
 var state: State = State.STARTING:
 	get:
@@ -63,8 +77,12 @@ var queued_frames: int:
 var underruns := 0
 ## Frames presented on their slot.
 var presented_frames := 0
-## Frames skipped because the caller polled after their slot had passed.
+## Frames skipped by [constant CatchUp.SKIP] because a poll came after their slot had passed.
 var skipped_frames := 0
+## Late polls (a whole frame slot or more late while frames were queued), under either policy.
+var stalls := 0
+## How late the last stall's poll was, in seconds (0 before any).
+var last_stall_seconds := 0.0
 ## Frames dropped by [constant OverflowPolicy.DROP_OLDEST].
 var dropped_frames := 0
 ## Frames not accepted by [constant OverflowPolicy.REFUSE].
@@ -108,7 +126,8 @@ func _init(
 	frames_per_second: float = 16.0,
 	start_frame_count: int = 1,
 	start_wait_seconds: float = 0.0,
-	policy: OverflowPolicy = OverflowPolicy.REFUSE
+	policy: OverflowPolicy = OverflowPolicy.REFUSE,
+	catch_up_policy: CatchUp = CatchUp.DELAY
 ) -> void:
 	if capacity_frames < 1:
 		push_error("ShotStreamJitterBuffer: capacity must be >= 1, got %d" % capacity_frames)
@@ -129,6 +148,7 @@ func _init(
 	_start_frames = start_frame_count
 	_start_seconds = start_wait_seconds
 	_policy = policy
+	catch_up = catch_up_policy
 	_sources.resize(_capacity)
 	_offsets.resize(_capacity)
 	_indices.resize(_capacity)
@@ -204,6 +224,12 @@ func advance(now: float) -> bool:
 	if _state == State.PLAYING:
 		# the schedule position due now, with a tolerance so that t0 + k/fps presents frame k
 		var due := floori((now - _t0) * _fps + 1e-9)
+		if due > _scheduled and _count > 0:  # a stall: the next frame's slot passed a slot ago
+			stalls += 1
+			last_stall_seconds = now - (_t0 + _scheduled / _fps)
+			if catch_up == CatchUp.DELAY:
+				_t0 = now - _scheduled / _fps  # the next frame's slot is now
+				due = _scheduled
 		while _scheduled <= due:
 			if _count == 0:
 				if _ended:

@@ -16,12 +16,24 @@ extends Node
 ## convert each update to RGBA (a copy per frame) on GPUs without a 3-byte texture format (most
 ## desktop GPUs).[br][br]
 ## Give it to a [ShotStreamClient] ([member ShotStreamClient.player]) and the client feeds it and
-## acks each chunk once its last frame is on screen.
+## acks each chunk once its last frame is on screen.[br][br]
+## [b]The game's clock[/b]: playback runs on [member clock_seconds], which [method Node._process]
+## advances by its delta. So pausing the SceneTree pauses the video (nothing is dropped: it goes on
+## where it stopped; set [member Node.process_mode] to [constant Node.PROCESS_MODE_ALWAYS] to keep
+## it playing), [member Engine.time_scale] slows it down or stops it (turn
+## [member follow_time_scale] off to play at real speed), and while it is paused the client's acks
+## wait, so generation waits too. A frame of the game longer than a frame of the video (a hitch, a
+## background tab, a debugger break) is a stall: [member catch_up] decides what happens, and
+## [signal stalled] reports it.
 
 ## A new texture object was created (first frame size, or the size changed).
 signal texture_created(texture: ImageTexture)
 ## Frame [param frame_index] (arrival order, 0 = first) went on screen.
 signal frame_presented(frame_index: int)
+## A frame went up [param late_seconds] after its slot (the game's clock jumped: a hitch, a
+## background tab); [param skipped] frames were skipped to catch up (always 0 with
+## [constant ShotStreamJitterBuffer.CatchUp.DELAY]).
+signal stalled(late_seconds: float, skipped: int)
 
 ## Node whose [member target_property] receives [member texture] (optional).
 @export var target: Node:
@@ -43,6 +55,16 @@ signal frame_presented(frame_index: int)
 @export_range(1, 4096) var capacity_frames := 64
 ## What to do with frames that do not fit: refuse them (default) or drop the oldest.
 @export var overflow_policy := ShotStreamJitterBuffer.OverflowPolicy.REFUSE
+## What a stall does: DELAY (default) shows every frame and plays on later by the stall; SKIP
+## drops the frames whose slots passed to stay on the game's clock (e.g. in sync with its audio).
+@export var catch_up := ShotStreamJitterBuffer.CatchUp.DELAY:
+	set(value):
+		catch_up = value
+		if _jitter != null:
+			_jitter.catch_up = value
+## Follow [member Engine.time_scale]: slow motion slows the video, 0 stops it. Off: the video
+## plays at real speed whatever the time scale (it still stops while this node is paused).
+@export var follow_time_scale := true
 ## Present frames from _process. Off: call [method present] yourself.
 @export var playing := true
 
@@ -68,6 +90,11 @@ var height: int:
 		return _height
 ## Frames accepted so far (the arrival index of the next frame).
 var pushed_frames := 0
+## The player's clock in seconds: game time, advanced by [method Node._process] (see the class
+## description); frames are scheduled on it.
+var clock_seconds: float:
+	get:
+		return _clock
 ## Arrival index of the frame on screen (-1 before the first).
 var presented_frame_index := -1
 ## How many times [method configure] ran (it restarts the frame indices; a client that waits for
@@ -81,11 +108,15 @@ var _width := 0
 var _height := 0
 var _image_format := Image.FORMAT_RGBA8
 var _frame_format := ShotStreamProtocol.FrameFormat.RGBA8
+var _clock := 0.0
+var _last_usec := 0
+var _last_frame := -2
 
 
-func _process(_delta: float) -> void:
+func _process(delta: float) -> void:
+	_clock += _game_step(delta)
 	if playing and _jitter != null:
-		present(now_seconds())
+		present(_clock)
 
 
 ## Sizes the texture and the jitter buffer for a session (the SessionOpened message).
@@ -136,7 +167,7 @@ func configure(
 	_frame_format = frame_format
 	capacity = maxi(capacity, 1)
 	_jitter = ShotStreamJitterBuffer.new(
-		capacity, rate, clampi(start, 1, capacity), 0.0, overflow_policy
+		capacity, rate, clampi(start, 1, capacity), 0.0, overflow_policy, catch_up
 	)
 	pushed_frames = 0
 	presented_frame_index = -1
@@ -144,7 +175,7 @@ func configure(
 
 
 ## Queues a chunk's frames (a FrameChunk with pixels, as [signal ShotStreamClient.chunk_received]
-## gives it). [param now] in seconds on [method now_seconds]'s clock (NAN = now). Returns the
+## gives it). [param now] in seconds on [member clock_seconds]' clock (NAN = now). Returns the
 ## frames accepted.
 func push_chunk(chunk: Dictionary, now: float = NAN) -> int:
 	var n: int = chunk["num_frames"]
@@ -168,7 +199,7 @@ func push_chunk(chunk: Dictionary, now: float = NAN) -> int:
 		configure(w, h, rate, capacity, mini(start_frames, n), fmt)
 	# the chunk's frames stacked vertically: frame i is rows [i * h, (i + 1) * h); no copy
 	var image := Image.create_from_data(w, h * n, false, _image_format, pixels)
-	var accepted := _jitter.push(image, n, now_seconds() if is_nan(now) else now)
+	var accepted := _jitter.push(image, n, _clock if is_nan(now) else now)
 	pushed_frames += accepted
 	return accepted
 
@@ -184,7 +215,7 @@ func push_image(image: Image, count: int, now: float = NAN, first: int = 0) -> i
 		return 0
 	if image.get_format() != _image_format:
 		image.convert(_image_format)
-	var accepted := _jitter.push(image, count, now_seconds() if is_nan(now) else now, first)
+	var accepted := _jitter.push(image, count, _clock if is_nan(now) else now, first)
 	pushed_frames += accepted
 	return accepted
 
@@ -195,12 +226,17 @@ func complete_adding() -> void:
 		_jitter.complete_adding()
 
 
-## Shows the frame due at [param now] (seconds, [method now_seconds]'s clock). True when a new
-## frame went into the texture.
+## Shows the frame due at [param now] (seconds on [member clock_seconds]' clock, or your own
+## clock when [member playing] is off). True when a new frame went into the texture.
 func present(now: float) -> bool:
 	if _jitter == null:
 		return false
-	if not _jitter.advance(now) or not _jitter.frame_is_new:
+	var stalls := _jitter.stalls
+	var skipped := _jitter.skipped_frames
+	var shown := _jitter.advance(now)
+	if _jitter.stalls != stalls:
+		stalled.emit(_jitter.last_stall_seconds, _jitter.skipped_frames - skipped)
+	if not shown or not _jitter.frame_is_new:
 		return false
 	var source: Image = _jitter.frame_source
 	_frame_image.blit_rect(
@@ -212,9 +248,20 @@ func present(now: float) -> bool:
 	return true
 
 
-## Seconds on the clock [method _process] presents with (monotonic).
-static func now_seconds() -> float:
-	return Time.get_ticks_usec() / 1000000.0
+## Game seconds of one [method Node._process] step: its [param delta] (scaled by
+## [member Engine.time_scale]), or real seconds with [member follow_time_scale] off.
+func _game_step(delta: float) -> float:
+	var usec := Time.get_ticks_usec()
+	var frame := Engine.get_process_frames()
+	var consecutive := frame == _last_frame + 1
+	var wall := (usec - _last_usec) / 1000000.0
+	_last_usec = usec
+	_last_frame = frame
+	if follow_time_scale:
+		return delta
+	if Engine.time_scale > 0.0:
+		return delta / Engine.time_scale
+	return wall if consecutive else 0.0  # time scale 0: delta carries no time
 
 
 func _bind() -> void:
