@@ -293,6 +293,155 @@ static class UnityLayerTests
             Throws<ArgumentOutOfRangeException>(() => s.MaxClockStep = 0, "clock step must be positive");
         });
 
+        // Defect 2 of issue 11: what the player sees, as events.
+        Run("screen raises shot presented, frame presented and shot ended on screen", () =>
+        {
+            var screen = new GameObject("events").AddComponent<ShotStreamScreen>();
+            screen.Configure(2, 1, 16.0, 16, 1);
+            var log = new List<string>();
+            screen.shotPresented.AddListener(s => log.Add("presented " + s.EventId + "/" + s.ShotIndex + " first " + s.FirstFrame + " t " + s.PlaybackTime.ToString("0.####")));
+            screen.shotEnded.AddListener(s => log.Add("ended " + s.EventId + " shown " + s.FramesShown + " t " + s.PlaybackTime.ToString("0.####")));
+            screen.framePresented.AddListener(f => log.Add("frame " + f.FrameIndex + " " + f.EventId + "#" + f.FrameInShot));
+            var px = new byte[8 * 8];
+            screen.PushFrames(px, 0, 3, 0, "e1", 0, false);
+            screen.PushFrames(px, 0, 2, 0, "e1", 0, true);   // e1's last chunk
+            screen.PushFrames(px, 0, 2, 0, "e2", 1, true);   // e2: one chunk
+            for (int k = 0; k <= 8; k++) screen.Advance(k == 0 ? 0 : 1 / 16.0);
+            Eq("presented e1/0 first 0 t 0|frame 0 e1#0|frame 1 e1#1|frame 2 e1#2|frame 3 e1#3|frame 4 e1#4|"
+               + "ended e1 shown 5 t 0.3125|presented e2/1 first 5 t 0.3125|frame 5 e2#0|frame 6 e2#1|ended e2 shown 2 t 0.4375",
+               string.Join("|", log), "events in order; a shot ends when its last frame's time is over");
+            log.Clear();
+            screen.PushFrames(px, 0, 2, 0, "e3", 2, false);  // a cut: e3 never gets its last chunk
+            screen.PushFrames(px, 0, 1, 0);                   // frames without a shot
+            for (int k = 0; k < 5; k++) screen.Advance(1 / 16.0);
+            Eq("presented e3/2 first 7 t 0.5625|frame 7 e3#0|frame 8 e3#1|ended e3 shown 2 t 0.6875|frame 9 #0", string.Join("|", log),
+               "a shot replaced by other frames has ended");
+        });
+        Run("screen paused on a shot's last frame: the shot ends only once time moves on", () =>
+        {
+            var screen = new GameObject("pause end").AddComponent<ShotStreamScreen>();
+            screen.Configure(2, 1, 16.0, 16, 1);
+            int ended = 0;
+            screen.shotEnded.AddListener(s => ended++);
+            screen.PushFrames(new byte[16], 0, 2, 0, "e", 0, true);
+            screen.Advance(0); screen.Advance(1 / 16.0);
+            screen.Pause();
+            for (int k = 0; k < 100; k++) screen.Advance(1 / 16.0);
+            Eq(0, ended, "paused on the last frame");
+            screen.Resume();
+            screen.Advance(1 / 16.0);
+            Eq(1, ended, "ended once playing on");
+        });
+        Run("client: shotFinished arrives before the shot ends on screen; PlayShot waits for the screen", () =>
+        {
+            var go = new GameObject("playshot");
+            var client = go.AddComponent<ShotStreamClient>();
+            var screen = go.AddComponent<ShotStreamScreen>();
+            client.Screen = screen;
+            client.SendHook = m => Task.FromResult(0);
+            var log = new List<string>();
+            client.shotFinished.AddListener(f => log.Add("finished " + f.EventId + " @" + screen.PresentedFrameIndex));
+            client.shotPresented.AddListener(f => log.Add("presented " + f.EventId));
+            client.shotEnded.AddListener(f => log.Add("ended " + f.EventId + " @" + screen.PresentedFrameIndex));
+            var shot = client.PlayShot("the gate opens", 1, false);
+            Check(shot.keepWaiting && shot.MoveNext(), "a coroutine keeps waiting");
+            client.Deliver(new ServerMessage(ServerKind.Opened, new SessionOpened { SessionId = "s", Width = 2, Height = 1, Fps = 16, FrameFormat = FrameFormat.Rgba8, MaxChunksInFlight = 2, FramesFirstChunk = 4, FramesPerChunk = 4 }));
+            client.Deliver(new ServerMessage(ServerKind.ShotStarted, new ShotStarted { EventId = shot.EventId }));
+            client.Deliver(new ServerMessage(ServerKind.Chunk, new FrameChunk { ChunkSeq = 1, EventId = shot.EventId, NumFrames = 4, Width = 2, Height = 1, FrameFormat = FrameFormat.Rgba8, LastInShot = true }), new byte[32]);
+            client.Deliver(new ServerMessage(ServerKind.ShotFinished, new ShotFinished { EventId = shot.EventId, Chunks = 1, Frames = 4 }));
+            client.Pump(0);
+            Check(shot.Started && !shot.IsDone, "the server finished it, the screen has not shown it");
+            double t = 0;
+            for (int k = 0; k < 6 && !shot.IsDone; k++) { screen.Advance(k == 0 ? 0 : 1 / 16.0); t = screen.PlaybackTime; client.Pump(0); }
+            Check(shot.IsDone && !shot.Failed && !shot.keepWaiting && !shot.MoveNext(), "done: a coroutine resumes");
+            Eq(4 / 16.0, t, "ended when frame 3's time was over");
+            Eq(4, shot.Result.FramesShown, "all frames shown");
+            Eq(4, shot.Task.Result.FramesShown, "await gets the same");
+            Eq("finished " + shot.EventId + " @-1|presented " + shot.EventId + "|ended " + shot.EventId + " @3", string.Join("|", log), "order");
+        });
+        Run("client PlayShot fails on a server error, a cut that drops it, the session's end; Close keeps queued ones", () =>
+        {
+            var client = new GameObject("fails").AddComponent<ShotStreamClient>();
+            client.SendHook = m => Task.FromResult(0);
+            client.Deliver(new ServerMessage(ServerKind.Opened, new SessionOpened { SessionId = "s", Width = 2, Height = 1, FrameFormat = FrameFormat.Rgba8 }));
+            client.Pump(0);
+            var a = client.PlayShot("a", 1); var b = client.PlayShot("b", 1); var c = client.PlayShot("c", 1);
+            string cut = client.Cue("d", 1, true);
+            var e = client.PlayShot("e", 1);
+            client.Deliver(new ServerMessage(ServerKind.ShotStarted, new ShotStarted { EventId = a.EventId }));
+            client.Deliver(new ServerMessage(ServerKind.Error, new ServerError { Code = 3, Message = "prompt too long", EventId = b.EventId }));
+            client.Deliver(new ServerMessage(ServerKind.ShotStarted, new ShotStarted { EventId = cut }));  // the cut: c never started
+            client.Pump(0);
+            Check(b.Failed && b.Error.Contains("prompt too long"), "b: " + b.Error);
+            Check(c.Failed && c.Error.Contains("cut"), "c: " + c.Error);
+            Check(!a.IsDone, "a started before the cut: it ends on screen (or when finished, with no screen)");
+            Check(!e.IsDone, "e was sent after the cut");
+            var ex = Throws<AggregateException>(() => { var r = c.Task.Result; }, "await throws");
+            Check(ex.InnerException is ShotNotPlayedException && ((ShotNotPlayedException)ex.InnerException).EventId == c.EventId, ex.InnerException.Message);
+            client.Deliver(new ServerMessage(ServerKind.ShotFinished, new ShotFinished { EventId = a.EventId }));
+            client.Pump(0);
+            Check(a.IsDone && !a.Failed && a.Result.FirstFrame == -1, "no screen: done when the server finished it");
+            typeof(ShotStreamClient).GetMethod("EndSession", BindingFlags.Instance | BindingFlags.NonPublic).Invoke(client, new object[] { "connection lost: x" });
+            Check(e.Failed && e.Error.Contains("connection lost"), "e: " + e.Error);
+            var other = new GameObject("queued").AddComponent<ShotStreamClient>();
+            var queued = other.PlayShot("later", 1);
+            other.Close();
+            Check(!queued.IsDone, "a cue waiting for a session stays queued, and so does its playback");
+        });
+        Run("await PlayShot on a main-thread context, like Unity's: a cutscene of two shots", () =>
+        {
+            var ctx = new MainThreadContext();
+            var previous = SynchronizationContext.Current;
+            SynchronizationContext.SetSynchronizationContext(ctx);
+            try
+            {
+                var go = new GameObject("await");
+                var client = go.AddComponent<ShotStreamClient>();
+                var screen = go.AddComponent<ShotStreamScreen>();
+                var director = go.AddComponent<ShotStreamDirector>();
+                client.Screen = screen; director.Client = client; director.PromptMap = Map();
+                var sent = new List<Cue>();
+                client.SendHook = m => { if (m.Kind == ClientKind.Cue) sent.Add(m.AsCue); return Task.FromResult(0); };
+                var names = new List<string>();
+                director.shotPresented.AddListener(n => names.Add("presented " + n));
+                director.shotEnded.AddListener(n => names.Add("ended " + n));
+                client.Deliver(new ServerMessage(ServerKind.Opened, new SessionOpened { SessionId = "s", Width = 2, Height = 1, Fps = 16, FrameFormat = FrameFormat.Rgba8, MaxChunksInFlight = 2, FramesFirstChunk = 2, FramesPerChunk = 2 }));
+                client.Pump(0);
+                var steps = new List<string>();
+                Func<Task> cutscene = async () =>
+                {
+                    steps.Add("start " + Thread.CurrentThread.ManagedThreadId);
+                    var first = await director.PlayShot("enter", P("character", "Ada"));
+                    steps.Add("after enter " + first.FramesShown + " " + Thread.CurrentThread.ManagedThreadId);
+                    await director.PlayShot("calm");
+                    steps.Add("after calm " + Thread.CurrentThread.ManagedThreadId);
+                };
+                var run = cutscene();
+                ulong seq = 0;
+                uint shotIndex = 0;
+                int served = 0;
+                for (int frame = 0; frame < 200 && !run.IsCompleted; frame++)
+                {
+                    while (served < sent.Count)  // the "server": a shot of one 2-frame chunk per cue, as soon as it is cued
+                    {
+                        var cue = sent[served++];
+                        client.Deliver(new ServerMessage(ServerKind.ShotStarted, new ShotStarted { EventId = cue.EventId, ShotIndex = shotIndex }));
+                        client.Deliver(new ServerMessage(ServerKind.Chunk, new FrameChunk { ChunkSeq = ++seq, EventId = cue.EventId, ShotIndex = shotIndex, NumFrames = 2, Width = 2, Height = 1, FrameFormat = FrameFormat.Rgba8, LastInShot = true }), new byte[16]);
+                        client.Deliver(new ServerMessage(ServerKind.ShotFinished, new ShotFinished { EventId = cue.EventId, ShotIndex = shotIndex++ }));
+                    }
+                    client.Pump(0);
+                    screen.Advance(1 / 60.0);
+                    ctx.RunPending();
+                }
+                Check(run.IsCompleted && !run.IsFaulted, "the cutscene ran to its end: " + string.Join("|", steps) + (run.Exception != null ? run.Exception.ToString() : ""));
+                int main = Thread.CurrentThread.ManagedThreadId;
+                Eq("start " + main + "|after enter 2 " + main + "|after calm " + main, string.Join("|", steps), "awaits resume on the main thread, after each shot ended on screen");
+                Eq("presented enter|ended enter|presented calm|ended calm", string.Join("|", names), "the director's on-screen events by game event name");
+                Eq(2, sent.Count, "the second shot was cued only once the first had ended");
+            }
+            finally { SynchronizationContext.SetSynchronizationContext(previous); }
+        });
+
         Run("screen reuses its jitter buffer for a new session of the same size", () =>
         {
             var screen = new GameObject().AddComponent<ShotStreamScreen>();
@@ -572,6 +721,19 @@ static class UnityLayerTests
 
         Console.WriteLine(passed + " passed, " + failed + " failed");
         return failed == 0 ? 0 : 1;
+    }
+
+    // What UnitySynchronizationContext does: continuations posted from anywhere run on the main thread, in the player loop.
+    sealed class MainThreadContext : SynchronizationContext
+    {
+        readonly System.Collections.Concurrent.ConcurrentQueue<KeyValuePair<SendOrPostCallback, object>> queue =
+            new System.Collections.Concurrent.ConcurrentQueue<KeyValuePair<SendOrPostCallback, object>>();
+        public override void Post(SendOrPostCallback d, object state) { queue.Enqueue(new KeyValuePair<SendOrPostCallback, object>(d, state)); }
+        public void RunPending()
+        {
+            KeyValuePair<SendOrPostCallback, object> item;
+            while (queue.TryDequeue(out item)) item.Key(item.Value);
+        }
     }
 
     // ---- against tests/unity/fake_gateway.py ----

@@ -197,6 +197,15 @@ namespace UnityEngine
         public void SetPropertyBlock(MaterialPropertyBlock properties) { properties.CopyTo(block); }
     }
 
+    /// <summary>Unity: a coroutine's <c>yield return</c> of it resumes once keepWaiting is false (Unity calls MoveNext each frame).</summary>
+    public abstract class CustomYieldInstruction : System.Collections.IEnumerator
+    {
+        public abstract bool keepWaiting { get; }
+        public object Current { get { return null; } }
+        public bool MoveNext() { return keepWaiting; }
+        public virtual void Reset() { }
+    }
+
     public class UnityException : Exception { public UnityException(string message) : base(message) { } }
 
     public enum LogType { Error = 0, Assert = 1, Warning = 2, Log = 3, Exception = 4 }

@@ -78,6 +78,11 @@ namespace ShotStream.Unity
         public SessionClosedEvent sessionClosed = new SessionClosedEvent();
         public ShotStartedEvent shotStarted = new ShotStartedEvent();
         public ShotFinishedEvent shotFinished = new ShotFinishedEvent();
+        /// <summary>On screen (from the client's Screen): a shot's first frame is shown. shotStarted is the server starting it, earlier.</summary>
+        public ShotOnScreenEvent shotPresented = new ShotOnScreenEvent();
+        /// <summary>On screen (from the client's Screen): a shot has ended, its last frame shown for its full time. shotFinished is
+        /// the server's message, up to the frames in flight (about 2 s) earlier.</summary>
+        public ShotOnScreenEvent shotEnded = new ShotOnScreenEvent();
         /// <summary>Every problem, as text (also logged as a warning).</summary>
         public ShotErrorEvent error = new ShotErrorEvent();
         /// <summary>A non-fatal error from the server (the session goes on), e.g. a rejected cue: its EventId names the cue.</summary>
@@ -113,6 +118,12 @@ namespace ShotStream.Unity
         CancellationTokenSource cts;      // the running loop's; the loop disposes it when it ends
         Task loop;
         int cueCounter;
+        // PlayShot's shots of this session, by event id, until they end on screen or fail; cut cues sent, by event id -> order.
+        readonly Dictionary<string, ShotPlayback> playbacks = new Dictionary<string, ShotPlayback>();
+        readonly Dictionary<string, long> cutOrders = new Dictionary<string, long>();
+        long cueOrder;
+        ShotStreamScreen hookedScreen;
+        UnityAction<ShotOnScreen> onScreenEnded, onScreenPresented;
 
         /// <summary>Test seam: when set, outgoing messages go here instead of the network.</summary>
         internal Func<ClientMessage, Task> SendHook;
@@ -382,6 +393,7 @@ namespace ShotStream.Unity
         /// <summary>Main thread: dispatch queued events, feed the screen, send due acks.</summary>
         internal void Pump(double nowSeconds)
         {
+            HookScreen();
             Pending p;
             while (inbox.TryDequeue(out p))
             {
@@ -413,6 +425,7 @@ namespace ShotStream.Unity
                 case ServerKind.Opened:
                     Session = m.Opened;
                     acks.Clear();
+                    cutOrders.Clear();
                     pixelPools.Clear();
                     // Queued cues go out before any user code runs: a throwing screen or listener must not strand them.
                     ClientMessage[] toSend;
@@ -425,12 +438,20 @@ namespace ShotStream.Unity
                     }
                     Raise(sessionOpened, Session);
                     break;
-                case ServerKind.ShotStarted: Raise(shotStarted, m.ShotStarted); break;
-                case ServerKind.ShotFinished: Raise(shotFinished, m.ShotFinished); break;
+                case ServerKind.ShotStarted:
+                    OnShotStarted(m.ShotStarted.EventId);
+                    Raise(shotStarted, m.ShotStarted);
+                    break;
+                case ServerKind.ShotFinished:
+                    Raise(shotFinished, m.ShotFinished);
+                    // nothing will show it: done when the server is
+                    if (!ScreenActive) FinishPlayback(m.ShotFinished.EventId, new ShotOnScreen { EventId = m.ShotFinished.EventId, ShotIndex = m.ShotFinished.ShotIndex, FirstFrame = -1 });
+                    break;
                 case ServerKind.TakeStarted: Raise(takeStarted, m.TakeStarted); break;
                 case ServerKind.TakeSaved: Raise(takeSaved, m.TakeSaved); break;
                 case ServerKind.Error:
                     Report("ShotStream server error " + m.Error.Code + ": " + m.Error.Message);
+                    FailPlayback(m.Error.EventId, "the server rejected the cue: " + m.Error.Message);
                     Raise(serverError, m.Error);
                     break;
                 case ServerKind.Chunk:
@@ -444,7 +465,7 @@ namespace ShotStream.Unity
                             while (acks.Count > 0) SendAck(acks.Dequeue());
                             screen.Configure((int)chunk.Width, (int)chunk.Height);
                         }
-                        int accepted = screen.PushFrames(p.Pixels, 0, (int)chunk.NumFrames, now);
+                        int accepted = screen.PushFrames(p.Pixels, 0, (int)chunk.NumFrames, now, chunk.EventId ?? "", chunk.ShotIndex, chunk.LastInShot);
                         if (accepted < chunk.NumFrames)
                             Debug.LogWarning("ShotStreamClient: screen buffer full, dropped " + (chunk.NumFrames - accepted) + " frames of chunk " + chunk.ChunkSeq);
                         if (accepted > 0) last = screen.PushedFrames - 1;
@@ -458,7 +479,68 @@ namespace ShotStream.Unity
         {
             Session = null;
             acks.Clear();  // their connection is gone
+            FailAllPlaybacks("the session ended (" + reason + ")");
             Raise(sessionClosed, reason);
+        }
+
+        bool ScreenActive { get { return screen != null && screen.isActiveAndEnabled; } }
+
+        // The client follows its screen's on-screen events (the screen may be swapped at any time).
+        void HookScreen()
+        {
+            if (hookedScreen == screen) return;
+            if (onScreenEnded == null)
+            {
+                onScreenEnded = s => { FinishPlayback(s.EventId, s); Raise(shotEnded, s); };
+                onScreenPresented = s =>
+                {
+                    ShotPlayback pb;
+                    if (s.EventId != null && playbacks.TryGetValue(s.EventId, out pb)) pb.Presented = true;
+                    Raise(shotPresented, s);
+                };
+            }
+            if (hookedScreen != null) { hookedScreen.shotEnded.RemoveListener(onScreenEnded); hookedScreen.shotPresented.RemoveListener(onScreenPresented); }
+            hookedScreen = screen;
+            if (screen != null) { screen.shotEnded.AddListener(onScreenEnded); screen.shotPresented.AddListener(onScreenPresented); }
+        }
+
+        void OnShotStarted(string eventId)
+        {
+            ShotPlayback pb;
+            if (!string.IsNullOrEmpty(eventId) && playbacks.TryGetValue(eventId, out pb)) pb.Started = true;
+            long cut;
+            if (string.IsNullOrEmpty(eventId) || !cutOrders.TryGetValue(eventId, out cut)) return;
+            cutOrders.Remove(eventId);
+            // The server handles cues in order: once a cut shot starts, every cue sent before it has started or was dropped.
+            List<ShotPlayback> dropped = null;
+            foreach (var other in playbacks.Values)
+                if (other.Order < cut && !other.Started) (dropped ?? (dropped = new List<ShotPlayback>())).Add(other);
+            if (dropped == null) return;
+            foreach (var d in dropped) { playbacks.Remove(d.EventId); d.Fail("a later cut dropped it before it started"); }
+        }
+
+        void FinishPlayback(string eventId, ShotOnScreen shot)
+        {
+            ShotPlayback pb;
+            if (string.IsNullOrEmpty(eventId) || !playbacks.TryGetValue(eventId, out pb)) return;
+            playbacks.Remove(eventId);
+            pb.Complete(shot);
+        }
+
+        void FailPlayback(string eventId, string why)
+        {
+            ShotPlayback pb;
+            if (string.IsNullOrEmpty(eventId) || !playbacks.TryGetValue(eventId, out pb)) return;
+            playbacks.Remove(eventId);
+            pb.Fail(why);
+        }
+
+        void FailAllPlaybacks(string why, HashSet<string> except = null)
+        {
+            if (playbacks.Count == 0) return;
+            var failing = new List<ShotPlayback>();
+            foreach (var pb in playbacks.Values) if (except == null || !except.Contains(pb.EventId)) failing.Add(pb);
+            foreach (var pb in failing) { playbacks.Remove(pb.EventId); pb.Fail(why); }
         }
 
         /// <summary>Builds the cue message for a prompt (event id "unity-N", mode cut or wait).</summary>
@@ -481,7 +563,25 @@ namespace ShotStream.Unity
         /// A cut ends the current shot at its next chunk boundary; frames already queued on the screen still play.</summary>
         public string Cue(string prompt, int chunks = 0, bool cut = false, params string[] tags)
         {
+            return SendCue(BuildCue(prompt, chunks, cut, tags));
+        }
+
+        /// <summary>Cues a shot like <see cref="Cue"/> and returns it as a <see cref="ShotPlayback"/>, which completes once
+        /// the shot has ended on screen: <c>yield return client.PlayShot(...)</c> in a coroutine, or
+        /// <c>await client.PlayShot(...)</c>. Without an active screen it completes when the server finishes the shot.</summary>
+        public ShotPlayback PlayShot(string prompt, int chunks = 0, bool cut = false, params string[] tags)
+        {
             var cue = BuildCue(prompt, chunks, cut, tags);
+            var pb = new ShotPlayback(cue.EventId, cut, cueOrder + 1);
+            playbacks[cue.EventId] = pb;
+            SendCue(cue);
+            return pb;
+        }
+
+        string SendCue(Cue cue)
+        {
+            long order = ++cueOrder;
+            if (cue.Mode == CueMode.Cut) cutOrders[cue.EventId] = order;
             SendOrQueue(ClientMessage.CueMessage(cue));
             return cue.EventId;
         }
@@ -574,6 +674,12 @@ namespace ShotStream.Unity
             loop = null;
             Session = null;
             acks.Clear();
+            // a cue still waiting for a session stays queued for the next Connect, and so does its playback
+            HashSet<string> waiting = null;
+            lock (unsent)
+                foreach (var m in unsent)
+                    if (m.Kind == ClientKind.Cue) (waiting ?? (waiting = new HashSet<string>())).Add(m.AsCue.EventId);
+            FailAllPlaybacks("the client closed", waiting);
         }
 
         /// <summary>The longest a closed session's loop waits for its `close` message to go out.</summary>

@@ -22,9 +22,15 @@ namespace ShotStream.Unity
         [Tooltip("Tag each cue with its game event name")]
         [SerializeField] bool tagWithEventName = true;
 
+        /// <summary>The server started the game event's shot.</summary>
         [Header("Events (argument: the game event name)")]
         public GameEventShotEvent shotStarted = new GameEventShotEvent();
+        /// <summary>The server finished the game event's shot (its last frames may still be on their way to the screen).</summary>
         public GameEventShotEvent shotFinished = new GameEventShotEvent();
+        /// <summary>The shot's first frame is on screen.</summary>
+        public GameEventShotEvent shotPresented = new GameEventShotEvent();
+        /// <summary>The shot has ended on screen (its last frame shown for its full time): where a cutscene goes on.</summary>
+        public GameEventShotEvent shotEnded = new GameEventShotEvent();
         public GameEventErrorEvent error = new GameEventErrorEvent();
 
         // Cue event id -> game event name, for the cues of the current session. Emptied when the session ends:
@@ -34,6 +40,7 @@ namespace ShotStream.Unity
         UnityAction<ShotFinished> onShotFinished;
         UnityAction<ServerError> onServerError;
         UnityAction<string> onSessionClosed;
+        UnityAction<ShotOnScreen> onPresented, onEnded;
         ShotStreamClient listeningTo;
 
         public ShotStreamClient Client
@@ -59,7 +66,10 @@ namespace ShotStream.Unity
             if (onShotStarted == null)
             {
                 onShotStarted = s => Raise(shotStarted, s.EventId, false);
-                onShotFinished = s => Raise(shotFinished, s.EventId, true);
+                // kept for the on-screen events when a screen shows the shot
+                onShotFinished = s => Raise(shotFinished, s.EventId, client == null || client.Screen == null || !client.Screen.isActiveAndEnabled);
+                onPresented = s => Raise(shotPresented, s.EventId, false);
+                onEnded = s => Raise(shotEnded, s.EventId, true);
                 onServerError = e => { string game; if (Take(e.EventId, true, out game)) error.Invoke(game, e.Message); };
                 onSessionClosed = reason => gameEvents.Clear();
             }
@@ -67,6 +77,8 @@ namespace ShotStream.Unity
             client.shotFinished.AddListener(onShotFinished);
             client.serverError.AddListener(onServerError);
             client.sessionClosed.AddListener(onSessionClosed);
+            client.shotPresented.AddListener(onPresented);
+            client.shotEnded.AddListener(onEnded);
             listeningTo = client;
         }
 
@@ -77,6 +89,8 @@ namespace ShotStream.Unity
             listeningTo.shotFinished.RemoveListener(onShotFinished);
             listeningTo.serverError.RemoveListener(onServerError);
             listeningTo.sessionClosed.RemoveListener(onSessionClosed);
+            listeningTo.shotPresented.RemoveListener(onPresented);
+            listeningTo.shotEnded.RemoveListener(onEnded);
             listeningTo = null;
         }
 
@@ -104,6 +118,20 @@ namespace ShotStream.Unity
                                          : client.Cue(shot.Prompt, (int)shot.Chunks, shot.Cut);
             gameEvents[id] = eventName;
             return id;
+        }
+
+        /// <summary>Fires <paramref name="eventName"/> like <see cref="Fire"/> and returns its shot as a <see cref="ShotPlayback"/>,
+        /// done once the shot has ended on screen: <c>yield return director.PlayShot("enter_hall", p);</c> or
+        /// <c>await director.PlayShot("enter_hall", p);</c>. Unknown events and missing parameters throw, as in Fire.</summary>
+        public ShotPlayback PlayShot(string eventName, IDictionary<string, string> parameters = null)
+        {
+            if (client == null) throw new InvalidOperationException("ShotStreamDirector '" + name + "' has no ShotStreamClient");
+            if (promptMap == null) throw new InvalidOperationException("ShotStreamDirector '" + name + "' has no ShotPromptMap");
+            ResolvedShot shot = promptMap.Resolve(eventName, parameters);
+            ShotPlayback pb = tagWithEventName ? client.PlayShot(shot.Prompt, (int)shot.Chunks, shot.Cut, eventName)
+                                               : client.PlayShot(shot.Prompt, (int)shot.Chunks, shot.Cut);
+            gameEvents[pb.EventId] = eventName;
+            return pb;
         }
 
         /// <summary>For UnityEvent wiring (no parameters): fires an event whose template has none; a failure is

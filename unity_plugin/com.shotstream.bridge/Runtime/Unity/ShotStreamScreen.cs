@@ -1,5 +1,6 @@
 // Shows a session's frames on a Texture2D at the session's fps through a JitterBuffer.
 using System;
+using System.Collections.Generic;
 using ShotStream.Core;
 using UnityEngine;
 using UnityEngine.UI;
@@ -61,6 +62,22 @@ namespace ShotStream.Unity
         [SerializeField] float maxClockStep = 0.25f;
         [Tooltip("After a stall: Delay shows the next frame in line (nothing dropped, the video ends later); Skip jumps to the frame due now")]
         [SerializeField] JitterCatchUp catchUp = JitterCatchUp.Delay;
+
+        /// <summary>A shot's first frame is on screen.</summary>
+        [Header("On-screen events")]
+        public ShotOnScreenEvent shotPresented = new ShotOnScreenEvent();
+        /// <summary>A shot has ended on screen: its last frame was shown for its full frame time (the next frame replaced
+        /// it, or playback ran dry after it), or another shot's frame replaced it (a cut).</summary>
+        public ShotOnScreenEvent shotEnded = new ShotOnScreenEvent();
+        /// <summary>Every frame put on screen (no allocation per frame).</summary>
+        public PresentedFrameEvent framePresented = new PresentedFrameEvent();
+
+        // The frames pushed with their shot, in arrival order (one entry per chunk).
+        struct Segment { public long First, Last; public string EventId; public uint ShotIndex; public bool LastInShot; }
+        readonly Queue<Segment> segments = new Queue<Segment>();
+        bool onScreen;                 // a tagged shot is on screen (shot below)
+        bool endDue;                   // its last frame is on screen: it ends when that frame's time is over
+        ShotOnScreen shot;
 
         Texture2D texture;
         JitterBuffer jitter;
@@ -175,6 +192,7 @@ namespace ShotStream.Unity
             jitter.CatchUp = catchUp;
             pushedFrames = 0;
             presentedFrameIndex = -1;
+            ForgetShots();
             Bind();
         }
 
@@ -202,21 +220,93 @@ namespace ShotStream.Unity
 
         public int PushFrames(byte[] source, int offset, int frameCount, double nowSeconds)
         {
+            return PushFrames(source, offset, frameCount, nowSeconds, null, 0, false);
+        }
+
+        /// <summary>Queues frames of shot <paramref name="shotIndex"/> (cue <paramref name="eventId"/>), so that the screen
+        /// raises <see cref="shotPresented"/> and <see cref="shotEnded"/> for it; <paramref name="lastInShot"/>: these are the
+        /// shot's last frames. What the client does with each chunk. Returns the frames accepted.</summary>
+        public int PushFrames(byte[] source, int offset, int frameCount, double nowSeconds, string eventId, uint shotIndex, bool lastInShot)
+        {
             if (jitter == null) throw new InvalidOperationException("ShotStreamScreen is not configured (no session opened yet)");
             int accepted = jitter.Push(source, offset, frameCount, nowSeconds);
+            if (accepted > 0 && eventId != null)
+                segments.Enqueue(new Segment { First = pushedFrames, Last = pushedFrames + accepted - 1, EventId = eventId, ShotIndex = shotIndex,
+                                               LastInShot = lastInShot && accepted == frameCount });
             pushedFrames += accepted;
             return accepted;
         }
 
-        /// <summary>Shows the frame due at <paramref name="nowSeconds"/>; true when a new frame was uploaded.</summary>
+        /// <summary>Shows the frame due at <paramref name="nowSeconds"/> (on the screen's video clock); true when a new
+        /// frame was uploaded. Raises the on-screen events.</summary>
         public bool Present(double nowSeconds)
         {
             if (jitter == null) return false;
             JitterFrame frame;
-            if (!jitter.TryGetFrame(nowSeconds, out frame) || !frame.IsNew) return false;
+            if (!jitter.TryGetFrame(nowSeconds, out frame)) return false;
+            if (!frame.IsNew)
+            {
+                // the shot's last frame has had its time and nothing replaced it: the shot is over
+                if (endDue && frame.IsHeld) EndShot(nowSeconds);
+                return false;
+            }
             presentedFrameIndex = frame.FrameIndex;
             Upload(frame.Buffer, 0);
+            OnFramePresented(frame.FrameIndex, nowSeconds);
             return true;
+        }
+
+        void OnFramePresented(long index, double now)
+        {
+            // The segment of this frame; the ones before it are over (frames skipped under CatchUp.Skip included).
+            bool tagged = false;
+            Segment seg = default(Segment);
+            while (segments.Count > 0)
+            {
+                seg = segments.Peek();
+                if (seg.Last >= index) { tagged = seg.First <= index; break; }
+                segments.Dequeue();
+                if (seg.LastInShot && onScreen && SameShot(seg)) endDue = true;  // its last frames were skipped
+            }
+            if (onScreen && (!tagged || !SameShot(seg) || endDue)) EndShot(now);
+            if (tagged && !onScreen)
+            {
+                onScreen = true;
+                shot = new ShotOnScreen { EventId = seg.EventId, ShotIndex = seg.ShotIndex, FirstFrame = index, FramesShown = 0, PlaybackTime = now };
+                Raise(shotPresented, shot);
+            }
+            var info = new PresentedFrame { FrameIndex = index, EventId = tagged ? seg.EventId : "", ShotIndex = tagged ? seg.ShotIndex : 0,
+                                            FrameInShot = tagged ? shot.FramesShown : 0, PlaybackTime = now };
+            if (tagged)
+            {
+                shot.FramesShown++;
+                if (seg.LastInShot && index == seg.Last) endDue = true;
+            }
+            Raise(framePresented, info);
+        }
+
+        bool SameShot(Segment seg) { return seg.ShotIndex == shot.ShotIndex && seg.EventId == shot.EventId; }
+
+        void EndShot(double now)
+        {
+            onScreen = endDue = false;
+            var ended = shot;
+            ended.PlaybackTime = now;
+            Raise(shotEnded, ended);
+        }
+
+        void ForgetShots()
+        {
+            segments.Clear();
+            onScreen = endDue = false;
+            shot = default(ShotOnScreen);
+        }
+
+        // A listener's exception is logged and goes no further: the frame is on screen all the same.
+        static void Raise<T>(UnityEngine.Events.UnityEvent<T> e, T arg)
+        {
+            try { e.Invoke(arg); }
+            catch (Exception x) { Debug.LogException(x); }
         }
 
         /// <summary>Uploads one top-down RGBA frame at source[offset..]: rows reversed into the
@@ -245,6 +335,7 @@ namespace ShotStream.Unity
             width = height = 0;
             pushedFrames = 0;
             presentedFrameIndex = -1;
+            ForgetShots();
         }
 
         // Destroy is deferred to the end of the frame and only allowed in play mode; in edit mode Unity
