@@ -98,8 +98,33 @@ func _live(url: String, record: bool) -> void:
 			)
 			state["last_pixels"] = pixels
 	)
+	var on_screen: Array[String] = []
+	player.shot_presented.connect(
+		func(shot: Dictionary) -> void:
+			on_screen.append("presented %s %d" % [shot["event_id"], shot["frame_index"]])
+	)
+	player.shot_ended.connect(
+		func(shot: Dictionary) -> void:
+			on_screen.append(
+				(
+					"ended %s %d cut=%s complete=%s @%d"
+					% [
+						shot["event_id"],
+						shot["frames"],
+						shot["cut"],
+						shot["complete"],
+						player.presented_frame_index
+					]
+				)
+			)
+	)
 	client.shot_finished.connect(
 		func(f: Dictionary) -> void:
+			if not f["cut"]:  # it comes with the shot's last chunk, whose frames are still to play
+				check(
+					player.presented_frame_index < player.pushed_frames - 1,
+					"%s: ShotFinished arrives before its last frame is on screen" % f["event_id"]
+				)
 			print("FINISHED %s %d %d %s" % [f["event_id"], f["chunks"], f["frames"], f["cut"]])
 			state["finished"] += 1
 			if state["finished"] == 2:
@@ -155,6 +180,18 @@ func _live(url: String, record: bool) -> void:
 		10000
 	)
 	eq(9 + 9 + 12, player.pushed_frames, "the player got every frame")
+	# on screen: walk (cut after its first chunk: 9 frames), then boom (2 chunks: 21 frames), each
+	# ended when its last frame went up
+	eq(
+		[
+			"presented walk 0",
+			"ended walk 9 cut=true complete=false @8",
+			"presented boom 9",
+			"ended boom 21 cut=false complete=true @29"
+		],
+		on_screen,
+		"on-screen shot events"
+	)
 	var last: PackedByteArray = state["last_pixels"]
 	var frame_bytes := player.width * player.height * 4
 	eq(

@@ -30,6 +30,8 @@ func run_tests() -> void:
 	_player_pause_keeps_every_frame()
 	_player_stall_policies()
 	_player_time_scale()
+	await _player_shot_events()
+	await _player_await_shot_ended()
 	_shot_map()
 	_director()
 	_director_lifetime()
@@ -442,6 +444,106 @@ func _player_stall_policies() -> void:
 			check(stalls.size() == 1 and stalls[0].ends_with(" %d" % skipped), "SKIP: reported")
 		check(shown.size() > before, "played on")
 		player.free()
+
+
+func _shot_chunk(seq: int, event_id: String, shot: int, n: int, last: bool) -> Dictionary:
+	var c := _chunk(seq, n, 4, 2, P.FrameFormat.RGBA8, seq)
+	c["event_id"] = event_id
+	c["shot_index"] = shot
+	c["last_in_shot"] = last
+	return c
+
+
+## Issue 11: a shot ends when its last frame is on screen, not when its last chunk or its
+## ShotFinished arrives; a cut shot (no last_in_shot chunk) ends by ShotFinished or by the next
+## shot's first chunk; a shot whose frames will never play ends as interrupted.
+func _player_shot_events() -> void:
+	var player := ShotStreamPlayer.new()
+	player.playing = false
+	add_child(player)
+	player.configure(4, 2, FPS, 64, 1)
+	var log: Array[String] = []
+	player.shot_presented.connect(
+		func(s: Dictionary) -> void: log.append("P %s %d" % [s["event_id"], s["frame_index"]])
+	)
+	player.shot_ended.connect(
+		func(s: Dictionary) -> void:
+			log.append(
+				(
+					"E %s %d%s%s%s @%d"
+					% [
+						s["event_id"],
+						s["frames"],
+						" complete" if s["complete"] else "",
+						" cut" if s["cut"] else "",
+						" interrupted" if s["interrupted"] else "",
+						player.presented_frame_index
+					]
+				)
+			)
+	)
+	player.push_chunk(_shot_chunk(1, "a", 0, 3, false), 0.0)
+	player.push_chunk(_shot_chunk(2, "a", 0, 3, true), 0.0)
+	player.end_shot({"event_id": "a", "shot_index": 0, "cut": false})  # arrives with the chunk
+	player.push_chunk(_shot_chunk(3, "b", 1, 2, false), 0.0)
+	player.end_shot({"event_id": "b", "shot_index": 1, "cut": true})
+	player.push_chunk(_shot_chunk(4, "c", 2, 2, true), 0.0)
+	eq([], log, "every chunk and ShotFinished arrived: nothing is on screen yet")
+	eq({}, player.current_shot, "no shot on screen")
+	for k in 5:
+		player.present(1.0 + k / FPS)
+	eq(["P a 0"], log, "a's first frame presented it; a has not ended (frame 5 is its last)")
+	eq("a", player.current_shot.get("event_id"), "a on screen")
+	for k in range(5, 10):
+		player.present(1.0 + k / FPS)
+	eq(
+		["P a 0", "E a 6 complete @5", "P b 6", "E b 2 cut @7", "P c 8", "E c 2 complete @9"],
+		log,
+		"each shot presented with its first frame and ended with its last, in order"
+	)
+	player.end_shot({"event_id": "c", "shot_index": 2, "cut": false})
+	eq(6, log.size(), "a late ShotFinished of a shot that ended already: nothing more")
+	var a: Dictionary = await player.wait_shot_ended("a")
+	eq(6, a.get("frames"), "wait_shot_ended returns at once for a shot that ended")
+	var b: Dictionary = await player.wait_shot_presented("b")
+	eq(6, b.get("frame_index"), "wait_shot_presented likewise")
+	# a shot with no frames (all refused, or finished before any) ends after the frames before it
+	log.clear()
+	player.push_chunk(_shot_chunk(5, "d", 3, 3, false), 0.0)
+	player.end_shot({"event_id": "gone", "shot_index": 4, "cut": true})
+	player.push_chunk(_shot_chunk(6, "e", 5, 3, false), 0.0)
+	player.present(2.0)
+	player.present(2.0 + 1 / FPS)
+	player.present(2.0 + 2 / FPS)
+	player.present(2.0 + 3 / FPS)
+	eq(["P d 10", "E d 3 @12", "E gone 0 cut @12", "P e 13"], log, "a frameless shot")
+	# frames that will never play: e is interrupted by a new configuration
+	player.configure(4, 2, FPS, 64, 1)
+	eq("E e 1 interrupted @-1", log[-1], "configure() interrupts the shot on screen")
+	# end_all_shots (the session ended): the last shot ends once its frames are shown
+	log.clear()
+	player.push_chunk(_shot_chunk(7, "f", 6, 2, false), 0.0)
+	player.present(3.0)
+	player.end_all_shots()
+	eq(["P f 0"], log, "the session ended: f still has a frame to show")
+	player.present(3.0 + 1 / FPS)
+	eq(["P f 0", "E f 2 @1"], log, "then it ends")
+	player.free()
+
+
+## `await player.shot_ended` in a running game: it resumes when the shot's last frame is up.
+func _player_await_shot_ended() -> void:
+	var player := ShotStreamPlayer.new()
+	add_child(player)
+	player.configure(4, 2, FPS, 64, 1)
+	player.push_chunk(_shot_chunk(1, "x", 0, 4, true))
+	var t0 := Time.get_ticks_msec()
+	var shot: Dictionary = await player.shot_ended
+	eq("x", shot.get("event_id"), "the shot that ended")
+	eq(3, player.presented_frame_index, "its last frame is on screen")
+	eq(4, shot.get("frames"), "all 4 frames shown")
+	check(Time.get_ticks_msec() - t0 >= 150, "it took the frames' time (3/16 s)")
+	player.queue_free()  # still inside the emit that resumed this function
 
 
 ## Engine.time_scale slows the video down (0 stops it) unless follow_time_scale is off.

@@ -539,6 +539,8 @@ func _handle_packet(data: PackedByteArray, is_text: bool) -> void:
 			_on_chunk(body)
 		"shot_finished":
 			_cue_sent_us.erase(body["event_id"])
+			if player != null and is_instance_valid(player):
+				player.end_shot(body)  # it ends on screen once its frames are shown
 			shot_finished.emit(body)
 		"stats":
 			last_stats = body
@@ -787,6 +789,7 @@ func _end_from_close_reason(reason: String) -> void:
 
 
 func _on_socket_closed(code: int, reason: String) -> void:
+	_end_player_shots()
 	_session = {}
 	_take = {}
 	_acks.clear()
@@ -850,6 +853,7 @@ func _schedule_retry(delay_s: float) -> void:
 
 ## The end for good: nothing is retried and the queued cues are dropped.
 func _finish(reason: String) -> void:
+	_end_player_shots()
 	_session = {}
 	_take = {}
 	_acks.clear()
@@ -859,6 +863,12 @@ func _finish(reason: String) -> void:
 		return
 	_set_state(State.DISCONNECTED)
 	disconnected.emit(reason)
+
+
+## The session is gone: the player's shots end on screen once the frames they have are shown.
+func _end_player_shots() -> void:
+	if player != null and is_instance_valid(player):
+		player.end_all_shots()
 
 
 func _send_if_open(text: String, what: String) -> void:

@@ -24,16 +24,35 @@ extends Node
 ## [member follow_time_scale] off to play at real speed), and while it is paused the client's acks
 ## wait, so generation waits too. A frame of the game longer than a frame of the video (a hitch, a
 ## background tab, a debugger break) is a stall: [member catch_up] decides what happens, and
-## [signal stalled] reports it.
+## [signal stalled] reports it.[br][br]
+## [b]On-screen events[/b]: [signal shot_presented] when a shot's first frame goes up,
+## [signal shot_ended] when its last frame is up (not when its last chunk arrives, which can be
+## seconds earlier), [signal frame_presented] for every frame. A cutscene can wait for them:
+## [codeblock]
+## var shot: Dictionary = await player.shot_ended   # the next shot to end on screen
+## await player.wait_shot_ended(event_id)           # that shot (at once if it already ended)
+## [/codeblock]
 
 ## A new texture object was created (first frame size, or the size changed).
 signal texture_created(texture: ImageTexture)
 ## Frame [param frame_index] (arrival order, 0 = first) went on screen.
 signal frame_presented(frame_index: int)
+## The first frame of a shot went on screen. [param shot]: [code]event_id[/code],
+## [code]shot_index[/code], [code]frame_index[/code] (that frame's arrival index).
+signal shot_presented(shot: Dictionary)
+## A shot's last frame is on screen (or, for a shot none of whose frames will play, the frames
+## before it are). [param shot]: [code]event_id[/code], [code]shot_index[/code],
+## [code]frames[/code] (its frames that went on screen), [code]complete[/code] (it got every
+## chunk it planned), [code]cut[/code] (a cut cue ended it early), [code]interrupted[/code] (some
+## of its frames will never play: a new session, or [method configure]).
+signal shot_ended(shot: Dictionary)
 ## A frame went up [param late_seconds] after its slot (the game's clock jumped: a hitch, a
 ## background tab); [param skipped] frames were skipped to catch up (always 0 with
 ## [constant ShotStreamJitterBuffer.CatchUp.DELAY]).
 signal stalled(late_seconds: float, skipped: int)
+
+## Shots whose on-screen events [method wait_shot_ended] and [method wait_shot_presented] remember.
+const RECENT_SHOTS := 64
 
 ## Node whose [member target_property] receives [member texture] (optional).
 @export var target: Node:
@@ -95,6 +114,8 @@ var pushed_frames := 0
 var clock_seconds: float:
 	get:
 		return _clock
+## The shot on screen ([code]event_id[/code], [code]shot_index[/code]), {} before the first.
+var current_shot: Dictionary = {}
 ## Arrival index of the frame on screen (-1 before the first).
 var presented_frame_index := -1
 ## How many times [method configure] ran (it restarts the frame indices; a client that waits for
@@ -111,6 +132,12 @@ var _frame_format := ShotStreamProtocol.FrameFormat.RGBA8
 var _clock := 0.0
 var _last_usec := 0
 var _last_frame := -2
+# shots not yet ended on screen, oldest first: {event_id, shot_index, first, last (arrival indices
+# of their frames, -1 = none), after (the last frame pushed before them), finished, complete, cut,
+# presented, frames}
+var _shots: Array[Dictionary] = []
+var _ended: Dictionary = {}  # event_id -> shot_ended's Dictionary (the last RECENT_SHOTS)
+var _presented: Dictionary = {}  # event_id -> shot_presented's Dictionary (likewise)
 
 
 func _process(delta: float) -> void:
@@ -172,6 +199,10 @@ func configure(
 	pushed_frames = 0
 	presented_frame_index = -1
 	configurations += 1
+	var pending := _shots
+	_shots = []
+	for shot: Dictionary in pending:
+		_end(shot, true)
 
 
 ## Queues a chunk's frames (a FrameChunk with pixels, as [signal ShotStreamClient.chunk_received]
@@ -199,9 +230,56 @@ func push_chunk(chunk: Dictionary, now: float = NAN) -> int:
 		configure(w, h, rate, capacity, mini(start_frames, n), fmt)
 	# the chunk's frames stacked vertically: frame i is rows [i * h, (i + 1) * h); no copy
 	var image := Image.create_from_data(w, h * n, false, _image_format, pixels)
+	var first_index := pushed_frames
 	var accepted := _jitter.push(image, n, _clock if is_nan(now) else now)
 	pushed_frames += accepted
+	var shot := _track(chunk.get("event_id", ""), chunk.get("shot_index", 0), first_index, accepted)
+	if chunk.get("last_in_shot", false):
+		shot["finished"] = true
+		shot["complete"] = true
+	_update_shots()
 	return accepted
+
+
+## The shot [param finished] (a ShotFinished: event_id, shot_index, cut) has all its frames: it
+## ends on screen once they are shown (the client calls this; a shot cut short has no
+## last_in_shot chunk, so only this says it is over).
+func end_shot(finished: Dictionary) -> void:
+	var event_id: String = finished.get("event_id", "")
+	if _ended.has(event_id) and _ended[event_id]["shot_index"] == finished.get("shot_index", 0):
+		return  # it already ended on screen (its last_in_shot chunk said it was complete)
+	var shot := _track(
+		finished.get("event_id", ""), finished.get("shot_index", 0), pushed_frames, 0
+	)
+	shot["finished"] = true
+	shot["cut"] = bool(finished.get("cut", false))
+	_update_shots()
+
+
+## No more frames will come for the shots pushed so far (the session ended): each ends on screen
+## once its frames are shown.
+func end_all_shots() -> void:
+	for shot: Dictionary in _shots:
+		shot["finished"] = true
+	_update_shots()
+
+
+## Waits until the shot [param event_id] has ended on screen and returns [signal shot_ended]'s
+## Dictionary; returns at once when it already has (one of the last [constant RECENT_SHOTS]).
+## [code]await player.wait_shot_ended(id)[/code]. A shot that never comes (a cue the server
+## refused or a cut dropped) never ends: see [method ShotStreamDirector.play] for that.
+func wait_shot_ended(event_id: String) -> Dictionary:
+	while not _ended.has(event_id):
+		await shot_ended
+	return _ended[event_id]
+
+
+## Waits until the first frame of the shot [param event_id] is on screen (at once when it already
+## was) and returns [signal shot_presented]'s Dictionary.
+func wait_shot_presented(event_id: String) -> Dictionary:
+	while not _presented.has(event_id):
+		await shot_presented
+	return _presented[event_id]
 
 
 ## Pushes frames [param first] .. [param first] + [param count] - 1 of an [Image] holding frames of
@@ -244,8 +322,85 @@ func present(now: float) -> bool:
 	)
 	_texture.update(_frame_image)
 	presented_frame_index = _jitter.frame_index
+	for shot: Dictionary in _shots:
+		if shot["first"] <= presented_frame_index and presented_frame_index <= shot["last"]:
+			shot["frames"] += 1
 	frame_presented.emit(presented_frame_index)
+	_update_shots()
 	return true
+
+
+## The record of shot ([param event_id], [param shot_index]) with [param count] more frames from
+## arrival index [param first]; a new shot finishes the ones before it.
+func _track(event_id: String, shot_index: int, first: int, count: int) -> Dictionary:
+	var shot: Dictionary = {}
+	for s: Dictionary in _shots:
+		if s["event_id"] == event_id and s["shot_index"] == shot_index:
+			shot = s
+	if shot.is_empty():
+		for s: Dictionary in _shots:
+			s["finished"] = true
+		shot = {
+			"event_id": event_id,
+			"shot_index": shot_index,
+			"first": -1,
+			"last": -1,
+			"after": first - 1,
+			"finished": false,
+			"complete": false,
+			"cut": false,
+			"presented": false,
+			"frames": 0,
+		}
+		_shots.append(shot)
+	if count > 0:
+		if shot["first"] < 0:
+			shot["first"] = first
+		shot["last"] = first + count - 1
+	return shot
+
+
+## Emits the on-screen events due: a shot presented once its first frame is up, ended once it is
+## finished and its last frame (or, without frames, the frame before it) is up.
+func _update_shots() -> void:
+	var on_screen := presented_frame_index
+	while not _shots.is_empty():
+		var shot: Dictionary = _shots[0]
+		if not shot["presented"] and shot["first"] >= 0 and on_screen >= shot["first"]:
+			shot["presented"] = true
+			if on_screen <= shot["last"]:
+				current_shot = {"event_id": shot["event_id"], "shot_index": shot["shot_index"]}
+				var info := current_shot.duplicate()
+				info["frame_index"] = on_screen
+				_remember(_presented, shot["event_id"], info)
+				shot_presented.emit(info)
+		if not shot["finished"]:
+			return
+		var end_at: int = shot["last"] if shot["last"] >= 0 else shot["after"]
+		if on_screen < end_at:
+			return
+		_shots.pop_front()
+		_end(shot, false)
+
+
+func _end(shot: Dictionary, interrupted: bool) -> void:
+	var info := {
+		"event_id": shot["event_id"],
+		"shot_index": shot["shot_index"],
+		"frames": shot["frames"],
+		"complete": shot["complete"] and not interrupted,
+		"cut": shot["cut"],
+		"interrupted": interrupted,
+	}
+	_remember(_ended, shot["event_id"], info)
+	shot_ended.emit(info)
+
+
+static func _remember(recent: Dictionary, event_id: String, info: Dictionary) -> void:
+	recent.erase(event_id)
+	recent[event_id] = info
+	if recent.size() > RECENT_SHOTS:
+		recent.erase(recent.keys()[0])
 
 
 ## Game seconds of one [method Node._process] step: its [param delta] (scaled by
