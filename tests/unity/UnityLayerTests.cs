@@ -649,6 +649,50 @@ static class UnityLayerTests
             Check(log.Count == 4 && log[2] == "finished e1" && log[3].Contains("bad cue"), string.Join("|", log));
         });
 
+        // Defect 6 of issue 11: parity with the Godot client.
+        Run("client Pause/Resume: the server and the screen; a session opened while paused is paused", () =>
+        {
+            var go = new GameObject("pause");
+            var client = go.AddComponent<ShotStreamClient>();
+            var screen = go.AddComponent<ShotStreamScreen>();
+            client.Screen = screen;
+            var sent = new List<string>();
+            client.Pause();  // before any session: nothing to send yet
+            Check(client.Paused && screen.Paused, "paused");
+            client.Cue("a", 1);
+            client.SendHook = m => { sent.Add(m.Kind.ToString()); return Task.FromResult(0); };
+            client.Deliver(new ServerMessage(ServerKind.Opened, new SessionOpened { SessionId = "s", Width = 2, Height = 1, Fps = 16, FrameFormat = FrameFormat.Rgba8 }));
+            client.Pump(0);
+            Eq("Cue,Pause", string.Join(",", sent), "the queued cue, then pause for the new session");
+            client.Resume();
+            Check(!client.Paused && !screen.Paused, "resumed");
+            client.Pause();
+            Eq("Cue,Pause,Resume,Pause", string.Join(",", sent), "sent at once while open");
+            Eq("{\"pause\":{}}", ClientMessage.Pause().ToJson(), "pause JSON");
+        });
+        Run("client raises chunkReceived for every chunk and cueLatency once per cue", () =>
+        {
+            var client = new GameObject("latency").AddComponent<ShotStreamClient>();
+            client.SendHook = m => Task.FromResult(0);
+            client.Deliver(new ServerMessage(ServerKind.Opened, new SessionOpened { SessionId = "s", Width = 2, Height = 1, FrameFormat = FrameFormat.Rgba8 }));
+            client.Pump(0);
+            var log = new List<string>();
+            var latencies = new List<float>();
+            client.chunkReceived.AddListener(c => log.Add("chunk " + c.ChunkSeq + " " + c.EventId));
+            client.cueLatency.AddListener((e, ms) => { log.Add("latency " + e); latencies.Add(ms); });
+            Eq(-1f, client.LastCueLatencyMs, "no latency yet");
+            string id = client.Cue("a", 2);
+            Thread.Sleep(60);
+            for (ulong seq = 1; seq <= 2; seq++)
+                client.Deliver(new ServerMessage(ServerKind.Chunk, new FrameChunk { ChunkSeq = seq, EventId = id, NumFrames = 1, Width = 2, Height = 1, FrameFormat = FrameFormat.Rgba8 }), new byte[8]);
+            Thread.Sleep(300);  // dispatched later: the latency is the chunk's arrival, not its dispatch (that would be >= 360 ms)
+            client.Pump(0);
+            Eq("latency " + id + "|chunk 1 " + id + "|chunk 2 " + id, string.Join("|", log), "events");
+            Check(latencies[0] >= 55 && latencies[0] < 340, "latency from the cue's send to the chunk's arrival: " + latencies[0]);
+            Eq(latencies[0], client.LastCueLatencyMs, "last latency");
+            Eq(latencies[0], client.RecentMaxCueLatencyMs, "recent max");
+        });
+
         Run("client takes: queued with cues until the session opens, events on the main thread", () =>
         {
             var client = new GameObject("takes").AddComponent<ShotStreamClient>();

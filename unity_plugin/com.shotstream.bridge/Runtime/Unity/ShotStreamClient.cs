@@ -3,12 +3,14 @@
 using System;
 using System.Collections.Concurrent;
 using System.Collections.Generic;
+using System.Diagnostics;
 using System.Globalization;
 using System.Threading;
 using System.Threading.Tasks;
 using ShotStream.Core;
 using UnityEngine;
 using UnityEngine.Events;
+using Debug = UnityEngine.Debug;
 
 namespace ShotStream.Unity
 {
@@ -26,6 +28,10 @@ namespace ShotStream.Unity
     [Serializable] public sealed class ServerErrorEvent : UnityEvent<ServerError> { }
     [Serializable] public sealed class TakeStartedEvent : UnityEvent<TakeStarted> { }
     [Serializable] public sealed class TakeSavedEvent : UnityEvent<TakeSaved> { }
+    /// <summary>A chunk arrived: its header (sequence, cue, shot, frames, timings); its pixels go to the screen.</summary>
+    [Serializable] public sealed class ChunkReceivedEvent : UnityEvent<FrameChunk> { }
+    /// <summary>A cue's first chunk arrived: (event id, milliseconds since the cue was sent).</summary>
+    [Serializable] public sealed class CueLatencyEvent : UnityEvent<string, float> { }
 
     /// <summary>
     /// Connects when enabled (Connect On Start), opens a session, and feeds chunks to a <see cref="ShotStreamScreen"/>;
@@ -93,6 +99,10 @@ namespace ShotStream.Unity
         /// <summary>A take's MP4 is complete (after StopTake, or when the session ends while recording): path, frames, bytes,
         /// duration, and for a Full take FullPath and FullBytes (the Wan-decoded MP4, sent once both files are written).</summary>
         public TakeSavedEvent takeSaved = new TakeSavedEvent();
+        /// <summary>Every chunk, as it arrives (before its frames are shown): header, shot, timings. Its Pixels are not valid here.</summary>
+        public ChunkReceivedEvent chunkReceived = new ChunkReceivedEvent();
+        /// <summary>A cue's first chunk arrived this many milliseconds after the cue was sent (arrival measured on the network thread).</summary>
+        public CueLatencyEvent cueLatency = new CueLatencyEvent();
 
         struct Pending
         {
@@ -102,6 +112,7 @@ namespace ShotStream.Unity
             public byte[] Pixels;    // pooled copy of a chunk's pixels (null otherwise)
             public string Error;     // a failure to report (Message null)
             public string Ended;     // the session of Connection ended, and why (Message and Error null)
+            public long Received;    // Stopwatch timestamp of a chunk's arrival
         }
 
         struct PendingAck { public ulong Seq; public long LastFrameIndex; public int Connection; }
@@ -123,6 +134,9 @@ namespace ShotStream.Unity
         readonly Dictionary<string, long> cutOrders = new Dictionary<string, long>();
         long cueOrder;
         ShotStreamScreen hookedScreen;
+        readonly Dictionary<string, long> cueSentAt = new Dictionary<string, long>();  // event id -> Stopwatch timestamp, until its first chunk
+        readonly float[] recentLatencies = new float[8];
+        int latencyCount;
         UnityAction<ShotOnScreen> onScreenEnded, onScreenPresented;
 
         /// <summary>Test seam: when set, outgoing messages go here instead of the network.</summary>
@@ -283,7 +297,7 @@ namespace ShotStream.Unity
                                     failures = 0;  // the session works: a later drop starts the count over
                                     pixels = CopyPixels(runId, id, m.Chunk, ring);
                                 }
-                                inbox.Enqueue(new Pending { Run = runId, Connection = id, Message = m, Pixels = pixels });
+                                inbox.Enqueue(new Pending { Run = runId, Connection = id, Message = m, Pixels = pixels, Received = Stopwatch.GetTimestamp() });
                             }
                         }
                         inbox.Enqueue(new Pending { Run = runId, Connection = id, Ended = reason });
@@ -385,7 +399,7 @@ namespace ShotStream.Unity
             if (message == null) throw new ArgumentNullException(nameof(message));
             int id;
             lock (connLock) id = liveConnection;
-            inbox.Enqueue(new Pending { Run = run, Connection = id, Message = message, Pixels = pixels });
+            inbox.Enqueue(new Pending { Run = run, Connection = id, Message = message, Pixels = pixels, Received = Stopwatch.GetTimestamp() });
         }
 
         void Update() { Pump(Time.realtimeSinceStartupAsDouble); }
@@ -426,11 +440,13 @@ namespace ShotStream.Unity
                     Session = m.Opened;
                     acks.Clear();
                     cutOrders.Clear();
+                    cueSentAt.Clear();
                     pixelPools.Clear();
                     // Queued cues go out before any user code runs: a throwing screen or listener must not strand them.
                     ClientMessage[] toSend;
                     lock (unsent) { toSend = unsent.ToArray(); unsent.Clear(); }
                     foreach (var c in toSend) Send(c);
+                    if (Paused) Send(ClientMessage.Pause());  // a new session starts generating: keep it paused
                     if (screen != null)
                     {
                         try { screen.OnSessionOpened(Session); }
@@ -471,6 +487,16 @@ namespace ShotStream.Unity
                         if (accepted > 0) last = screen.PushedFrames - 1;
                     }
                     acks.Enqueue(new PendingAck { Seq = chunk.ChunkSeq, LastFrameIndex = last, Connection = p.Connection });
+                    long sentAt;
+                    if (!string.IsNullOrEmpty(chunk.EventId) && cueSentAt.TryGetValue(chunk.EventId, out sentAt))
+                    {
+                        cueSentAt.Remove(chunk.EventId);
+                        float ms = (float)((p.Received - sentAt) * 1000.0 / Stopwatch.Frequency);
+                        recentLatencies[latencyCount++ % recentLatencies.Length] = ms;
+                        LastCueLatencyMs = ms;
+                        Raise(cueLatency, chunk.EventId, ms);
+                    }
+                    Raise(chunkReceived, chunk);
                     break;
             }
         }
@@ -601,6 +627,49 @@ namespace ShotStream.Unity
             SendOrQueue(ClientMessage.StartTakeMessage(name, quality == TakeQuality.Live ? TakeQuality.Unspecified : quality));
         }
 
+        /// <summary>True between <see cref="Pause"/> and <see cref="Resume"/>.</summary>
+        public bool Paused { get; private set; }
+
+        /// <summary>Pauses the shot: the server stops generating after the chunk in progress (the GPU idles) and the
+        /// screen holds its frame; nothing is dropped. A session opened while paused is paused at once.</summary>
+        public void Pause()
+        {
+            Paused = true;
+            if (screen != null) screen.Pause();
+            SendIfOpen(ClientMessage.Pause());
+        }
+
+        /// <summary>Plays on: the screen from the frame it holds, the server generating again.</summary>
+        public void Resume()
+        {
+            Paused = false;
+            if (screen != null) screen.Resume();
+            SendIfOpen(ClientMessage.Resume());
+        }
+
+        /// <summary>Milliseconds from the latest cue to its first chunk (-1 before any).</summary>
+        public float LastCueLatencyMs { get; private set; } = -1f;
+
+        /// <summary>The longest of the last 8 cue latencies, in milliseconds (-1 before any): a conservative lead time
+        /// for cueing a shot ahead of when it must be on screen.</summary>
+        public float RecentMaxCueLatencyMs
+        {
+            get
+            {
+                if (latencyCount == 0) return -1f;
+                float max = 0;
+                for (int i = 0; i < Math.Min(latencyCount, recentLatencies.Length); i++) max = Math.Max(max, recentLatencies[i]);
+                return max;
+            }
+        }
+
+        void SendIfOpen(ClientMessage msg)
+        {
+            bool connected;
+            lock (connLock) connected = connection != null && Session != null;
+            if (SendHook != null || connected) Send(msg);
+        }
+
         /// <summary>Finishes the take; answered by <see cref="takeSaved"/> with the MP4's path, frames and size.</summary>
         public void StopTake() { SendOrQueue(ClientMessage.StopTakeMessage()); }
 
@@ -622,6 +691,7 @@ namespace ShotStream.Unity
 
         void Send(ClientMessage msg)
         {
+            if (msg.Kind == ClientKind.Cue) cueSentAt[msg.AsCue.EventId] = Stopwatch.GetTimestamp();
             Task t;
             if (SendHook != null) t = SendHook(msg);
             else
@@ -647,6 +717,12 @@ namespace ShotStream.Unity
         static void Raise<T>(UnityEvent<T> e, T arg)
         {
             try { e.Invoke(arg); }
+            catch (Exception x) { Debug.LogException(x); }
+        }
+
+        static void Raise<T0, T1>(UnityEvent<T0, T1> e, T0 a, T1 b)
+        {
+            try { e.Invoke(a, b); }
             catch (Exception x) { Debug.LogException(x); }
         }
 
