@@ -442,8 +442,7 @@ def test_every_shipped_asset_has_a_meta():
     with its .meta files into Assets/ on import, so the sample scene's reference to the sample script's GUID
     holds; Samples~ and the sample folder itself get none (the copy lands in a folder Unity names and
     GUIDs), nor does anything in Documentation~. No .meta is left without its asset; and they are exactly
-    what unity_plugin/tools/make_meta.py writes (so GUIDs never change: run it after adding or renaming a
-    file)."""
+    what unity_plugin/tools/make_meta.py expects (run it after adding a file; move .meta files with their assets)."""
     shipped = sorted(p for p in PKG.rglob("*") if _needs_meta(p.relative_to(PKG)))
     assert {"package.json", "Runtime", "Runtime/Core/Messages.cs", "Editor/ShotStream.Editor.asmdef", "Tests/Editor",
             "Samples~/EventShots/EventShots.unity", "Samples~/EventShots/EventShotsSample.cs",
@@ -479,6 +478,60 @@ def test_every_shipped_asset_has_a_meta():
     check = subprocess.run([sys.executable, str(ROOT / "unity_plugin" / "tools" / "make_meta.py"), "--check"],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _make_meta(package: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "unity_plugin" / "tools" / "make_meta.py"), "--package", str(package), *args],
+                          capture_output=True, text=True)
+
+
+def _guids(package: Path) -> dict[str, str]:
+    """asset path (package-relative, without .meta) -> GUID of its .meta."""
+    return {m.relative_to(package).as_posix()[:-5]: re.search(r"^guid: ([0-9a-f]{32})$", m.read_text(), re.M)[1]
+            for m in package.rglob("*.meta")}
+
+
+def test_make_meta_keeps_guids_when_files_move(tmp_path):
+    """GUIDs are stored once (the committed .meta files) and kept (issue 11, defect 4): the tool never changes an
+    existing GUID, even one it would not have chosen; a script moved without its .meta takes the left-behind .meta's
+    GUID along (so users' scenes keep their references); a script moved with its .meta keeps it as is; a new file gets
+    a new random GUID, unique, which a second run leaves alone; a deleted file's .meta goes."""
+    import shutil
+
+    pkg = tmp_path / "com.shotstream.bridge"
+    shutil.copytree(PKG, pkg)
+    before = _guids(pkg)
+    assert _make_meta(pkg, "--check").returncode == 0
+    # a GUID the tool would never pick stays
+    meta = pkg / "Runtime" / "Unity" / "ShotStreamDirector.cs.meta"
+    meta.write_text(re.sub(r"^guid: \w+$", "guid: 0123456789abcdef0123456789abcdef", meta.read_text(), flags=re.M))
+    # moved without its .meta (into a new folder)
+    (pkg / "Runtime" / "Unity" / "Screen").mkdir()
+    (pkg / "Runtime" / "Unity" / "ShotStreamScreen.cs").rename(pkg / "Runtime" / "Unity" / "Screen" / "ShotStreamScreen.cs")
+    # moved with its .meta (git mv both)
+    for suffix in ("", ".meta"):
+        (pkg / "Runtime" / "Unity" / ("ShotPromptMap.cs" + suffix)).rename(pkg / "Runtime" / ("ShotPromptMap.cs" + suffix))
+    # a new file, and a deleted one
+    (pkg / "Runtime" / "Unity" / "NewThing.cs").write_text("class NewThing { }\n")
+    (pkg / "Runtime" / "Unity" / "AssemblyInfo.cs").unlink()
+    check = _make_meta(pkg, "--check")
+    assert check.returncode == 1 and "moved: Runtime/Unity/ShotStreamScreen.cs.meta -> Runtime/Unity/Screen/ShotStreamScreen.cs.meta" in check.stdout, check.stdout
+    assert (pkg / "Runtime" / "Unity" / "ShotStreamScreen.cs.meta").exists(), "--check writes nothing"
+    run = _make_meta(pkg)
+    assert run.returncode == 0, run.stdout + run.stderr
+    after = _guids(pkg)
+    assert after["Runtime/Unity/Screen/ShotStreamScreen.cs"] == before["Runtime/Unity/ShotStreamScreen.cs"]
+    assert after["Runtime/ShotPromptMap.cs"] == before["Runtime/Unity/ShotPromptMap.cs"]
+    assert after["Runtime/Unity/ShotStreamDirector.cs"] == "0123456789abcdef0123456789abcdef"
+    assert "Runtime/Unity/ShotStreamScreen.cs" not in after and "Runtime/Unity/AssemblyInfo.cs" not in after
+    new = {after["Runtime/Unity/NewThing.cs"], after["Runtime/Unity/Screen"]}
+    assert len(new) == 2 and not new & set(before.values()), "new assets get new GUIDs"
+    kept = {k: v for k, v in before.items() if k in after and k != "Runtime/Unity/ShotStreamDirector.cs"}
+    assert kept and all(after[k] == v for k, v in kept.items()), "no other GUID changed"
+    assert len(set(after.values())) == len(after), "unique"
+    again = _make_meta(pkg, "--check")
+    assert again.returncode == 0, again.stdout
+    assert _make_meta(pkg).returncode == 0 and _guids(pkg) == after, "a second run changes nothing"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -12,17 +12,23 @@ script (``m_Script`` GUID) valid after the copy. ``Samples~`` and ``Samples~/<sa
 the copy lands in a folder Unity creates (named after the sample's ``displayName``) and gives its own GUID,
 so a ``.meta`` next to the sample folder would never be read.
 
-A GUID is the MD5 of ``com.shotstream.bridge/<path in the package>``: stable across checkouts and
-releases, unique to the path (a renamed asset gets a new GUID, as a new asset would).
+GUIDs are stored once, in the committed ``.meta`` files, and kept: this tool never changes the GUID of an existing
+``.meta`` (it only rewrites an outdated importer block around it). A new asset gets a random GUID, as Unity gives
+one, except when it is a moved file whose ``.meta`` was left behind: an orphaned ``.meta`` of the same file name
+(and the only one) moves with it, GUID and all, so references to it in users' scenes survive the move. Move
+``.meta`` files with their assets (``git mv`` both) and this never has to guess. Orphaned ``.meta`` files left after
+that are deleted (their asset is gone).
 
-    python unity_plugin/tools/make_meta.py           # write missing or outdated .meta files, delete orphans
+    python unity_plugin/tools/make_meta.py           # write missing .meta files, fix importers, move or delete orphans
     python unity_plugin/tools/make_meta.py --check   # list differences, exit 1 if any (nothing written)
+    python unity_plugin/tools/make_meta.py --package DIR [--check]   # another copy of the package (tests)
 """
 
 from __future__ import annotations
 
-import hashlib
+import re
 import sys
+import uuid
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "com.shotstream.bridge"
@@ -62,9 +68,20 @@ def assets(package: Path = PACKAGE) -> list[Path]:
     return sorted(p.relative_to(package) for p in package.rglob("*") if imported(p.relative_to(package)))
 
 
-def guid(rel: Path) -> str:
-    return hashlib.md5(f"{NAME}/{rel.as_posix()}".encode("utf-8")).hexdigest()
+GUID_LINE = re.compile(r"^guid: ([0-9a-f]{32})$", re.M)
 
+
+def stored_guid(meta: Path) -> str | None:
+    """The GUID a .meta file holds, or None when it has no valid one."""
+    try:
+        m = GUID_LINE.search(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return None
+    return m[1] if m else None
+
+
+def new_guid() -> str:
+    return uuid.uuid4().hex
 
 def importer(rel: Path, is_dir: bool) -> str:
     key = "folder" if is_dir else rel.name if rel.name in IMPORTERS else rel.suffix
@@ -73,13 +90,8 @@ def importer(rel: Path, is_dir: bool) -> str:
     return IMPORTERS[key]
 
 
-def meta_text(rel: Path, is_dir: bool) -> str:
-    return f"fileFormatVersion: 2\nguid: {guid(rel)}\n" + importer(rel, is_dir)
-
-
-def expected(package: Path = PACKAGE) -> dict[Path, str]:
-    """``<asset>.meta`` (package-relative) -> its content, for every imported asset."""
-    return {rel.with_name(rel.name + ".meta"): meta_text(rel, (package / rel).is_dir()) for rel in assets(package)}
+def meta_text(guid: str, rel: Path, is_dir: bool) -> str:
+    return f"fileFormatVersion: 2\nguid: {guid}\n" + importer(rel, is_dir)
 
 
 def orphans(package: Path = PACKAGE) -> list[Path]:
@@ -90,28 +102,68 @@ def orphans(package: Path = PACKAGE) -> list[Path]:
                   and not (imported(m.with_suffix("")) and (package / m.with_suffix("")).exists()))
 
 
-def main(argv: list[str]) -> int:
-    check = argv == ["--check"]
-    if argv and not check:
-        print(__doc__, file=sys.stderr)
-        return 2
-    problems = []
-    for rel, text in expected().items():
-        path = PACKAGE / rel
+def plan(package: Path = PACKAGE) -> tuple[dict[Path, str], list[str], list[Path]]:
+    """What the package needs: ``<asset>.meta`` (package-relative) -> content for the .meta files to write, the
+    changes as text lines, and the orphans to delete. Existing GUIDs are kept; a moved asset takes its left-behind
+    .meta's GUID; new assets get new ones."""
+    left = orphans(package)
+    by_name: dict[str, list[Path]] = {}
+    for o in left:
+        by_name.setdefault(o.name, []).append(o)
+    used = {g for g in (stored_guid(m) for m in package.rglob("*.meta")) if g}
+    writes: dict[Path, str] = {}
+    lines: list[str] = []
+    for rel in assets(package):
+        meta = rel.with_name(rel.name + ".meta")
+        is_dir = (package / rel).is_dir()
+        guid = stored_guid(package / meta) if (package / meta).is_file() else None
+        if guid is None:
+            candidates = by_name.get(meta.name, [])
+            if len(candidates) == 1 and stored_guid(package / candidates[0]):
+                moved = candidates.pop()
+                left.remove(moved)
+                guid = stored_guid(package / moved)
+                lines.append(f"moved: {moved} -> {meta} (GUID {guid} kept)")
+            else:
+                guid = new_guid()
+                while guid in used:
+                    guid = new_guid()
+                lines.append(f"missing: {meta} (new GUID {guid})")
+            used.add(guid)
+        text = meta_text(guid, rel, is_dir)
+        path = package / meta
         if path.is_file() and path.read_text(encoding="utf-8") == text:
             continue
-        problems.append(f"{'missing' if not path.exists() else 'outdated'}: {rel}")
-        if not check:
-            path.write_text(text, encoding="utf-8", newline="\n")
-    for rel in orphans():
-        problems.append(f"orphan: {rel}")
-        if not check:
-            (PACKAGE / rel).unlink()
-    for line in problems:
+        if path.is_file():
+            lines.append(f"outdated: {meta} (GUID {guid} kept)")
+        writes[meta] = text
+    lines += [f"orphan: {o}" for o in left]
+    return writes, lines, left
+
+
+def main(argv: list[str]) -> int:
+    args = list(argv)
+    package = PACKAGE
+    if len(args) >= 2 and args[0] == "--package":
+        package = Path(args[1]).resolve()
+        args = args[2:]
+    check = args == ["--check"]
+    if args and not check:
+        print(__doc__, file=sys.stderr)
+        return 2
+    writes, lines, left = plan(package)
+    for line in lines:
         print(line)
     if check:
-        return 1 if problems else 0
-    print(f"{len(expected())} .meta files up to date" + (f" ({len(problems)} changed)" if problems else ""))
+        return 1 if lines else 0
+    for rel, text in writes.items():
+        (package / rel).write_text(text, encoding="utf-8", newline="\n")
+    for rel in left:
+        (package / rel).unlink()
+    for line in lines:
+        if line.startswith("moved: "):
+            (package / line.split(" ")[1]).unlink()
+    print(f"{len(assets(package))} .meta files up to date" + (f" ({len(lines)} changed)" if lines else ""))
     return 0
 
 
