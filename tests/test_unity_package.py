@@ -75,6 +75,29 @@ def test_package_manifest_and_asmdef():
     assert re.search(r"^## \[(Unreleased|\d+\.\d+\.\d+)\]( - \d{4}-\d{2}-\d{2})?$", changelog, re.M), "Keep a Changelog headings"
 
 
+def test_package_license_author_and_links():
+    """Issue 11, defect 5: the Apache-2.0 text at the repository root (what package.json and pyproject.toml say), the
+    package's LICENSE.md (the same text) and the Godot addon's LICENSE; package.json names an author and links its
+    documentation, changelog and licence (one https base, each ending at the file in this package); the CHANGELOG has
+    an entry for package.json's version."""
+    text = (ROOT / "LICENSE").read_text()
+    assert text.lstrip().startswith("Apache License\n") and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text and "APPENDIX: How to apply the Apache License to your work." in text
+    assert len(re.findall(r"^\s+\d+\. [A-Z]", text, re.M)) == 9, "the nine sections"
+    assert text.strip() in (PKG / "LICENSE.md").read_text(), "LICENSE.md holds the full text"
+    assert (ROOT / "godot_plugin" / "addons" / "shotstream" / "LICENSE").read_text() == text
+    manifest = json.loads((PKG / "package.json").read_text())
+    assert manifest["author"]["name"].strip()
+    urls = {key: manifest[key] for key in ("documentationUrl", "changelogUrl", "licensesUrl")}
+    bases = set()
+    for key, rel in (("documentationUrl", "Documentation~/index.md"), ("changelogUrl", "CHANGELOG.md"), ("licensesUrl", "LICENSE.md")):
+        assert urls[key].startswith("https://") and urls[key].endswith("/unity_plugin/com.shotstream.bridge/" + rel), urls[key]
+        assert (PKG / rel).is_file()
+        bases.add(urls[key][: -len(rel)])
+    assert len(bases) == 1, bases
+    assert re.search(rf"^## \[{re.escape(manifest['version'])}\] - \d{{4}}-\d{{2}}-\d{{2}}$", (PKG / "CHANGELOG.md").read_text(), re.M)
+
+
 def test_runtime_compiles_against_unity_stub(built):
     assert (built / "ShotStream.Core.dll").is_file() and (built / "ShotStream.Runtime.dll").is_file()
 
