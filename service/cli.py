@@ -152,6 +152,9 @@ def _story(args: argparse.Namespace) -> int:
         if args.quality == "full":
             raise CliError("--quality full re-decodes the story locally; through a server, record a full-quality "
                            "take instead (RenderStory's take, or the SDK's start_take(quality='full'))")
+        if args.save_snapshot or args.from_snapshot:
+            raise CliError("--save-snapshot/--from-snapshot apply to local rendering (the service does not carry "
+                           "snapshots yet)")
         report = play_remote(args.server, spec, seed, Path(args.out), transport=args.transport,
                              token=args.token or os.environ.get("SHOTSTREAM_TOKEN"), ca_cert=args.ca_cert,
                              quiet=args.quiet, decoder=args.decoder)
@@ -168,7 +171,8 @@ def _render_local(args: argparse.Namespace, spec: StorySpec, seed: int, out: Pat
     from .video_io import Mp4Writer
 
     engine = _load_engine(args)
-    decoder = args.decoder or "wan"
+    snapshot = _read_snapshot(engine, args.from_snapshot, spec, args) if args.from_snapshot else None
+    decoder = snapshot.identity.decoder if snapshot is not None else args.decoder or "wan"
     rerender = args.quality == "full" and decoder != "wan"  # a Wan story's frames are full quality already
     cfg = engine.config
     first = cfg.pixel_frames(1)
@@ -185,8 +189,15 @@ def _render_local(args: argparse.Namespace, spec: StorySpec, seed: int, out: Pat
             progress.update(len(chunk.frames), _chunk_text(chunk.shot_index, chunk.chunk_index, len(chunk.frames),
                                                            f"denoise {t['denoise']:.0f} ms, decode {t['decode']:.0f} ms"))
 
+        def on_end(story) -> None:
+            if args.save_snapshot:
+                data = story.snapshot().to_bytes()
+                _write_atomically(Path(args.save_snapshot), data)
+                print(f"saved a snapshot after shot {story.next_shot_index - 1} to {args.save_snapshot} "
+                      f"({len(data) / 2**20:.1f} MiB); continue with --from-snapshot", file=sys.stderr)
+
         try:
-            report = render_story(engine, spec, seed, on_chunk, decoder=decoder)
+            report = render_story(engine, spec, seed, on_chunk, decoder=decoder, snapshot=snapshot, on_end=on_end)
         finally:
             progress.close()
         if rerender:
@@ -200,6 +211,45 @@ def _render_local(args: argparse.Namespace, spec: StorySpec, seed: int, out: Pat
           f"{report['delivered_fps']:.1f} fps on {report['device']}; weights: {report['weights']})",
           file=sys.stderr)
     return report
+
+
+def _read_snapshot(engine, path: str, spec: StorySpec, args: argparse.Namespace):
+    """The snapshot to continue, checked against the engine and the story file."""
+    from engine_core import SnapshotError, StorySnapshot
+
+    try:
+        snapshot = StorySnapshot.from_bytes(Path(path).read_bytes())
+    except OSError as exc:
+        raise CliError(f"cannot read the snapshot {path}: {exc.strerror or exc}") from None
+    except (SnapshotError, ValueError) as exc:
+        raise CliError(f"{path}: {exc}") from None
+    if snapshot.global_caption != spec.global_caption:
+        raise CliError(f"{path} continues a story whose global caption differs from {args.file}'s: use the same "
+                       "story's later shots (the caption is part of every shot's prompt)")
+    if args.decoder and args.decoder != snapshot.identity.decoder:
+        raise CliError(f"{path} was made with decoder {snapshot.identity.decoder!r}; drop --decoder or use that one")
+    if args.seed is not None and args.seed != snapshot.seed:
+        raise CliError(f"{path} has seed {snapshot.seed}; drop --seed (a snapshot keeps its story's seed)")
+    try:
+        engine.restore_story(snapshot).close()  # refuses another model with the mismatch named
+    except (SnapshotError, ValueError) as exc:
+        raise CliError(f"{path}: {exc}") from None
+    return snapshot
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a private temporary file in the same folder and one rename."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def play_remote(server: str, spec: StorySpec, seed: int, out: Path, *, transport: str | None = "shm",
@@ -458,6 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
     story.add_argument("--token", help="with --server: bearer token (default: $SHOTSTREAM_TOKEN)")
     story.add_argument("--ca-cert", help="with --server: PEM root certificate of a TLS server")
     story.add_argument("--quiet", action="store_true", help="no progress line")
+    story.add_argument("--save-snapshot", metavar="PATH",
+                       help="after the last shot, save the story's state to PATH (a game-save sized file)")
+    story.add_argument("--from-snapshot", metavar="PATH",
+                       help="continue the story saved in PATH: the file's shots come next (same caption)")
     story.add_argument("--quality", choices=["live", "full"], default="live",
                        help="full: with --decoder tae, the MP4 is the story's latents re-decoded with the Wan VAE "
                             "after the render (the preview decoder only paces the run)")

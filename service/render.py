@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine_core import ChunkResult, ShotStreamEngine
+from engine_core import ChunkResult, ShotStreamEngine, Story, StorySnapshot
 from engine_core.decode_lane import to_uint8
 
 from .report import IN_PROCESS, ChunkTimings, ShotTimings, TimingsReport, timings_report
@@ -17,10 +17,19 @@ from .story_file import StorySpec
 
 
 def render_story(engine: ShotStreamEngine, spec: StorySpec, seed: int,
-                 on_chunk: Callable[[ChunkResult], None], decoder: str = "wan") -> TimingsReport:
+                 on_chunk: Callable[[ChunkResult], None], decoder: str = "wan", *,
+                 snapshot: StorySnapshot | None = None,
+                 on_end: Callable[[Story], None] | None = None) -> TimingsReport:
     """Generate every shot of ``spec``, handing each decoded chunk to ``on_chunk`` as soon as it exists.
-    Returns the timing report (:mod:`service.report`; transport ``in-process``)."""
-    story = engine.open_story(spec.global_caption, seed, decoder)
+    Returns the timing report (:mod:`service.report`; transport ``in-process``).
+
+    ``snapshot``: continue that story (its caption, seed and decoder; ``spec``'s shots come next).
+    ``on_end(story)`` runs after the last shot, before the story is closed (e.g. to snapshot it)."""
+    if snapshot is not None:
+        story = engine.restore_story(snapshot)
+        seed = snapshot.seed
+    else:
+        story = engine.open_story(spec.global_caption, seed, decoder)
     shots: list[ShotTimings] = []
     chunks: list[ChunkTimings] = []
     t0 = in_hand = time.perf_counter()
@@ -49,13 +58,15 @@ def render_story(engine: ShotStreamEngine, spec: StorySpec, seed: int,
                 prompt_tokens=info.prompt_tokens, truncated_tokens=info.truncated_tokens,
                 setup_ms=sum(info.timings_ms.values()), first_frame_ms=first_frame_ms, server_first_frame_ms=None,
                 cut=False, context_frames=[list(f) for f in info.context_frames]))
+        if on_end is not None:
+            on_end(story)
     finally:
         story.close()
     cfg = engine.config
     return timings_report(model=cfg.name, weights=engine.weights_label, random_weights=engine.random_weights,
                           device=str(engine.device), transport=IN_PROCESS, server=None, session_id=None, seed=seed,
                           width=cfg.stream.width, height=cfg.stream.height, video_fps=cfg.stream.fps,
-                          wall_s=in_hand - t0, shots=shots, chunks=chunks, decoder=decoder)
+                          wall_s=in_hand - t0, shots=shots, chunks=chunks, decoder=story.decoder)
 
 
 def full_quality_frames(engine: ShotStreamEngine, chunk_latents: list[torch.Tensor]) -> np.ndarray:

@@ -117,3 +117,55 @@ def test_damaged_snapshots_are_refused(engine):
     newer[8] = 9
     with pytest.raises(SnapshotError, match="version 9 is not supported"):
         StorySnapshot.from_bytes(bytes(newer))
+
+
+# -- the headless story: save after some shots, continue later ---------------------------------------
+
+
+def test_render_story_continues_from_a_saved_snapshot(engine):
+    from service.render import render_story
+    from service.story_file import ShotSpec, StorySpec
+
+    shots = tuple(ShotSpec(p, 1) for p in PROMPTS[:4])
+    whole: list = []
+    render_story(engine, StorySpec(CAPTION, shots), SEED, whole.append)
+    saved: list[bytes] = []
+    first: list = []
+    render_story(engine, StorySpec(CAPTION, shots[:2]), SEED, first.append,
+                 on_end=lambda story: saved.append(story.snapshot().to_bytes()))
+    rest: list = []
+    report = render_story(engine, StorySpec(CAPTION, shots[2:]), 0, rest.append,
+                          snapshot=StorySnapshot.from_bytes(saved[0]))
+    assert_same(first + rest, whole)
+    assert [s["index"] for s in report["shots"]] == [2, 3] and report["seed"] == SEED
+
+
+def test_story_cli_saves_and_continues_a_snapshot(tmp_path, capsys):
+    import json
+
+    from service.cli import main
+
+    def story_file(name: str, caption: str, prompts: list[str]) -> str:
+        path = tmp_path / name
+        path.write_text(json.dumps({"global_caption": caption, "seed": SEED,
+                                    "shots": [{"prompt": p, "chunks": 1} for p in prompts]}))
+        return str(path)
+
+    snap = tmp_path / "saves" / "act1.snap"
+    common = ["--device", "cpu", "--quiet"]
+    assert main(["story", story_file("a.json", CAPTION, PROMPTS[:2]), "--out", str(tmp_path / "a.mp4"),
+                 "--report", str(tmp_path / "a.json.r"), "--save-snapshot", str(snap), *common]) == 0
+    assert "saved a snapshot after shot 1" in capsys.readouterr().err
+    assert StorySnapshot.from_bytes(snap.read_bytes()).shot_lengths == (TINY.pixel_frames(1),) * 2
+    assert [p.name for p in snap.parent.iterdir()] == ["act1.snap"]  # no temporary file left behind
+    report = tmp_path / "b.json.r"
+    assert main(["story", story_file("b.json", CAPTION, PROMPTS[2:3]), "--out", str(tmp_path / "b.mp4"),
+                 "--report", str(report), "--from-snapshot", str(snap), *common]) == 0
+    assert [s["index"] for s in json.loads(report.read_text())["shots"]] == [2]
+    assert main(["story", story_file("c.json", "Another story.", PROMPTS[2:3]), "--out", str(tmp_path / "c.mp4"),
+                 "--from-snapshot", str(snap), *common]) == 2
+    assert "global caption differs" in capsys.readouterr().err
+    snap.write_bytes(snap.read_bytes()[:-3])
+    assert main(["story", story_file("b.json", CAPTION, PROMPTS[2:3]), "--out", str(tmp_path / "d.mp4"),
+                 "--from-snapshot", str(snap), *common]) == 2
+    assert "truncated" in capsys.readouterr().err
