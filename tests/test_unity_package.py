@@ -142,6 +142,29 @@ def test_editor_window_and_sample_compile(built):
          f"-out:{built / 'ShotStream.Editor.dll'}", *sorted((PKG / "Editor").glob("*.cs")))
     _mcs("-target:library", *_refs(built, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime"),
          f"-out:{built / 'EventShotsSample.dll'}", PKG / "Samples~" / "EventShots" / "EventShotsSample.cs")
+    _mcs("-target:library", *_refs(built, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime"), f"-out:{built / 'Unity.InputSystem.dll'}",
+         TESTS / "stubs" / "InputSystemStub.cs")
+    _mcs("-target:library", *_refs(built, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime", "Unity.InputSystem"), "-define:ENABLE_INPUT_SYSTEM",
+         f"-out:{built / 'EventShotsSample.InputSystem.dll'}", PKG / "Samples~" / "EventShots" / "EventShotsSample.cs")
+
+
+@pytest.mark.parametrize("input_handling", ["legacy", "input-system"])
+def test_sample_reads_keys_through_either_input_handling(built, input_handling):
+    """Issue 11, defect 7: the sample reads its keys through the Input System package when it is active
+    (ENABLE_INPUT_SYSTEM, built here against stubs/InputSystemStub.cs, with the legacy Input throwing as Unity's does
+    then) and through the legacy Input Manager otherwise; either way keys 1/2/3 fire its three game events."""
+    out = built / f"sample-{input_handling}"
+    out.mkdir(exist_ok=True)
+    extra = []
+    if input_handling == "input-system":
+        _mcs("-target:library", f"-out:{out / 'Unity.InputSystem.dll'}", TESTS / "stubs" / "InputSystemStub.cs")
+        extra = ["-define:ENABLE_INPUT_SYSTEM", f"-r:{out / 'Unity.InputSystem.dll'}"]
+    for dll in ("UnityEngine", "ShotStream.Core", "ShotStream.Runtime"):
+        (out / f"{dll}.dll").write_bytes((built / f"{dll}.dll").read_bytes())
+    _mcs(*_refs(built, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime"), *extra, f"-out:{out / 'SampleTests.exe'}",
+         TESTS / "SampleTests.cs", PKG / "Samples~" / "EventShots" / "EventShotsSample.cs")
+    proc = subprocess.run(["mono", str(out / "SampleTests.exe")], capture_output=True, text=True, timeout=120, cwd=out)
+    assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == f"SAMPLE OK {input_handling}", proc.stdout + proc.stderr
 
 
 def _editor_tests(built: Path) -> Path:

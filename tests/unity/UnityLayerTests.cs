@@ -693,6 +693,21 @@ static class UnityLayerTests
             Eq(latencies[0], client.RecentMaxCueLatencyMs, "recent max");
         });
 
+        Run("client on WebGL says it is not supported, and does nothing", () =>
+        {
+            Application.PlatformForTests = RuntimePlatform.WebGLPlayer;
+            try
+            {
+                var client = new GameObject("webgl").AddComponent<ShotStreamClient>();
+                var errors = new List<string>();
+                client.error.AddListener(errors.Add);
+                client.Connect();
+                Eq(1, errors.Count, "one error");
+                Check(errors[0].StartsWith("ShotStreamClient: WebGL is not supported yet") && errors[0].Contains("ClientWebSocket"), errors[0]);
+                Check(!client.IsRunning && !client.IsConnected, "no loop started");
+            }
+            finally { Application.PlatformForTests = RuntimePlatform.LinuxEditor; }
+        });
         Run("client takes: queued with cues until the session opens, events on the main thread", () =>
         {
             var client = new GameObject("takes").AddComponent<ShotStreamClient>();

@@ -128,7 +128,12 @@ namespace UnityEngine
         /// <summary>Test hook (not Unity API): play mode (true, the default) or edit mode.</summary>
         public static bool PlayingForTests = true;
         public static bool isPlaying { get { return PlayingForTests; } }
+        /// <summary>Test hook (not Unity API): the platform the player runs on.</summary>
+        public static RuntimePlatform PlatformForTests = RuntimePlatform.LinuxEditor;
+        public static RuntimePlatform platform { get { return PlatformForTests; } }
     }
+
+    public enum RuntimePlatform { OSXEditor = 0, OSXPlayer = 1, WindowsPlayer = 2, WindowsEditor = 7, IPhonePlayer = 8, Android = 11, LinuxPlayer = 13, LinuxEditor = 16, WebGLPlayer = 17 }
 
     [Flags] public enum HideFlags { None = 0, HideInHierarchy = 1, HideInInspector = 2, DontSaveInEditor = 4, NotEditable = 8, DontSaveInBuild = 16, DontUnloadUnusedAsset = 32, DontSave = 52, HideAndDontSave = 61 }
     public enum ScaleMode { StretchToFill = 0, ScaleAndCrop = 1, ScaleToFit = 2 }

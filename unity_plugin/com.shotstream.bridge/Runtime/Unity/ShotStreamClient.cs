@@ -211,6 +211,11 @@ namespace ShotStream.Unity
         public void Connect()
         {
             if (IsRunning) return;
+            if (Application.platform == RuntimePlatform.WebGLPlayer)
+            {
+                Report(WebGLNotSupported);
+                return;
+            }
             Uri uri;
             if (!Uri.TryCreate(serverUrl, UriKind.Absolute, out uri) || (uri.Scheme != "ws" && uri.Scheme != "wss"))
             {
@@ -226,6 +231,11 @@ namespace ShotStream.Unity
             string tok = token;
             loop = Task.Run(() => RunAsync(r, uri, tok, open, policy, timeout, source));
         }
+
+        /// <summary>What <see cref="Connect"/> reports on WebGL, where it does nothing.</summary>
+        public const string WebGLNotSupported = "ShotStreamClient: WebGL is not supported yet: the client needs .NET's ClientWebSocket and a "
+            + "thread for its network loop, which a WebGL player has neither of. Use the Editor or a standalone player (the Godot addon "
+            + "does play in web builds).";
 
         /// <summary>True while the background connect/receive loop runs.</summary>
         public bool IsRunning { get { return loop != null && !loop.IsCompleted; } }

@@ -30,14 +30,39 @@ namespace ShotStream.Samples
         void Update()
         {
             if (director == null) return;
-            if (Input.GetKeyDown(KeyCode.Alpha1)) Fire("enter_hall");
-            if (Input.GetKeyDown(KeyCode.Alpha2)) Fire("draw_sword");
-            if (Input.GetKeyDown(KeyCode.Alpha3)) Fire("dragon_attacks");  // cuts the current shot
-            if (Input.GetKeyDown(KeyCode.T) && director.Client != null)
+            if (Pressed(1)) Fire("enter_hall");
+            if (Pressed(2)) Fire("draw_sword");
+            if (Pressed(3)) Fire("dragon_attacks");  // cuts the current shot
+            if (Pressed(0) && director.Client != null)
             {
                 if (recording) director.Client.StopTake();
                 else director.Client.StartTake();  // the server names it <session>-take<n>
             }
+        }
+
+        // Keys 1/2/3 (digit 1-3) and T (0) this frame, through whichever input handling the project uses: the Input
+        // System package when it is active (Active Input Handling: Input System Package or Both), else the legacy Input Manager.
+        static bool Pressed(int digit)
+        {
+#if ENABLE_INPUT_SYSTEM
+            var keyboard = UnityEngine.InputSystem.Keyboard.current;
+            if (keyboard == null) return false;
+            switch (digit)
+            {
+                case 1: return keyboard.digit1Key.wasPressedThisFrame;
+                case 2: return keyboard.digit2Key.wasPressedThisFrame;
+                case 3: return keyboard.digit3Key.wasPressedThisFrame;
+                default: return keyboard.tKey.wasPressedThisFrame;
+            }
+#else
+            switch (digit)
+            {
+                case 1: return Input.GetKeyDown(KeyCode.Alpha1);
+                case 2: return Input.GetKeyDown(KeyCode.Alpha2);
+                case 3: return Input.GetKeyDown(KeyCode.Alpha3);
+                default: return Input.GetKeyDown(KeyCode.T);
+            }
+#endif
         }
 
         void Fire(string eventName)
