@@ -355,13 +355,13 @@ class _Conn:
         await self.send(opened=pb.SessionOpened(**{**fields, **overrides}))
 
     async def chunk(self, seq: int, event_id: str, width: int = 4, height: int = 2, frames: int = 1,
-                    cut_pixels: int = 0) -> None:
+                    cut_pixels: int = 0, shot_index: int = 0) -> None:
         from service.gateway import encode_server_message
         from service.protocol import pb
 
         pixels = bytes(frames * width * height * 4)
         frame = encode_server_message(pb.ServerMessage(chunk=pb.FrameChunk(
-            chunk_seq=seq, event_id=event_id, num_frames=frames, width=width, height=height,
+            chunk_seq=seq, event_id=event_id, shot_index=shot_index, num_frames=frames, width=width, height=height,
             frame_format=pb.FRAME_FORMAT_RGBA8, last_in_shot=True, pixels=pixels)))
         await self.ws.send(frame[:len(frame) - cut_pixels])
 
@@ -550,6 +550,30 @@ class _ScriptedGateway:
         await conn.recv_until("close")
         await conn.end("closed: client", closed="client")
 
+    async def _s_director(self, conn: _Conn, n: int) -> None:
+        """A director's cues one, two, bad, three (cut): one plays; two is queued and then dropped by the cut
+        (the server says nothing about it); bad is refused; three plays."""
+        from service.protocol import pb
+
+        await conn.open()
+        assert (await conn.recv_until("cue"))["cue"]["eventId"] == "one-1"
+        await conn.send(cue_accepted=pb.CueAccepted(event_id="one-1"))
+        await conn.send(shot_started=pb.ShotStarted(event_id="one-1", shot_index=0, num_chunks=1, num_frames=2))
+        await conn.chunk(1, "one-1", frames=2)
+        await conn.send(shot_finished=pb.ShotFinished(event_id="one-1", shot_index=0, chunks=1, frames=2))
+        assert (await conn.recv_until("cue"))["cue"]["eventId"] == "two-2"
+        await conn.send(cue_accepted=pb.CueAccepted(event_id="two-2", queue_position=0))
+        assert (await conn.recv_until("cue"))["cue"]["eventId"] == "bad-3"
+        await conn.send(error=pb.Error(code=3, message="prompt rejected", event_id="bad-3"))
+        cut = (await conn.recv_until("cue"))["cue"]
+        assert (cut["eventId"], cut["mode"]) == ("three-4", "CUE_MODE_CUT"), cut
+        await conn.send(shot_started=pb.ShotStarted(event_id="three-4", shot_index=1, num_chunks=1, num_frames=3))
+        await conn.chunk(2, "three-4", frames=3, shot_index=1)
+        await conn.send(shot_finished=pb.ShotFinished(event_id="three-4", shot_index=1, chunks=1, frames=3))
+        await conn.wait_for_acks({1, 2})
+        await conn.recv_until("close")
+        await conn.end("closed: client", closed="client")
+
     async def _s_takes(self, conn: _Conn, n: int) -> None:  # a TAE session, a live take, then a full one
         from service.protocol import pb
 
@@ -626,6 +650,7 @@ def test_client_against_a_scripted_gateway_in_godot():
     assert sorted(acks("bad_chunk")) == [1, 2, 3], "undecodable and unplayable chunks were acked"
     assert acks("acks") == [1], "chunk 1 was acked when the player was reconfigured (chunk 2 waits for its frame)"
     assert gateway.scenario("free")[0]["client_close_code"] == 1000
+    assert acks("director") == [1, 2], "the director's shots were shown and acked"
 
     takes = gateway.scenario("takes")
     assert len(takes) == 1, takes

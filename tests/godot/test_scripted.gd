@@ -25,6 +25,7 @@ func run_tests() -> void:
 	await _bad_chunks()
 	await _acks_and_cues()
 	await _decoder_and_takes()
+	await _director_events()
 	await _freed()
 
 
@@ -329,6 +330,80 @@ func _decoder_and_takes() -> void:
 	eq([], log["errors"], "takes: no error")
 	eq({}, client.session, "takes: no session after the end")
 	client.queue_free()
+
+
+func _play_into(director: ShotStreamDirector, event_name: String, results: Dictionary) -> void:
+	results[event_name] = await director.play(event_name)
+
+
+## Issue 11: the director reports each of its shots under its event name, on the server and on
+## screen, and play() resumes when the shot has ended on screen, or with the reason it never will.
+func _director_events() -> void:
+	var client := _client("director")
+	var player := ShotStreamPlayer.new()
+	add_child(player)
+	client.player = player
+	var director := ShotStreamDirector.new()
+	director.log_errors = false
+	director.shot_map = (
+		ShotStreamShotMap
+		. new()
+		. add("one", "One.", 1)
+		. add("two", "Two.", 1)
+		. add("bad", "Bad.", 1)
+		. add("three", "Three!", 1, ShotStreamCue.Mode.CUT)
+	)
+	director.client = client
+	add_child(director)
+	var events: Array[String] = []
+	for sig: String in ["shot_started", "shot_finished", "shot_presented", "shot_ended"]:
+		director.connect(
+			sig,
+			func(event_name: String, id: String, _shot: Dictionary) -> void:
+				events.append("%s %s %s" % [sig, event_name, id])
+		)
+	director.shot_dropped.connect(
+		func(event_name: String, id: String, reason: String) -> void:
+			events.append("shot_dropped %s %s %s" % [event_name, id, reason])
+	)
+	var failed: Array[String] = []
+	director.fire_failed.connect(
+		func(e: String, m: String) -> void: failed.append("%s %s" % [e, m])
+	)
+	var results := {}
+	var nothing: Dictionary = await director.play("nothing")
+	check(nothing["error"].begins_with("ShotStreamDirector: unknown event"), "play: unknown event")
+	for event_name: String in ["one", "two", "bad", "three"]:
+		_play_into(director, event_name, results)
+	client.open_session()
+	await _wait(func() -> bool: return results.size() == 4, "director: every play() returned")
+	var one: Dictionary = results.get("one", {})
+	eq(["", 2, true], [one.get("error"), one.get("frames"), one.get("complete")], "director: one")
+	eq("dropped by a cut", results.get("two", {}).get("error"), "director: two dropped by the cut")
+	eq("prompt rejected", results.get("bad", {}).get("error"), "director: bad refused")
+	var three: Dictionary = results.get("three", {})
+	eq(
+		["", 3, "three-4"],
+		[three.get("error"), three.get("frames"), three.get("event_id")],
+		"three"
+	)
+	eq(4, player.presented_frame_index, "director: three's last frame (2 + 3 frames) is on screen")
+	for id: String in ["one one-1", "three three-4"]:
+		var mine := events.filter(func(e: String) -> bool: return e.ends_with(id))
+		eq(
+			["shot_started", "shot_finished", "shot_presented", "shot_ended"],
+			mine.map(func(e: String) -> String: return e.get_slice(" ", 0)),
+			"director: %s's events in order" % id
+		)
+	check("shot_dropped two two-2 dropped by a cut" in events, "director: two reported dropped")
+	check("shot_dropped bad bad-3 prompt rejected" in events, "director: bad reported dropped")
+	check("bad prompt rejected" in failed, "director: bad reported as fire_failed: %s" % [failed])
+	await _wait(func() -> bool: return client._acks.is_empty(), "director: the last ack")
+	client.close()
+	await _wait(func() -> bool: return client.state == ShotStreamClient.State.DISCONNECTED, "end")
+	director.queue_free()
+	client.queue_free()
+	player.queue_free()
 
 
 ## Freeing a connected client closes its WebSocket (normal closure, not the socket's destructor);

@@ -45,6 +45,10 @@ signal state_changed(state: int)
 signal cue_accepted(event_id: String, queue_position: int)
 ## A shot started (ShotStarted: event_id, tags, shot_index, num_chunks, num_frames, ...).
 signal shot_started(shot: Dictionary)
+## The cue [param event_id] will never play: the server refused it (its error's message), a cut
+## dropped it while it was queued ("dropped by a cut": known when a later cue's shot starts), or
+## the session ended or was closed before it started ("the session ended", "not sent").
+signal cue_dropped(event_id: String, reason: String)
 ## A chunk of frames arrived (FrameChunk: chunk_seq, event_id, shot_index, chunk_index,
 ## num_frames, width, height, frame_format, last_in_shot, timing, and [code]pixels[/code]:
 ## num_frames frames, row-major, top row first).
@@ -191,6 +195,7 @@ var _close_frame_sent := false
 var _was_opened := false
 var _next_seq := 0  # the chunk_seq expected next (0: none expected)
 var _unsent: Array[String] = []
+var _sent_cues: Array[String] = []  # event ids sent in this session whose shot has not started
 var _acks: Array[Array] = []  # [chunk_seq, last frame index or -1, player.configurations]
 var _cue_counter := 0
 var _cue_sent_us: Dictionary = {}
@@ -248,7 +253,7 @@ func open_session() -> Error:
 ## Ends the session politely ([signal disconnected] follows with "client"): asks the server to
 ## end it when one is open, else cancels the connect or retry in progress. Drops the queued cues.
 func close() -> void:
-	_unsent.clear()
+	_drop_unsent()
 	match _state:
 		State.OPEN:
 			_ending = "client"
@@ -268,7 +273,7 @@ func close() -> void:
 ## [signal disconnected] follows with "aborted"). Drops the queued cues.
 func abort() -> void:
 	_drop_socket()
-	_unsent.clear()
+	_drop_unsent()
 	_finish("aborted")
 
 
@@ -302,6 +307,7 @@ func cue(
 		return ""
 	if _state == State.OPEN:
 		_cue_sent_us[event_id] = Time.get_ticks_usec()
+		_sent_cues.append(event_id)
 		_send(text)
 	else:
 		_unsent.append(text)
@@ -534,6 +540,7 @@ func _handle_packet(data: PackedByteArray, is_text: bool) -> void:
 		"cue_accepted":
 			cue_accepted.emit(body["event_id"], body["queue_position"])
 		"shot_started":
+			_on_shot_started(body["event_id"])
 			shot_started.emit(body)
 		"chunk":
 			_on_chunk(body)
@@ -632,6 +639,7 @@ func _on_opened(opened: Dictionary) -> void:
 		var parsed := ShotStreamProtocol.decode_client_text(text)
 		if parsed["kind"] == "cue":
 			_cue_sent_us[parsed["message"]["event_id"]] = Time.get_ticks_usec()
+			_sent_cues.append(parsed["message"]["event_id"])
 		_send(text)
 
 
@@ -736,6 +744,9 @@ func _on_server_error(e: Dictionary) -> void:
 	if fatal:
 		_end_session("error")
 	_report(code, text, fatal, e["message"])
+	if _sent_cues.has(event_id):
+		_sent_cues.erase(event_id)
+		cue_dropped.emit(event_id, e["message"])
 	if fatal:
 		_close_socket()
 
@@ -790,6 +801,7 @@ func _end_from_close_reason(reason: String) -> void:
 
 func _on_socket_closed(code: int, reason: String) -> void:
 	_end_player_shots()
+	_drop_sent_cues()
 	_session = {}
 	_take = {}
 	_acks.clear()
@@ -854,15 +866,46 @@ func _schedule_retry(delay_s: float) -> void:
 ## The end for good: nothing is retried and the queued cues are dropped.
 func _finish(reason: String) -> void:
 	_end_player_shots()
+	_drop_sent_cues()
+	_drop_unsent()
 	_session = {}
 	_take = {}
 	_acks.clear()
 	_cue_sent_us.clear()
-	_unsent.clear()
 	if _state == State.DISCONNECTED:
 		return
 	_set_state(State.DISCONNECTED)
 	disconnected.emit(reason)
+
+
+## Shot [param event_id] started: the cues sent before it that have not started were dropped by
+## a cut (the server plays cues in order; only a cut clears its queue).
+func _on_shot_started(event_id: String) -> void:
+	var at := _sent_cues.find(event_id)
+	if at < 0:
+		return
+	var dropped := _sent_cues.slice(0, at)
+	var rest: Array[String] = []
+	rest.assign(_sent_cues.slice(at + 1))
+	_sent_cues = rest
+	for id: String in dropped:
+		cue_dropped.emit(id, "dropped by a cut")
+
+
+func _drop_sent_cues() -> void:
+	var dropped := _sent_cues
+	_sent_cues = []
+	for id: String in dropped:
+		cue_dropped.emit(id, "the session ended")
+
+
+func _drop_unsent() -> void:
+	var dropped := _unsent
+	_unsent = []
+	for text: String in dropped:
+		cue_dropped.emit(
+			ShotStreamProtocol.decode_client_text(text)["message"].get("event_id", ""), "not sent"
+		)
 
 
 ## The session is gone: the player's shots end on screen once the frames they have are shown.

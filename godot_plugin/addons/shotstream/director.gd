@@ -11,18 +11,48 @@ extends Node
 ## [/codeblock]
 ## An unknown event or a missing parameter is an error ([signal fire_failed] and the Output panel),
 ## never a silently wrong prompt. Bindings last until [method unbind_all] or until the director is
-## freed; leaving the tree (reparenting) keeps them.
+## freed; leaving the tree (reparenting) keeps them.[br][br]
+## [b]Per-event signals[/b]: each shot the director cued is reported under its event name when it
+## starts and finishes on the server ([signal shot_started], [signal shot_finished]) and when it
+## is presented and ends on screen ([signal shot_presented], [signal shot_ended], from the
+## client's [member ShotStreamClient.player]); [signal shot_dropped] when it will never play.
+## [method play] fires an event and waits for its shot:
+## [codeblock]
+## var shot := await director.play("enter", {"hero": "The knight", "place": "hall"})
+## if shot["error"] != "":
+##     print("no shot: ", shot["error"])
+## [/codeblock]
 
 ## [param event_name] became the cue [param event_id] with [param prompt].
 signal shot_cued(event_name: String, event_id: String, prompt: String)
 ## [param event_name] could not be fired; [param message] says why.
 signal fire_failed(event_name: String, message: String)
+## The shot of [param event_name] (cue [param event_id]) started on the server ([param shot]: the
+## ShotStarted message).
+signal shot_started(event_name: String, event_id: String, shot: Dictionary)
+## The shot of [param event_name] has all its frames (ShotFinished; it still has frames to show).
+signal shot_finished(event_name: String, event_id: String, shot: Dictionary)
+## The first frame of the shot of [param event_name] went on screen
+## ([signal ShotStreamPlayer.shot_presented]'s Dictionary).
+signal shot_presented(event_name: String, event_id: String, shot: Dictionary)
+## The last frame of the shot of [param event_name] is on screen
+## ([signal ShotStreamPlayer.shot_ended]'s Dictionary).
+signal shot_ended(event_name: String, event_id: String, shot: Dictionary)
+## The cue of [param event_name] will never play ([param reason]: refused by the server, dropped by
+## a cut, the session ended); also reported as [signal fire_failed] when the server refused it.
+signal shot_dropped(event_name: String, event_id: String, reason: String)
+## A [method play] call is over: [param result] is what it returns.
+signal played(event_name: String, event_id: String, result: Dictionary)
 
 ## Signals with more arguments than this cannot be bound.
 const MAX_SIGNAL_ARGS := 6
 
 ## The session the shots go to.
-@export var client: ShotStreamClient
+@export var client: ShotStreamClient:
+	set(value):
+		_listen(value)
+		client = value
+		update_configuration_warnings()
 ## Event names -> prompt templates.
 @export var shot_map: ShotStreamShotMap
 ## Add the event name to each cue's tags.
@@ -32,6 +62,12 @@ const MAX_SIGNAL_ARGS := 6
 
 var _fired := 0
 var _bindings: Array[Dictionary] = []
+var _events: Dictionary = {}  # event id -> event name, for this director's cues until they end
+var _plays: Dictionary = {}  # event id -> true (wait for the screen) / false, for play() calls
+var _results: Dictionary = {}  # event id -> play()'s result, until play() takes it
+var _listening: ShotStreamClient
+var _player: ShotStreamPlayer
+var _last_failure := ""
 
 
 ## Resolves [param event_name] with [param params] and cues it. Returns the cue's event id
@@ -53,8 +89,28 @@ func fire(event_name: String, params: Dictionary = {}) -> String:
 	)
 	if event_id.is_empty():
 		return _fail(event_name, "ShotStreamDirector: the client refused the cue")
+	_listen(client)
+	_events[event_id] = event_name
 	shot_cued.emit(event_name, event_id, shot["prompt"])
 	return event_id
+
+
+## Fires [param event_name] and waits until its shot has ended on screen (with a
+## [member ShotStreamClient.player]; without one, until the server finished it). Use it with
+## [code]await[/code]. Returns the event's result: [code]event_name[/code], [code]event_id[/code],
+## [code]error[/code] ("" when the shot played; otherwise why not: the event could not be fired,
+## the server refused the cue, a cut dropped it, the session ended), and the fields of
+## [signal ShotStreamPlayer.shot_ended] (or of ShotFinished without a player).
+func play(event_name: String, params: Dictionary = {}) -> Dictionary:
+	var event_id := fire(event_name, params)
+	if event_id.is_empty():
+		return {"event_name": event_name, "event_id": "", "error": _last_failure}
+	_plays[event_id] = _player != null
+	while not _results.has(event_id):
+		await played
+	var result: Dictionary = _results[event_id]
+	_results.erase(event_id)
+	return result
 
 
 ## Fires [param event_name] every time [param source] emits [param signal_name]. The signal's
@@ -146,6 +202,92 @@ static func signal_arg_count(source: Object, signal_name: StringName) -> int:
 func _notification(what: int) -> void:
 	if what == NOTIFICATION_PREDELETE:
 		unbind_all()
+		_listen(null)
+
+
+## Follows [param to]'s signals (and its player's), instead of the client followed so far.
+func _listen(to: ShotStreamClient) -> void:
+	if _listening != to:
+		if _listening != null and is_instance_valid(_listening):
+			_listening.shot_started.disconnect(_on_shot_started)
+			_listening.shot_finished.disconnect(_on_shot_finished)
+			_listening.cue_dropped.disconnect(_on_cue_dropped)
+		_listening = to
+		if to != null:
+			to.shot_started.connect(_on_shot_started)
+			to.shot_finished.connect(_on_shot_finished)
+			to.cue_dropped.connect(_on_cue_dropped)
+	var player: ShotStreamPlayer = null
+	if to != null and is_instance_valid(to.player):
+		player = to.player
+	if _player != player:
+		if _player != null and is_instance_valid(_player):
+			_player.shot_presented.disconnect(_on_shot_presented)
+			_player.shot_ended.disconnect(_on_shot_ended)
+		_player = player
+		if player != null:
+			player.shot_presented.connect(_on_shot_presented)
+			player.shot_ended.connect(_on_shot_ended)
+
+
+func _on_shot_started(shot: Dictionary) -> void:
+	var id: String = shot["event_id"]
+	if _events.has(id):
+		shot_started.emit(_events[id], id, shot)
+
+
+func _on_shot_finished(shot: Dictionary) -> void:
+	var id: String = shot["event_id"]
+	if not _events.has(id):
+		return
+	var event_name: String = _events[id]
+	if _player == null:  # nothing will report the screen: this is the end
+		_events.erase(id)
+		_done(id, event_name, shot, "", false)
+	shot_finished.emit(event_name, id, shot)
+
+
+func _on_shot_presented(shot: Dictionary) -> void:
+	var id: String = shot["event_id"]
+	if _events.has(id):
+		shot_presented.emit(_events[id], id, shot)
+
+
+func _on_shot_ended(shot: Dictionary) -> void:
+	var id: String = shot["event_id"]
+	if not _events.has(id):
+		return
+	var event_name: String = _events[id]
+	_events.erase(id)
+	_done(id, event_name, shot, "", true)
+	shot_ended.emit(event_name, id, shot)
+
+
+func _on_cue_dropped(id: String, reason: String) -> void:
+	if not _events.has(id):
+		return
+	var event_name: String = _events[id]
+	_events.erase(id)
+	_done(id, event_name, {}, reason, true)
+	_done(id, event_name, {}, reason, false)
+	if reason not in ["dropped by a cut", "the session ended", "not sent"]:  # the server refused it
+		_last_failure = reason
+		fire_failed.emit(event_name, reason)  # the client has logged it already
+	shot_dropped.emit(event_name, id, reason)
+
+
+## Completes a [method play] waiting for [param id] whose end is the screen's ([param screen]) or
+## the server's.
+func _done(id: String, event_name: String, shot: Dictionary, error: String, screen: bool) -> void:
+	if not _plays.has(id) or _plays[id] != screen:
+		return
+	_plays.erase(id)
+	var result := shot.duplicate()
+	result["event_name"] = event_name
+	result["event_id"] = id
+	result["error"] = error
+	_results[id] = result
+	played.emit(event_name, id, result)
 
 
 func _fire_from_signal(values: Array, event_name: String, param_names: PackedStringArray) -> void:
@@ -156,6 +298,7 @@ func _fire_from_signal(values: Array, event_name: String, param_names: PackedStr
 
 
 func _fail(event_name: String, message: String) -> String:
+	_last_failure = message
 	if log_errors:
 		push_error(message)
 	fire_failed.emit(event_name, message)
