@@ -12,6 +12,7 @@ extends "res://tests/test_base.gd"
 ## sends Stats after every chunk)}
 
 const P := preload("res://addons/shotstream/protocol.gd")
+const DockScript := preload("res://addons/shotstream/dock.gd")
 const TIMEOUT_MS := 150000
 
 var _events: Array[String] = []
@@ -205,7 +206,7 @@ func _live(url: String, record: bool) -> void:
 
 
 func _dock(url: String, record: bool) -> void:
-	var dock := ShotStreamDock.new()
+	var dock: DockScript = DockScript.new()
 	add_child(dock)
 	eq("Connect", dock.connect_button.text, "dock starts disconnected")
 	check(dock.cue_button.disabled, "cue disabled while disconnected")

@@ -12,6 +12,7 @@ signal two_args_fired(hero: String, place: String)
 const FPS := 16.0
 const JB := preload("res://addons/shotstream/jitter_buffer.gd")
 const P := preload("res://addons/shotstream/protocol.gd")
+const DockScript := preload("res://addons/shotstream/dock.gd")
 
 
 func run_tests() -> void:
@@ -36,6 +37,10 @@ func run_tests() -> void:
 	_director()
 	_director_lifetime()
 	_policy()
+	_configuration_warnings()
+	_handshake()
+	_dock_settings_and_scale()
+	_internal_classes_unlisted()
 	await _client_offline()
 	_client_limits()
 	await _client_close_and_abort()
@@ -716,6 +721,105 @@ func _policy() -> void:
 	check(p.should_retry(2) and not p.should_retry(3), "max retries")
 	check(ShotStreamReconnectPolicy.new(0.1, 1.0, -1).should_retry(1000000), "negative = forever")
 	check(not ShotStreamReconnectPolicy.new(0.1, 1.0, 0).should_retry(0), "0 = never")
+
+
+## Issue 11: the Scene dock warns about a director that cannot fire and a client with a bad URL.
+func _configuration_warnings() -> void:
+	var director := ShotStreamDirector.new()
+	var w := director._get_configuration_warnings()
+	check(w.size() == 2 and "Client" in w[0] and "Shot Map" in w[1], "bare director: %s" % [w])
+	director.client = ShotStreamClient.new()
+	director.shot_map = ShotStreamShotMap.new()
+	w = director._get_configuration_warnings()
+	check(w.size() == 1 and "no cues" in w[0], "empty shot map: %s" % [w])
+	director.shot_map.add("a", "A.").add("a", "Again.").add("", "Nameless.")
+	w = director._get_configuration_warnings()
+	check(
+		w.size() == 2 and '"a"' in w[0] and "no Event Name" in w[1],
+		"duplicate and nameless: %s" % [w]
+	)
+	director.shot_map = ShotStreamShotMap.new().add("a", "A.")
+	eq(PackedStringArray(), director._get_configuration_warnings(), "a director ready to fire")
+	var client: ShotStreamClient = director.client
+	eq(PackedStringArray(), client._get_configuration_warnings(), "the default URL is fine")
+	client.server_url = "http://localhost:50052"
+	w = client._get_configuration_warnings()
+	check(w.size() == 1 and "ws://" in w[0], "a non-WebSocket URL: %s" % [w])
+	director.free()
+	client.free()
+
+
+## Issue 11: the token travels in a header on native builds and in the URL only on the web.
+func _handshake() -> void:
+	var url := "ws://h:1/v1/direct"
+	var native := ShotStreamClient.handshake_for(url, "s3cr t/&", false)
+	eq(url, native["url"], "native: the URL carries no token")
+	eq(PackedStringArray(["Authorization: Bearer s3cr t/&"]), native["headers"], "native: header")
+	var web := ShotStreamClient.handshake_for(url, "s3cr t/&", true)
+	eq(url + "?token=s3cr%20t%2F%26", web["url"], "web: ?token=, URL-encoded")
+	eq(PackedStringArray(), web["headers"], "web: no header (browsers cannot set one)")
+	eq(
+		url + "?s=x&token=t",
+		ShotStreamClient.handshake_for(url + "?s=x", "t", true)["url"],
+		"web: &"
+	)
+	var none := ShotStreamClient.handshake_for(url, "", false)
+	eq([url, PackedStringArray()], [none["url"], none["headers"]], "no token: nothing added")
+
+
+## Issue 11: the dock scales its fixed sizes by the editor's scale, and hands the plugin the
+## fields it keeps between editor sessions (not the token).
+func _dock_settings_and_scale() -> void:
+	var dock: DockScript = DockScript.new()
+	add_child(dock)
+	eq(Vector2(240, 135), dock.preview.custom_minimum_size, "preview at scale 1")
+	dock.set_ui_scale(2.0)
+	eq(Vector2(480, 270), dock.preview.custom_minimum_size, "preview at scale 2")
+	eq(Vector2(520, 0), dock.custom_minimum_size, "the dock's width at scale 2")
+	eq(2.0, dock.get_ui_scale(), "scale kept")
+	var changes := [0]
+	dock.settings_changed.connect(func() -> void: changes[0] += 1)
+	# what typing emits (setting text from code emits nothing, and a headless run cannot type)
+	dock.url_edit.text_changed.emit("ws://typed")
+	dock.decoder_option.item_selected.emit(1)
+	eq(2, changes[0], "editing a field or the decoder: settings_changed")
+	dock.apply_settings(
+		{"url": "ws://far:9/v1/direct", "caption": "Rain.", "seed": "7", "decoder": P.Decoder.TAE}
+	)
+	eq(
+		{"url": "ws://far:9/v1/direct", "caption": "Rain.", "seed": "7", "decoder": P.Decoder.TAE},
+		dock.settings(),
+		"settings round-trip"
+	)
+	dock.token_edit.text = "secret"
+	check(not "secret" in str(dock.settings()), "the token is not among the kept settings")
+	dock.apply_settings({"url": null, "caption": 5, "decoder": 99})
+	eq("ws://far:9/v1/direct", dock.url_edit.text, "missing or wrong values change nothing")
+	eq(P.Decoder.TAE, dock.decoder_option.get_selected_id(), "an unknown decoder changes nothing")
+	eq(
+		PackedStringArray(DockScript.SETTING_KEYS),
+		PackedStringArray(dock.settings().keys()),
+		"keys"
+	)
+	dock.free()
+
+
+## Issue 11: the Create New Node dialog lists the addon's nodes only, with their icons; the dock
+## and the helpers are not nodes there.
+func _internal_classes_unlisted() -> void:
+	var nodes := {}
+	for c: Dictionary in ProjectSettings.get_global_class_list():
+		if String(c["path"]).begins_with("res://addons/shotstream/"):
+			if ClassDB.is_parent_class(c["base"], "Node"):
+				nodes[String(c["class"])] = c["icon"]
+	eq(
+		["ShotStreamClient", "ShotStreamDirector", "ShotStreamPlayer"],
+		nodes.keys().map(func(k: String) -> String: return k),
+		"node classes"
+	)
+	for k: String in nodes:
+		check(String(nodes[k]).ends_with(".svg"), "%s has an icon: %s" % [k, nodes[k]])
+		check(FileAccess.file_exists(nodes[k]), "%s's icon ships: %s" % [k, nodes[k]])
 
 
 # -- client without a server --------------------------------------------------------------------

@@ -1,4 +1,5 @@
 @tool
+@icon("res://addons/shotstream/icons/client.svg")
 class_name ShotStreamClient
 extends Node
 ## A ShotStream story session over the service's WebSocket engine gateway.
@@ -106,8 +107,13 @@ const HEARTBEAT_S := 10.0
 
 ## WebSocket URL of the gateway: [code]ws://HOST:PORT/v1/direct[/code]
 ## ([code]wss://[/code] with TLS).
-@export var server_url := DEFAULT_URL
-## Bearer token when the server has one (sent as [code]?token=[/code], which web builds need).
+@export var server_url := DEFAULT_URL:
+	set(value):
+		server_url = value
+		update_configuration_warnings()
+## Bearer token when the server has one: sent in the handshake's [code]Authorization: Bearer[/code]
+## header on native builds, and as [code]?token=[/code] in the URL on web builds (browsers cannot
+## set handshake headers; see [method handshake_for]).
 ## An exported value is saved in the scene file in plain text: for a real secret, leave it empty
 ## in the scene and set it from code at run time (e.g. from [method OS.get_environment] or a
 ## config file outside the project).
@@ -414,6 +420,31 @@ static func inbound_bytes_for(
 	return maxi(credits, 1) * (chunk + CHUNK_HEADER_BYTES) + TEXT_MESSAGES_BYTES
 
 
+## How [param token] travels to [param url]: [code]{"url": String, "headers":
+## PackedStringArray}[/code]. Native builds send it in an [code]Authorization: Bearer[/code] header
+## (it stays out of URLs and logs); [param web] builds cannot set handshake headers, so there it
+## goes in the URL as [code]?token=[/code] (URL-encoded). No token: the URL as given, no header.
+static func handshake_for(url: String, token: String, web: bool) -> Dictionary:
+	if token.is_empty():
+		return {"url": url, "headers": PackedStringArray()}
+	if web:
+		var sep := "&" if "?" in url else "?"
+		return {"url": url + sep + "token=" + token.uri_encode(), "headers": PackedStringArray()}
+	return {"url": url, "headers": PackedStringArray(["Authorization: Bearer " + token])}
+
+
+func _get_configuration_warnings() -> PackedStringArray:
+	var warnings := PackedStringArray()
+	if not (server_url.begins_with("ws://") or server_url.begins_with("wss://")):
+		warnings.append(
+			(
+				'Server Url "%s" is not a WebSocket URL: use ws://HOST:PORT/v1/direct (%s).'
+				% [server_url, DEFAULT_URL]
+			)
+		)
+	return warnings
+
+
 ## Why a cue cannot be sent or queued ("" when it can).
 func _cue_refusal(prompt: String, num_chunks: int, mode: String) -> String:
 	if mode.to_lower() not in ["wait", "cut"]:
@@ -454,12 +485,11 @@ func _start_socket() -> void:
 	_close_frame_sent = false
 	_was_opened = false
 	_next_seq = 0
-	var url := server_url
-	if not token.is_empty():
-		url += ("&" if "?" in url else "?") + "token=" + token.uri_encode()
+	var handshake := handshake_for(server_url, token, OS.has_feature("web"))
+	_ws.handshake_headers = handshake["headers"]
 	_phase_started_ms = Time.get_ticks_msec()
 	_set_state(State.CONNECTING)
-	var err := _ws.connect_to_url(url)
+	var err := _ws.connect_to_url(handshake["url"])
 	if err != OK:
 		_ws = null
 		_on_socket_closed(-1, error_string(err))

@@ -1,4 +1,5 @@
 @tool
+@icon("res://addons/shotstream/icons/director.svg")
 class_name ShotStreamDirector
 extends Node
 ## Turns game events into shots: resolves an event through a [ShotStreamShotMap] and cues it on a
@@ -54,7 +55,10 @@ const MAX_SIGNAL_ARGS := 6
 		client = value
 		update_configuration_warnings()
 ## Event names -> prompt templates.
-@export var shot_map: ShotStreamShotMap
+@export var shot_map: ShotStreamShotMap:
+	set(value):
+		shot_map = value
+		update_configuration_warnings()
 ## Add the event name to each cue's tags.
 @export var tag_with_event_name := true
 ## Print failures to the Output panel (they always go to [signal fire_failed]).
@@ -93,6 +97,31 @@ func fire(event_name: String, params: Dictionary = {}) -> String:
 	_events[event_id] = event_name
 	shot_cued.emit(event_name, event_id, shot["prompt"])
 	return event_id
+
+
+## Shown in the Scene dock: what the director needs before it can fire events.
+func _get_configuration_warnings() -> PackedStringArray:
+	var warnings := PackedStringArray()
+	if client == null:
+		warnings.append("Set Client to a ShotStreamClient node: the shots are cued on it.")
+	if shot_map == null:
+		warnings.append(
+			"Set Shot Map to a ShotStreamShotMap resource: it turns events into prompts."
+		)
+	elif shot_map.cues.is_empty():
+		warnings.append("The Shot Map has no cues: add a ShotStreamCue for each event.")
+	else:
+		var seen := {}
+		for c: ShotStreamCue in shot_map.cues:
+			if c == null or c.event_name.strip_edges().is_empty():
+				warnings.append("A cue of the Shot Map has no Event Name: it can never fire.")
+			elif seen.has(c.event_name):
+				warnings.append(
+					'Two cues of the Shot Map are named "%s": only the first fires.' % c.event_name
+				)
+			else:
+				seen[c.event_name] = true
+	return warnings
 
 
 ## Fires [param event_name] and waits until its shot has ended on screen (with a

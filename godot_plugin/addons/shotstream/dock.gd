@@ -1,5 +1,4 @@
 @tool
-class_name ShotStreamDock
 extends VBoxContainer
 ## The editor dock (added by the plugin): connect to a server, write prompts, watch the stream,
 ## read latency and GPU stats, save takes.
@@ -8,7 +7,18 @@ extends VBoxContainer
 ## children, so it also runs outside the editor (the tests drive it in a game build). Nothing here
 ## touches the editor API; [code]plugin.gd[/code] only adds it as a dock. Moving the dock (which
 ## takes it out of the tree and back) keeps the session; the session ends when the dock is freed
-## (the plugin is disabled or the editor quits).
+## (the plugin is disabled or the editor quits).[br][br]
+## No [code]class_name[/code]: it is the plugin's, not a node for scenes (so it stays out of the
+## Create New Node dialog); [code]plugin.gd[/code] preloads it, passes the editor's scale
+## ([method set_ui_scale]) and keeps its fields in the project's editor metadata
+## ([method settings], [method apply_settings], [signal settings_changed]).
+
+## The server, caption, seed or decoder field changed (the plugin saves [method settings]).
+signal settings_changed
+
+## The fields [method settings] returns and [method apply_settings] takes (not the token: a secret
+## stays out of files).
+const SETTING_KEYS: Array[String] = ["url", "caption", "seed", "decoder"]
 
 ## Server URL field.
 var url_edit: LineEdit
@@ -57,11 +67,14 @@ var client: ShotStreamClient
 var player: ShotStreamPlayer
 
 var _last_latency_ms := -1.0
+var _ui_scale := 1.0
+var _sized: Array[Control] = []  # controls whose custom_minimum_size is scaled
+var _base_sizes: Array[Vector2] = []
 
 
 func _init() -> void:
 	name = "ShotStream"
-	custom_minimum_size = Vector2(260, 0)
+	_min_size(self, Vector2(260, 0))
 	client = ShotStreamClient.new()
 	client.name = "Client"
 	client.connect_on_ready = false
@@ -83,6 +96,49 @@ func _init() -> void:
 	client.take_started.connect(_on_take_started)
 	client.take_saved.connect(_on_take_saved)
 	_on_state_changed(client.state)
+	for edit: LineEdit in [url_edit, caption_edit, seed_edit]:
+		edit.text_changed.connect(func(_t: String) -> void: settings_changed.emit())
+	decoder_option.item_selected.connect(func(_i: int) -> void: settings_changed.emit())
+
+
+## Scales the dock's fixed sizes by [param factor] (the editor's display scale,
+## which plugin.gd reads from the editor); fonts and themed sizes follow the editor
+## theme by themselves.
+func set_ui_scale(factor: float) -> void:
+	_ui_scale = maxf(factor, 0.1)
+	for i in _sized.size():
+		_sized[i].custom_minimum_size = _base_sizes[i] * _ui_scale
+
+
+## The scale [method set_ui_scale] set (1 by default).
+func get_ui_scale() -> float:
+	return _ui_scale
+
+
+## The fields worth remembering between editor sessions: [code]{"url", "caption", "seed",
+## "decoder"}[/code] (not the token).
+func settings() -> Dictionary:
+	return {
+		"url": url_edit.text,
+		"caption": caption_edit.text,
+		"seed": seed_edit.text,
+		"decoder": decoder_option.get_selected_id(),
+	}
+
+
+## Fills the fields from [param values] (as [method settings] returns them; missing keys and
+## values of the wrong type are left as they are).
+func apply_settings(values: Dictionary) -> void:
+	if values.get("url") is String and not String(values["url"]).is_empty():
+		url_edit.text = values["url"]
+	if values.get("caption") is String:
+		caption_edit.text = values["caption"]
+	if values.get("seed") is String:
+		seed_edit.text = values["seed"]
+	if values.get("decoder") is int:
+		var index := decoder_option.get_item_index(values["decoder"])
+		if index >= 0:
+			decoder_option.select(index)
 
 
 ## Connects with the fields' settings, or closes the open session.
@@ -149,7 +205,7 @@ func _build() -> void:
 	add_child(HSeparator.new())
 	prompt_edit = TextEdit.new()
 	prompt_edit.placeholder_text = "Shot prompt, e.g. A dragon lands on the castle wall."
-	prompt_edit.custom_minimum_size = Vector2(0, 64)
+	_min_size(prompt_edit, Vector2(0, 64))
 	prompt_edit.wrap_mode = TextEdit.LINE_WRAPPING_BOUNDARY
 	add_child(prompt_edit)
 	chunks_spin = SpinBox.new()
@@ -171,7 +227,7 @@ func _build() -> void:
 	buttons.add_child(cut_button)
 	add_child(buttons)
 	preview = TextureRect.new()
-	preview.custom_minimum_size = Vector2(240, 135)
+	_min_size(preview, Vector2(240, 135))
 	preview.expand_mode = TextureRect.EXPAND_IGNORE_SIZE
 	preview.stretch_mode = TextureRect.STRETCH_KEEP_ASPECT_CENTERED
 	preview.size_flags_vertical = Control.SIZE_EXPAND_FILL
@@ -211,6 +267,12 @@ func _build() -> void:
 	add_child(error_label)
 
 
+func _min_size(control: Control, base: Vector2) -> void:
+	_sized.append(control)
+	_base_sizes.append(base)
+	control.custom_minimum_size = base * _ui_scale
+
+
 func _line(label: String, value: String, placeholder: String) -> LineEdit:
 	var edit := LineEdit.new()
 	edit.text = value
@@ -224,7 +286,7 @@ func _row(label: String, control: Control) -> void:
 	var row := HBoxContainer.new()
 	var l := Label.new()
 	l.text = label
-	l.custom_minimum_size = Vector2(60, 0)
+	_min_size(l, Vector2(60, 0))
 	row.add_child(l)
 	control.size_flags_horizontal = Control.SIZE_EXPAND_FILL
 	row.add_child(control)

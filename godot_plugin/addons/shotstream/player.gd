@@ -1,4 +1,5 @@
 @tool
+@icon("res://addons/shotstream/icons/player.svg")
 class_name ShotStreamPlayer
 extends Node
 ## Plays a session's frames into one [ImageTexture] at the session's rate (16 fps).
