@@ -43,6 +43,8 @@ static class RingJitterTests
             T("jitter_late_poll_skips", JitterLatePollSkips),
             T("jitter_reset_reuses_buffers", JitterResetReusesBuffers),
             T("jitter_no_per_frame_allocation", JitterNoAllocation),
+            T("jitter_allocates_no_frames_up_front", JitterNothingUpFront),
+            T("jitter_shared_chunks_by_reference", JitterSharedChunks),
         };
         foreach (var t in tests)
         {
@@ -596,10 +598,13 @@ static class RingJitterTests
         var jb = new JitterBuffer(fb, 64, Fps, startFrames: 4);
         var chunk = Frames(0, 8, fb);
         JitterFrame fr;
-        // warm up (JIT)
-        jb.Push(chunk, 0, 8, 0.0);
-        for (int k = 0; k < 8; k++) jb.TryGetFrame(k / Fps, out fr);
-        double t = 8 / Fps;
+        // warm up (JIT, and the copy buffers: allocated when first needed, 8 queued + the one on screen)
+        double t = 0;
+        for (int c = 0; c < 2; c++)
+        {
+            jb.Push(chunk, 0, 8, t);
+            for (int k = 0; k < 8; k++) { jb.TryGetFrame(t, out fr); t += 1 / Fps; }
+        }
         var m = typeof(GC).GetMethod("GetAllocatedBytesForCurrentThread");
         long before = m != null ? (long)m.Invoke(null, null) : 0;
         int gen0 = GC.CollectionCount(0);
@@ -618,8 +623,50 @@ static class RingJitterTests
         {
             Check(GC.CollectionCount(0) == gen0, "no gen0 collection while moving 64 MB of frames");
         }
-        Eq(16008L, jb.PresentedFrames, "all presented");
+        Eq(16016L, jb.PresentedFrames, "all presented");
         Eq(0L, jb.SkippedFrames, "none skipped");
         Eq(0, jb.Underruns, "no underrun");
+    }
+
+    static void JitterNothingUpFront()
+    {
+        // 36 frames of 832x480 RGBA: 57 MB if allocated up front; the buffer allocates frames only when Push copies them
+        var m = typeof(GC).GetMethod("GetAllocatedBytesForCurrentThread");
+        long before = (long)m.Invoke(null, null);
+        var jb = new JitterBuffer(832 * 480 * 4, 36, Fps, startFrames: 4);
+        long allocated = (long)m.Invoke(null, null) - before;
+        Check(allocated < 16384, "a 36-frame buffer of 1.6 MB frames allocated " + allocated + " bytes up front");
+        Eq(0, jb.QueuedFrames, "empty");
+    }
+
+    static void JitterSharedChunks()
+    {
+        const int fb = 4;
+        var jb = new JitterBuffer(fb, 6, Fps, startFrames: 1);
+        var released = new List<byte[]>();
+        Action<byte[]> release = released.Add;
+        var a = Frames(0, 3, fb);
+        var b = new byte[2 + 4 * fb];  // frames at offset 2
+        Buffer.BlockCopy(Frames(3, 4, fb), 0, b, 2, 4 * fb);
+        Eq(3, jb.PushShared(a, 0, 3, 0.0, release), "a: 3 frames");
+        Eq(3, jb.PushShared(b, 2, 4, 0.0, release), "b: 3 of 4 fit");
+        Eq(1L, jb.RefusedFrames, "one refused");
+        var full = new byte[fb];
+        Eq(0, jb.PushShared(full, 0, 1, 0.0, release), "full: refused, still the caller's");
+        JitterFrame fr;
+        for (int k = 0; k < 6; k++)
+        {
+            Check(jb.TryGetFrame(k / Fps, out fr), "frame " + k);
+            Eq((long)k, fr.FrameIndex, "in order");
+            Check(ReferenceEquals(fr.Buffer, k < 3 ? a : b), "by reference, no copy");
+            Eq(k < 3 ? k * fb : 2 + (k - 3) * fb, fr.Offset, "offset of frame " + k);
+            for (int i = 0; i < fb; i++) if (fr.Buffer[fr.Offset + i] != (byte)(k + i * 7)) throw new Exception("frame " + k + " content");
+            Eq(k < 3 ? 0 : 1, released.Count, "a is released once its last frame has left the screen (k=" + k + ")");
+        }
+        Check(ReferenceEquals(released[0], a), "a released");
+        jb.Reset(Fps, 1);
+        Eq(2, released.Count, "Reset releases b (on screen)");
+        Check(ReferenceEquals(released[1], b), "b released");
+        Check(!released.Contains(full), "a refused buffer is never released");
     }
 }

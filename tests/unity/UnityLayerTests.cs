@@ -96,7 +96,7 @@ static class UnityLayerTests
             double now = Time.realtimeSinceStartupAsDouble;
             screen.Present(now); client.Pump(now); System.Threading.Thread.Sleep(5);
         }
-        int uploads = screen.Texture == null ? 0 : screen.Texture.LoadRawTextureDataCalls;
+        int uploads = screen.Texture == null ? 0 : screen.Texture.ApplyCalls;
         Console.WriteLine("LIVE cue " + id + " opened " + opened + " started " + started + " finished " + finished + " pushed " + screen.PushedFrames
             + " uploads " + uploads + " presented " + screen.PresentedFrameIndex + " errors " + errors.Count);
         client.Close();
@@ -174,7 +174,7 @@ static class UnityLayerTests
             Check(screen.Present(100.0), "presented");
             var got = tex.RawDataForTests;
             for (int i = 0; i < 12; i++) { Eq((byte)(13 + i), got[i], "bottom row = source row 1"); Eq((byte)(1 + i), got[12 + i], "top row = source row 0"); }
-            Eq(1, tex.LoadRawTextureDataCalls, "uploads");
+            Eq(1, tex.GetRawTextureDataCalls, "written straight into the texture's memory");
             Eq(1, tex.ApplyCalls, "applies");
             Eq(blits + 1, Graphics.BlitCalls, "blit");
             Check(ReferenceEquals(rt, Graphics.LastBlitDest) && ReferenceEquals(tex, Graphics.LastBlitSource), "blit args");
@@ -202,11 +202,11 @@ static class UnityLayerTests
                 for (int k = 0; k < 4; k++) { if (screen.Present(t)) uploads++; t += 1.0 / 16; }
             };
             for (int i = 0; i < 10; i++) cycle();  // warm up (JIT, first-use)
-            int before = screen.Texture.LoadRawTextureDataCalls;
+            int before = screen.Texture.ApplyCalls;
             long a0 = GC.GetAllocatedBytesForCurrentThread();
             for (int i = 0; i < 250; i++) cycle();
             long allocated = GC.GetAllocatedBytesForCurrentThread() - a0;
-            int n = screen.Texture.LoadRawTextureDataCalls - before;
+            int n = screen.Texture.ApplyCalls - before;
             Check(n >= 990, "uploads in measured loop: " + n);
             Check(allocated < 4096, "allocated " + allocated + " bytes over " + n + " uploads");
             // last uploaded frame = frame 3 of the chunk, flipped
@@ -707,6 +707,35 @@ static class UnityLayerTests
                 Check(!client.IsRunning && !client.IsConnected, "no loop started");
             }
             finally { Application.PlatformForTests = RuntimePlatform.LinuxEditor; }
+        });
+        Run("client hands chunk buffers to the screen by reference and gets them back once their frames have left it", () =>
+        {
+            var go = new GameObject("by reference");
+            var client = go.AddComponent<ShotStreamClient>();
+            var screen = go.AddComponent<ShotStreamScreen>();
+            client.Screen = screen;
+            client.SendHook = m => Task.FromResult(0);
+            client.Deliver(new ServerMessage(ServerKind.Opened, new SessionOpened { SessionId = "s", Width = 2, Height = 1, Fps = 16, FrameFormat = FrameFormat.Rgba8, MaxChunksInFlight = 2, FramesFirstChunk = 2, FramesPerChunk = 2 }));
+            client.Pump(0);
+            var pools = (System.Collections.Concurrent.ConcurrentDictionary<int, System.Collections.Concurrent.ConcurrentBag<byte[]>>)typeof(ShotStreamClient)
+                .GetField("pixelPools", BindingFlags.Instance | BindingFlags.NonPublic).GetValue(client);
+            Func<byte[], bool> pooled = b => { System.Collections.Concurrent.ConcurrentBag<byte[]> bag; return pools.TryGetValue(b.Length, out bag) && System.Linq.Enumerable.Contains(bag, b); };
+            var px1 = new byte[16]; var px2 = new byte[16];
+            for (int i = 0; i < 16; i++) { px1[i] = (byte)(10 + i); px2[i] = (byte)(40 + i); }
+            client.Deliver(new ServerMessage(ServerKind.Chunk, new FrameChunk { ChunkSeq = 1, NumFrames = 2, Width = 2, Height = 1, FrameFormat = FrameFormat.Rgba8 }), px1);
+            client.Deliver(new ServerMessage(ServerKind.Chunk, new FrameChunk { ChunkSeq = 2, NumFrames = 2, Width = 2, Height = 1, FrameFormat = FrameFormat.Rgba8 }), px2);
+            client.Pump(0);
+            Check(!pooled(px1) && !pooled(px2), "both chunks are the screen's now");
+            screen.Advance(0);
+            Eq((byte)10, screen.Texture.RawDataForTests[0], "frame 0 straight from chunk 1's buffer");
+            screen.Advance(1 / 16.0);
+            Eq((byte)18, screen.Texture.RawDataForTests[0], "frame 1 (second half of the buffer)");
+            Check(!pooled(px1), "chunk 1's last frame is on screen: not back yet");
+            screen.Advance(1 / 16.0);
+            Eq((byte)40, screen.Texture.RawDataForTests[0], "frame 2 from chunk 2's buffer");
+            Check(pooled(px1) && !pooled(px2), "chunk 1 back in the pool once its frames left the screen");
+            screen.OnSessionOpened(new SessionOpened { Width = 2, Height = 1, Fps = 16, FrameFormat = FrameFormat.Rgba8 });
+            Check(pooled(px2), "a new session hands back what was queued or on screen");
         });
         Run("client takes: queued with cues until the session opens, events on the main thread", () =>
         {

@@ -1,9 +1,9 @@
-// A stub of ONLY the UnityEngine / UnityEngine.UI / UnityEngine.Events / UnityEngine.Experimental.Rendering
+// A stub of ONLY the UnityEngine / UnityEngine.UI / UnityEngine.Events / UnityEngine.Experimental.Rendering / Unity.Collections
 // APIs that unity_plugin/com.shotstream.bridge uses (Runtime/Unity, Editor, the sample, Tests), with Unity
 // 2021.3's signatures. Compiled to UnityEngine.dll by tests/test_unity_package.py; the package is then
 // compiled against it, so a call to an API that is missing here fails the build (add it here only after
 // checking it exists in Unity 2021.3). Runtime/Core is compiled without it (noEngineReferences).
-// Texture2D records LoadRawTextureData/Apply calls so tests can check uploads. Where Unity enforces a rule
+// Texture2D records GetRawTextureData/Apply calls so tests can check uploads. Where Unity enforces a rule
 // at run time only with a log line (Destroy in edit mode), the stub throws, so a test that breaks it fails.
 // C# 7.2.
 using System;
@@ -79,7 +79,7 @@ namespace UnityEngine
         public readonly bool mipChain;
         byte[] data;
         // test hooks (not Unity API): what was uploaded, and how often
-        public int LoadRawTextureDataCalls;
+        public int GetRawTextureDataCalls;
         public int ApplyCalls;
         public byte[] RawDataForTests { get { return data; } }
 
@@ -92,13 +92,14 @@ namespace UnityEngine
             data = new byte[width * height * bpp];
         }
 
-        public void LoadRawTextureData(byte[] data)
+        /// <summary>Unity: the texture's CPU-side pixel memory itself (no copy), rows bottom first; valid until the texture
+        /// changes or is destroyed; Apply uploads it. The stub's is a view of the bytes RawDataForTests returns.</summary>
+        public Unity.Collections.NativeArray<T> GetRawTextureData<T>() where T : struct
         {
-            if (data == null) throw new ArgumentNullException(nameof(data));
-            // Unity: "LoadRawTextureData: not enough data provided (will result in overread)."
-            if (data.Length < this.data.Length) throw new UnityException("LoadRawTextureData: not enough data provided (will result in overread).");
-            Buffer.BlockCopy(data, 0, this.data, 0, this.data.Length);
-            LoadRawTextureDataCalls++;
+            if (typeof(T) != typeof(byte)) throw new NotSupportedException("the stub hands out bytes only");
+            if (destroyed) throw new UnityException("the texture has been destroyed");
+            GetRawTextureDataCalls++;
+            return (Unity.Collections.NativeArray<T>)(object)new Unity.Collections.NativeArray<byte>(data);
         }
 
         public void Apply(bool updateMipmaps) { ApplyCalls++; }
@@ -266,6 +267,26 @@ namespace UnityEngine
 
     [AttributeUsage(AttributeTargets.Class, Inherited = false, AllowMultiple = false)]
     public sealed class AddComponentMenu : Attribute { public AddComponentMenu(string menuName) { } }
+}
+
+namespace Unity.Collections
+{
+    /// <summary>Unity's NativeArray&lt;T&gt;: a view of native memory (here, of a managed array). Only what the package uses:
+    /// Length and Copy from a managed array, bounds-checked as Unity's (ArgumentOutOfRangeException).</summary>
+    public struct NativeArray<T> where T : struct
+    {
+        readonly T[] array;
+        internal NativeArray(T[] array) { this.array = array; }
+        public int Length { get { return array == null ? 0 : array.Length; } }
+        public static void Copy(T[] src, int srcIndex, NativeArray<T> dst, int dstIndex, int length)
+        {
+            if (src == null) throw new ArgumentNullException(nameof(src));
+            if (dst.array == null) throw new ObjectDisposedException("NativeArray");
+            if (length < 0 || srcIndex < 0 || srcIndex + length > src.Length) throw new ArgumentOutOfRangeException(nameof(srcIndex));
+            if (dstIndex < 0 || dstIndex + length > dst.array.Length) throw new ArgumentOutOfRangeException(nameof(dstIndex));
+            Array.Copy(src, srcIndex, dst.array, dstIndex, length);
+        }
+    }
 }
 
 namespace UnityEngine.Experimental.Rendering

@@ -27,12 +27,15 @@ namespace ShotStream.Core
         Skip = 1,
     }
 
-    /// <summary>The frame to show now. <see cref="Buffer"/> is owned by the jitter buffer and stays
-    /// valid (unchanged) until the next TryGetFrame call; copy it out (e.g. upload it to a texture) before then.</summary>
+    /// <summary>The frame to show now: <see cref="FrameBytes"/> bytes at Buffer[Offset..]. The buffer is the jitter buffer's
+    /// (a copy) or the pusher's (<see cref="JitterBuffer.PushShared"/>) and stays valid (unchanged) until the next TryGetFrame
+    /// call; copy it out (e.g. upload it to a texture) before then.</summary>
     public struct JitterFrame
     {
-        /// <summary>Frame bytes (FrameBytes long; pooled storage).</summary>
+        /// <summary>Holds the frame's bytes from <see cref="Offset"/> on.</summary>
         public byte[] Buffer;
+        /// <summary>Where the frame starts in <see cref="Buffer"/>.</summary>
+        public int Offset;
         /// <summary>Index of this frame in arrival order (0 = first frame ever pushed).</summary>
         public long FrameIndex;
         /// <summary>True when this frame was not returned by the previous call (upload needed).</summary>
@@ -55,18 +58,29 @@ namespace ShotStream.Core
     /// <para>Bounded and lossless: a Push that does not fit is refused (Push returns how many frames it
     /// took), so the caller can hold back the chunk's ack and the server's credit window applies
     /// back-pressure; every generated frame is content, none is dropped to make room.</para>
-    /// <para>No per-frame allocation: capacity + 1 frame buffers are allocated up front; Push copies
-    /// into them and TryGetFrame hands out references. <see cref="Reset"/> reuses them for a new stream.</para>
+    /// <para>Frames by reference: <see cref="PushShared"/> keeps a whole chunk's buffer (no copy) and hands it back through
+    /// its release callback once none of its frames is queued or on screen; <see cref="Push"/> copies frames into buffers of
+    /// its own, allocated when first needed (at most capacity + 1, nothing up front) and reused. TryGetFrame hands out
+    /// references. No per-frame allocation once warm; <see cref="Reset"/> keeps the buffers for a new stream.</para>
     /// Not thread-safe.
     /// </summary>
     public sealed class JitterBuffer
     {
-        readonly byte[][] _pool;      // capacity + 1 buffers (+1: the frame on screen)
-        readonly int[] _queue;        // ring of pool indices, oldest at _head
-        readonly long[] _queueIndex;  // arrival index of each queued frame
-        readonly int[] _free;         // stack of free pool indices
-        int _freeCount, _head, _count;
-        int _current = -1;            // pool index on screen, -1 before the first frame
+        // A record holds one buffer with frames queued or on screen: a pushed chunk's (released to its owner when its last
+        // frame leaves) or one of the copies' (back to _spare). At most capacity + 1 are live (each holds a frame).
+        readonly byte[][] _recBuffer;
+        readonly Action<byte[]>[] _recRelease;  // null: a copy buffer of ours
+        readonly int[] _recLive;                // its frames queued or on screen
+        readonly int[] _freeRec;                // stack of free record indices
+        int _freeRecCount;
+        readonly byte[][] _spare;               // copy buffers not in use
+        int _spareCount;
+        readonly int[] _queueRec;               // ring of queued frames: record, offset, arrival index; oldest at _head
+        readonly int[] _queueOffset;
+        readonly long[] _queueIndex;
+        int _head, _count;
+        int _current = -1;            // record of the frame on screen, -1 before the first frame
+        int _currentOffset;
         long _currentIndex = -1;
         long _lastReturnedIndex = -1;
         long _pushedTotal;
@@ -102,13 +116,16 @@ namespace ShotStream.Core
             FrameBytes = frameBytes;
             Capacity = capacity;
             SetPlayback(framesPerSecond, startFrames);
-            _pool = new byte[capacity + 1][];
-            for (int i = 0; i < _pool.Length; i++) _pool[i] = new byte[frameBytes];
-            _queue = new int[capacity];
+            _recBuffer = new byte[capacity + 1][];
+            _recRelease = new Action<byte[]>[capacity + 1];
+            _recLive = new int[capacity + 1];
+            _freeRec = new int[capacity + 1];
+            for (int i = 0; i < _freeRec.Length; i++) _freeRec[i] = _freeRec.Length - 1 - i;
+            _freeRecCount = _freeRec.Length;
+            _spare = new byte[capacity + 1][];
+            _queueRec = new int[capacity];
+            _queueOffset = new int[capacity];
             _queueIndex = new long[capacity];
-            _free = new int[capacity + 1];
-            for (int i = 0; i < _free.Length; i++) _free[i] = _free.Length - 1 - i;
-            _freeCount = _free.Length;
             State = JitterState.Starting;
         }
 
@@ -121,13 +138,12 @@ namespace ShotStream.Core
         }
 
         /// <summary>Copy <paramref name="frameCount"/> consecutive frames (FrameBytes each) from
-        /// <paramref name="source"/>[offset..] into the queue; <paramref name="nowSeconds"/> is the arrival time.</summary>
+        /// <paramref name="source"/>[offset..] into the queue (the source may be reused right after);
+        /// <paramref name="nowSeconds"/> is the arrival time.</summary>
         /// <returns>Frames accepted: the first ones, as many as fit (the rest are counted in RefusedFrames).</returns>
         public int Push(byte[] source, int offset, int frameCount, double nowSeconds)
         {
-            if (source == null) throw new ArgumentNullException("source");
-            if (frameCount < 0 || offset < 0 || (long)offset + (long)frameCount * FrameBytes > source.Length)
-                throw new ArgumentOutOfRangeException("frameCount", "source is too small for the frames");
+            CheckSource(source, offset, frameCount);
             int accepted = 0;
             for (int f = 0; f < frameCount; f++)
             {
@@ -136,30 +152,84 @@ namespace ShotStream.Core
                     RefusedFrames += frameCount - f;
                     break;
                 }
-                int buf = _free[--_freeCount];
-                Buffer.BlockCopy(source, offset + f * FrameBytes, _pool[buf], 0, FrameBytes);
-                int tail = (_head + _count) % Capacity;
-                _queue[tail] = buf;
-                _queueIndex[tail] = _pushedTotal++;
-                _count++;
+                byte[] buf = _spareCount > 0 ? _spare[--_spareCount] : new byte[FrameBytes];
+                Buffer.BlockCopy(source, offset + f * FrameBytes, buf, 0, FrameBytes);
+                int rec = NewRecord(buf, null, 1);
+                Enqueue(rec, 0);
                 accepted++;
             }
             return accepted;
         }
 
-        /// <summary>Drops everything (queued frames and the one on screen) and starts a new stream at
-        /// <paramref name="framesPerSecond"/>, playing once <paramref name="startFrames"/> are queued: frame
-        /// indices and counters restart at 0; the frame buffers are kept (no allocation).</summary>
+        /// <summary>Queues <paramref name="frameCount"/> consecutive frames of <paramref name="buffer"/>[offset..] by reference
+        /// (no copy). When it returns more than 0 the buffer is the jitter buffer's until <paramref name="release"/>(buffer) is
+        /// called, once none of its frames is queued or on screen (or at <see cref="Reset"/>); do not change it meanwhile.
+        /// When it returns 0 (full) the buffer stays the caller's and release is not called.</summary>
+        /// <returns>Frames accepted: the first ones, as many as fit (the rest are counted in RefusedFrames).</returns>
+        public int PushShared(byte[] buffer, int offset, int frameCount, double nowSeconds, Action<byte[]> release)
+        {
+            CheckSource(buffer, offset, frameCount);
+            if (release == null) throw new ArgumentNullException("release");
+            int accepted = Math.Min(frameCount, Capacity - _count);
+            RefusedFrames += frameCount - accepted;
+            if (accepted == 0) return 0;
+            int rec = NewRecord(buffer, release, accepted);
+            for (int f = 0; f < accepted; f++) Enqueue(rec, offset + f * FrameBytes);
+            return accepted;
+        }
+
+        void CheckSource(byte[] source, int offset, int frameCount)
+        {
+            if (source == null) throw new ArgumentNullException("source");
+            if (frameCount < 0 || offset < 0 || (long)offset + (long)frameCount * FrameBytes > source.Length)
+                throw new ArgumentOutOfRangeException("frameCount", "source is too small for the frames");
+        }
+
+        int NewRecord(byte[] buffer, Action<byte[]> release, int frames)
+        {
+            int rec = _freeRec[--_freeRecCount];
+            _recBuffer[rec] = buffer;
+            _recRelease[rec] = release;
+            _recLive[rec] = frames;
+            return rec;
+        }
+
+        void Enqueue(int rec, int offset)
+        {
+            int tail = (_head + _count) % Capacity;
+            _queueRec[tail] = rec;
+            _queueOffset[tail] = offset;
+            _queueIndex[tail] = _pushedTotal++;
+            _count++;
+        }
+
+        // One frame of record `rec` is gone: the last one gives its buffer back.
+        void Drop(int rec)
+        {
+            if (--_recLive[rec] > 0) return;
+            byte[] buf = _recBuffer[rec];
+            Action<byte[]> release = _recRelease[rec];
+            _recBuffer[rec] = null;
+            _recRelease[rec] = null;
+            _freeRec[_freeRecCount++] = rec;
+            if (release == null) _spare[_spareCount++] = buf;
+            else release(buf);
+        }
+
+        /// <summary>Drops everything (queued frames and the one on screen, their shared buffers released) and starts a new
+        /// stream at <paramref name="framesPerSecond"/>, playing once <paramref name="startFrames"/> are queued: frame
+        /// indices and counters restart at 0; the copy buffers are kept (no allocation).</summary>
         public void Reset(double framesPerSecond, int startFrames)
         {
             SetPlayback(framesPerSecond, startFrames);
             while (_count > 0)
             {
-                _free[_freeCount++] = _queue[_head];
+                int rec = _queueRec[_head];
                 _head = (_head + 1) % Capacity;
                 _count--;
+                Drop(rec);
             }
-            if (_current >= 0) _free[_freeCount++] = _current;
+            if (_current >= 0) Drop(_current);
             _current = -1;
             _currentIndex = _lastReturnedIndex = -1;
             _head = 0;
@@ -209,12 +279,14 @@ namespace ShotStream.Core
                         break;
                     }
                     bool skipping = _scheduled < due && _count > 1;
-                    int buf = _queue[_head];
+                    int rec = _queueRec[_head];
+                    int off = _queueOffset[_head];
                     long idx = _queueIndex[_head];
                     _head = (_head + 1) % Capacity;
                     _count--;
-                    if (_current >= 0) _free[_freeCount++] = _current;
-                    _current = buf;
+                    if (_current >= 0) Drop(_current);
+                    _current = rec;
+                    _currentOffset = off;
                     _currentIndex = idx;
                     _scheduled++;
                     if (skipping) SkippedFrames++;
@@ -226,7 +298,8 @@ namespace ShotStream.Core
                 frame = default(JitterFrame);
                 return false;
             }
-            frame.Buffer = _pool[_current];
+            frame.Buffer = _recBuffer[_current];
+            frame.Offset = _currentOffset;
             frame.FrameIndex = _currentIndex;
             frame.IsNew = _currentIndex != _lastReturnedIndex;
             frame.IsHeld = State != JitterState.Playing;

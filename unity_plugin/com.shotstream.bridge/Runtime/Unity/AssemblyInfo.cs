@@ -2,3 +2,5 @@ using System.Runtime.CompilerServices;
 
 // The Unity-layer tests (tests/unity/UnityLayerTests.cs) drive internal seams (e.g. the client's send hook).
 [assembly: InternalsVisibleTo("UnityLayerTests")]
+// tests/unity/ScreenBench.cs hands chunks to the client as its receive loop does.
+[assembly: InternalsVisibleTo("ScreenBench")]

@@ -134,6 +134,8 @@ namespace ShotStream.Unity
         readonly Dictionary<string, long> cutOrders = new Dictionary<string, long>();
         long cueOrder;
         ShotStreamScreen hookedScreen;
+        bool handedOver;                  // the chunk being dispatched went to the screen by reference (its buffer is the screen's)
+        Action<byte[]> returnPixels;      // Return, allocated once
         readonly Dictionary<string, long> cueSentAt = new Dictionary<string, long>();  // event id -> Stopwatch timestamp, until its first chunk
         readonly float[] recentLatencies = new float[8];
         int latencyCount;
@@ -418,18 +420,20 @@ namespace ShotStream.Unity
         internal void Pump(double nowSeconds)
         {
             HookScreen();
+            if (returnPixels == null) returnPixels = Return;
             Pending p;
             while (inbox.TryDequeue(out p))
             {
                 try
                 {
                     if (p.Run != run) continue;  // from a loop Close() ended
+                    handedOver = false;
                     if (p.Message != null) Dispatch(p, nowSeconds);
                     else if (p.Ended != null) EndSession(p.Ended);
                     else Report(p.Error);
                 }
                 catch (Exception e) { Debug.LogException(e); }
-                finally { Return(p.Pixels); }
+                finally { if (!handedOver) Return(p.Pixels); }
             }
             bool waitForScreen = screen != null && screen.isActiveAndEnabled;
             while (acks.Count > 0)
@@ -491,7 +495,9 @@ namespace ShotStream.Unity
                             while (acks.Count > 0) SendAck(acks.Dequeue());
                             screen.Configure((int)chunk.Width, (int)chunk.Height);
                         }
-                        int accepted = screen.PushFrames(p.Pixels, 0, (int)chunk.NumFrames, now, chunk.EventId ?? "", chunk.ShotIndex, chunk.LastInShot);
+                        // by reference: the screen hands the buffer back to the pool once the chunk's frames have left it
+                        int accepted = screen.PushChunk(p.Pixels, 0, (int)chunk.NumFrames, now, returnPixels, chunk.EventId ?? "", chunk.ShotIndex, chunk.LastInShot);
+                        if (accepted > 0) handedOver = true;  // even if something below throws
                         if (accepted < chunk.NumFrames)
                             Debug.LogWarning("ShotStreamClient: screen buffer full, dropped " + (chunk.NumFrames - accepted) + " frames of chunk " + chunk.ChunkSeq);
                         if (accepted > 0) last = screen.PushedFrames - 1;

@@ -2,6 +2,7 @@
 using System;
 using System.Collections.Generic;
 using ShotStream.Core;
+using Unity.Collections;
 using UnityEngine;
 using UnityEngine.UI;
 
@@ -12,11 +13,11 @@ namespace ShotStream.Unity
     /// presents frames from a <see cref="JitterBuffer"/> (16 fps by default) in Update, driving any of:
     /// a RawImage, a Renderer (through a MaterialPropertyBlock, so no material is instanced), or a
     /// RenderTexture (Graphics.Blit).
-    /// <para>Row order: the server sends frames top row first; Unity's texture origin is bottom-left
-    /// (LoadRawTextureData's first row is the bottom one). Each new frame is copied row by row,
-    /// reversed, into one reusable buffer (allocated when the size changes, never per frame) and
-    /// that buffer is uploaded with LoadRawTextureData(byte[]) + Apply(false). Uploads allocate
-    /// nothing per frame.</para>
+    /// <para>One copy per frame on the main thread: the client's chunks are queued by reference (<see cref="PushChunk"/>:
+    /// its pooled chunk buffer, handed back once the chunk's frames have left the screen), and each new frame is
+    /// written straight into the texture's own memory (Texture2D.GetRawTextureData) bottom row first, as Unity's texture
+    /// origin is bottom-left while the server sends the top row first, then Apply(false) uploads it. No intermediate
+    /// buffer, no frame buffers allocated up front, nothing allocated per frame.</para>
     /// <para>Clock: playback follows the game's clock, not the wall clock. Each Update advances the screen's
     /// <see cref="PlaybackTime"/> by Time.unscaledDeltaTime (or Time.deltaTime with <see cref="FollowTimeScale"/>:
     /// time scale 0 pauses the video, 0.5 plays it at half speed), at most <see cref="MaxClockStep"/> per Update,
@@ -82,7 +83,6 @@ namespace ShotStream.Unity
         Texture2D texture;
         JitterBuffer jitter;
         MaterialPropertyBlock block;
-        byte[] flipped;
         int width, height;
         long pushedFrames;
         long presentedFrameIndex = -1;
@@ -169,7 +169,7 @@ namespace ShotStream.Unity
             else Configure(frameWidth, frameHeight, framesPerSecond, capacityFrames > 0 ? capacityFrames : FallbackCapacityFrames, startFrames);
         }
 
-        /// <summary>(Re)creates the texture and the flip buffer when the size changes, and starts the jitter
+        /// <summary>(Re)creates the texture when the size changes, and starts the jitter
         /// buffer afresh; its frame buffers are reused when the frame size and capacity are unchanged (a new
         /// session of the same server allocates nothing).</summary>
         public void Configure(int frameWidth, int frameHeight, double fps, int capacity, int start)
@@ -185,10 +185,13 @@ namespace ShotStream.Unity
                 texture.filterMode = filterMode;
                 texture.wrapMode = TextureWrapMode.Clamp;
                 width = frameWidth; height = frameHeight;
-                flipped = new byte[FrameBytes];
             }
             if (jitter != null && jitter.FrameBytes == FrameBytes && jitter.Capacity == capacity) jitter.Reset(fps, start);
-            else jitter = new JitterBuffer(FrameBytes, capacity, fps, start);
+            else
+            {
+                if (jitter != null) jitter.Reset(jitter.FramesPerSecond, jitter.StartFrames);  // hands its shared chunk buffers back
+                jitter = new JitterBuffer(FrameBytes, capacity, fps, start);
+            }
             jitter.CatchUp = catchUp;
             pushedFrames = 0;
             presentedFrameIndex = -1;
@@ -230,11 +233,29 @@ namespace ShotStream.Unity
         {
             if (jitter == null) throw new InvalidOperationException("ShotStreamScreen is not configured (no session opened yet)");
             int accepted = jitter.Push(source, offset, frameCount, nowSeconds);
+            Tag(accepted, frameCount, eventId, shotIndex, lastInShot);
+            return accepted;
+        }
+
+        /// <summary>Queues <paramref name="frameCount"/> top-down RGBA frames of <paramref name="buffer"/>[offset..] by
+        /// reference, without copying: when it returns more than 0 the buffer is the screen's until
+        /// <paramref name="release"/>(buffer) is called, once its frames have left the screen (or the screen is reconfigured
+        /// or released); when it returns 0 (full) it stays the caller's. What the client does with each chunk.</summary>
+        public int PushChunk(byte[] buffer, int offset, int frameCount, double nowSeconds, Action<byte[]> release,
+                             string eventId = null, uint shotIndex = 0, bool lastInShot = false)
+        {
+            if (jitter == null) throw new InvalidOperationException("ShotStreamScreen is not configured (no session opened yet)");
+            int accepted = jitter.PushShared(buffer, offset, frameCount, nowSeconds, release);
+            Tag(accepted, frameCount, eventId, shotIndex, lastInShot);
+            return accepted;
+        }
+
+        void Tag(int accepted, int frameCount, string eventId, uint shotIndex, bool lastInShot)
+        {
             if (accepted > 0 && eventId != null)
                 segments.Enqueue(new Segment { First = pushedFrames, Last = pushedFrames + accepted - 1, EventId = eventId, ShotIndex = shotIndex,
                                                LastInShot = lastInShot && accepted == frameCount });
             pushedFrames += accepted;
-            return accepted;
         }
 
         /// <summary>Shows the frame due at <paramref name="nowSeconds"/> (on the screen's video clock); true when a new
@@ -251,7 +272,7 @@ namespace ShotStream.Unity
                 return false;
             }
             presentedFrameIndex = frame.FrameIndex;
-            Upload(frame.Buffer, 0);
+            Upload(frame.Buffer, frame.Offset);
             OnFramePresented(frame.FrameIndex, nowSeconds);
             return true;
         }
@@ -309,17 +330,17 @@ namespace ShotStream.Unity
             catch (Exception x) { Debug.LogException(x); }
         }
 
-        /// <summary>Uploads one top-down RGBA frame at source[offset..]: rows reversed into the
-        /// reusable buffer, LoadRawTextureData, Apply(false), then the RenderTexture blit.</summary>
+        /// <summary>Uploads one top-down RGBA frame at source[offset..]: its rows written straight into the texture's memory,
+        /// bottom row first (one copy), Apply(false), then the RenderTexture blit.</summary>
         public void Upload(byte[] source, int offset)
         {
             if (texture == null) throw new InvalidOperationException("ShotStreamScreen is not configured");
             if (source == null) throw new ArgumentNullException(nameof(source));
             int rowBytes = width * BytesPerPixel;
             if (offset < 0 || (long)offset + (long)rowBytes * height > source.Length) throw new ArgumentOutOfRangeException(nameof(offset));
+            NativeArray<byte> raw = texture.GetRawTextureData<byte>();
             for (int y = 0; y < height; y++)
-                Buffer.BlockCopy(source, offset + y * rowBytes, flipped, (height - 1 - y) * rowBytes, rowBytes);
-            texture.LoadRawTextureData(flipped);
+                NativeArray<byte>.Copy(source, offset + y * rowBytes, raw, (height - 1 - y) * rowBytes, rowBytes);
             texture.Apply(false);
             if (renderTexture != null) Graphics.Blit(texture, renderTexture);
         }
@@ -330,8 +351,8 @@ namespace ShotStream.Unity
         {
             if (texture != null) DestroyObject(texture);
             texture = null;
+            if (jitter != null) jitter.Reset(jitter.FramesPerSecond, jitter.StartFrames);  // hands shared chunk buffers back
             jitter = null;
-            flipped = null;
             width = height = 0;
             pushedFrames = 0;
             presentedFrameIndex = -1;
