@@ -69,9 +69,9 @@ def test_package_manifest_and_asmdef():
     runtime = json.loads((PKG / "Runtime" / "ShotStream.Runtime.asmdef").read_text())
     assert runtime["name"] == "ShotStream.Runtime" and runtime["references"] == ["ShotStream.Core", "UnityEngine.UI"]
     assert runtime["allowUnsafeCode"] is False and runtime["noEngineReferences"] is False
-    # the Unity layer's internals are open to the mono test harness and its benchmark only, by their real assembly names
+    # the Unity layer's internals are open to the mono test harnesses and the benchmark only, by their real assembly names
     assert re.findall(r'InternalsVisibleTo\("([^"]+)"\)', (PKG / "Runtime" / "Unity" / "AssemblyInfo.cs").read_text()) == [
-        "UnityLayerTests", "ScreenBench"]
+        "UnityLayerTests", "ScreenBench", "TimelineTests"]
     changelog = (PKG / "CHANGELOG.md").read_text()
     assert re.search(r"^## \[(Unreleased|\d+\.\d+\.\d+)\]( - \d{4}-\d{2}-\d{2})?$", changelog, re.M), "Keep a Changelog headings"
 
@@ -166,6 +166,31 @@ def test_sample_reads_keys_through_either_input_handling(built, input_handling):
          TESTS / "SampleTests.cs", PKG / "Samples~" / "EventShots" / "EventShotsSample.cs")
     proc = subprocess.run(["mono", str(out / "SampleTests.exe")], capture_output=True, text=True, timeout=120, cwd=out)
     assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == f"SAMPLE OK {input_handling}", proc.stdout + proc.stderr
+
+
+def test_timeline_track(built):
+    """Cutscene authoring (issue 11): Runtime/Timeline (its own asmdef, compiled only when com.unity.timeline is in the
+    project) compiles against stubs of exactly the Timeline / Playables API it uses (stubs/TimelineStub.cs,
+    UnityEngineStub.cs's UnityEngine.Playables), and tests/unity/TimelineTests.cs drives the track as Timeline does
+    against a simulated service: clips cued a measured lead ahead of their start, the director held while a clip's
+    frames are late (and released after Max Hold Seconds), every frame shown once in order across a cut, nothing cued
+    while scrubbing in edit mode, jumps back re-cue and jumps past skip."""
+    asmdef = json.loads((PKG / "Runtime" / "Timeline" / "ShotStream.Timeline.asmdef").read_text())
+    assert asmdef["name"] == "ShotStream.Timeline" and asmdef["references"] == ["ShotStream.Core", "ShotStream.Runtime", "Unity.Timeline"]
+    assert asmdef["defineConstraints"] == ["SHOTSTREAM_TIMELINE"]
+    assert asmdef["versionDefines"] == [{"name": "com.unity.timeline", "expression": "1.6.0", "define": "SHOTSTREAM_TIMELINE"}]
+    out = built / "timeline"
+    out.mkdir(exist_ok=True)
+    _mcs("-target:library", *_refs(built, "UnityEngine"), f"-out:{out / 'Unity.Timeline.dll'}", TESTS / "stubs" / "TimelineStub.cs")
+    _mcs("-target:library", *_refs(built, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime"), f"-r:{out / 'Unity.Timeline.dll'}",
+         f"-out:{out / 'ShotStream.Timeline.dll'}", *sorted((PKG / "Runtime" / "Timeline").glob("*.cs")))
+    _mcs(*_refs(built, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime"), f"-r:{out / 'Unity.Timeline.dll'}",
+         f"-r:{out / 'ShotStream.Timeline.dll'}", f"-out:{out / 'TimelineTests.exe'}", TESTS / "TimelineTests.cs")
+    for dll in ("UnityEngine", "ShotStream.Core", "ShotStream.Runtime"):
+        (out / f"{dll}.dll").write_bytes((built / f"{dll}.dll").read_bytes())
+    proc = subprocess.run(["mono", str(out / "TimelineTests.exe")], capture_output=True, text=True, timeout=120, cwd=out)
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert re.fullmatch(r"[1-9]\d* passed, 0 failed", last) and proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def _editor_tests(built: Path) -> Path:

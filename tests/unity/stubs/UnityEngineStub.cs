@@ -269,6 +269,98 @@ namespace UnityEngine
     public sealed class AddComponentMenu : Attribute { public AddComponentMenu(string menuName) { } }
 }
 
+namespace UnityEngine
+{
+    /// <summary>Unity: what resolves exposed references in a PlayableGraph (a PlayableDirector is one).</summary>
+    public interface IExposedPropertyTable { }
+}
+
+// UnityEngine.Playables (DirectorModule): only what Runtime/Timeline uses. A playable is a handle to state the graph
+// owns; the stub's holds it in a class. Test hooks (not Unity API) create graphs and drive them as Timeline would.
+namespace UnityEngine.Playables
+{
+    public interface IPlayable { PlayableHandle GetHandle(); }
+    public interface IPlayableBehaviour { }
+
+    /// <summary>Stub only: the state behind a playable handle.</summary>
+    public sealed class PlayableHandle
+    {
+        internal PlayableGraph Graph;
+        internal double Speed = 1;
+        internal double Time;
+        internal object Behaviour;
+    }
+
+    public struct Playable : IPlayable
+    {
+        readonly PlayableHandle handle;
+        internal Playable(PlayableHandle handle) { this.handle = handle; }
+        public PlayableHandle GetHandle() { return handle; }
+    }
+
+    public struct FrameData { }
+
+    public struct PlayableGraph
+    {
+        readonly IExposedPropertyTable resolver;
+        readonly List<Playable> roots;
+        PlayableGraph(IExposedPropertyTable resolver) { this.resolver = resolver; roots = new List<Playable>(); }
+        /// <summary>Test hook (not Unity API): a graph resolved by <paramref name="resolver"/> (Timeline: its PlayableDirector).</summary>
+        public static PlayableGraph CreateForTests(IExposedPropertyTable resolver) { return new PlayableGraph(resolver); }
+        /// <summary>Test hook (not Unity API): makes a playable the graph's root (Timeline's is the timeline playable).</summary>
+        public void AddRootForTests(Playable p) { roots.Add(p); }
+        public IExposedPropertyTable GetResolver() { return resolver; }
+        public Playable GetRootPlayable(int index) { return roots[index]; }
+    }
+
+    public struct ScriptPlayable<T> : IPlayable where T : class, IPlayableBehaviour, new()
+    {
+        readonly PlayableHandle handle;
+        ScriptPlayable(PlayableHandle handle) { this.handle = handle; }
+        public static ScriptPlayable<T> Create(PlayableGraph graph, int inputCount = 0)
+        {
+            return new ScriptPlayable<T>(new PlayableHandle { Graph = graph, Behaviour = new T() });
+        }
+        public PlayableHandle GetHandle() { return handle; }
+        public T GetBehaviour() { return (T)handle.Behaviour; }
+        public static implicit operator Playable(ScriptPlayable<T> playable) { return new Playable(playable.handle); }
+        public static explicit operator ScriptPlayable<T>(Playable playable)
+        {
+            if (!(playable.GetHandle().Behaviour is T)) throw new InvalidCastException("the playable's behaviour is not a " + typeof(T).Name);
+            return new ScriptPlayable<T>(playable.GetHandle());
+        }
+    }
+
+    public static class PlayableExtensions
+    {
+        public static PlayableGraph GetGraph<U>(this U playable) where U : struct, IPlayable { return playable.GetHandle().Graph; }
+        public static double GetTime<U>(this U playable) where U : struct, IPlayable { return playable.GetHandle().Time; }
+        public static double GetSpeed<U>(this U playable) where U : struct, IPlayable { return playable.GetHandle().Speed; }
+        public static void SetSpeed<U>(this U playable, double value) where U : struct, IPlayable { playable.GetHandle().Speed = value; }
+    }
+
+    public abstract class PlayableBehaviour : IPlayableBehaviour
+    {
+        public virtual void OnGraphStart(Playable playable) { }
+        public virtual void OnGraphStop(Playable playable) { }
+        public virtual void ProcessFrame(Playable playable, FrameData info, object playerData) { }
+    }
+
+    public abstract class PlayableAsset : ScriptableObject
+    {
+        public abstract Playable CreatePlayable(PlayableGraph graph, GameObject owner);
+    }
+
+    public sealed class PlayableDirector : Behaviour, IExposedPropertyTable
+    {
+        /// <summary>The timeline's current time, seconds.</summary>
+        public double time { get; set; }
+        /// <summary>Test hook (not Unity API): the graph playableGraph returns.</summary>
+        public PlayableGraph GraphForTests;
+        public PlayableGraph playableGraph { get { return GraphForTests; } }
+    }
+}
+
 namespace Unity.Collections
 {
     /// <summary>Unity's NativeArray&lt;T&gt;: a view of native memory (here, of a managed array). Only what the package uses:

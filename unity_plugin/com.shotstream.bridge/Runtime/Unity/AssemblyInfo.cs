@@ -4,3 +4,5 @@ using System.Runtime.CompilerServices;
 [assembly: InternalsVisibleTo("UnityLayerTests")]
 // tests/unity/ScreenBench.cs hands chunks to the client as its receive loop does.
 [assembly: InternalsVisibleTo("ScreenBench")]
+// tests/unity/TimelineTests.cs plays the service for the Timeline track through the same seams.
+[assembly: InternalsVisibleTo("TimelineTests")]

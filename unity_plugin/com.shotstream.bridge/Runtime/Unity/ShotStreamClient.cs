@@ -166,7 +166,7 @@ namespace ShotStream.Unity
         /// <summary>The decoder the next session asks for (ServerDefault: the server's). The one the server chose is
         /// <see cref="Session"/>.Decoder once the session is open.</summary>
         public ShotDecoder Decoder { get { return decoder; } set { decoder = value; } }
-        public ShotStreamScreen Screen { get { return screen; } set { screen = value; } }
+        public ShotStreamScreen Screen { get { return screen; } set { screen = value; HookScreen(); } }
         public SessionOpened Session { get; private set; }
         public bool IsConnected { get { lock (connLock) return connection != null; } }
 
@@ -205,7 +205,11 @@ namespace ShotStream.Unity
             };
         }
 
-        void OnEnable() { if (connectOnStart) Connect(); }
+        void OnEnable()
+        {
+            HookScreen();
+            if (connectOnStart) Connect();
+        }
 
         void OnDisable() { Close(); }
 
@@ -541,9 +545,19 @@ namespace ShotStream.Unity
                     Raise(shotPresented, s);
                 };
             }
-            if (hookedScreen != null) { hookedScreen.shotEnded.RemoveListener(onScreenEnded); hookedScreen.shotPresented.RemoveListener(onScreenPresented); }
+            if (hookedScreen != null)
+            {
+                hookedScreen.shotEnded.RemoveListener(onScreenEnded);
+                hookedScreen.shotPresented.RemoveListener(onScreenPresented);
+                if (hookedScreen.Client == this) hookedScreen.Client = null;
+            }
             hookedScreen = screen;
-            if (screen != null) { screen.shotEnded.AddListener(onScreenEnded); screen.shotPresented.AddListener(onScreenPresented); }
+            if (screen != null)
+            {
+                screen.shotEnded.AddListener(onScreenEnded);
+                screen.shotPresented.AddListener(onScreenPresented);
+                screen.Client = this;
+            }
         }
 
         void OnShotStarted(string eventId)

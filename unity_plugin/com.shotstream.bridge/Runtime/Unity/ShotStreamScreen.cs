@@ -116,6 +116,8 @@ namespace ShotStream.Unity
         public RenderTexture RenderTarget { get { return renderTexture; } set { renderTexture = value; } }
         /// <summary>Frames queued before playback (re)starts; applies at the next Configure/OnSessionOpened.</summary>
         public int StartFrames { get { return startFrames; } set { startFrames = Math.Max(1, value); } }
+        /// <summary>The client feeding this screen (the one whose Screen it is), or null; set by the client.</summary>
+        public ShotStreamClient Client { get; internal set; }
         /// <summary>Play on Time.deltaTime (follows Time.timeScale) instead of Time.unscaledDeltaTime.</summary>
         public bool FollowTimeScale { get { return followTimeScale; } set { followTimeScale = value; } }
         /// <summary>Most seconds one <see cref="Advance"/> moves the video clock (positive).</summary>

@@ -1,0 +1,216 @@
+// Runtime/Timeline under mono: a ShotStream track with clips, driven as Timeline drives it (each frame the director's
+// time advances at its graph's speed and the track mixer's ProcessFrame runs with the bound ShotStreamScreen), against
+// a simulated service (each cue's shot arrives after a latency: one chunk of 8 frames). Built by
+// tests/test_unity_package.py against stubs/UnityEngineStub.cs (Playables) and stubs/TimelineStub.cs.
+// Prints "ok NAME" / "FAIL NAME: ..." and "N passed, M failed" last; exit 1 on failure.
+using System;
+using System.Collections.Generic;
+using System.Threading.Tasks;
+using ShotStream.Core;
+using ShotStream.Timeline;
+using ShotStream.Unity;
+using UnityEngine;
+using UnityEngine.Playables;
+
+static class TimelineTests
+{
+    static int passed, failed;
+    static void Check(bool cond, string what) { if (!cond) throw new Exception("check failed: " + what); }
+    static void Near(double expected, double actual, double tolerance, string what)
+    {
+        if (!(Math.Abs(expected - actual) <= tolerance)) throw new Exception(what + ": expected " + expected + " +/- " + tolerance + ", got " + actual);
+    }
+    static void Run(string name, Action test)
+    {
+        try { test(); passed++; Console.WriteLine("ok   " + name); }
+        catch (Exception e) { failed++; Console.WriteLine("FAIL " + name + ": " + e); }
+    }
+
+    // The scene and the timeline: client + screen + director on one GameObject, a track bound to the screen.
+    sealed class Rig
+    {
+        public const double Dt = 1 / 60.0;
+        public ShotStreamClient Client;
+        public ShotStreamScreen Screen;
+        public PlayableDirector Director;
+        public ShotStreamTrack Track;
+        public ShotStreamTrackMixer Mixer;
+        public Playable MixerPlayable;
+        public double Now;                                       // simulated real time
+        public readonly List<string> Log = new List<string>();   // what happened, with director and real times
+        public readonly List<string> Shown = new List<string>(); // frames on screen: "<prompt tag>#<frame in shot>"
+        public Func<int, double> Latency = n => 0.4;             // seconds from the n-th cue (0-based) to its shot's chunk
+        readonly List<Cue> queued = new List<Cue>();             // cues the service has not started
+        Cue generating;                                          // the shot being generated, done at generatedAt
+        double generatedAt;
+        readonly Dictionary<string, string> tagOf = new Dictionary<string, string>();
+        int cues;
+        uint shotIndex;
+        ulong seq;
+
+        public Rig(params KeyValuePair<double, ShotStreamShotClip>[] clips)
+        {
+            var go = new GameObject("cutscene");
+            Client = go.AddComponent<ShotStreamClient>();
+            Screen = go.AddComponent<ShotStreamScreen>();
+            Director = go.AddComponent<PlayableDirector>();
+            Client.Screen = Screen;
+            Screen.StartFrames = 1;
+            Client.SendHook = m =>
+            {
+                if (m.Kind == ClientKind.Cue)
+                {
+                    var c = m.AsCue;
+                    tagOf[c.EventId] = c.Prompt.Split(' ')[0];
+                    Log.Add("cue " + tagOf[c.EventId] + " " + c.Mode + " at " + Director.time.ToString("0.000"));
+                    // the service: shots are generated one after another, in cue order; a cut drops the cues not started yet
+                    if (c.Mode == CueMode.Cut) queued.Clear();
+                    queued.Add(c);
+                }
+                return Task.FromResult(0);
+            };
+            Client.Deliver(new ServerMessage(ServerKind.Opened, new SessionOpened { SessionId = "s", Width = 2, Height = 1, Fps = 16, FrameFormat = FrameFormat.Rgba8,
+                MaxChunksInFlight = 4, FramesFirstChunk = 8, FramesPerChunk = 8 }));
+            Client.Pump(0);
+            Screen.framePresented.AddListener(f => Shown.Add(tagOf[f.EventId] + "#" + f.FrameInShot));
+            Screen.shotPresented.AddListener(s => Log.Add("presented " + tagOf[s.EventId] + " at " + Director.time.ToString("0.000")));
+            Track = ScriptableObject.CreateInstance<ShotStreamTrack>();
+            var map = ScriptableObject.CreateInstance<ShotPromptMap>();
+            map.Add("enter", "Enter: {character} walks into the hall", 1, false).Add("dragon", "Dragon lands before {character}", 1, true);
+            Track.PromptMap = map;
+            foreach (var kv in clips)
+            {
+                var clip = Track.CreateClip<ShotStreamShotClip>();
+                clip.start = kv.Key;
+                clip.duration = 2;
+                clip.asset = kv.Value;
+                clip.displayName = "clip@" + kv.Key;
+            }
+            var graph = PlayableGraph.CreateForTests(Director);
+            Director.GraphForTests = graph;
+            MixerPlayable = Track.CreateTrackMixer(graph, go, clips.Length);
+            graph.AddRootForTests(MixerPlayable);
+            Mixer = ((ScriptPlayable<ShotStreamTrackMixer>)MixerPlayable).GetBehaviour();
+            Time.Clock = () => Now;
+        }
+
+        // One player-loop frame: Timeline (director time at its graph's speed, then the mixer), the service, the client, the screen.
+        public void Frame()
+        {
+            Now += Dt;
+            Director.time += Dt * MixerPlayable.GetSpeed();
+            Mixer.ProcessFrame(MixerPlayable, default(FrameData), Screen);
+            if (generating == null && queued.Count > 0)
+            {
+                generating = queued[0];
+                queued.RemoveAt(0);
+                generatedAt = Now + Latency(cues++);
+            }
+            if (generating != null && generatedAt <= Now)
+            {
+                var c = generating;
+                generating = null;
+                Client.Deliver(new ServerMessage(ServerKind.ShotStarted, new ShotStarted { EventId = c.EventId, ShotIndex = shotIndex }));
+                Client.Deliver(new ServerMessage(ServerKind.Chunk, new FrameChunk { ChunkSeq = ++seq, EventId = c.EventId, ShotIndex = shotIndex, NumFrames = 8,
+                    Width = 2, Height = 1, FrameFormat = FrameFormat.Rgba8, LastInShot = true }), new byte[64]);
+                Client.Deliver(new ServerMessage(ServerKind.ShotFinished, new ShotFinished { EventId = c.EventId, ShotIndex = shotIndex++, Chunks = 1, Frames = 8 }));
+            }
+            Client.Pump(Now);
+            Screen.Advance(Dt);
+        }
+
+        public void RunUntil(double directorTime, double maxSeconds = 60)
+        {
+            double end = Now + maxSeconds;
+            while (Director.time < directorTime && Now < end) Frame();
+        }
+    }
+
+    static KeyValuePair<double, ShotStreamShotClip> At(double start, ShotStreamShotClip clip) { return new KeyValuePair<double, ShotStreamShotClip>(start, clip); }
+    static ShotStreamShotClip Event(string name, params string[] p) { return ScriptableObject.CreateInstance<ShotStreamShotClip>().SetGameEvent(name, p); }
+    static ShotStreamShotClip Prompt(string text, int chunks, bool cut) { return ScriptableObject.CreateInstance<ShotStreamShotClip>().SetPrompt(text, chunks, cut); }
+
+    static int Main()
+    {
+        Debug.Sink = (t, m) => { if (t != LogType.Log) Console.WriteLine("  log " + t + ": " + m); };
+        Run("clips are cued a lead ahead of their start; late frames hold the director; frames play in order", () =>
+        {
+            // the first shot takes 4 s to come (a cold service), the others 0.4 s
+            var rig = new Rig(At(2.0, Event("enter", "character", "Ada")), At(4.0, Event("dragon", "character", "Ada")), At(7.0, Prompt("Calm: the hall empties", 1, false)));
+            rig.Latency = n => n == 0 ? 4.0 : 0.4;
+            rig.RunUntil(9.5);
+            string log = string.Join("|", rig.Log);
+            Check(rig.Log.Count == 6, log);
+            // enter: the default lead (3 s) before any latency is known, so cued at once (2 - 3 < 0)
+            Check(rig.Log[0] == "cue Enter: Wait at 0.017", log);
+            // the timeline reached 2.0 with no frame of enter: held there until enter's first frame, 4 s after its cue
+            Check(rig.Log[1].StartsWith("presented Enter: at "), log);
+            Near(2.0, double.Parse(rig.Log[1].Substring("presented Enter: at ".Length)), Rig.Dt + 0.001, "held at the clip's start");
+            Check(rig.Mixer.HoldTimeouts == 0 && !rig.Mixer.Holding, "held, then released");
+            // dragon, a cut, waited for enter to be on screen (a cut cued earlier would have cut enter before it was seen);
+            // its lead is then the measured latency (a few ms of real time here) + the 0.5 s margin
+            Check(rig.Log[2].StartsWith("cue Dragon Cut at "), log);
+            Near(3.5, double.Parse(rig.Log[2].Substring("cue Dragon Cut at ".Length)), 0.05, "dragon cued 0.5 s (+ latency) ahead of 4.0");
+            Check(rig.Log[3].StartsWith("presented Dragon at "), log);
+            Near(3.9, double.Parse(rig.Log[3].Substring("presented Dragon at ".Length)), 0.05, "dragon on screen 0.4 s after its cue, before its clip");
+            Check(rig.Log[4].StartsWith("cue Calm: Wait at "), log);
+            Near(6.5, double.Parse(rig.Log[4].Substring("cue Calm: Wait at ".Length)), 0.05, "calm cued 0.5 s ahead of 7.0");
+            Check(rig.Log[5].StartsWith("presented Calm: at "), log);
+            // every frame of every shot, once, in order (the cut shot's frames follow the ones already queued)
+            var expected = new List<string>();
+            foreach (var tag in new[] { "Enter:", "Dragon", "Calm:" }) for (int k = 0; k < 8; k++) expected.Add(tag + "#" + k);
+            Check(string.Join(",", rig.Shown) == string.Join(",", expected), "frames on screen: " + string.Join(",", rig.Shown));
+        });
+        Run("a hold ends after Max Hold Seconds and is not taken again for that clip", () =>
+        {
+            var rig = new Rig(At(1.0, Prompt("Slow: a very slow shot", 1, false)));
+            rig.Latency = n => 30.0;
+            rig.Track.MaxHoldSeconds = 2f;
+            rig.RunUntil(1.5, 20);
+            Check(rig.Director.time >= 1.5, "played on after the hold: " + rig.Director.time);
+            Check(rig.Mixer.HoldTimeouts == 1 && !rig.Mixer.Holding, "one timeout");
+            Near(1.0 + 2.0 + 0.5, rig.Now, 0.1, "held about 2 s of real time at 1.0");
+        });
+        Run("edit mode (scrubbing) cues nothing; a jump back cues again, a jump past skips", () =>
+        {
+            var rig = new Rig(At(5.0, Prompt("Gate: the gate opens", 1, false)), At(9.0, Prompt("Bridge: the bridge falls", 1, false)));
+            rig.Track.HoldWhenLate = false;
+            Application.PlayingForTests = false;
+            try { rig.RunUntil(6.0); } finally { Application.PlayingForTests = true; }
+            Check(rig.Log.Count == 0, "nothing cued while scrubbing: " + string.Join("|", rig.Log));
+            rig.Director.time = 0;
+            rig.RunUntil(3.0);
+            var gateCues = rig.Log.FindAll(l => l.StartsWith("cue "));
+            Check(gateCues.Count == 1 && gateCues[0] == "cue Gate: Wait at 2.017", "cued 3 s (default lead) ahead: " + string.Join("|", rig.Log));
+            rig.Director.time = 0.5;  // back before the cue time
+            rig.RunUntil(4.6);        // the lead is now the measured latency (ms here) + 0.5 s: the gate is cued at 4.5
+            var again = rig.Log.FindAll(l => l.StartsWith("cue Gate"));
+            Check(again.Count == 2, "cued again: " + string.Join("|", rig.Log));
+            Near(4.5, double.Parse(again[1].Substring("cue Gate: Wait at ".Length)), 0.05, "cued again a lead ahead");
+            rig.Director.time = 11.5;  // past the bridge clip
+            rig.Frame();
+            Check(rig.Log.FindAll(l => l.StartsWith("cue Bridge")).Count == 0, "skipped: " + string.Join("|", rig.Log));
+        });
+        Run("a clip that cannot be resolved is reported, not cued, and the rest play", () =>
+        {
+            var warnings = new List<string>();
+            var sink = Debug.Sink;
+            Debug.Sink = (t, m) => { if (t == LogType.Warning) warnings.Add(m); };
+            try
+            {
+                var rig = new Rig(At(1.0, Event("no_such_event")), At(2.0, Prompt("Fine: a shot", 1, false)));
+                rig.Track.HoldWhenLate = false;
+                rig.RunUntil(3.0);
+                Check(warnings.Count == 1 && warnings[0].Contains("clip@1") && warnings[0].Contains("no_such_event"), string.Join("|", warnings));
+                Check(rig.Log.Exists(l => l.StartsWith("cue Fine:")), string.Join("|", rig.Log));
+                var noPrompt = ScriptableObject.CreateInstance<ShotStreamShotClip>().SetPrompt("", 1, false);
+                bool threw = false;
+                try { noPrompt.Resolve(null); } catch (InvalidOperationException) { threw = true; }
+                Check(threw, "a prompt clip without a prompt throws");
+            }
+            finally { Debug.Sink = sink; }
+        });
+        Console.WriteLine(passed + " passed, " + failed + " failed");
+        return failed == 0 ? 0 : 1;
+    }
+}
