@@ -247,6 +247,21 @@ def test_units_in_godot():
         re.compile(f"^ERROR: {unreachable} .*wrong token or path")]))
 
 
+def test_chunk_benchmark_in_godot(capsys):
+    """Issue 11, defect 3: main-thread milliseconds per chunk of the 1.3B model (12 frames of 832x480 RGBA8) from
+    the received message to the screen, now and the old way (a copy of the chunk, then a blit per frame). A
+    benchmark that prints numbers (see tests/godot/test_bench.gd), run windowed so that texture uploads go
+    through WebGL 2 (SwiftShader: a CPU renderer, slower than a GPU's); it fails only when the frames shown
+    are wrong."""
+    require_engine()
+    run = run_godot(GODOT_TESTS / "test_bench.gd", args={"reps": 5}, headless=False, timeout=300)
+    assert_passed(run)
+    lines = [line for line in run.lines if line.startswith("BENCH")]
+    assert any(line.startswith("BENCH now_main_thread_ms_per_chunk ") for line in lines), run.output
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+
+
 def _readme_snippets() -> list[str]:
     return re.findall(r"```gdscript\n(.*?)```", (PLUGIN / "README.md").read_text(encoding="utf-8"), re.S)
 

@@ -84,7 +84,8 @@ func _live(url: String, record: bool) -> void:
 	)
 	client.chunk_received.connect(
 		func(c: Dictionary) -> void:
-			var pixels: PackedByteArray = c["pixels"]
+			check(c.get("pixels_offset", 0) > 0, "the client hands over the message: no copy")
+			var pixels := P.chunk_pixels(c)
 			check(pixels.size() == P.expected_pixel_bytes(c), "chunk carries its pixels")
 			print(
 				(

@@ -51,7 +51,9 @@ signal shot_started(shot: Dictionary)
 ## the session ended or was closed before it started ("the session ended", "not sent").
 signal cue_dropped(event_id: String, reason: String)
 ## A chunk of frames arrived (FrameChunk: chunk_seq, event_id, shot_index, chunk_index,
-## num_frames, width, height, frame_format, last_in_shot, timing, and [code]pixels[/code]:
+## num_frames, width, height, frame_format, last_in_shot, timing, and the frames: the received
+## message itself, by reference (no copy), in [code]pixels[/code], the frames starting at byte
+## [code]pixels_offset[/code]; [method ShotStreamProtocol.chunk_pixels] copies out just the frames:
 ## num_frames frames, row-major, top row first).
 signal chunk_received(chunk: Dictionary)
 ## A shot ended (ShotFinished: event_id, shot_index, chunks, frames, cut).
@@ -552,7 +554,7 @@ func _handle_packet(data: PackedByteArray, is_text: bool) -> void:
 	if is_text:
 		m = ShotStreamProtocol.decode_server_text(data.get_string_from_utf8())
 	else:
-		m = ShotStreamProtocol.decode_server_binary(data)
+		m = ShotStreamProtocol.decode_server_binary(data, false)  # pixels by reference: no copy
 	if m["error"] != "":
 		_report(0, "ShotStreamClient: malformed message from the server: " + m["error"])
 		if m["kind"] == "chunk":  # its header was readable: give its credit back
@@ -677,8 +679,8 @@ func _on_chunk(chunk: Dictionary) -> void:
 	var seq: int = chunk["chunk_seq"]
 	_note_seq(seq)
 	var n: int = chunk["num_frames"]
-	var pixels: PackedByteArray = chunk["pixels"]
-	if n < 1 or pixels.size() != ShotStreamProtocol.expected_pixel_bytes(chunk):
+	var pixel_bytes := ShotStreamProtocol.pixel_bytes(chunk)
+	if n < 1 or pixel_bytes != ShotStreamProtocol.expected_pixel_bytes(chunk):
 		_report(
 			0,
 			(
@@ -688,7 +690,7 @@ func _on_chunk(chunk: Dictionary) -> void:
 				)
 				% [
 					ShotStreamProtocol.u64_to_string(seq),
-					pixels.size(),
+					pixel_bytes,
 					n,
 					chunk["width"],
 					chunk["height"]

@@ -10,12 +10,13 @@ extends Node
 ## [StandardMaterial3D] or a shader parameter. Set [member target] and [member target_property]
 ## to assign it automatically, e.g. a TextureRect and "texture", or a MeshInstance3D and
 ## "material_override:albedo_texture".[br][br]
-## [b]No per-frame allocation[/b] with RGBA8 frames (the default): the texture and its [Image] are
-## created once per frame size and updated in place ([method Image.blit_rect] +
-## [method ImageTexture.update]); each chunk's pixels are wrapped, without a copy, in one Image
-## holding its frames stacked vertically. With RGB8 frames the Forward+ and Mobile renderers
-## convert each update to RGBA (a copy per frame) on GPUs without a 3-byte texture format (most
-## desktop GPUs).[br][br]
+## [b]One copy per frame, none per chunk[/b]: a chunk's bytes are queued by reference (with the
+## client, the received message itself: the frames are never copied out of it as a whole); the
+## texture and its [Image] are created once per frame size, and each frame shown copies its own
+## bytes into that Image ([method Image.set_data]) and uploads them ([method ImageTexture.update]),
+## one frame per game frame at most, so the work is spread over the frames. With RGB8 frames the
+## Forward+ and Mobile renderers convert each update to RGBA (a copy per frame) on GPUs without a
+## 3-byte texture format (most desktop GPUs).[br][br]
 ## Give it to a [ShotStreamClient] ([member ShotStreamClient.player]) and the client feeds it and
 ## acks each chunk once its last frame is on screen.[br][br]
 ## [b]The game's clock[/b]: playback runs on [member clock_seconds], which [method Node._process]
@@ -215,11 +216,13 @@ func push_chunk(chunk: Dictionary, now: float = NAN) -> int:
 	var h: int = chunk["height"]
 	var fmt: int = chunk["frame_format"]
 	var pixels: PackedByteArray = chunk["pixels"]
-	if pixels.size() != ShotStreamProtocol.expected_pixel_bytes(chunk) or n < 1:
+	var offset: int = chunk.get("pixels_offset", 0)
+	var size := ShotStreamProtocol.pixel_bytes(chunk)
+	if size != ShotStreamProtocol.expected_pixel_bytes(chunk) or n < 1 or offset < 0:
 		push_error(
 			(
 				"ShotStreamPlayer: chunk %s has %d pixel bytes for %d frames of %dx%d: not playable"
-				% [ShotStreamProtocol.u64_to_string(chunk["chunk_seq"]), pixels.size(), n, w, h]
+				% [ShotStreamProtocol.u64_to_string(chunk["chunk_seq"]), size, n, w, h]
 			)
 		)
 		return 0
@@ -229,10 +232,12 @@ func push_chunk(chunk: Dictionary, now: float = NAN) -> int:
 		var rate := _jitter.fps if _jitter != null else fps
 		var capacity := _jitter.capacity if _jitter != null else capacity_frames
 		configure(w, h, rate, capacity, mini(start_frames, n), fmt)
-	# the chunk's frames stacked vertically: frame i is rows [i * h, (i + 1) * h); no copy
-	var image := Image.create_from_data(w, h * n, false, _image_format, pixels)
+	# the chunk's bytes by reference (no copy): frame i starts at offset + i * frame bytes
+	var source := StreamPeerBuffer.new()
+	source.data_array = pixels
+	source.set_meta(&"frames_at", offset)
 	var first_index := pushed_frames
-	var accepted := _jitter.push(image, n, _clock if is_nan(now) else now)
+	var accepted := _jitter.push(source, n, _clock if is_nan(now) else now)
 	pushed_frames += accepted
 	var shot := _track(chunk.get("event_id", ""), chunk.get("shot_index", 0), first_index, accepted)
 	if chunk.get("last_in_shot", false):
@@ -317,10 +322,16 @@ func present(now: float) -> bool:
 		stalled.emit(_jitter.last_stall_seconds, _jitter.skipped_frames - skipped)
 	if not shown or not _jitter.frame_is_new:
 		return false
-	var source: Image = _jitter.frame_source
-	_frame_image.blit_rect(
-		source, Rect2i(0, _jitter.frame_offset * _height, _width, _height), Vector2i.ZERO
-	)
+	var source: Variant = _jitter.frame_source
+	if source is Image:  # push_image(): frames stacked vertically
+		_frame_image.blit_rect(
+			source, Rect2i(0, _jitter.frame_offset * _height, _width, _height), Vector2i.ZERO
+		)
+	else:  # push_chunk(): the chunk's bytes; one frame's bytes (one memcpy) become the image's
+		var chunk: StreamPeerBuffer = source
+		var frame_bytes := _width * _height * (4 if _image_format == Image.FORMAT_RGBA8 else 3)
+		chunk.seek(int(chunk.get_meta(&"frames_at")) + _jitter.frame_offset * frame_bytes)
+		_frame_image.set_data(_width, _height, false, _image_format, chunk.get_data(frame_bytes)[1])
 	_texture.update(_frame_image)
 	presented_frame_index = _jitter.frame_index
 	for shot: Dictionary in _shots:

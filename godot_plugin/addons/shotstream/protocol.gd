@@ -392,10 +392,11 @@ static func decode_client_text(text: String) -> Dictionary:
 ## with another magic (reserved for future versions) gives kind "" and no error (skip it). A
 ## malformed SSC1 frame gives an error, and still kind "chunk" with its header as the message
 ## (empty pixels) when the header itself was readable, so its chunk_seq can be acked.
-static func decode_server_binary(data: PackedByteArray) -> Dictionary:
+## [param copy_pixels]: see [method decode_chunk_frame].
+static func decode_server_binary(data: PackedByteArray, copy_pixels: bool = true) -> Dictionary:
 	if data.size() >= 4 and not has_chunk_magic(data):
 		return {"kind": "", "message": {}, "error": ""}
-	var r := decode_chunk_frame(data)
+	var r := decode_chunk_frame(data, copy_pixels)
 	var chunk: Dictionary = r["chunk"]
 	return {"kind": "" if chunk.is_empty() else "chunk", "message": chunk, "error": r["error"]}
 
@@ -408,8 +409,12 @@ static func has_chunk_magic(data: PackedByteArray) -> bool:
 ## Decodes a binary SSC1 chunk frame strictly: [code]{"chunk": Dictionary, "error": String}[/code].
 ## The pixel byte count must equal num_frames * height * width * channels. On an error,
 ## [code]chunk[/code] is the decoded header (with empty pixels) when the header was readable, else
-## {}.
-static func decode_chunk_frame(data: PackedByteArray) -> Dictionary:
+## {}.[br][br] [param copy_pixels] true: [code]pixels[/code] is a copy of the frames' bytes. False
+## (what [ShotStreamClient] does, to spare a copy of the whole chunk, 19 MB for the 1.3B model):
+## [code]pixels[/code] is [param data] itself, by reference, and the extra key
+## [code]pixels_offset[/code] says where the frames start in it; [method chunk_pixels] and
+## [method pixel_bytes] read either form.
+static func decode_chunk_frame(data: PackedByteArray, copy_pixels: bool = true) -> Dictionary:
 	var size := data.size()
 	if size < CHUNK_PREFIX_BYTES:
 		return _chunk_error(
@@ -459,7 +464,11 @@ static func decode_chunk_frame(data: PackedByteArray) -> Dictionary:
 			),
 			chunk
 		)
-	chunk["pixels"] = data.slice(CHUNK_PREFIX_BYTES + n)
+	if copy_pixels:
+		chunk["pixels"] = data.slice(CHUNK_PREFIX_BYTES + n)
+	else:
+		chunk["pixels"] = data
+		chunk["pixels_offset"] = CHUNK_PREFIX_BYTES + n
 	return {"chunk": chunk, "error": ""}
 
 
@@ -487,6 +496,20 @@ static func default_message(type_name: String) -> Dictionary:
 ## Bytes per pixel: 4 for RGBA8, else 3 (UNSPECIFIED is RGB8).
 static func channels(frame_format: int) -> int:
 	return 4 if frame_format == FrameFormat.RGBA8 else 3
+
+
+## The frames' bytes of a decoded FrameChunk: [code]pixels[/code], or when it was decoded by
+## reference (a [code]pixels_offset[/code] key) a copy of the part from that offset on.
+static func chunk_pixels(chunk: Dictionary) -> PackedByteArray:
+	var pixels: PackedByteArray = chunk.get("pixels", PackedByteArray())
+	var offset: int = chunk.get("pixels_offset", 0)
+	return pixels if offset == 0 else pixels.slice(offset)
+
+
+## How many bytes of frames a decoded FrameChunk carries (either form; see [method chunk_pixels]).
+static func pixel_bytes(chunk: Dictionary) -> int:
+	var pixels: PackedByteArray = chunk.get("pixels", PackedByteArray())
+	return pixels.size() - int(chunk.get("pixels_offset", 0))
 
 
 ## num_frames * height * width * channels of a decoded FrameChunk.
