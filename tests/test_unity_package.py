@@ -193,6 +193,23 @@ def test_timeline_track(built):
     assert re.fullmatch(r"[1-9]\d* passed, 0 failed", last) and proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_timeline_cutscene_live(built):
+    """The Timeline track against the real service (tiny engine, loopback): three prompt clips, the second 7 chunks
+    long (about 5 s) and the third a cut that ends it early, played with real latencies; the director is held while frames are late; every shot plays
+    to its end on screen, in clip order, each one's frames shown once and in order, and the second shot is cut."""
+    from engine_core import TINY, ShotStreamEngine
+    from service.background import BackgroundServer
+    from service.settings import ServerSettings
+
+    test_timeline_track(built)  # builds timeline/TimelineTests.exe
+    out = built / "timeline"
+    engine = ShotStreamEngine.random(TINY, device="cpu", seed=0)
+    settings = ServerSettings(grpc_port=0, gateway_port=0, metrics_port=-1)
+    with BackgroundServer(engine, settings, grace=2.0) as server:
+        proc = subprocess.run(["mono", str(out / "TimelineTests.exe"), "live", server.gateway_url], capture_output=True, text=True, timeout=300, cwd=out)
+    assert proc.returncode == 0 and "LIVE CUTSCENE OK" in proc.stdout, proc.stdout + proc.stderr
+
+
 def _editor_tests(built: Path) -> Path:
     """tests/unity/EditorLayerTests.cs compiled with the editor sources (so it reaches the window's internals)."""
     exe = built / "EditorLayerTests.exe"

@@ -5,12 +5,14 @@
 // Prints "ok NAME" / "FAIL NAME: ..." and "N passed, M failed" last; exit 1 on failure.
 using System;
 using System.Collections.Generic;
+using System.Diagnostics;
 using System.Threading.Tasks;
 using ShotStream.Core;
 using ShotStream.Timeline;
 using ShotStream.Unity;
 using UnityEngine;
 using UnityEngine.Playables;
+using Debug = UnityEngine.Debug;
 
 static class TimelineTests
 {
@@ -48,7 +50,12 @@ static class TimelineTests
         uint shotIndex;
         ulong seq;
 
-        public Rig(params KeyValuePair<double, ShotStreamShotClip>[] clips)
+        readonly Stopwatch real;   // live: real time drives everything
+
+        public Rig(params KeyValuePair<double, ShotStreamShotClip>[] clips) : this(null, clips) { }
+
+        // url: a live session against the service (frames and latencies real); else the simulated service below.
+        public Rig(string url, params KeyValuePair<double, ShotStreamShotClip>[] clips)
         {
             var go = new GameObject("cutscene");
             Client = go.AddComponent<ShotStreamClient>();
@@ -56,7 +63,25 @@ static class TimelineTests
             Director = go.AddComponent<PlayableDirector>();
             Client.Screen = Screen;
             Screen.StartFrames = 1;
-            Client.SendHook = m =>
+            Screen.framePresented.AddListener(f => Shown.Add(Tag(f.EventId) + "#" + f.FrameInShot));
+            Screen.shotPresented.AddListener(s => Log.Add("presented " + Tag(s.EventId) + " at " + Director.time.ToString("0.000")));
+            if (url != null)
+            {
+                real = Stopwatch.StartNew();
+                Client.ServerUrl = url;
+                Client.GlobalCaption = "A castle hall at night, torches flickering.";
+                Client.Seed = 11;
+                Client.MaxChunksInFlight = 2;
+                Client.sessionOpened.AddListener(o => Log.Add("opened " + o.Width + "x" + o.Height + " fps " + o.Fps + " frames/chunk " + o.FramesPerChunk));
+                Client.error.AddListener(e => Log.Add("error " + e));
+                Client.shotFinished.AddListener(f => Log.Add("finished " + Tag(f.EventId) + " chunks " + f.Chunks + (f.Cut ? " cut" : "")));
+                Client.cueLatency.AddListener((e, ms) => Log.Add("latency " + Tag(e) + " " + ms.ToString("0") + " ms"));
+                Time.Clock = () => real.Elapsed.TotalSeconds;
+                Client.Connect();
+                while (Client.Session == null && real.Elapsed.TotalSeconds < 60) { Client.Pump(0); System.Threading.Thread.Sleep(5); }
+                if (Client.Session == null) throw new Exception("no session: " + string.Join("|", Log));
+            }
+            else Client.SendHook = m =>
             {
                 if (m.Kind == ClientKind.Cue)
                 {
@@ -69,11 +94,12 @@ static class TimelineTests
                 }
                 return Task.FromResult(0);
             };
-            Client.Deliver(new ServerMessage(ServerKind.Opened, new SessionOpened { SessionId = "s", Width = 2, Height = 1, Fps = 16, FrameFormat = FrameFormat.Rgba8,
-                MaxChunksInFlight = 4, FramesFirstChunk = 8, FramesPerChunk = 8 }));
-            Client.Pump(0);
-            Screen.framePresented.AddListener(f => Shown.Add(tagOf[f.EventId] + "#" + f.FrameInShot));
-            Screen.shotPresented.AddListener(s => Log.Add("presented " + tagOf[s.EventId] + " at " + Director.time.ToString("0.000")));
+            if (url == null)
+            {
+                Client.Deliver(new ServerMessage(ServerKind.Opened, new SessionOpened { SessionId = "s", Width = 2, Height = 1, Fps = 16, FrameFormat = FrameFormat.Rgba8,
+                    MaxChunksInFlight = 4, FramesFirstChunk = 8, FramesPerChunk = 8 }));
+                Client.Pump(0);
+            }
             Track = ScriptableObject.CreateInstance<ShotStreamTrack>();
             var map = ScriptableObject.CreateInstance<ShotPromptMap>();
             map.Add("enter", "Enter: {character} walks into the hall", 1, false).Add("dragon", "Dragon lands before {character}", 1, true);
@@ -91,12 +117,35 @@ static class TimelineTests
             MixerPlayable = Track.CreateTrackMixer(graph, go, clips.Length);
             graph.AddRootForTests(MixerPlayable);
             Mixer = ((ScriptPlayable<ShotStreamTrackMixer>)MixerPlayable).GetBehaviour();
-            Time.Clock = () => Now;
+            if (real == null) Time.Clock = () => Now;
+        }
+
+        // The clip a cue belongs to: the first word of its prompt.
+        string Tag(string eventId)
+        {
+            string tag;
+            if (eventId != null && tagOf.TryGetValue(eventId, out tag)) return tag;
+            foreach (var slot in Mixer.Slots)
+                if (slot.Playback != null && slot.Playback.EventId == eventId) return tagOf[eventId] = slot.Clip.Prompt.Split(' ')[0];
+            return "?" + eventId;
         }
 
         // One player-loop frame: Timeline (director time at its graph's speed, then the mixer), the service, the client, the screen.
         public void Frame()
         {
+            double dt = Dt;
+            if (real != null)
+            {
+                System.Threading.Thread.Sleep(5);
+                double t = real.Elapsed.TotalSeconds;
+                dt = t - Now;
+                Now = t;
+                Director.time += dt * MixerPlayable.GetSpeed();
+                Mixer.ProcessFrame(MixerPlayable, default(FrameData), Screen);
+                Client.Pump(Now);
+                Screen.Advance(dt);
+                return;
+            }
             Now += Dt;
             Director.time += Dt * MixerPlayable.GetSpeed();
             Mixer.ProcessFrame(MixerPlayable, default(FrameData), Screen);
@@ -130,8 +179,48 @@ static class TimelineTests
     static ShotStreamShotClip Event(string name, params string[] p) { return ScriptableObject.CreateInstance<ShotStreamShotClip>().SetGameEvent(name, p); }
     static ShotStreamShotClip Prompt(string text, int chunks, bool cut) { return ScriptableObject.CreateInstance<ShotStreamShotClip>().SetPrompt(text, chunks, cut); }
 
-    static int Main()
+    // mono TimelineTests.exe live URL: a cutscene of three clips played live against the service: a, b (7 chunks, the most the service allows, waiting)
+    // and c, which cuts b. Prints LIVE lines and "LIVE CUTSCENE OK" when every shot showed, in order, with no frame lost.
+    static int Live(string url)
     {
+        var rig = new Rig(url, At(1.0, Prompt("Alpha: a knight enters the torch-lit hall", 1, false)),
+                          At(3.0, Prompt("Bravo: the knight kneels before the throne", 7, false)),
+                          At(5.0, Prompt("Charlie: a dragon bursts through the wall", 1, true)));
+        rig.Track.MaxHoldSeconds = 120f;  // a CPU service is slow: hold as long as it takes
+        var last = rig.Mixer.Slots[2];
+        var deadline = Stopwatch.StartNew();
+        while (deadline.Elapsed.TotalSeconds < 240 && !(last.Playback != null && last.Playback.IsDone)) rig.Frame();
+        foreach (var line in rig.Log) Console.WriteLine("LIVE " + line);
+        Console.WriteLine("LIVE shown " + string.Join(",", rig.Shown));
+        Console.WriteLine("LIVE holds " + rig.Mixer.HoldTimeouts + " timeouts, director at " + rig.Director.time.ToString("0.00") + " after " + rig.Now.ToString("0.0") + " s");
+        var problems = new List<string>();
+        foreach (var slot in rig.Mixer.Slots)
+            if (slot.Playback == null || !slot.Playback.IsDone || slot.Playback.Failed)
+                problems.Add(slot.Name + " did not play to its end on screen" + (slot.Playback != null && slot.Playback.Failed ? ": " + slot.Playback.Error : ""));
+        // frames: shots in clip order, each shot's frames 0, 1, 2, ... with none lost or repeated
+        string previous = null;
+        int next = 0;
+        var order = new List<string>();
+        foreach (var f in rig.Shown)
+        {
+            string tag = f.Substring(0, f.IndexOf('#'));
+            int k = int.Parse(f.Substring(f.IndexOf('#') + 1));
+            if (tag != previous) { order.Add(tag); previous = tag; next = 0; }
+            if (k != next) problems.Add("frame " + f + " out of order (expected #" + next + ")");
+            next = k + 1;
+        }
+        if (string.Join(",", order) != "Alpha:,Bravo:,Charlie:") problems.Add("shots on screen in the order " + string.Join(",", order));
+        if (!rig.Log.Exists(l => l.StartsWith("finished Bravo: ") && l.EndsWith(" cut"))) problems.Add("bravo was not cut");
+        if (rig.Log.Exists(l => l.StartsWith("error "))) problems.Add("errors");
+        rig.Client.Close();
+        foreach (var p in problems) Console.WriteLine("LIVE problem " + p);
+        Console.WriteLine(problems.Count == 0 ? "LIVE CUTSCENE OK" : "LIVE CUTSCENE FAILED");
+        return problems.Count == 0 ? 0 : 1;
+    }
+
+    static int Main(string[] args)
+    {
+        if (args.Length == 2 && args[0] == "live") return Live(args[1]);
         Debug.Sink = (t, m) => { if (t != LogType.Log) Console.WriteLine("  log " + t + ": " + m); };
         Run("clips are cued a lead ahead of their start; late frames hold the director; frames play in order", () =>
         {
