@@ -71,7 +71,7 @@ def test_package_manifest_and_asmdef():
     assert runtime["allowUnsafeCode"] is False and runtime["noEngineReferences"] is False
     # the Unity layer's internals are open to the mono test harnesses and the benchmark only, by their real assembly names
     assert re.findall(r'InternalsVisibleTo\("([^"]+)"\)', (PKG / "Runtime" / "Unity" / "AssemblyInfo.cs").read_text()) == [
-        "UnityLayerTests", "ScreenBench", "TimelineTests"]
+        "UnityLayerTests", "ScreenBench", "TimelineTests", "SampleTests"]
     changelog = (PKG / "CHANGELOG.md").read_text()
     assert re.search(r"^## \[(Unreleased|\d+\.\d+\.\d+)\]( - \d{4}-\d{2}-\d{2})?$", changelog, re.M), "Keep a Changelog headings"
 
@@ -153,7 +153,8 @@ def test_editor_window_and_sample_compile(built):
 def test_sample_reads_keys_through_either_input_handling(built, input_handling):
     """Issue 11, defect 7: the sample reads its keys through the Input System package when it is active
     (ENABLE_INPUT_SYSTEM, built here against stubs/InputSystemStub.cs, with the legacy Input throwing as Unity's does
-    then) and through the legacy Input Manager otherwise; either way keys 1/2/3 fire its three game events."""
+    then) and through the legacy Input Manager otherwise; either way keys 1/2/3 fire its three game events, and C plays
+    its cutscene against a simulated service: each gameplay step comes once the shot before it has ended on screen."""
     out = built / f"sample-{input_handling}"
     out.mkdir(exist_ok=True)
     extra = []

@@ -27,5 +27,6 @@ namespace UnityEngine.InputSystem
         public KeyControl digit2Key { get; } = new KeyControl();
         public KeyControl digit3Key { get; } = new KeyControl();
         public KeyControl tKey { get; } = new KeyControl();
+        public KeyControl cKey { get; } = new KeyControl();
     }
 }

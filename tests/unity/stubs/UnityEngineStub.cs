@@ -54,7 +54,51 @@ namespace UnityEngine
         /// <summary>Unity: enabled and its GameObject active in the hierarchy; the stub's GameObjects are always active.</summary>
         public bool isActiveAndEnabled { get { return enabled; } }
     }
-    public class MonoBehaviour : Behaviour { }
+    public sealed class Coroutine { internal Coroutine() { } }
+
+    public class MonoBehaviour : Behaviour
+    {
+        // Stub only: running coroutines, each a stack of enumerators (a nested IEnumerator runs inside its parent).
+        static readonly List<Stack<System.Collections.IEnumerator>> running = new List<Stack<System.Collections.IEnumerator>>();
+
+        /// <summary>Unity: runs <paramref name="routine"/> up to its first yield now, then once per frame after Update: a
+        /// yielded CustomYieldInstruction is waited on (keepWaiting), a yielded IEnumerator runs nested, anything else
+        /// (null) waits one frame.</summary>
+        public Coroutine StartCoroutine(System.Collections.IEnumerator routine)
+        {
+            if (routine == null) throw new NullReferenceException("routine is null");
+            var stack = new Stack<System.Collections.IEnumerator>();
+            stack.Push(routine);
+            if (Advance(stack)) running.Add(stack);
+            return new Coroutine();
+        }
+
+        /// <summary>Test hook (not Unity API): one frame of every running coroutine, as Unity's player loop does.</summary>
+        public static void StepCoroutinesForTests()
+        {
+            foreach (var stack in running.ToArray())
+            {
+                var top = stack.Peek();
+                var wait = top.Current as CustomYieldInstruction;
+                if (wait != null && wait.keepWaiting) continue;
+                if (!Advance(stack)) running.Remove(stack);
+            }
+        }
+
+        // Moves the innermost routine on; false once the outermost has ended.
+        static bool Advance(Stack<System.Collections.IEnumerator> stack)
+        {
+            while (stack.Count > 0)
+            {
+                var top = stack.Peek();
+                if (!top.MoveNext()) { stack.Pop(); continue; }
+                var nested = top.Current as System.Collections.IEnumerator;
+                if (nested != null && !(nested is CustomYieldInstruction)) { stack.Push(nested); continue; }
+                return true;
+            }
+            return false;
+        }
+    }
 
     public class ScriptableObject : Object
     {
@@ -158,7 +202,7 @@ namespace UnityEngine
         public static Rect GetAspectRect(float aspect) { return new Rect(0, 0, 1, 1 / aspect); }
     }
 
-    public enum KeyCode { None = 0, Alpha1 = 49, Alpha2 = 50, Alpha3 = 51, T = 116 }
+    public enum KeyCode { None = 0, Alpha1 = 49, Alpha2 = 50, Alpha3 = 51, C = 99, T = 116 }
 
     public static class Input
     {

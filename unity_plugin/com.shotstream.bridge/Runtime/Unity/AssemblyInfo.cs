@@ -6,3 +6,5 @@ using System.Runtime.CompilerServices;
 [assembly: InternalsVisibleTo("ScreenBench")]
 // tests/unity/TimelineTests.cs plays the service for the Timeline track through the same seams.
 [assembly: InternalsVisibleTo("TimelineTests")]
+// tests/unity/SampleTests.cs plays the sample's cutscene against a simulated service through the same seams.
+[assembly: InternalsVisibleTo("SampleTests")]
