@@ -117,6 +117,17 @@ static class EditorLayerTests
             Check(texture.IsDestroyedForTests && window.Preview == null, "closing the window destroys the preview texture (DestroyImmediate in edit mode)");
         });
 
+        Run("the open window is the edit-mode preview: tools cue shots on its session", () =>
+        {
+            var window = ScriptableObject.CreateInstance<ShotStreamWindow>();
+            Check(!ShotStream.Unity.ShotStreamEditorPreview.Available, "no window, no preview");
+            Message(window, "OnEnable");
+            Check(ShotStream.Unity.ShotStreamEditorPreview.Available, "registered while open");
+            Check(ShotStream.Unity.ShotStreamEditorPreview.Cue("a gate opens", 1, true) == null, "not connected: nothing sent");
+            Message(window, "OnDisable");
+            Check(!ShotStream.Unity.ShotStreamEditorPreview.Available, "unregistered when closed");
+        });
+
         Run("a PNG write error stops the recording and says why", () =>
         {
             string folder = Path.Combine(dir, "gone");

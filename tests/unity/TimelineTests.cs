@@ -260,13 +260,35 @@ static class TimelineTests
             Check(rig.Mixer.HoldTimeouts == 1 && !rig.Mixer.Holding, "one timeout");
             Near(1.0 + 2.0 + 0.5, rig.Now, 0.1, "held about 2 s of real time at 1.0");
         });
-        Run("edit mode (scrubbing) cues nothing; a jump back cues again, a jump past skips", () =>
+        Run("edit mode: the client cues nothing, scrubbing previews through the editor window's session; a jump back cues again, a jump past skips", () =>
         {
             var rig = new Rig(At(5.0, Prompt("Gate: the gate opens", 1, false)), At(9.0, Prompt("Bridge: the bridge falls", 1, false)));
             rig.Track.HoldWhenLate = false;
             Application.PlayingForTests = false;
             try { rig.RunUntil(6.0); } finally { Application.PlayingForTests = true; }
             Check(rig.Log.Count == 0, "nothing cued while scrubbing: " + string.Join("|", rig.Log));
+            // with the editor preview window open: entering a clip previews its shot (a cut) on the window's session, once
+            var previews = new List<string>();
+            Func<string, int, bool, string> preview = (p, n, cut) => { previews.Add(p + "/" + n + "/" + (cut ? "cut" : "wait")); return "editor-" + previews.Count; };
+            ShotStreamEditorPreview.Register(preview);
+            Application.PlayingForTests = false;
+            try
+            {
+                rig.Director.time = 4.0;
+                rig.RunUntil(6.5);   // into the gate clip (5-7)
+                rig.Director.time = 7.5;
+                rig.Frame();         // out of it
+                rig.Director.time = 5.5;
+                rig.Frame();         // back in: previewed again
+                rig.Frame();
+                rig.Track.PreviewWhileScrubbing = false;
+                rig.Director.time = 9.5;
+                rig.Frame();         // the bridge clip, with previews off
+            }
+            finally { Application.PlayingForTests = true; ShotStreamEditorPreview.Unregister(preview); }
+            Check(string.Join("|", previews) == "Gate: the gate opens/1/cut|Gate: the gate opens/1/cut", "previews: " + string.Join("|", previews));
+            Check(rig.Log.Count == 0, "the play-mode client cued nothing: " + string.Join("|", rig.Log));
+            Check(!ShotStreamEditorPreview.Available, "unregistered");
             rig.Director.time = 0;
             rig.RunUntil(3.0);
             var gateCues = rig.Log.FindAll(l => l.StartsWith("cue "));

@@ -76,13 +76,36 @@ namespace ShotStream.Editor
         {
             EditorApplication.update += Tick;
             AssemblyReloadEvents.beforeAssemblyReload += Shutdown;
+            if (previewCue == null) previewCue = PreviewCue;
+            ShotStreamEditorPreview.Register(previewCue);  // edit-mode tools (the Timeline track while scrubbing) cue through this session
         }
 
         void OnDisable()
         {
             EditorApplication.update -= Tick;
             AssemblyReloadEvents.beforeAssemblyReload -= Shutdown;
+            ShotStreamEditorPreview.Unregister(previewCue);
             Shutdown();
+        }
+
+        Func<string, int, bool, string> previewCue;
+
+        // A shot asked for by an edit-mode tool: sent on this window's session; null when not connected.
+        string PreviewCue(string shotPrompt, int shotChunks, bool shotCut)
+        {
+            bool connected;
+            lock (connLock) connected = connection != null;
+            if (!connected || string.IsNullOrEmpty(shotPrompt)) return null;
+            var cue = new Cue
+            {
+                EventId = "editor-" + (++cueCounter),
+                Prompt = shotPrompt,
+                NumChunks = (uint)Math.Max(0, shotChunks),
+                Mode = shotCut ? CueMode.Cut : CueMode.Wait,
+            };
+            Send(ClientMessage.CueMessage(cue));
+            status = "Previewing: " + shotPrompt;
+            return cue.EventId;
         }
 
         // Before a domain reload (and when the window closes) nothing may outlive the domain: every receive loop

@@ -23,8 +23,10 @@ namespace ShotStream.Timeline
     /// audio, activation) stays in step with the video.</para>
     /// <para>A cut clip is cued only once the shots of the clips before it are on screen: cued earlier it would cut them
     /// before they are seen.</para>
-    /// <para>Play mode only: in edit mode (scrubbing) the track cues nothing. Jumping back before a clip's cue time cues it
-    /// again when the timeline gets there; jumping past a clip skips it.</para>
+    /// <para>In play mode, jumping back before a clip's cue time cues it again when the timeline gets there; jumping past a
+    /// clip skips it. In edit mode the client plays nothing; with <see cref="PreviewWhileScrubbing"/>, moving the playhead
+    /// into a clip cues its shot (as a cut) on the editor preview window's session (<see cref="ShotStreamEditorPreview"/>),
+    /// once per entry into the clip.</para>
     /// </summary>
     [Serializable]
     [TrackColor(0.16f, 0.55f, 0.85f)]
@@ -42,12 +44,15 @@ namespace ShotStream.Timeline
         [SerializeField] bool holdWhenLate = true;
         [Tooltip("Longest hold, in real seconds; then the timeline plays on")]
         [SerializeField] float maxHoldSeconds = 10f;
+        [Tooltip("In edit mode, scrubbing into a clip cues its shot on the ShotStream Preview window's session (when open and connected)")]
+        [SerializeField] bool previewWhileScrubbing = true;
 
         public ShotPromptMap PromptMap { get { return promptMap; } set { promptMap = value; } }
         public float LeadMarginSeconds { get { return leadMarginSeconds; } set { leadMarginSeconds = Math.Max(0f, value); } }
         public float DefaultLeadSeconds { get { return defaultLeadSeconds; } set { defaultLeadSeconds = Math.Max(0f, value); } }
         public bool HoldWhenLate { get { return holdWhenLate; } set { holdWhenLate = value; } }
         public float MaxHoldSeconds { get { return maxHoldSeconds; } set { maxHoldSeconds = Math.Max(0f, value); } }
+        public bool PreviewWhileScrubbing { get { return previewWhileScrubbing; } set { previewWhileScrubbing = value; } }
 
         /// <summary>How long before a clip's start it is cued with <paramref name="client"/>: its recent cue latency (the longest
         /// of the last 8) plus the margin, or the default lead before any was measured.</summary>
@@ -115,7 +120,12 @@ namespace ShotStream.Timeline
 
         public override void ProcessFrame(Playable playable, FrameData info, object playerData)
         {
-            if (!Application.isPlaying || Track == null) return;  // scrubbing in edit mode cues nothing
+            if (Track == null) return;
+            if (!Application.isPlaying)
+            {
+                PreviewScrub(playable);
+                return;
+            }
             var screen = playerData as ShotStreamScreen;
             if (screen == null) return;
             var client = screen.Client;
@@ -143,6 +153,30 @@ namespace ShotStream.Timeline
                 if (pb != null && !pb.Presented && !pb.IsDone) earlierUnseen = true;
             }
             if (director != null && Track.HoldWhenLate) Hold(director, t);
+        }
+
+        /// <summary>Edit mode: the clip the playhead is in, last time its shot was previewed (null: none).</summary>
+        public ShotSlot Previewed { get; private set; }
+
+        // Edit mode: a clip entered by the playhead has its shot cued, as a cut, on the editor preview's session.
+        void PreviewScrub(Playable playable)
+        {
+            var director = playable.GetGraph().GetResolver() as PlayableDirector;
+            double t = director != null ? director.time : playable.GetTime();
+            ShotSlot inside = null;
+            foreach (var slot in Slots) if (t >= slot.Start && t < slot.End) inside = slot;
+            if (inside == Previewed) return;
+            Previewed = inside;
+            if (inside == null || !Track.PreviewWhileScrubbing || !ShotStreamEditorPreview.Available) return;
+            try
+            {
+                ResolvedShot shot = inside.Clip.Resolve(Track.PromptMap);
+                ShotStreamEditorPreview.Cue(shot.Prompt, (int)shot.Chunks, true);
+            }
+            catch (Exception e)
+            {
+                Debug.LogWarning("ShotStreamTrack: clip '" + inside.Name + "' cannot be previewed: " + e.Message);
+            }
         }
 
         void Cue(ShotSlot slot, ShotStreamClient client, double t)
