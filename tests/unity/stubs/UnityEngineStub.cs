@@ -385,7 +385,6 @@ namespace UnityEngine.Playables
 
     public abstract class PlayableBehaviour : IPlayableBehaviour
     {
-        public virtual void OnGraphStart(Playable playable) { }
         public virtual void OnGraphStop(Playable playable) { }
         public virtual void ProcessFrame(Playable playable, FrameData info, object playerData) { }
     }

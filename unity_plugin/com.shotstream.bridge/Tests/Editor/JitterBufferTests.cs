@@ -138,6 +138,28 @@ namespace ShotStream.Tests
         }
 
         [Test]
+        public void SharedChunksAreKeptByReferenceAndReleasedOnceOffScreen()
+        {
+            var jb = new JitterBuffer(FrameBytes, 8, Fps, 1);
+            var released = new System.Collections.Generic.List<byte[]>();
+            byte[] a = Frames(0, 2), b = Frames(2, 2);
+            Assert.AreEqual(2, jb.PushShared(a, 0, 2, 0.0, released.Add));
+            Assert.AreEqual(2, jb.PushShared(b, 0, 2, 0.0, released.Add));
+            JitterFrame f;
+            Assert.IsTrue(jb.TryGetFrame(0.0, out f));
+            Assert.AreSame(a, f.Buffer, "no copy");
+            Assert.AreEqual(0, f.Offset);
+            Assert.IsTrue(jb.TryGetFrame(1 / Fps, out f));
+            Assert.AreEqual(FrameBytes, f.Offset, "the chunk's second frame");
+            Assert.AreEqual(0, released.Count, "a's last frame is on screen");
+            Assert.IsTrue(jb.TryGetFrame(2 / Fps, out f));
+            Assert.AreEqual(1, released.Count, "a is handed back once its frames have left the screen");
+            Assert.AreSame(a, released[0]);
+            jb.Reset(Fps, 1);
+            Assert.AreEqual(2, released.Count, "Reset hands back b");
+        }
+
+        [Test]
         public void FullBufferRefusesWhatDoesNotFit()
         {
             var jb = new JitterBuffer(FrameBytes, 4, Fps, 1);
