@@ -169,6 +169,23 @@ def test_sample_reads_keys_through_either_input_handling(built, input_handling):
     assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == f"SAMPLE OK {input_handling}", proc.stdout + proc.stderr
 
 
+def test_sample_cutscene_live(built):
+    """The sample's cutscene (key C) against the real service (tiny engine, loopback), with the sample's prompt map:
+    enter_hall and draw_sword queued together, then dragon_attacks cutting in; the shots' frames on screen in that
+    order, each shot's frames once and in order, and each gameplay step only once the shot before it ended on screen."""
+    from engine_core import TINY, ShotStreamEngine
+    from service.background import BackgroundServer
+    from service.settings import ServerSettings
+
+    test_sample_reads_keys_through_either_input_handling(built, "legacy")  # builds sample-legacy/SampleTests.exe
+    out = built / "sample-legacy"
+    engine = ShotStreamEngine.random(TINY, device="cpu", seed=0)
+    settings = ServerSettings(grpc_port=0, gateway_port=0, metrics_port=-1)
+    with BackgroundServer(engine, settings, grace=2.0) as server:
+        proc = subprocess.run(["mono", str(out / "SampleTests.exe"), "live", server.gateway_url], capture_output=True, text=True, timeout=300, cwd=out)
+    assert proc.returncode == 0 and "LIVE SAMPLE OK" in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_timeline_track(built):
     """Cutscene authoring (issue 11): Runtime/Timeline (its own asmdef, compiled only when com.unity.timeline is in the
     project) compiles against stubs of exactly the Timeline / Playables API it uses (stubs/TimelineStub.cs,

@@ -79,8 +79,83 @@ static class SampleTests
         Check(cues.Count == sentBefore + 3 && cues[cues.Count - 1].Mode == ShotStream.Core.CueMode.Cut, "dragon_attacks cut in once draw_sword had ended");
     }
 
-    static int Main()
+    // mono SampleTests.exe live URL: the sample's cutscene (key C) against the service, with the sample's prompt map
+    // (its chunk counts and cut): every step after its shot ended on screen, the shots' frames on screen in cutscene
+    // order, each shot's frames once and in order. Prints LIVE lines, "LIVE SAMPLE OK" last.
+    static int Live(string url)
     {
+        var go = new GameObject("sample live");
+        var client = go.AddComponent<ShotStreamClient>();
+        var screen = go.AddComponent<ShotStreamScreen>();
+        var director = go.AddComponent<ShotStreamDirector>();
+        client.Screen = screen;
+        client.ServerUrl = url;
+        client.GlobalCaption = "A torch-lit medieval castle at night.";
+        client.MaxChunksInFlight = 2;
+        var map = ScriptableObject.CreateInstance<ShotPromptMap>();
+        map.Add("enter_hall", "{character} enters a torch-lit hall, wide shot", 2, false).Add("draw_sword", "close-up: {character} draws a glowing sword", 1, false)
+           .Add("dragon_attacks", "a dragon crashes through the roof, chaos, fast camera", 3, true);
+        director.Client = client;
+        director.PromptMap = map;
+        var sample = go.AddComponent<EventShotsSample>();
+        typeof(EventShotsSample).GetField("director", BindingFlags.Instance | BindingFlags.NonPublic).SetValue(sample, director);
+        var names = new Dictionary<string, string>();
+        var shown = new List<string>();
+        var steps = new List<string>();
+        client.shotStarted.AddListener(st => names[st.EventId] = st.Tags.Count > 0 ? st.Tags[0] : st.EventId);
+        screen.framePresented.AddListener(f => { string n; shown.Add((names.TryGetValue(f.EventId, out n) ? n : f.EventId) + "#" + f.FrameInShot); });
+        sample.cutsceneStep.AddListener(step => steps.Add(step + "@" + shown.Count));
+        client.error.AddListener(e => Console.WriteLine("LIVE error " + e));
+        client.shotFinished.AddListener(f => Console.WriteLine("LIVE finished " + names[f.EventId] + " chunks " + f.Chunks + " frames " + f.Frames + (f.Cut ? " cut" : "")));
+        client.Connect();
+        Call(sample, "Start");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        double last = 0;
+        bool pressed = false;
+        while (clock.Elapsed.TotalSeconds < 240 && !(steps.Count > 0 && steps[steps.Count - 1].StartsWith("end@")))
+        {
+            System.Threading.Thread.Sleep(5);
+            double now = clock.Elapsed.TotalSeconds;
+            client.Pump(now);
+            if (!pressed && client.Session != null) { Press(4); Call(sample, "Update"); Press(-1); pressed = true; }
+            screen.Advance(now - last);
+            last = now;
+            MonoBehaviour.StepCoroutinesForTests();
+        }
+        client.Close();
+        Console.WriteLine("LIVE steps " + string.Join(",", steps));
+        Console.WriteLine("LIVE shown " + string.Join(",", shown));
+        var problems = new List<string>();
+        var order = new List<string>();
+        var count = new Dictionary<string, int>();
+        string prev = null;
+        int next = 0;
+        foreach (var f in shown)
+        {
+            string n = f.Substring(0, f.IndexOf('#'));
+            int k = int.Parse(f.Substring(f.IndexOf('#') + 1));
+            if (n != prev) { order.Add(n); prev = n; next = 0; }
+            if (k != next) problems.Add(f + " out of order");
+            next = k + 1;
+            count[n] = next;
+        }
+        if (string.Join(",", order) != "enter_hall,draw_sword,dragon_attacks") problems.Add("shots shown in the order " + string.Join(",", order));
+        // each step came once the shot before it had ended on screen: after all of its frames were shown
+        Func<string, int> at = name => { var st = steps.Find(x => x.StartsWith(name + "@")); return st == null ? -1 : int.Parse(st.Substring(st.IndexOf('@') + 1)); };
+        int enter = count.ContainsKey("enter_hall") ? count["enter_hall"] : 0, sword = count.ContainsKey("draw_sword") ? count["draw_sword"] : 0;
+        int dragon = count.ContainsKey("dragon_attacks") ? count["dragon_attacks"] : 0;
+        if (at("start") != 0) problems.Add("start at " + at("start"));
+        if (at("entered") < enter) problems.Add("entered before enter_hall's " + enter + " frames were shown: " + at("entered"));
+        if (at("sword drawn") < enter + sword) problems.Add("sword drawn too early: " + at("sword drawn"));
+        if (at("end") != enter + sword + dragon) problems.Add("end at " + at("end") + " of " + (enter + sword + dragon));
+        foreach (var p in problems) Console.WriteLine("LIVE problem " + p);
+        Console.WriteLine(problems.Count == 0 ? "LIVE SAMPLE OK" : "LIVE SAMPLE FAILED");
+        return problems.Count == 0 ? 0 : 1;
+    }
+
+    static int Main(string[] args)
+    {
+        if (args.Length == 2 && args[0] == "live") return Live(args[1]);
         var logs = new List<string>();
         Debug.Sink = (t, m) => logs.Add(t + " " + m);
 #if ENABLE_INPUT_SYSTEM
