@@ -262,6 +262,11 @@ def test_chunk_benchmark_in_godot(capsys):
         print("\n" + "\n".join(lines))
 
 
+def test_cutscene_in_godot():
+    require_engine()
+    assert_passed(run_godot(GODOT_TESTS / "test_cutscene.gd", files={"demo": PLUGIN / "demo"}))
+
+
 def _readme_snippets() -> list[str]:
     return re.findall(r"```gdscript\n(.*?)```", (PLUGIN / "README.md").read_text(encoding="utf-8"), re.S)
 
@@ -295,7 +300,7 @@ def test_live_session_matches_python_sdk(tmp_path):
     settings = ServerSettings(grpc_port=0, gateway_port=0, metrics_port=-1, stats_every_chunks=1, **options)
     with BackgroundServer(engine, settings, grace=2.0) as server:
         run = run_godot(GODOT_TESTS / "test_live.gd", args={"url": server.gateway_url, "take": record, "stats": True},
-                        timeout=300)
+                        files={"demo": PLUGIN / "demo"}, timeout=300)
         assert_passed(run)
         got = [tuple(line.split()[1:]) for line in run.lines if line.startswith("CHUNK ")]
         got_finished = [tuple(line.split()[1:]) for line in run.lines if line.startswith("FINISHED ")]

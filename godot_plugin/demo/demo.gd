@@ -3,7 +3,7 @@ extends Control
 ## player shows them on the full-screen TextureRect.
 ##
 ## 1 explore, 2 find treasure (a signal bound to an event), 3 ambush (cuts), 4 calm (waits),
-## P pause/resume generation, T start/stop a take. Start the service first:
+## C the cutscene, P pause/resume generation, T start/stop a take. Start the service first:
 ## [code]shotstream serve[/code] (gateway on ws://127.0.0.1:50052/v1/direct).
 
 ## The game emits this; the director is bound to it (see _ready).
@@ -13,6 +13,8 @@ const ITEMS := ["sword", "lantern", "map", "crown"]
 
 ## Who the shots are about ({hero} in the prompts).
 @export var hero_name := "A young knight in a blue cloak"
+## When, in the cutscene, the knight finds the treasure (a gameplay event on its timeline).
+@export var cutscene_treasure_at := 0.5
 
 # What the server was last told (the server sends Stats only with chunks, so not while paused).
 var _paused := false
@@ -24,6 +26,7 @@ var _shot_line := ""
 @onready var player: ShotStreamPlayer = $Player
 @onready var director: ShotStreamDirector = $Director
 @onready var status: Label = $Status
+@onready var cutscene_player: ShotStreamCutscenePlayer = $CutscenePlayer
 
 
 func _ready() -> void:
@@ -49,6 +52,14 @@ func _ready() -> void:
 		func(_code: int, message: String, _fatal: bool) -> void: _show(message)
 	)
 	director.fire_failed.connect(func(_e: String, message: String) -> void: _show(message))
+	# the cutscene's timeline (explore, ambush cutting in, calm) gets a gameplay event of its own:
+	# the knight finds the treasure, which the director turns into a shot like key 2 does
+	var animation := cutscene_player.install()
+	var track := animation.add_track(Animation.TYPE_METHOD)
+	animation.track_set_path(track, cutscene_player.get_path_to(self))
+	animation.track_insert_key(
+		track, cutscene_treasure_at, {"method": &"find_treasure", "args": []}
+	)
 	_refresh()
 
 
@@ -68,8 +79,7 @@ func handle_key(keycode: Key) -> String:
 			director.fire("explore", {"hero": hero_name})
 			did = "explore"
 		KEY_2:
-			_found += 1
-			treasure_found.emit(ITEMS[_found % ITEMS.size()])
+			find_treasure()
 			did = "discover"
 		KEY_3:
 			director.fire("ambush", {"hero": hero_name})
@@ -77,6 +87,10 @@ func handle_key(keycode: Key) -> String:
 		KEY_4:
 			director.fire("calm")
 			did = "calm"
+		KEY_C:
+			if not cutscene_player.is_playing:
+				play_cutscene()
+			did = "cutscene"
 		KEY_P:
 			did = "resume" if _paused else "pause"
 			if _paused:
@@ -92,6 +106,21 @@ func handle_key(keycode: Key) -> String:
 			else:
 				client.start_take()
 	return did
+
+
+## Gameplay: the knight finds the next treasure ([signal treasure_found], bound to "discover").
+func find_treasure() -> void:
+	_found += 1
+	treasure_found.emit(ITEMS[_found % ITEMS.size()])
+
+
+## Plays the cutscene and returns its results once its last shot has ended on screen.
+func play_cutscene() -> Array[Dictionary]:
+	_show("Cutscene...")
+	var results := await cutscene_player.play()
+	var played := results.filter(func(r: Dictionary) -> bool: return r["error"] == "")
+	_show("Cutscene over: %d of %d shots played" % [played.size(), results.size()])
+	return results
 
 
 ## True while generation is paused (as far as this demo knows).
@@ -117,6 +146,9 @@ func _show(line: String) -> void:
 func _refresh() -> void:
 	var state: String = ShotStreamClient.State.keys()[client.state]
 	status.text = (
-		"ShotStream %s - %s\n1 explore  2 treasure  3 ambush (cut)  4 calm  P pause  T take\n%s"
+		(
+			"ShotStream %s - %s\n1 explore  2 treasure  3 ambush (cut)  4 calm  C cutscene"
+			+ "  P pause  T take\n%s"
+		)
 		% [state.capitalize(), client.server_url, _shot_line]
 	)

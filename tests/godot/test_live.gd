@@ -8,6 +8,8 @@ extends "res://tests/test_base.gd"
 ## "boom" (2 chunks), which lands after walk's first chunk; close after the second shot finishes.
 ## Prints "CHUNK <seq> <eventId> <sha256 of the pixels> <bytes>" per chunk and
 ## "FINISHED <eventId> <chunks> <frames> <cut>" per shot.
+## Then the demo's cutscene live (explore, a gameplay event, an ambush that cuts in, calm): every
+## frame shown once in order, the shots ending on screen in order, the cut visible.
 ## args: {"url": gateway URL, "take": bool (the server records takes), "stats": bool (the server
 ## sends Stats after every chunk)}
 
@@ -22,6 +24,7 @@ func run_tests() -> void:
 	var url: String = args().get("url", "")
 	check(url.begins_with("ws://"), "gateway URL given")
 	await _live(url, bool(args().get("take", false)))
+	await _demo_cutscene(url)
 	await _dock(url, bool(args().get("take", false)))
 
 
@@ -204,6 +207,66 @@ func _live(url: String, record: bool) -> void:
 	print("PRESENTED %d %d" % [player.presented_frame_index + 1, player.jitter.underruns])
 	client.queue_free()
 	player.queue_free()
+
+
+func _demo_cutscene(url: String) -> void:
+	var demo: Control = load("res://demo/demo.tscn").instantiate()
+	var client: ShotStreamClient = demo.get_node("Client")
+	var player: ShotStreamPlayer = demo.get_node("Player")
+	var director: ShotStreamDirector = demo.get_node("Director")
+	client.connect_on_ready = false
+	client.auto_reconnect = false
+	client.server_url = url
+	add_child(demo)
+	var shown: Array[int] = []
+	player.frame_presented.connect(func(i: int) -> void: shown.append(i))
+	var ended: Array[String] = []
+	var indices: Array[int] = []
+	var cuts := [0]
+	player.shot_ended.connect(
+		func(shot: Dictionary) -> void:
+			ended.append(
+				"%s %d%s" % [shot["event_id"], shot["frames"], " cut" if shot["cut"] else ""]
+			)
+			indices.append(shot["shot_index"])
+			cuts[0] += 1 if shot["cut"] else 0
+	)
+	var dropped: Array[String] = []
+	director.shot_dropped.connect(
+		func(_e: String, id: String, reason: String) -> void:
+			dropped.append("%s: %s" % [id, reason])
+	)
+	client.error_received.connect(
+		func(code: int, message: String, _fatal: bool) -> void:
+			check(false, "cutscene: no error expected: %d %s" % [code, message])
+	)
+	client.open_session()
+	if not await _wait(func() -> bool: return client.is_session_open(), "the demo to connect"):
+		demo.queue_free()
+		return
+	var results: Array[Dictionary] = await demo.play_cutscene()
+	await get_tree().process_frame  # play() returned inside the last shot_ended: let it finish
+	var summary: Array[String] = []
+	for r: Dictionary in results:
+		summary.append("%s:%s" % [r.get("event_name"), r.get("error")])
+	print("CUTSCENE %s | on screen: %s | dropped: %s" % [summary, ended, dropped])
+	eq(["explore:", "ambush:", "calm:"], summary, "cutscene: its three shots played")
+	var want: Array[int] = []
+	for i in player.pushed_frames:
+		want.append(i)
+	eq(want, shown, "cutscene: every frame on screen exactly once, in order")
+	var sorted := indices.duplicate()
+	sorted.sort()
+	eq(sorted, indices, "cutscene: shots ended on screen in their order")
+	check(cuts[0] + dropped.size() > 0, "cutscene: the ambush cut a shot or dropped a queued one")
+	check(
+		ended.size() >= 3 and ended[-1].begins_with("calm-"), "cutscene: calm ends it: %s" % [ended]
+	)
+	var closed := [false]
+	client.disconnected.connect(func(_r: String) -> void: closed[0] = true)
+	client.close()
+	await _wait(func() -> bool: return closed[0], "the demo to disconnect")
+	demo.queue_free()
 
 
 func _dock(url: String, record: bool) -> void:

@@ -813,7 +813,12 @@ func _internal_classes_unlisted() -> void:
 			if ClassDB.is_parent_class(c["base"], "Node"):
 				nodes[String(c["class"])] = c["icon"]
 	eq(
-		["ShotStreamClient", "ShotStreamDirector", "ShotStreamPlayer"],
+		[
+			"ShotStreamClient",
+			"ShotStreamCutscenePlayer",
+			"ShotStreamDirector",
+			"ShotStreamPlayer",
+		],
 		nodes.keys().map(func(k: String) -> String: return k),
 		"node classes"
 	)

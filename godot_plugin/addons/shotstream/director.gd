@@ -84,18 +84,38 @@ func fire(event_name: String, params: Dictionary = {}) -> String:
 	var shot := shot_map.resolve(event_name, params)
 	if shot["error"] != "":
 		return _fail(event_name, "ShotStreamDirector: " + String(shot["error"]))
-	var tags: PackedStringArray = shot["tags"]
+	return _cue(event_name, shot["prompt"], shot["num_chunks"], shot["mode"], shot["tags"])
+
+
+## Cues [param prompt] as it is (no shot map), reported under [param label] like an event (its
+## event id is "<label>-<n>"; the signals and [method wait_for] treat it as one).
+func cue_prompt(
+	label: String,
+	prompt: String,
+	num_chunks: int = 0,
+	mode: ShotStreamCue.Mode = ShotStreamCue.Mode.WAIT,
+	tags: PackedStringArray = PackedStringArray()
+) -> String:
+	if client == null or not is_instance_valid(client):
+		return _fail(label, 'ShotStreamDirector "%s" has no client' % name)
+	return _cue(
+		label, prompt, num_chunks, "cut" if mode == ShotStreamCue.Mode.CUT else "wait", tags
+	)
+
+
+func _cue(
+	event_name: String, prompt: String, num_chunks: int, mode: String, tags: PackedStringArray
+) -> String:
+	tags = tags.duplicate()
 	if tag_with_event_name and not tags.has(event_name):
 		tags.append(event_name)
 	_fired += 1
-	var event_id := client.cue(
-		shot["prompt"], "%s-%d" % [event_name, _fired], shot["num_chunks"], shot["mode"], tags
-	)
+	var event_id := client.cue(prompt, "%s-%d" % [event_name, _fired], num_chunks, mode, tags)
 	if event_id.is_empty():
 		return _fail(event_name, "ShotStreamDirector: the client refused the cue")
 	_listen(client)
 	_events[event_id] = event_name
-	shot_cued.emit(event_name, event_id, shot["prompt"])
+	shot_cued.emit(event_name, event_id, prompt)
 	return event_id
 
 
@@ -131,7 +151,14 @@ func _get_configuration_warnings() -> PackedStringArray:
 ## the server refused the cue, a cut dropped it, the session ended), and the fields of
 ## [signal ShotStreamPlayer.shot_ended] (or of ShotFinished without a player).
 func play(event_name: String, params: Dictionary = {}) -> Dictionary:
-	var event_id := fire(event_name, params)
+	return await wait_for(fire(event_name, params), event_name)
+
+
+## Waits for the cue [param event_id] that [method fire] or [method cue_prompt] just returned
+## (call it right away, before its shot can end) and returns what [method play] returns. An empty
+## [param event_id] (the cue failed) returns at once with the last failure under
+## [param event_name].
+func wait_for(event_id: String, event_name: String = "") -> Dictionary:
 	if event_id.is_empty():
 		return {"event_name": event_name, "event_id": "", "error": _last_failure}
 	_plays[event_id] = _player != null
