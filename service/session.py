@@ -148,6 +148,14 @@ class Session:
     def handle(self, msg: pb.ClientMessage) -> bool:
         """Apply one client message; returns True when the worker may have new work. Raises ProtocolError."""
         kind = msg.WhichOneof("kind")
+        if kind in ("start_take", "stop_take"):
+            # Not under the session lock: a full-quality take talks to the GPU worker, whose scheduler takes
+            # that lock while holding the worker's own. The takes have a lock of their own.
+            if kind == "start_take":
+                self.takes.start(msg.start_take.name, msg.start_take.quality)
+            else:
+                self.takes.stop()
+            return False
         with self._lock:
             if kind == "cue":
                 cue = self._parse_cue(msg.cue)
@@ -182,12 +190,6 @@ class Session:
             if kind == "resume":
                 self._paused = False
                 return True
-            if kind == "start_take":
-                self.takes.start(msg.start_take.name, msg.start_take.quality)
-                return False
-            if kind == "stop_take":
-                self.takes.stop()
-                return False
             if kind == "open":
                 raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION, "the session is already open")
             raise ProtocolError(INVALID, "empty client message: set one of cue, ack, pause, resume, close, "
@@ -320,8 +322,8 @@ class Session:
         started = self._making.popleft()
         now = time.perf_counter()
         rgb = chunk.frames.numpy()  # a fresh tensor per chunk: nothing else writes to it
+        self.takes.add(rgb, chunk)  # outside the session lock, like start/stop (see handle)
         with self._lock:
-            self.takes.add(rgb, chunk)
             self._seq += 1
             seq = self._seq
             slot = self._free_slots.pop() if self.ring is not None else None
