@@ -125,11 +125,15 @@ func _live(url: String, record: bool) -> void:
 	)
 	client.shot_finished.connect(
 		func(f: Dictionary) -> void:
-			if not f["cut"]:  # it comes with the shot's last chunk, whose frames are still to play
-				check(
-					player.presented_frame_index < player.pushed_frames - 1,
-					"%s: ShotFinished arrives before its last frame is on screen" % f["event_id"]
-				)
+			# a shot's last chunk comes with (or just after) its ShotFinished: the end on screen
+			# follows, once the frames have played (a cut shot's frames may all be shown already:
+			# it ends on screen with the message itself)
+			var ended := on_screen.any(
+				func(e: String) -> bool: return e.begins_with("ended %s " % f["event_id"])
+			)
+			check(
+				f["cut"] or not ended, "%s: ShotFinished before its end on screen" % f["event_id"]
+			)
 			print("FINISHED %s %d %d %s" % [f["event_id"], f["chunks"], f["frames"], f["cut"]])
 			state["finished"] += 1
 			if state["finished"] == 2:
