@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -23,8 +27,8 @@ from service.cli import main
 from service.protocol import pb
 from service.report import SCHEMA, ChunkTimings
 from service.sdk import (AsyncShotStreamClient, Chunk, CueAccepted, Progress, ServerError, ShotFinished, ShotStarted,
-                         ShotStreamClient, ShotStreamError)
-from service.sdk.codec import SessionDecoder
+                         ShotStreamClient, ShotStreamError, TakeSaved, TakeStarted)
+from service.sdk.codec import SessionDecoder, server_info
 from service.settings import ServerSettings
 from service.story_file import load_story
 from service_helpers import engine_chunks
@@ -33,16 +37,30 @@ ROOT = Path(__file__).resolve().parents[1]
 STORY_01 = ROOT / "examples" / "stories" / "01.json"
 CAPTION, SEED = "A lighthouse on a stormy coast.", 5
 SHOTS = [("The keeper climbs the stairs.", 2), ("A wave hits the rocks.", 1)]
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
 def engine():
-    return ShotStreamEngine.random(TINY, device="cpu", seed=0)
+    return ShotStreamEngine.random(TINY, device="cpu", seed=0, tae=True)  # both decoders: "wan" and "tae"
 
 
 @pytest.fixture(scope="module")
 def server(engine):
     settings = ServerSettings(grpc_port=0, gateway_port=-1, metrics_port=-1)
+    with BackgroundServer(engine, settings, grace=2.0) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def takes_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("takes")
+
+
+@pytest.fixture(scope="module")
+def take_server(engine, takes_dir):
+    """The full-quality take tests' own server: one that stops answering fails only those tests."""
+    settings = ServerSettings(grpc_port=0, gateway_port=-1, metrics_port=-1, takes_dir=takes_dir)
     with BackgroundServer(engine, settings, grace=2.0) as srv:
         yield srv
 
@@ -247,6 +265,248 @@ def _until_finished(session):
             return
 
 
+# -- decoders and full-quality takes --------------------------------------------------------------
+
+
+def decoded(engine, decoder: str, shots=SHOTS, caption=CAPTION, seed=SEED) -> list[np.ndarray]:
+    """Every chunk's RGB frames as the engine's own story with ``decoder`` produces them."""
+    story = engine.open_story(caption, seed, decoder)
+    out = []
+    try:
+        for prompt, num_chunks in shots:
+            story.start_shot(prompt, num_chunks)
+            while story.shot_in_progress:
+                out.append(story.step().frames.numpy())
+    finally:
+        story.close()
+    return out
+
+
+def events_until(session, kind: type, limit: int = 200) -> list:
+    out = []
+    for ev in session:
+        out.append(ev)
+        if isinstance(ev, kind):
+            return out
+        assert len(out) < limit, out
+    raise AssertionError(f"the session ended before a {kind.__name__}: {out}")
+
+
+def read_mp4(path: str | Path) -> np.ndarray:
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    w, h = next(reader)["size"]
+    return np.stack([np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader])
+
+
+def within(seconds: float, fn: Callable[[], T]) -> T:
+    """``fn()`` on a daemon thread: a server that stops answering fails the test instead of hanging the suite."""
+    result: list = []
+
+    def run() -> None:
+        try:
+            result.append((True, fn()))
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
+            result.append((False, exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"no answer from the server within {seconds:.0f} s; where the server's threads are:\n"
+                    + server_stacks())
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value
+
+
+def server_stacks() -> str:
+    """The service's frames of every thread now (what a stuck server is waiting on)."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = []
+    for ident, frame in sys._current_frames().items():
+        ours = [f"  {Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_stack(frame)
+                if f"{os.sep}service{os.sep}" in f.filename and f"{os.sep}sdk{os.sep}" not in f.filename]
+        if ours:
+            out.append(f"{names.get(ident, ident)}:\n" + "\n".join(ours))
+    return "\n".join(out)
+
+
+def mean_error(video: np.ndarray, frames: np.ndarray) -> float:
+    assert video.shape == frames.shape
+    return float(np.abs(video.astype(np.int16) - frames.astype(np.int16)).mean())
+
+
+def test_server_info_lists_the_decoders(engine, server):
+    with ShotStreamClient(server.address) as client:
+        info = client.server_info()
+    assert info.decoders == ("wan", "tae") and info.default_decoder == "wan"
+    assert info.tae == engine.tae_label and "random weights" in info.tae
+
+
+def test_old_server_messages_mean_the_wan_decoder_and_live_takes():
+    """Fields a server from before decoders and take qualities leaves unset."""
+    info = server_info(pb.ServerInfo(model="tiny"))
+    assert (info.decoders, info.default_decoder, info.tae) == (("wan",), "wan", "")
+    decoder = SessionDecoder(pb.SessionOpened(session_id="s", transport=pb.TRANSPORT_INLINE), "old:50051")
+    assert decoder.info.decoder == "wan"
+    started = decoder.decode(pb.ServerMessage(take_started=pb.TakeStarted(name="t", path="/takes/t.mp4")))
+    assert started == TakeStarted("t", "/takes/t.mp4", "live", "")
+    saved = decoder.decode(pb.ServerMessage(take_saved=pb.TakeSaved(name="t", path="/takes/t.mp4", frames=9,
+                                                                    bytes=100, duration_s=0.5625)))
+    assert saved == TakeSaved("t", "/takes/t.mp4", 9, 100, 0.5625, "", 0)
+
+
+@pytest.mark.parametrize("transport", ["inline", "shared_memory"])
+def test_tae_session_frames_equal_the_engines_tae_story(engine, server, transport):
+    expected, wan = decoded(engine, "tae"), reference(engine)
+    with ShotStreamClient(server.address) as client:
+        with client.open_session(CAPTION, seed=SEED, transport=transport, decoder="tae") as session:
+            assert session.info.decoder == "tae"
+            assert (session.info.frames_first_chunk, session.info.frames_per_chunk) == (9, 12)
+            chunks, _ = play(session)
+        for decoder, name in ((None, "wan"), ("wan", "wan"), ("TAE", "tae")):
+            with client.open_session(CAPTION, transport="inline", decoder=decoder) as session:
+                assert session.info.decoder == name, decoder
+    check_chunks(chunks, expected, "rgb8")  # 9, 12 then 9 frames, where the engine puts them, equal
+    assert [c.num_frames for c in chunks] == [9, 12, 9]
+    assert not any(np.array_equal(c.frames, w) for c, w in zip(chunks, wan))  # the other decoder indeed
+
+
+def test_default_decoder_is_the_servers(engine, tmp_path):
+    settings = ServerSettings(grpc_port=0, gateway_port=-1, metrics_port=-1, takes_dir=tmp_path,
+                              default_decoder="tae")
+    with BackgroundServer(engine, settings, grace=1.0) as srv, ShotStreamClient(srv.address) as client:
+        assert client.server_info().default_decoder == "tae"
+        with client.open_session(CAPTION, transport="inline") as session:
+            assert session.info.decoder == "tae"
+        with client.open_session(CAPTION, transport="inline", decoder="wan") as session:
+            assert session.info.decoder == "wan"
+
+
+def test_tae_on_a_server_without_it_is_refused(tmp_path):
+    wan_only = ShotStreamEngine.random(TINY, device="cpu", seed=0)
+    settings = ServerSettings(grpc_port=0, gateway_port=-1, metrics_port=-1, takes_dir=tmp_path)
+    with BackgroundServer(wan_only, settings, grace=1.0) as srv, ShotStreamClient(srv.address) as client:
+        info = client.server_info()
+        assert (info.decoders, info.default_decoder, info.tae) == (("wan",), "wan", "")
+        with pytest.raises(ShotStreamError) as exc:
+            client.open_session(CAPTION, transport="inline", decoder="tae")
+    assert exc.value.code == grpc.StatusCode.FAILED_PRECONDITION and "'tae'" in exc.value.message
+
+
+def test_full_take_of_a_tae_session_is_re_decoded_with_wan(engine, take_server, takes_dir):
+    prompt, n = SHOTS[0]
+    tae_frames, wan_frames = (np.concatenate(decoded(engine, d, [SHOTS[0]])) for d in ("tae", "wan"))
+
+    def scenario():
+        with ShotStreamClient(take_server.address) as client:
+            with client.open_session(CAPTION, seed=SEED, transport="inline", decoder="tae") as session:
+                session.start_take("tae-full", quality="full")
+                started = events_until(session, TakeStarted)[-1]
+                session.cue(prompt, num_chunks=n)
+                got = [ev.frames for ev in events_until(session, ShotFinished) if isinstance(ev, Chunk)]
+                session.stop_take()
+                return started, got, events_until(session, TakeSaved)[-1]
+
+    started, got, saved = within(60, scenario)
+    folder = takes_dir.resolve()
+    assert started == TakeStarted("tae-full", str(folder / "tae-full.mp4"), "full", str(folder / "tae-full.full.mp4"))
+    sent = np.concatenate(got)
+    np.testing.assert_array_equal(sent, tae_frames)
+    assert (saved.name, saved.path, saved.full_path) == ("tae-full", started.path, started.full_path)
+    assert saved.full_path.endswith(".full.mp4") and saved.path != saved.full_path
+    assert saved.frames == len(sent) == 21
+    assert saved.bytes == Path(saved.path).stat().st_size > 0
+    assert saved.full_bytes == Path(saved.full_path).stat().st_size > 0
+    live, full = read_mp4(saved.path), read_mp4(saved.full_path)
+    assert live.shape == full.shape == sent.shape
+    # H.264 is lossy: each file is far closer to its own decoder's frames than to the other's
+    assert mean_error(full, wan_frames) < 20 < mean_error(full, tae_frames)
+    assert mean_error(live, tae_frames) < mean_error(live, wan_frames)
+
+
+def test_full_take_of_a_wan_session_is_its_live_take(engine, take_server, takes_dir):
+    def scenario():
+        with ShotStreamClient(take_server.address) as client:
+            with client.open_session(CAPTION, seed=SEED, transport="inline", decoder="wan") as session:
+                session.start_take("wan-full", quality="FULL")
+                started = events_until(session, TakeStarted)[-1]
+                session.cue("A wave hits the rocks.", num_chunks=1)
+                events_until(session, ShotFinished)
+                session.stop_take()
+                saved = events_until(session, TakeSaved)[-1]
+                session.start_take("wan-live")  # quality="live" by default: no full file
+                live_started = events_until(session, TakeStarted)[-1]
+                session.stop_take()
+                return started, saved, live_started, events_until(session, TakeSaved)[-1]
+
+    started, saved, live_started, live_saved = within(60, scenario)
+    path = str(takes_dir.resolve() / "wan-full.mp4")
+    assert started == TakeStarted("wan-full", path, "full", path)
+    assert (saved.path, saved.full_path, saved.frames) == (path, path, 9)
+    assert saved.full_bytes == saved.bytes == Path(path).stat().st_size > 0
+    assert not (takes_dir / "wan-full.full.mp4").exists()
+    assert (live_started.quality, live_started.full_path) == ("live", "")
+    assert (live_saved.full_path, live_saved.full_bytes) == ("", 0)
+
+
+def test_render_story_with_the_tae_decoder_and_a_full_take(engine, take_server, takes_dir):
+    expected, wan = decoded(engine, "tae"), np.concatenate(decoded(engine, "wan", [SHOTS[0]]))
+
+    def scenario():
+        with ShotStreamClient(take_server.address) as client:
+            events = list(client.render_story(CAPTION, SHOTS, seed=SEED, decoder="tae", take="story-full",
+                                              take_quality="full", timeout=60))
+            return events, list(client.render_story(CAPTION, SHOTS[:1], seed=SEED, decoder="tae", timeout=60))
+
+    events, plain = within(60, scenario)
+    chunks = [e for e in events if isinstance(e, Chunk)]
+    assert len(chunks) == len(expected) == 3
+    for got, want in zip(chunks, expected):
+        np.testing.assert_array_equal(got.frames, want)
+    saved = events[-1]
+    assert isinstance(saved, TakeSaved) and sum(isinstance(e, TakeSaved) for e in events) == 1
+    assert (saved.name, saved.path) == ("story-full", str(takes_dir.resolve() / "story-full.mp4"))
+    assert saved.full_path == str(takes_dir.resolve() / "story-full.full.mp4")
+    assert saved.frames == 30 and saved.full_bytes == Path(saved.full_path).stat().st_size > 0
+    full = read_mp4(saved.full_path)
+    assert full.shape == (30, 32, 48, 3)
+    # shot 0 has no history, so its latents are the Wan story's: the full file shows the Wan frames
+    assert mean_error(full[:21], wan) < 20
+    assert not any(isinstance(e, TakeSaved) for e in plain)
+    assert len([e for e in plain if isinstance(e, Chunk)]) == 2
+
+
+def test_bad_decoder_and_quality_raise_value_error(server):
+    with ShotStreamClient(server.address) as client:
+        with pytest.raises(ValueError, match=r"decoder must be one of \['tae', 'wan'\], got 'vae'"):
+            client.open_session(CAPTION, decoder="vae")
+        with pytest.raises(ValueError, match=r"decoder must be one of \['tae', 'wan'\]"):
+            client.render_story(CAPTION, SHOTS, decoder="taew2_1")  # at the call, before iterating
+        with pytest.raises(ValueError, match=r"quality must be one of \['full', 'live'\], got 'best'"):
+            client.render_story(CAPTION, SHOTS, take="t", take_quality="best")
+        with client.open_session(CAPTION, transport="inline") as session:
+            with pytest.raises(ValueError, match=r"quality must be one of \['full', 'live'\], got 'high'"):
+                session.start_take("t", quality="high")
+            session.cue("still fine", num_chunks=1)  # nothing was sent: the session goes on
+            assert any(isinstance(ev, Chunk) for ev in _until_finished(session))
+
+    async def scenario():
+        async with AsyncShotStreamClient(server.address) as client:
+            with pytest.raises(ValueError, match="decoder must be one of"):
+                await client.open_session(CAPTION, decoder=3.5)
+            with pytest.raises(ValueError, match="quality must be one of"):
+                client.render_story(CAPTION, SHOTS, take="", take_quality=None)
+            async with await client.open_session(CAPTION, transport="inline") as session:
+                with pytest.raises(ValueError, match="quality must be one of"):
+                    await session.start_take(quality="lossless")
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
 # -- asyncio client -------------------------------------------------------------------------------
 
 
@@ -290,6 +550,43 @@ def test_async_fatal_error_raises(server):
 
     err = asyncio.run(asyncio.wait_for(scenario(), 30))
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT and "max_chunks_in_flight" in err.message
+
+
+def test_async_tae_session_full_take_and_story_take(engine, take_server, takes_dir):
+    expected = decoded(engine, "tae")
+
+    async def scenario():
+        async with AsyncShotStreamClient(take_server.address) as client:
+            assert (await client.server_info()).decoders == ("wan", "tae")
+            async with await client.open_session(CAPTION, seed=SEED, transport="shared_memory",
+                                                 decoder="tae") as session:
+                assert session.info.decoder == "tae"
+                await session.start_take("async-full", quality="full")
+                await session.cue(*SHOTS[0])
+                events = []
+                async for ev in session:
+                    events.append(ev)
+                    if isinstance(ev, ShotFinished):
+                        await session.stop_take()
+                    elif isinstance(ev, TakeSaved):
+                        break
+            story = [ev async for ev in client.render_story(CAPTION, SHOTS, seed=SEED, decoder="tae",
+                                                            take="", take_quality="full")]
+            return events, story
+
+    events, story = asyncio.run(asyncio.wait_for(scenario(), 60))
+    started = next(e for e in events if isinstance(e, TakeStarted))
+    assert (started.quality, started.full_path) == ("full", str(takes_dir.resolve() / "async-full.full.mp4"))
+    chunks = [e for e in events if isinstance(e, Chunk)]
+    for got, want in zip(chunks, expected[:2], strict=True):
+        np.testing.assert_array_equal(got.frames, want)
+    saved = events[-1]
+    assert saved.full_path == started.full_path != saved.path and saved.frames == 21
+    assert saved.full_bytes == Path(saved.full_path).stat().st_size > 0
+    story_saved = story[-1]
+    assert isinstance(story_saved, TakeSaved) and story_saved.name  # "" = the server named it
+    assert story_saved.full_path.endswith(f"{story_saved.name}.full.mp4") and story_saved.frames == 30
+    assert Path(story_saved.full_path).stat().st_size == story_saved.full_bytes > 0
 
 
 # -- CLI: demo, story --server, bench -------------------------------------------------------------

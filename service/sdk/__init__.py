@@ -23,10 +23,17 @@ valid forever. (Inline frames are a read-only view of the received message bytes
 writing into them.) A consumer that stops iterating therefore pauses its own session, and the
 server never buffers more than ``chunks_in_flight`` chunks for it.
 
+Decoders and takes: ``open_session(..., decoder="tae")`` previews with the server's tiny decoder (much
+faster; ``server_info().decoders`` lists what it has, ``session.info.decoder`` what a session got), and
+``session.start_take(name, quality="full")`` also records the take decoded with the Wan VAE
+(``TakeSaved.full_path``). ``render_story(..., decoder=..., take=name, take_quality=...)`` does the same
+headless; the take's :class:`TakeSaved` is then its last event.
+
 Errors: anything that ends the session or the call (a refused open, a fatal session error, a gRPC
 status such as UNAVAILABLE or UNAUTHENTICATED) raises :class:`ShotStreamError`, with the gRPC
 status code and the server's message. Non-fatal problems (e.g. a rejected cue) arrive as
-:class:`ServerError` events and the session goes on.
+:class:`ServerError` events and the session goes on. A bad argument the client can check itself (an
+unknown transport, frame format, cue mode, decoder or take quality) raises ``ValueError`` at the call.
 """
 
 from .aio import AsyncSession, AsyncShotStreamClient

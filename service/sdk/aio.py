@@ -36,16 +36,22 @@ class AsyncShotStreamClient:
             raise codec.from_rpc_error(exc) from None
 
     async def open_session(self, global_caption: str, seed: int = 0, transport: str = "shared_memory",
-                           frame_format: str = "rgb8", chunks_in_flight: int = 2, client_name: str = "python-sdk"
-                           ) -> AsyncSession:
+                           frame_format: str = "rgb8", chunks_in_flight: int = 2, client_name: str = "python-sdk",
+                           decoder: str | None = None) -> AsyncSession:
+        """See :meth:`ShotStreamClient.open_session`."""
         session = AsyncSession(self, codec.open_message(global_caption, seed, transport, frame_format,
-                                                        chunks_in_flight, client_name))
+                                                        chunks_in_flight, client_name, decoder))
         await session._open()
         return session
 
-    async def render_story(self, global_caption: str, shots: Iterable[Any], seed: int = 0,
-                           frame_format: str = "rgb8", timeout: float | None = None) -> AsyncIterator[Event]:
-        request = codec.story_request(global_caption, shots, seed, frame_format)
+    def render_story(self, global_caption: str, shots: Iterable[Any], seed: int = 0,
+                     frame_format: str = "rgb8", timeout: float | None = None, decoder: str | None = None,
+                     take: str | None = None, take_quality: str = "live") -> AsyncIterator[Event]:
+        """See :meth:`ShotStreamClient.render_story` (``async for`` its events)."""
+        request = codec.story_request(global_caption, shots, seed, frame_format, decoder, take, take_quality)
+        return self._story_events(request, timeout)  # bad arguments raised above, before any call
+
+    async def _story_events(self, request: pb.RenderStoryRequest, timeout: float | None) -> AsyncIterator[Event]:
         call = self._stub.RenderStory(request, timeout=timeout, metadata=self._metadata)
         try:
             async for ev in call:
@@ -131,9 +137,9 @@ class AsyncSession:
     async def resume(self) -> None:
         await self._send(pb.ClientMessage(resume=pb.Resume()))
 
-    async def start_take(self, name: str = "") -> None:
+    async def start_take(self, name: str = "", quality: str = "live") -> None:
         """See :meth:`Session.start_take`."""
-        await self._send(pb.ClientMessage(start_take=pb.StartTake(name=name)))
+        await self._send(pb.ClientMessage(start_take=codec.start_take(name, quality)))
 
     async def stop_take(self) -> None:
         await self._send(pb.ClientMessage(stop_take=pb.StopTake()))

@@ -40,19 +40,28 @@ class ShotStreamClient:
             raise codec.from_rpc_error(exc) from None
 
     def open_session(self, global_caption: str, seed: int = 0, transport: str = "shared_memory",
-                     frame_format: str = "rgb8", chunks_in_flight: int = 2, client_name: str = "python-sdk"
-                     ) -> Session:
-        """Open an interactive session (gRPC ``Direct``). Raises ShotStreamError when refused."""
+                     frame_format: str = "rgb8", chunks_in_flight: int = 2, client_name: str = "python-sdk",
+                     decoder: str | None = None) -> Session:
+        """Open an interactive session (gRPC ``Direct``). Raises ShotStreamError when refused.
+        ``decoder``: "wan" (the Wan VAE, exact) or "tae" (the tiny preview decoder, if the server has one:
+        ``server_info().decoders``); None = the server's default. ``session.info.decoder`` says which."""
         session = Session(self, codec.open_message(global_caption, seed, transport, frame_format, chunks_in_flight,
-                                                   client_name))
+                                                   client_name, decoder))
         self._sessions.add(session)
         return session
 
     def render_story(self, global_caption: str, shots: Iterable[Any], seed: int = 0, frame_format: str = "rgb8",
-                     timeout: float | None = None) -> Iterator[Event]:
+                     timeout: float | None = None, decoder: str | None = None, take: str | None = None,
+                     take_quality: str = "live") -> Iterator[Event]:
         """A whole story, headless (gRPC ``RenderStory``): yields ShotStarted, Chunk (inline), ShotFinished and
-        Progress events. Closing the iterator early cancels the render on the server."""
-        request = codec.story_request(global_caption, shots, seed, frame_format)
+        Progress events. Closing the iterator early cancels the render on the server.
+        ``decoder`` as in :meth:`open_session`. ``take``: also record the story on the server as a take of that
+        name ("" = the server picks one; None = no take) at ``take_quality`` ("live" | "full"); its
+        :class:`TakeSaved` is then the last event."""
+        request = codec.story_request(global_caption, shots, seed, frame_format, decoder, take, take_quality)
+        return self._story_events(request, timeout)  # bad arguments raised above, before any call
+
+    def _story_events(self, request: pb.RenderStoryRequest, timeout: float | None) -> Iterator[Event]:
         call = self._stub.RenderStory(request, timeout=timeout, metadata=self._metadata)
         try:
             for ev in call:
@@ -146,11 +155,14 @@ class Session:
     def resume(self) -> None:
         self._send(pb.ClientMessage(resume=pb.Resume()))
 
-    def start_take(self, name: str = "") -> None:
+    def start_take(self, name: str = "", quality: str = "live") -> None:
         """Record the frames of every later chunk into ``NAME.mp4`` on the server's host (its ``--takes-dir``).
         Answered by a :class:`TakeStarted` event, or a :class:`ServerError` (bad or existing name, already
-        recording). ``name`` "" lets the server pick one."""
-        self._send(pb.ClientMessage(start_take=pb.StartTake(name=name)))
+        recording). ``name`` "" lets the server pick one. ``quality="full"`` also gives the take decoded with
+        the Wan VAE (``TakeSaved.full_path``): on a "tae" session the server re-decodes it at low priority after
+        :meth:`stop_take` into ``NAME.full.mp4``, and sends the one TakeSaved once both files are written; on a
+        "wan" session it is ``NAME.mp4`` itself."""
+        self._send(pb.ClientMessage(start_take=codec.start_take(name, quality)))
 
     def stop_take(self) -> None:
         """Finish the take; a :class:`TakeSaved` event follows once the file is complete. Closing the session

@@ -31,8 +31,12 @@ _TRANSPORTS = {"shared_memory": pb.TRANSPORT_SHARED_MEMORY, "shm": pb.TRANSPORT_
 _FORMATS = {"rgb8": pb.FRAME_FORMAT_RGB8, "rgb": pb.FRAME_FORMAT_RGB8,
             "rgba8": pb.FRAME_FORMAT_RGBA8, "rgba": pb.FRAME_FORMAT_RGBA8}
 _MODES = {"wait": pb.CUE_MODE_WAIT, "cut": pb.CUE_MODE_CUT}
+_DECODERS = {"wan": pb.DECODER_WAN, "tae": pb.DECODER_TAE}
+_QUALITIES = {"live": pb.TAKE_QUALITY_LIVE, "full": pb.TAKE_QUALITY_FULL}
 _TRANSPORT_NAMES = {pb.TRANSPORT_SHARED_MEMORY: "shared_memory", pb.TRANSPORT_INLINE: "inline"}
 _FORMAT_NAMES = {pb.FRAME_FORMAT_RGB8: "rgb8", pb.FRAME_FORMAT_RGBA8: "rgba8"}
+_DECODER_NAMES = {v: k for k, v in _DECODERS.items()}
+_QUALITY_NAMES = {v: k for k, v in _QUALITIES.items()}
 
 
 # -- channel ------------------------------------------------------------------------------------
@@ -73,12 +77,37 @@ def _choice(value: str | int, table: dict[str, int], what: str) -> int:
         raise ValueError(f"{what} must be one of {sorted(table)}, got {value!r}") from None
 
 
+def _decoder(decoder: str | int | None) -> int:
+    """The wire ``Decoder`` of "wan" / "tae"; None = unset (the server's default)."""
+    return pb.DECODER_UNSPECIFIED if decoder is None else _choice(decoder, _DECODERS, "decoder")
+
+
+def _decoder_name(value: int) -> str:
+    """A wire ``Decoder`` as a name; unset (a server from before decoders) is the Wan VAE, the only one it had."""
+    if value == pb.DECODER_UNSPECIFIED:
+        return "wan"
+    return _DECODER_NAMES.get(value, f"decoder-{value}")  # one added after this client was written
+
+
+def _quality_name(value: int) -> str:
+    """A wire ``TakeQuality`` as a name; unset is "live" (as the server treats it)."""
+    if value == pb.TAKE_QUALITY_UNSPECIFIED:
+        return "live"
+    return _QUALITY_NAMES.get(value, f"quality-{value}")
+
+
+def start_take(name: str, quality: str | int) -> pb.StartTake:
+    """A ``StartTake``: ``name`` "" lets the server pick one; ``quality`` "live" | "full"."""
+    return pb.StartTake(name=name, quality=_choice(quality, _QUALITIES, "quality"))
+
+
 def open_message(global_caption: str, seed: int, transport: str, frame_format: str, chunks_in_flight: int,
-                 client_name: str) -> pb.ClientMessage:
+                 client_name: str, decoder: str | int | None = None) -> pb.ClientMessage:
     return pb.ClientMessage(open=pb.OpenSession(
         protocol_version=PROTOCOL_VERSION, client_name=client_name, global_caption=global_caption, seed=int(seed),
         frame_format=_choice(frame_format, _FORMATS, "frame_format"),
-        transport=_choice(transport, _TRANSPORTS, "transport"), max_chunks_in_flight=int(chunks_in_flight)))
+        transport=_choice(transport, _TRANSPORTS, "transport"), max_chunks_in_flight=int(chunks_in_flight),
+        decoder=_decoder(decoder)))
 
 
 def check_num_chunks(num_chunks: Any, max_chunks: int | None) -> int:
@@ -102,9 +131,14 @@ def cue_message(prompt: str, num_chunks: int, mode: str, event_id: str | None, t
                                                  num_chunks=int(num_chunks), mode=_choice(mode, _MODES, "mode")))
 
 
-def story_request(global_caption: str, shots: Iterable[Any], seed: int, frame_format: str) -> pb.RenderStoryRequest:
+def story_request(global_caption: str, shots: Iterable[Any], seed: int, frame_format: str,
+                  decoder: str | int | None = None, take: str | None = None,
+                  take_quality: str | int = "live") -> pb.RenderStoryRequest:
     """Shots: strings, ``(prompt, num_chunks)`` pairs, dicts with 'prompt' and 'chunks'/'num_chunks', or
-    objects with ``.prompt`` and ``.chunks`` (``service.story_file.ShotSpec``). 0 / None chunks = full shot."""
+    objects with ``.prompt`` and ``.chunks`` (``service.story_file.ShotSpec``). 0 / None chunks = full shot.
+    ``take``: also record the story as a take of that name ("" = the server picks one; None = no take)."""
+    decoder_value = _decoder(decoder)
+    take_msg = start_take(take, take_quality) if take is not None else None
     out = []
     for shot in shots:
         if isinstance(shot, str):
@@ -117,7 +151,8 @@ def story_request(global_caption: str, shots: Iterable[Any], seed: int, frame_fo
             prompt, n = shot.prompt, getattr(shot, "num_chunks", getattr(shot, "chunks", None))
         out.append(pb.StoryShot(prompt=prompt, num_chunks=check_num_chunks(n or 0, None)))
     return pb.RenderStoryRequest(protocol_version=PROTOCOL_VERSION, global_caption=global_caption, seed=int(seed),
-                                 shots=out, frame_format=_choice(frame_format, _FORMATS, "frame_format"))
+                                 shots=out, frame_format=_choice(frame_format, _FORMATS, "frame_format"),
+                                 decoder=decoder_value, take=take_msg)
 
 
 def ack_for(event: Event, closing: bool) -> pb.ClientMessage | None:
@@ -143,7 +178,9 @@ def server_info(msg: pb.ServerInfo) -> ServerInfo:
         max_sessions_per_client=msg.max_sessions_per_client, open_sessions=msg.open_sessions,
         max_prompt_chars=msg.max_prompt_chars, max_chunks_per_shot=msg.max_chunks_per_shot,
         max_chunks_in_flight=msg.max_chunks_in_flight, limits=dict(msg.limits), attention=msg.attention,
-        fast_path=msg.fast_path, fp8=msg.fp8)
+        fast_path=msg.fast_path, fp8=msg.fp8,
+        decoders=tuple(_decoder_name(d) for d in msg.decoders) or ("wan",),  # none listed: a server from before
+        default_decoder=_decoder_name(msg.default_decoder), tae=msg.tae)
 
 
 def _timing(msg: pb.FrameChunk) -> ChunkTiming | None:
@@ -160,6 +197,14 @@ def _shot_started(m: pb.ShotStarted, now: float) -> ShotStarted:
 
 def _shot_finished(m: pb.ShotFinished, now: float) -> ShotFinished:
     return ShotFinished(m.event_id, m.shot_index, m.chunks, m.frames, m.cut, now)
+
+
+def _take_started(m: pb.TakeStarted) -> TakeStarted:
+    return TakeStarted(m.name, m.path, _quality_name(m.quality), m.full_path)
+
+
+def _take_saved(m: pb.TakeSaved) -> TakeSaved:
+    return TakeSaved(m.name, m.path, m.frames, m.bytes, m.duration_s, m.full_path, m.full_bytes)
 
 
 def _stats(m: pb.Stats) -> Stats:
@@ -187,7 +232,8 @@ def _chunk(m: pb.FrameChunk, frames: np.ndarray, transport: str, now: float, t0:
 
 
 def story_event(ev: pb.RenderStoryEvent) -> Event | None:
-    """One RenderStory event; None for a kind added after this client was written."""
+    """One RenderStory event (``take_saved``: a TakeSaved, the last event when a take was asked); None for a
+    kind added after this client was written."""
     now = time.perf_counter()
     kind = ev.WhichOneof("kind")
     if kind == "chunk":
@@ -199,6 +245,8 @@ def story_event(ev: pb.RenderStoryEvent) -> Event | None:
     if kind == "progress":
         p = ev.progress
         return Progress(p.shots_done, p.shots_total, p.frames_done, p.frames_total)
+    if kind == "take_saved":
+        return _take_saved(ev.take_saved)
     return None
 
 
@@ -244,7 +292,7 @@ class SessionDecoder:
             frame_format=_FORMAT_NAMES.get(opened.frame_format, "rgb8"),
             transport=_TRANSPORT_NAMES.get(opened.transport, "inline"), chunks_in_flight=opened.max_chunks_in_flight,
             model=opened.model, random_weights=opened.random_weights,
-            ring_path=opened.ring.path if opened.HasField("ring") else None)
+            ring_path=opened.ring.path if opened.HasField("ring") else None, decoder=_decoder_name(opened.decoder))
         self.reader = None
         if opened.transport == pb.TRANSPORT_SHARED_MEMORY:
             path = opened.ring.path
@@ -287,10 +335,9 @@ class SessionDecoder:
         if kind == "stats":
             return _stats(msg.stats)
         if kind == "take_started":
-            return TakeStarted(msg.take_started.name, msg.take_started.path)
+            return _take_started(msg.take_started)
         if kind == "take_saved":
-            t = msg.take_saved
-            return TakeSaved(t.name, t.path, t.frames, t.bytes, t.duration_s)
+            return _take_saved(msg.take_saved)
         if kind == "error":
             e = msg.error
             if e.fatal:

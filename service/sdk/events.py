@@ -107,17 +107,22 @@ class TakeStarted:
 
     name: str
     path: str  # where the MP4 will be, on the server's host
+    quality: str = "live"  # as granted: "live" | "full"
+    full_path: str = ""  # "full": where the Wan-decoded MP4 will be ("<name>.full.mp4", or ``path`` on a wan session)
 
 
 @dataclass(frozen=True)
 class TakeSaved:
-    """A take's MP4 is complete on the server's host."""
+    """A take's MP4 is complete on the server's host (a "full" take: both files; ``full_path`` stays "" when
+    the re-decode failed, which a :class:`ServerError` reports)."""
 
     name: str
-    path: str
+    path: str  # the frames as the session saw them
     frames: int
     bytes: int
     duration_s: float
+    full_path: str = ""  # a "full" take: the Wan-decoded MP4 (== ``path`` on a wan session); "" for a live take
+    full_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,7 @@ class SessionInfo:
     model: str
     random_weights: bool
     ring_path: str | None
+    decoder: str = "wan"  # what decodes this session's frames: "wan" (the Wan VAE, exact) | "tae" (tiny preview)
 
 
 @dataclass(frozen=True)
@@ -183,3 +189,6 @@ class ServerInfo:
     attention: str = ""  # the attention kernel the server chose at startup, and why
     fast_path: str = ""  # its speed levers ("compile+cuda_graphs+overlap_decode", or "eager")
     fp8: bool = False
+    decoders: tuple[str, ...] = ("wan",)  # what ``open_session(decoder=...)`` may ask for
+    default_decoder: str = "wan"  # what a session gets with ``decoder=None``
+    tae: str = ""  # the tiny decoder loaded (e.g. "taew2_1.pth"), "" when none
