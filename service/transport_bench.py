@@ -45,6 +45,8 @@ class SyntheticEngine:
     weights_label = "synthetic frames (transport benchmark): no model runs"
     random_weights = True
     text = None
+    decoders = ("wan",)  # frames are premade: nothing decodes, and there is one "decoder" to ask for
+    tae_label = ""
 
     def __init__(self, height: int = BENCH_HEIGHT, width: int = BENCH_WIDTH, seed: int = 0):
         import torch
@@ -65,7 +67,7 @@ class SyntheticEngine:
         self.fast = FastPath.eager()
         self.fp8 = False
 
-    def open_story(self, global_caption: str, seed: int = 0) -> _SyntheticStory:
+    def open_story(self, global_caption: str, seed: int = 0, decoder: str = "wan") -> _SyntheticStory:
         return _SyntheticStory(self, global_caption)
 
 
