@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -156,3 +157,23 @@ class Direct:
             elif kind == "shot_finished":
                 finished += 1
         return chunks
+
+
+def events_until(session, kind: type, limit: int = 200) -> list:
+    """An SDK session's events up to and including the first ``kind`` (fails past ``limit`` or at the end)."""
+    out = []
+    for ev in session:
+        out.append(ev)
+        if isinstance(ev, kind):
+            return out
+        assert len(out) < limit, out
+    raise AssertionError(f"the session ended before a {kind.__name__}: {out}")
+
+
+def read_mp4(path: str | Path) -> np.ndarray:
+    """Every frame of an MP4 as uint8 RGB ``[n, H, W, 3]``."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    w, h = next(reader)["size"]
+    return np.stack([np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader])

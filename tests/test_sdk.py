@@ -31,7 +31,7 @@ from service.sdk import (AsyncShotStreamClient, Chunk, CueAccepted, Progress, Se
 from service.sdk.codec import SessionDecoder, server_info
 from service.settings import ServerSettings
 from service.story_file import load_story
-from service_helpers import engine_chunks
+from service_helpers import engine_chunks, events_until, read_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
 STORY_01 = ROOT / "examples" / "stories" / "01.json"
@@ -280,24 +280,6 @@ def decoded(engine, decoder: str, shots=SHOTS, caption=CAPTION, seed=SEED) -> li
     finally:
         story.close()
     return out
-
-
-def events_until(session, kind: type, limit: int = 200) -> list:
-    out = []
-    for ev in session:
-        out.append(ev)
-        if isinstance(ev, kind):
-            return out
-        assert len(out) < limit, out
-    raise AssertionError(f"the session ended before a {kind.__name__}: {out}")
-
-
-def read_mp4(path: str | Path) -> np.ndarray:
-    import imageio_ffmpeg
-
-    reader = imageio_ffmpeg.read_frames(str(path))
-    w, h = next(reader)["size"]
-    return np.stack([np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader])
 
 
 def within(seconds: float, fn: Callable[[], T]) -> T:

@@ -10,7 +10,6 @@ import asyncio
 from pathlib import Path
 
 import grpc
-import imageio_ffmpeg
 import numpy as np
 import pytest
 
@@ -20,7 +19,7 @@ from service.sdk import Chunk, ServerError, ShotFinished, ShotStreamClient, Take
 from service.settings import ServerSettings
 from service.background import BackgroundServer
 from service_helpers import Direct as BaseDirect
-from service_helpers import serving
+from service_helpers import events_until, read_mp4, serving
 
 CAPTION, SEED = "A lighthouse on a stormy coast.", 3
 
@@ -36,24 +35,6 @@ class Direct(BaseDirect):
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-def read_mp4(path: Path) -> np.ndarray:
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = reader.__next__()
-    w, h = meta["size"]
-    frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader]
-    return np.stack(frames)
-
-
-def events_until(session, kind, limit: int = 200) -> list:
-    out = []
-    for ev in session:
-        out.append(ev)
-        if isinstance(ev, kind):
-            return out
-        assert len(out) < limit, out
-    raise AssertionError(f"the session ended before a {kind.__name__}: {out}")
 
 
 def test_take_records_every_frame_sent(engine, tmp_path):
