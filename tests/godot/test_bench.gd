@@ -91,19 +91,28 @@ func _now_path(message: PackedByteArray, n: int, frame_bytes: int, rep: int) -> 
 	var accepted := player.push_chunk(decoded, 0.0)
 	var arrival := Time.get_ticks_usec() - t
 	_add("now_arrival_ms (decode by reference + push)", arrival)
-	var frames_usec := 0
-	var right := accepted == n
-	for f in n:
-		t = Time.get_ticks_usec()
-		player.present(1.0 + f / 16.0)
-		frames_usec += Time.get_ticks_usec() - t
-		right = right and player.frame_image.get_data().decode_u32(0) == 0xF00D0000 + f
+	var shown := _show_frames(player, n)
+	var frames_usec: int = shown[0]
+	var right: bool = accepted == n and shown[1]
 	_add("now_per_frame_ms (copy + upload)", frames_usec / n)
 	_add("now_main_thread_ms_per_chunk", arrival + frames_usec)
 	if rep == 0:
 		check(right, "now: each frame on screen is the right one")
 		eq(frame_bytes, player.frame_image.get_data().size(), "now: a whole frame")
 	player.free()
+
+
+## Presents the chunk's n frames, one per call.
+## Returns [microseconds spent, every frame the right one].
+func _show_frames(player: ShotStreamPlayer, n: int) -> Array:
+	var usec := 0
+	var right := true
+	for f in n:
+		var t := Time.get_ticks_usec()
+		player.present(1.0 + f / 16.0)
+		usec += Time.get_ticks_usec() - t
+		right = right and player.frame_image.get_data().decode_u32(0) == 0xF00D0000 + f
+	return [usec, right]
 
 
 func _old_path(message: PackedByteArray, n: int, _frame_bytes: int, rep: int) -> void:
@@ -119,13 +128,9 @@ func _old_path(message: PackedByteArray, n: int, _frame_bytes: int, rep: int) ->
 	var accepted := player.push_image(image, n, 0.0)
 	var arrival := Time.get_ticks_usec() - t
 	_add("old_arrival_ms (decode with a copy + push)", arrival)
-	var frames_usec := 0
-	var right := accepted == n
-	for f in n:
-		t = Time.get_ticks_usec()
-		player.present(1.0 + f / 16.0)
-		frames_usec += Time.get_ticks_usec() - t
-		right = right and player.frame_image.get_data().decode_u32(0) == 0xF00D0000 + f
+	var shown := _show_frames(player, n)
+	var frames_usec: int = shown[0]
+	var right: bool = accepted == n and shown[1]
 	_add("old_per_frame_ms (blit + upload)", frames_usec / n)
 	_add("old_main_thread_ms_per_chunk", arrival + frames_usec)
 	if rep == 0:
