@@ -83,6 +83,16 @@ def tiny_vae(cfg: VAEConfig = TINY.vae, seed: int = 0):
     return _randomize(build_vae(cfg), seed + 1000)
 
 
+def seeded_wan_vae(cfg: VAEConfig = TINY.vae, seed: int = 0, device: str = "cpu",
+                   dtype: torch.dtype = torch.float32):
+    """A :class:`~engine_core.vae.WanVAE` with the default init under ``seed`` (the decode tests' VAE)."""
+    from engine_core.vae import WanVAE, build_vae
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return WanVAE(torch.nn.Module.to(build_vae(cfg), device=device, dtype=dtype))
+
+
 def tiny_text_encoder(cfg: TextConfig = TINY.text, seed: int = 0):
     from transformers import UMT5EncoderModel
 

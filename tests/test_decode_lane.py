@@ -14,7 +14,8 @@ import torch
 
 from engine_core.config import TINY
 from engine_core.decode_lane import DecodedFrames, DecodeLane, to_uint8
-from engine_core.vae import WanVAE, build_vae
+from engine_core.vae import WanVAE
+from fixtures_weights import seeded_wan_vae
 
 Z = TINY.vae.z_dim
 LH, LW = TINY.latent_height, TINY.latent_width
@@ -26,9 +27,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 
 def _vae(device: str = "cpu", dtype: torch.dtype = torch.float32) -> WanVAE:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return WanVAE(torch.nn.Module.to(build_vae(TINY.vae), device=device, dtype=dtype))
+    return seeded_wan_vae(TINY.vae, 0, device, dtype)
 
 
 @pytest.fixture(scope="module")

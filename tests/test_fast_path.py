@@ -23,7 +23,8 @@ from engine_core.engine import ShotStreamEngine
 from engine_core.fast_path import FastPath
 from engine_core.story import ChunkResult, FrameSlice, ShotNoise, Story
 from engine_core.transformer import CausalWanTransformer
-from engine_core.vae import WanVAE, build_vae
+from engine_core.vae import WanVAE
+from fixtures_weights import seeded_wan_vae
 
 CFG = TINY
 N = CFG.stream.frames_per_chunk
@@ -53,9 +54,7 @@ def _dit(state: dict[str, torch.Tensor], device: str = "cpu", dtype: torch.dtype
 
 
 def _vae(device: str = "cpu", dtype: torch.dtype = torch.float32) -> WanVAE:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        return WanVAE(torch.nn.Module.to(build_vae(CFG.vae), device=device, dtype=dtype))
+    return seeded_wan_vae(CFG.vae, 1, device, dtype)
 
 
 @pytest.fixture(scope="module")
