@@ -70,6 +70,9 @@ const MESSAGES := {
 		["close", "Close"],
 		["start_take", "StartTake"],
 		["stop_take", "StopTake"],
+		["snapshot", "SnapshotRequest"],
+		["snapshot_part", "SnapshotPart"],
+		["cue_log", "CueLogRequest"],
 	],
 	"OpenSession":
 	[
@@ -81,7 +84,20 @@ const MESSAGES := {
 		["transport", "Transport"],
 		["max_chunks_in_flight", "uint32"],
 		["decoder", "Decoder"],
+		["snapshot", "SnapshotPart"],
+		["fork", "Fork"],
 	],
+	"SnapshotPart":
+	[
+		["data", "bytes"],
+		["total_bytes", "uint64"],
+		["index", "uint32"],
+		["count", "uint32"],
+		["next_shot_index", "uint32"],
+	],
+	"SnapshotRequest": [["wait_for_boundary", "bool"]],
+	"Fork": [["session_id", "string"], ["wait_for_boundary", "bool"]],
+	"CueLogRequest": [["from_shot", "uint32"]],
 	"Cue":
 	[
 		["event_id", "string"],
@@ -89,6 +105,7 @@ const MESSAGES := {
 		["tags", "repeated string"],
 		["num_chunks", "uint32"],
 		["mode", "CueMode"],
+		["at_chunk", "uint32"],
 	],
 	"Ack": [["chunk_seq", "uint64"]],
 	"Pause": [],
@@ -108,6 +125,9 @@ const MESSAGES := {
 		["closed", "SessionClosed"],
 		["take_started", "TakeStarted"],
 		["take_saved", "TakeSaved"],
+		["snapshot", "SnapshotPart"],
+		["restored", "SnapshotRestored"],
+		["cue_log", "CueLog"],
 	],
 	"SessionOpened":
 	[
@@ -206,6 +226,25 @@ const MESSAGES := {
 		["message", "string"],
 		["event_id", "string"],
 		["fatal", "bool"],
+	],
+	"SnapshotRestored": [["next_shot_index", "uint32"], ["story_frames", "uint64"]],
+	"CueLog":
+	[
+		["global_caption", "string"],
+		["seed", "uint64"],
+		["decoder", "Decoder"],
+		["first_shot_index", "uint32"],
+		["entries", "repeated CueLogEntry"],
+		["next_shot", "uint32"],
+		["dropped_shots", "uint32"],
+	],
+	"CueLogEntry":
+	[
+		["cue", "Cue"],
+		["shot_index", "uint32"],
+		["chunks", "uint32"],
+		["cut", "bool"],
+		["finished", "bool"],
 	],
 	"SessionClosed": [["reason", "string"]],
 	"TakeStarted":
