@@ -152,6 +152,18 @@ class ShotStreamEngine:
         its next shots equal the original's. Raises :class:`SnapshotError` naming any mismatch."""
         if not isinstance(snapshot, StorySnapshot):
             snapshot = StorySnapshot.from_bytes(snapshot)
+        self.check_snapshot(snapshot)
+        story = Story(self, snapshot.global_caption, snapshot.seed, snapshot.identity.decoder)
+        try:
+            story.restore(snapshot)
+        except BaseException:
+            story.close()
+            raise
+        return story
+
+    def check_snapshot(self, snapshot: StorySnapshot) -> None:
+        """Raises :class:`SnapshotError` unless this engine made ``snapshot``'s kind of story (model, weights,
+        decoder, dtype)."""
         decoder = snapshot.identity.decoder
         if decoder not in self.decoders:
             raise SnapshotError(f"the snapshot's story decodes with {decoder!r}, which this engine has not got "
@@ -159,13 +171,6 @@ class ShotStreamEngine:
         wrong = snapshot.identity.mismatches(self.identity(decoder))
         if wrong:
             raise SnapshotError("the snapshot was made by another model: " + "; ".join(wrong))
-        story = Story(self, snapshot.global_caption, snapshot.seed, decoder)
-        try:
-            story._restore(snapshot)
-        except BaseException:
-            story.close()
-            raise
-        return story
 
     @classmethod
     def random(cls, config: ModelConfig = TINY, *, device: torch.device | str | None = None,

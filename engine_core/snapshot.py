@@ -87,16 +87,8 @@ class StorySnapshot:
     def from_bytes(cls, data: bytes) -> StorySnapshot:
         """Parse and verify; raises :class:`SnapshotError` saying what is wrong."""
         data = bytes(data)
-        if len(data) < _PREFIX.size or data[:8] != MAGIC:
-            raise SnapshotError("not a ShotStream story snapshot (it does not start with SHOTSNAP)")
-        _, version, header_len = _PREFIX.unpack_from(data)
-        if version != VERSION:
-            raise SnapshotError(f"snapshot format version {version} is not supported; this engine reads {VERSION}")
-        end = _PREFIX.size + header_len
-        if end > len(data):
-            raise SnapshotError(f"the snapshot is truncated: {len(data)} bytes, its header alone needs {end}")
+        header, end = _read_header(data)
         try:
-            header = json.loads(data[_PREFIX.size:end])
             payload = data[end:]
             if len(payload) != header["payload_bytes"]:
                 raise SnapshotError(f"the snapshot is truncated or padded: its payload is {len(payload)} bytes, "
@@ -116,8 +108,49 @@ class StorySnapshot:
                        captions=captions, history_latents=latents)
         except SnapshotError:
             raise
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:  # json, int(), safetensors, fields
+        except (ValueError, KeyError, TypeError) as exc:  # int(), safetensors, fields
             raise SnapshotError(f"the snapshot's contents cannot be read: {type(exc).__name__}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class SnapshotHeader:
+    """What a snapshot's first bytes say (enough to open a session for it before the rest arrives)."""
+
+    identity: ModelIdentity
+    global_caption: str
+    seed: int
+    shot_lengths: tuple[int, ...]
+    total_bytes: int
+
+    @classmethod
+    def read(cls, prefix: bytes) -> SnapshotHeader:
+        """Parse the header from the snapshot's first bytes; raises :class:`SnapshotError`."""
+        header, end = _read_header(bytes(prefix))
+        try:
+            return cls(identity=ModelIdentity(**header["identity"]), global_caption=header["global_caption"],
+                       seed=int(header["seed"]), shot_lengths=tuple(int(n) for n in header["shot_lengths"]),
+                       total_bytes=end + int(header["payload_bytes"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SnapshotError(f"the snapshot's header cannot be read: {type(exc).__name__}: {exc}") from None
+
+
+def _read_header(data: bytes) -> tuple[dict, int]:
+    """The JSON header and where the payload starts; raises :class:`SnapshotError`."""
+    if len(data) < _PREFIX.size or data[:8] != MAGIC:
+        raise SnapshotError("not a ShotStream story snapshot (it does not start with SHOTSNAP)")
+    _, version, header_len = _PREFIX.unpack_from(data)
+    if version != VERSION:
+        raise SnapshotError(f"snapshot format version {version} is not supported; this engine reads {VERSION}")
+    end = _PREFIX.size + header_len
+    if end > len(data):
+        raise SnapshotError(f"the snapshot is truncated: {len(data)} bytes, its header alone needs {end}")
+    try:
+        header = json.loads(data[_PREFIX.size:end])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SnapshotError(f"the snapshot's header cannot be read: {type(exc).__name__}: {exc}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise SnapshotError("the snapshot's header is not a ShotStream story snapshot header")
+    return header, end
 
 
 def weights_fingerprint(*modules: torch.nn.Module | None) -> str:

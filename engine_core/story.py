@@ -307,18 +307,28 @@ class Story:
             captions={i: c.cpu() for i, c in enumerate(self.captions) if c is not None},
             history_latents={key: self._history_latents[key].cpu() for key in keep})
 
-    def _restore(self, snapshot: StorySnapshot) -> None:
-        """Fill a fresh story from ``snapshot`` (``ShotStreamEngine.restore_story`` checks the identity)."""
+    def restore(self, snapshot: StorySnapshot) -> None:
+        """Continue ``snapshot`` in this fresh story (one with no shot yet, opened with the snapshot's caption,
+        seed and decoder), e.g. one whose caches a server has already allocated. Raises :class:`SnapshotError`."""
+        self._check_open()
+        if self.shot_lengths or self._shot is not None:
+            raise SnapshotError("a snapshot is restored into a fresh story; this one has shots already")
+        mine = (self.global_caption, self.seed, self.decoder)
+        theirs = (snapshot.global_caption, snapshot.seed, snapshot.identity.decoder)
+        if mine != theirs:
+            raise SnapshotError(f"the story was opened with caption, seed and decoder {mine!r}; the snapshot has "
+                                f"{theirs!r}")
+        self.engine.check_snapshot(snapshot)
         device, dtype = self.engine.device, self.engine.dtype
-        self.shot_lengths = list(snapshot.shot_lengths)
-        self.captions = [snapshot.captions[i].to(device, dtype) if i in snapshot.captions else None
-                         for i in range(len(self.shot_lengths))]
-        self._history_latents = {key: t.to(device, dtype) for key, t in snapshot.history_latents.items()}
-        plan = plan_context(self.shot_lengths, self.engine.config.stream.context_frames)
-        missing = [key for key in plan.frames if key not in self._history_latents]
-        missing += [f for f in plan.flags if self.shot_lengths and f >= 0 and self.captions[f] is None]
+        captions = [snapshot.captions[i].to(device, dtype) if i in snapshot.captions else None
+                    for i in range(len(snapshot.shot_lengths))]
+        latents = {key: t.to(device, dtype) for key, t in snapshot.history_latents.items()}
+        plan = plan_context(list(snapshot.shot_lengths), self.engine.config.stream.context_frames)
+        missing = [key for key in plan.frames if key not in latents]
+        missing += [f for f in plan.flags if snapshot.shot_lengths and f >= 0 and captions[f] is None]
         if missing:
             raise SnapshotError(f"the snapshot lacks what the next shot's history needs: {missing[:8]}")
+        self.shot_lengths, self.captions, self._history_latents = list(snapshot.shot_lengths), captions, latents
 
     def step(self) -> ChunkResult:
         """Generate, decode and return the next chunk (chunks denoised before a cut come first)."""

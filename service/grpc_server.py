@@ -28,6 +28,7 @@ from engine_core import ShotStreamEngine
 
 from .protocol import (PROTOCOL_VERSION, ProtocolError, check_protocol_version, decoder_enum, error_message, pb,
                        pb_grpc, status_code)
+from .cue_log import replay_shots
 from .session import check_prompt
 from .sessions import SessionRegistry, run_session
 from .grpc_guard import DecodeGuard
@@ -79,6 +80,7 @@ class ShotStreamServicer(pb_grpc.ShotStreamServicer):
 
     async def RenderStory(self, request: pb.RenderStoryRequest, context: grpc.aio.ServicerContext):
         try:
+            request = replay_request(request)
             cues = self._story_cues(request)
             session = self.registry.open(pb.OpenSession(
                 protocol_version=request.protocol_version, client_name=RENDER_STORY_CLIENT,
@@ -170,6 +172,35 @@ class ShotStreamServicer(pb_grpc.ShotStreamServicer):
 
     async def GetServerInfo(self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext):
         return server_info(self.registry, self.settings)
+
+
+def replay_request(request: pb.RenderStoryRequest) -> pb.RenderStoryRequest:
+    """A request with a cue log as the same request with the log's story: its caption, seed, decoder (unless
+    the request names one) and finished shots, each with the chunks it made."""
+    if not request.HasField("cue_log"):
+        return request
+    log_ = request.cue_log
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    if request.shots:
+        raise ProtocolError(invalid, "the request has both shots and a cue_log: replay the log, or render the shots")
+    if log_.next_shot:
+        raise ProtocolError(invalid, f"the cue log is one page (more entries from shot {log_.next_shot}): fetch every "
+                                     "page and merge them (the SDK's session.cue_log() does)")
+    if log_.first_shot_index:
+        raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"the cue log starts at shot {log_.first_shot_index}: its session continued a snapshot, "
+                            "which RenderStory cannot take; replay it with `shotstream story --from-snapshot "
+                            "SNAPSHOT --cue-log LOG`")
+    shots = [pb.StoryShot(prompt=prompt, num_chunks=chunks) for prompt, chunks in replay_shots(log_)]
+    if not shots:
+        raise ProtocolError(invalid, "the cue log has no finished shot to replay")
+    replay = pb.RenderStoryRequest()
+    replay.CopyFrom(request)
+    replay.ClearField("cue_log")
+    replay.global_caption, replay.seed = log_.global_caption, log_.seed
+    replay.decoder = request.decoder or log_.decoder
+    replay.shots.extend(shots)
+    return replay
 
 
 def server_info(registry: SessionRegistry, settings: ServerSettings) -> pb.ServerInfo:

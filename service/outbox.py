@@ -1,7 +1,8 @@
 """A session's outgoing messages, bounded: a client that stops reading cannot grow the server's memory.
 
 Frame chunks are bounded by credits already (the session never has more than ``credits`` unacked),
-so the bound here is on everything else (cue_accepted, errors, stats, ...), by count and by bytes.
+and snapshot parts by ``max_snapshot_bytes`` (a session sends one snapshot at a time: ``snapshot_bytes``
+says how much of it the client has not read yet), so the bound here is on everything else (cue_accepted, errors, stats, ...), by count and by bytes.
 Past half of either bound the client is told once (a non-fatal RESOURCE_EXHAUSTED, queued like any
 message); past the bound further messages are dropped and ``overflowed`` is set, on which the session
 loop ends the session with a fatal RESOURCE_EXHAUSTED. Loop thread only, like ``asyncio.Queue``.
@@ -21,13 +22,17 @@ class Outbox:
         self.max_messages, self.max_bytes = max_messages, max_bytes
         self._queue: asyncio.Queue[tuple[pb.ServerMessage, int]] = asyncio.Queue()
         self._messages = self._bytes = 0
+        self.snapshot_bytes = 0  # bytes of snapshot parts queued and not yet taken
         self._warned = False
         self.overflowed = asyncio.Event()
 
     def put_nowait(self, msg: pb.ServerMessage) -> None:
         if self.overflowed.is_set():
             return  # the session is ending; nobody is reading
-        size = 0 if msg.WhichOneof("kind") == "chunk" else msg.ByteSize() + 1
+        kind = msg.WhichOneof("kind")
+        if kind == "snapshot":
+            self.snapshot_bytes += len(msg.snapshot.data)
+        size = 0 if kind in ("chunk", "snapshot") else msg.ByteSize() + 1
         if size:
             if self._messages + 1 > self.max_messages or self._bytes + size > self.max_bytes:
                 self.overflowed.set()
@@ -68,6 +73,8 @@ class Outbox:
         return self._queue.qsize()
 
     def _taken(self, msg: pb.ServerMessage, size: int) -> pb.ServerMessage:
+        if msg.WhichOneof("kind") == "snapshot":
+            self.snapshot_bytes -= len(msg.snapshot.data)
         if size:
             self._messages -= 1
             self._bytes -= size

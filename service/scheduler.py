@@ -8,6 +8,10 @@ another story, never a whole chunk (5 forwards plus a decode). Priorities:
 2. ``FORWARD``: the next forward of some session's chunk, round-robin across sessions.
 3. ``PREPARE``: a session whose shot has finished denoising runs the next shot's
    prompt-independent setup (history encode, context fill), so its next cue starts at once.
+
+``RESTORE`` (a story continued from a snapshot or a fork) and ``SNAPSHOT`` (a story's state at its
+boundary, for its client or a fork) change a session's story between shots; they rank with
+``START_SHOT`` (oldest first), and a session offers them before its next shot.
 """
 
 from __future__ import annotations
@@ -18,9 +22,14 @@ from typing import Protocol
 
 
 class Unit(enum.Enum):
+    RESTORE = "restore"
+    SNAPSHOT = "snapshot"
     START_SHOT = "start_shot"
     FORWARD = "forward"
     PREPARE = "prepare"
+
+
+_BETWEEN_SHOTS = (Unit.RESTORE, Unit.SNAPSHOT, Unit.START_SHOT)
 
 
 class Schedulable(Protocol):
@@ -34,9 +43,10 @@ class Scheduler:
 
     def pick(self, sessions: Sequence[Schedulable]) -> tuple[Schedulable, Unit] | None:
         units = [s.next_unit() for s in sessions]
-        starts = [(u[1], i) for i, u in enumerate(units) if u is not None and u[0] is Unit.START_SHOT]
+        starts = [(u[1], i) for i, u in enumerate(units) if u is not None and u[0] in _BETWEEN_SHOTS]
         if starts:
-            return sessions[min(starts)[1]], Unit.START_SHOT
+            i = min(starts)[1]
+            return sessions[i], units[i][0]
         n = len(sessions)
         for kind in (Unit.FORWARD, Unit.PREPARE):
             for i in range(n):

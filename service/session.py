@@ -29,20 +29,24 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from engine_core import ChunkResult, ShotStreamEngine
+from engine_core import ChunkResult, ShotStreamEngine, StorySnapshot
+from engine_core.snapshot import SnapshotError
 
 from .protocol import (PROTOCOL_VERSION, ProtocolError, channels, check_protocol_version, decoder_enum, decoder_name,
                        error_message, pack_frames, pb)
+from .cue_log import CueLogBook
 from .full_takes import Renderer
 from .outbox import Outbox
 from .ring import FrameRing
 from .scheduler import Unit
 from .settings import ServerSettings
+from .snapshots import IncomingSnapshot, restore_error, snapshot_parts
 from .takes import FullQuality, SessionTakes, TakeFolder
 
 log = logging.getLogger(__name__)
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 _STATS_WINDOW = 64  # chunk times Stats.chunk_ms_mean averages over (and all a session keeps)
 
 
@@ -52,6 +56,7 @@ class _Cue:
     prompt: str
     tags: tuple[str, ...]
     num_chunks: int
+    wire: pb.Cue  # as the client sent it (the cue log keeps it)
 
 
 @dataclass
@@ -62,6 +67,7 @@ class _Shot:
     chunks: int = 0
     frames: int = 0
     begun: int = 0  # chunks whose forwards have started
+    log: pb.CueLogEntry | None = None
 
 
 @dataclass
@@ -75,12 +81,33 @@ class SessionCounters:
 class Session:
     def __init__(self, session_id: str, open_msg: pb.OpenSession, engine: ShotStreamEngine, settings: ServerSettings,
                  loop: asyncio.AbstractEventLoop, on_chunk: Callable[[float, int], None] | None = None,
-                 post: Callable[..., Future] | None = None, renderer: Renderer | None = None):
+                 post: Callable[..., Future] | None = None, renderer: Renderer | None = None,
+                 fork_of: Session | None = None):
         """``post(fn, *args)`` runs ``fn`` on the sender thread, in order (``None``: right here): frame packing,
         ring/inline copies and every message the worker emits go through it, off the GPU worker's critical path.
-        ``renderer`` (the GPU worker) runs full-quality take renders; without it takes are live only."""
+        ``renderer`` (the GPU worker) runs full-quality take renders; without it takes are live only.
+        ``fork_of``: the open session whose story this one continues (OpenSession.fork)."""
         _check_open(open_msg, settings)
-        self.decoder = decoder_name(open_msg.decoder, settings.default_decoder)
+        caption, seed = open_msg.global_caption, open_msg.seed
+        # A story continued from a snapshot or a fork: no shot starts until it is restored (the RESTORE unit).
+        self._incoming: IncomingSnapshot | None = None  # snapshot bytes still arriving
+        self._restore_from: bytes | StorySnapshot | None = None  # ready to restore
+        self._awaiting_story = open_msg.HasField("snapshot") or fork_of is not None
+        if open_msg.HasField("snapshot"):
+            incoming = IncomingSnapshot(open_msg.snapshot, open_msg.decoder, engine, settings)
+            caption, seed, self.decoder = (incoming.header.global_caption, incoming.header.seed,
+                                           incoming.header.identity.decoder)
+            if incoming.complete:
+                self._restore_from = incoming.take()
+            else:
+                self._incoming = incoming
+        elif fork_of is not None:
+            caption, seed, self.decoder = fork_of.story.global_caption, fork_of.story.seed, fork_of.decoder
+            if decoder_name(open_msg.decoder, self.decoder) != self.decoder:
+                raise ProtocolError(PRECONDITION, f"session {fork_of.id}'s story decodes with {self.decoder!r}: "
+                                                  "leave OpenSession.decoder unset to fork it", fatal=True)
+        else:
+            self.decoder = decoder_name(open_msg.decoder, settings.default_decoder)
         if self.decoder not in engine.decoders:
             raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"this server has no {self.decoder!r} decoder (it has {list(engine.decoders)}): "
@@ -115,6 +142,13 @@ class Session:
         self._prepare_due = False  # the shot is denoised and the next one's setup has not run yet
         self._seq = 0
         self._story_frame = 0
+        self._cut_at = 0  # the pending cut's Cue.at_chunk
+        self._since = 0.0  # when the pending restore or snapshot became due (monotonic)
+        # Called with the story's snapshot at its next boundary (or None if this session ends first): this
+        # client's SnapshotRequest and other sessions' forks.
+        self._waiters: list[Callable[[StorySnapshot | None], None]] = []
+        self._snapshot_asked = False  # this client's snapshot is being taken or sent
+        self._log = CueLogBook(caption, seed, decoder_enum(self.decoder), settings.max_cue_log_shots)
         self.counters = SessionCounters()
         stream = engine.config.stream
         full = FullQuality(engine, preview=self.decoder != "wan", renderer=renderer,
@@ -122,15 +156,19 @@ class Session:
         self.takes = SessionTakes(TakeFolder(settings.takes_dir, settings.take_file_mode), session_id, stream.width,
                                   stream.height, stream.fps, self._emit, full)
         self._frame_bytes = stream.height * stream.width * channels(self.frame_format)
-        self.story = engine.open_story(open_msg.global_caption, open_msg.seed, self.decoder)
+        self.story = engine.open_story(caption, seed, self.decoder)
         self.ring: FrameRing | None = None
-        if self.transport == pb.TRANSPORT_SHARED_MEMORY:
-            try:
+        try:
+            if self.transport == pb.TRANSPORT_SHARED_MEMORY:
                 self.ring = FrameRing(session_id, self.credits, self._frame_bytes * _max_frames_per_chunk(engine),
                                       settings.ring_dir)
-            except BaseException:
-                self.story.close()
-                raise
+            if fork_of is not None:
+                fork_of.add_waiter(self._forked, open_msg.fork.wait_for_boundary, f"fork {session_id}")
+        except BaseException:
+            self.story.close()
+            if self.ring is not None:
+                self.ring.close()
+            raise
         self._free_slots = list(range(self.credits))
 
     # -- loop thread --------------------------------------------------------------------------
@@ -162,6 +200,7 @@ class Session:
                 if msg.cue.mode == pb.CUE_MODE_CUT:
                     self._cues.clear()
                     self._cut = self._shot is not None
+                    self._cut_at = msg.cue.at_chunk
                 elif len(self._cues) >= self.settings.max_queued_cues:
                     self._refuse(f"{len(self._cues)} cues are already queued (max_queued_cues="
                                  f"{self.settings.max_queued_cues}): wait for a shot to start, or cut", cue.event_id)
@@ -190,10 +229,68 @@ class Session:
             if kind == "resume":
                 self._paused = False
                 return True
+            if kind == "snapshot_part":
+                return self._snapshot_part(msg.snapshot_part)
+            if kind == "snapshot":
+                self._snapshot_request(msg.snapshot.wait_for_boundary)
+                return True
+            if kind == "cue_log":
+                self._emit(pb.ServerMessage(cue_log=self._log.page(msg.cue_log.from_shot,
+                                                                   self.settings.max_outbox_bytes // 4)))
+                return False
             if kind == "open":
-                raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION, "the session is already open")
+                raise ProtocolError(PRECONDITION, "the session is already open")
             raise ProtocolError(INVALID, "empty client message: set one of cue, ack, pause, resume, close, "
-                                         "start_take, stop_take")
+                                         "start_take, stop_take, snapshot, snapshot_part, cue_log")
+
+    def _snapshot_part(self, part: pb.SnapshotPart) -> bool:
+        """The next part of the snapshot this session was opened with (under the lock)."""
+        if self._incoming is None:
+            raise ProtocolError(INVALID, "snapshot_part without a snapshot to continue: parts follow an "
+                                         "OpenSession.snapshot, until its total_bytes have arrived")
+        self._incoming.add(part)
+        if not self._incoming.complete:
+            return False
+        self._restore_from, self._incoming = self._incoming.take(), None
+        self._since = time.monotonic()
+        return True
+
+    def _snapshot_request(self, wait_for_boundary: bool) -> None:
+        """This client asks for its story's snapshot (under the lock)."""
+        if self._snapshot_asked or self.outbox.snapshot_bytes:
+            raise ProtocolError(PRECONDITION, "a snapshot of this session is already on its way: ask again after "
+                                              "its last part")
+        self._check_snapshot_now(wait_for_boundary, "a snapshot")
+        self._snapshot_asked = True
+        self._add_waiter(self._send_snapshot)
+
+    def add_waiter(self, waiter: Callable[[StorySnapshot | None], None], wait_for_boundary: bool, who: str) -> None:
+        """Another session forks this one: ``waiter`` gets the story's snapshot at its next boundary."""
+        with self._lock:
+            if self.closing:
+                raise ProtocolError(grpc.StatusCode.NOT_FOUND, f"session {self.id} is closing: it cannot be forked",
+                                    fatal=True)
+            try:
+                self._check_snapshot_now(wait_for_boundary, f"a fork of session {self.id}")
+            except ProtocolError as exc:
+                raise ProtocolError(exc.code, exc.message, fatal=True) from None
+            self._add_waiter(waiter)
+        log.info("session %s: %s waits for its snapshot", self.id, who)
+
+    def _check_snapshot_now(self, wait_for_boundary: bool, what: str) -> None:
+        if self._awaiting_story:
+            raise ProtocolError(PRECONDITION, f"{what} needs the session's story restored first: ask after "
+                                              "`restored`")
+        if self._shot is not None and not wait_for_boundary:
+            shot = self._shot
+            raise ProtocolError(PRECONDITION, f"{what} is taken between shots, and shot {shot.index} "
+                                              f"({shot.cue.event_id or 'no event id'}) is in progress: ask after its "
+                                              "shot_finished, or set wait_for_boundary")
+
+    def _add_waiter(self, waiter: Callable[[StorySnapshot | None], None]) -> None:
+        if not self._waiters:
+            self._since = time.monotonic()
+        self._waiters.append(waiter)
 
     def delivered(self, seq: int) -> None:
         """Chunk ``seq`` has been handed to the client's transport: from now on it may be acked (loop thread)."""
@@ -225,27 +322,49 @@ class Session:
                                 event_id=cue.event_id)
         if cue.mode not in (pb.CUE_MODE_UNSPECIFIED, pb.CUE_MODE_WAIT, pb.CUE_MODE_CUT):
             raise ProtocolError(INVALID, f"unknown cue mode {cue.mode}", event_id=cue.event_id)
-        return _Cue(cue.event_id, cue.prompt, tuple(cue.tags), cue.num_chunks or chunks)
+        if cue.at_chunk and cue.mode != pb.CUE_MODE_CUT:
+            raise ProtocolError(INVALID, "at_chunk applies to CUT cues (a WAIT cue starts when the shot ends)",
+                                event_id=cue.event_id)
+        if cue.at_chunk > chunks:
+            raise ProtocolError(INVALID, f"at_chunk {cue.at_chunk} is out of range 0..{chunks}", event_id=cue.event_id)
+        wire = pb.Cue()
+        wire.CopyFrom(cue)
+        return _Cue(cue.event_id, cue.prompt, tuple(cue.tags), cue.num_chunks or chunks, wire)
 
     # -- worker thread ------------------------------------------------------------------------
 
     def next_unit(self) -> tuple[Unit, float] | None:
         """What this session can run now (see :mod:`service.scheduler`), and since when it waits."""
         with self._lock:
-            if self.closing or self._paused:
+            if self.closing:
+                return None
+            if self._restore_from is not None:
+                return Unit.RESTORE, self._since
+            if self._awaiting_story:
+                return None
+            if self._waiters and (self._shot is None or self._cut_ready()):
+                return Unit.SNAPSHOT, self._since
+            if self._paused:
                 return None
             # a new chunk (a shot's first included) needs a credit; one part-way through its forwards has one,
             # which a cut frees (it drops that chunk)
             held = len(self._in_flight) + len(self._making)
-            # a shot announced with ShotStarted always delivers its first chunk: a cut waits for it
-            first_chunk = self._shot is not None and self._shot.begun == 1 and self.story.denoising
-            if self._cues and (self._cut or self._shot is None) and not first_chunk:
-                dropped = 1 if self._cut and self.story.denoising else 0
+            if self._cues and (self._shot is None or self._cut_ready()):
+                dropped = 1 if self._shot is not None and self.story.denoising else 0
                 return (Unit.START_SHOT, self._cue_since) if held - dropped < self.credits else None
             credit = held < self.credits
             if self._shot is not None and self.story.has_work:
                 return (Unit.FORWARD, 0.0) if credit or self.story.denoising else None
             return (Unit.PREPARE, 0.0) if self._prepare_due else None
+
+    def _cut_ready(self) -> bool:
+        """A cut is pending and may land now (under the lock): at the next chunk boundary, or once the shot has
+        made ``at_chunk`` chunks. A shot announced with ShotStarted always delivers its first chunk."""
+        shot = self._shot
+        if not self._cut or shot is None or (shot.begun == 1 and self.story.denoising):
+            return False
+        at = self._cut_at
+        return at == 0 or shot.begun > at or (shot.begun == at and not self.story.denoising)
 
     @property
     def frames_pending(self) -> bool:
@@ -255,6 +374,10 @@ class Session:
         """Run one unit of work; returns the frames it handed to the client."""
         if unit is Unit.START_SHOT:
             return self._start_shot()
+        if unit is Unit.RESTORE:
+            return self._restore()
+        if unit is Unit.SNAPSHOT:
+            return self._take_snapshot()
         if unit is Unit.FORWARD:
             if not self.story.denoising:
                 self._making.append(time.perf_counter())
@@ -276,6 +399,10 @@ class Session:
 
     def release(self) -> None:
         """Free the story's GPU memory and the ring file once the sender is done with it. Worker thread."""
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+        for waiter in waiters:  # forks of this session that were waiting for its boundary
+            waiter(None)
         if self._last_post is not None:
             wait([self._last_post])
         self.story.close()
@@ -284,6 +411,10 @@ class Session:
 
     def fail(self, exc: BaseException) -> None:
         """An engine failure (e.g. out of GPU memory) ends this session, not the server."""
+        if isinstance(exc, ProtocolError):  # e.g. a snapshot that cannot be restored: the client's mistake
+            log.info("session %s ends: %s", self.id, exc.message)
+            self._emit(error_message(exc))
+            return
         log.exception("session %s failed", self.id, exc_info=exc)
         self._emit(error_message(engine_failure("generation failed", exc)))
 
@@ -293,21 +424,95 @@ class Session:
             cue = self._cues.popleft()
             self._cut = False
             self._cue_since = time.monotonic()
-        dropped = self.story.denoising  # a cut drops the chunk part-way through its forwards
+        frames = self._end_cut_shot() if self._shot is not None else 0
         info = self.story.start_shot(cue.prompt, cue.num_chunks)
-        if dropped:
-            self._making.pop()
         self._prepare_due = False
-        frames = self._deliver(self.story.poll_frames())
-        if self._shot is not None:
-            self._finish_shot(cut=True)
         with self._lock:
-            self._shot = _Shot(cue=cue, index=info.shot_index, started=time.perf_counter())
+            self._shot = _Shot(cue=cue, index=info.shot_index, started=time.perf_counter(),
+                               log=self._log.started(cue.wire, info.shot_index))
         self._emit(pb.ServerMessage(shot_started=pb.ShotStarted(
             event_id=cue.event_id, tags=cue.tags, shot_index=info.shot_index, num_chunks=info.num_chunks,
             num_frames=info.num_frames, prompt_tokens=info.prompt_tokens or 0, truncated_tokens=info.truncated_tokens,
             setup_ms=sum(info.timings_ms.values()))))
         return frames
+
+    def _end_cut_shot(self) -> int:
+        """A cut lands: the chunk part-way through its forwards is dropped, the denoised ones go out."""
+        dropped = self.story.denoising
+        self.story.end_shot()
+        if dropped:
+            self._making.pop()
+        frames = self._deliver(self.story.poll_frames())
+        self._finish_shot(cut=True)
+        return frames
+
+    def _restore(self) -> int:
+        """Continue the snapshot (its bytes, or a forked session's) this session was opened with."""
+        with self._lock:
+            source, self._restore_from = self._restore_from, None
+        if isinstance(source, bytes):
+            try:
+                source = StorySnapshot.from_bytes(source)
+            except SnapshotError as exc:
+                raise restore_error(exc, damaged=True) from None
+        try:
+            self.story.restore(source)
+        except SnapshotError as exc:
+            raise restore_error(exc, damaged=False) from None
+        self._story_frame = sum(source.shot_lengths)
+        with self._lock:
+            self._log.restored(source.next_shot_index)
+            self._awaiting_story = False
+        log.info("session %s continues a story at shot %d", self.id, source.next_shot_index)
+        self._emit(pb.ServerMessage(restored=pb.SnapshotRestored(next_shot_index=source.next_shot_index,
+                                                                 story_frames=self._story_frame)))
+        return 0
+
+    def _take_snapshot(self) -> int:
+        """The story's snapshot at this boundary (right after a cut that landed), for every waiter."""
+        frames = self._end_cut_shot() if self._shot is not None else 0
+        snapshot = self.story.snapshot()
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter(snapshot)
+        return frames
+
+    def _forked(self, snapshot: StorySnapshot | None) -> None:
+        """The snapshot of the session this one forks (on the worker thread), or None: it ended first."""
+        if snapshot is None:
+            self._emit(error_message(ProtocolError(grpc.StatusCode.ABORTED, "the session this one forks ended "
+                                                   "before its shot boundary: open a new story", fatal=True)))
+            return
+        with self._lock:
+            self._restore_from = snapshot
+            self._since = time.monotonic()
+
+    def _send_snapshot(self, snapshot: StorySnapshot | None) -> None:
+        """This client's snapshot: serialized and sent in parts on the sender thread, behind the chunks before it."""
+        if snapshot is not None:
+            self._in_order(self._pack_snapshot, snapshot)
+
+    def _pack_snapshot(self, snapshot: StorySnapshot) -> None:
+        try:
+            data = snapshot.to_bytes()
+            limit = self.settings.max_snapshot_bytes
+            if len(data) > limit:
+                self._to_loop(error_message(ProtocolError(
+                    EXHAUSTED, f"the story's snapshot is {len(data)} bytes; this server sends at most {limit} "
+                               "(max_snapshot_bytes)")))
+            else:
+                for part in snapshot_parts(data, self.settings.snapshot_part_bytes, snapshot.next_shot_index):
+                    self._to_loop(part)
+        finally:
+            try:  # after the parts, in order: the client may ask again once they are queued
+                self._loop.call_soon_threadsafe(self._snapshot_sent)
+            except RuntimeError:
+                pass
+
+    def _snapshot_sent(self) -> None:
+        with self._lock:
+            self._snapshot_asked = False
 
     def _deliver(self, slices: list) -> int:
         """Send each chunk whose last latent frame is decoded (the wire carries whole chunks)."""
@@ -340,7 +545,9 @@ class Session:
                                   since_shot_start_ms=1e3 * (now - shot.started)))
         self._in_order(self._pack_and_send, rgb, msg, slot)
         elapsed = time.perf_counter() - started
-        shot.chunks += 1
+        with self._lock:
+            shot.chunks += 1
+            shot.log.chunks = shot.chunks
         shot.frames += n
         self._story_frame += n
         c = self.counters
@@ -375,6 +582,7 @@ class Session:
     def _finish_shot(self, cut: bool) -> None:
         with self._lock:
             shot, self._shot = self._shot, None
+            shot.log.finished, shot.log.cut = True, cut
         self._emit(pb.ServerMessage(shot_finished=pb.ShotFinished(
             event_id=shot.cue.event_id, shot_index=shot.index, chunks=shot.chunks, frames=shot.frames, cut=cut)))
 

@@ -71,9 +71,10 @@ class SessionRegistry:
         if free is not None and free < need:
             raise ProtocolError(exhausted, f"not enough free GPU memory for another session: {free / 2**30:.1f} GiB "
                                            f"free, {need / 2**30:.1f} GiB needed", fatal=True)
+        fork_of = self._fork_source(msg)
         try:
             session = Session(uuid.uuid4().hex[:12], msg, self.engine, self.settings, asyncio.get_running_loop(),
-                              self._on_chunk, post=self.worker.post, renderer=self.worker)
+                              self._on_chunk, post=self.worker.post, renderer=self.worker, fork_of=fork_of)
         except ProtocolError:
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. no GPU memory for the caches, no room for the ring file
@@ -87,6 +88,20 @@ class SessionRegistry:
         log.info("session %s opened by %s from %s (%s)", session.id, client, host,
                  pb.Transport.Name(session.transport))
         return session
+
+    def _fork_source(self, msg: pb.OpenSession) -> Session | None:
+        """The open session ``msg.fork`` names (its id is the capability to fork it)."""
+        if not msg.HasField("fork"):
+            return None
+        if msg.HasField("snapshot"):
+            raise ProtocolError(grpc.StatusCode.INVALID_ARGUMENT, "OpenSession sets both snapshot and fork: "
+                                                                  "continue one story", fatal=True)
+        source = self.sessions.get(msg.fork.session_id)
+        if source is None:
+            raise ProtocolError(grpc.StatusCode.NOT_FOUND, f"no open session {clip(msg.fork.session_id, 64)!r} on "
+                                                           "this server to fork: a fork opens on the server that runs "
+                                                           "the original (or send its snapshot instead)", fatal=True)
+        return source
 
     def close(self, session: Session) -> None:
         if self.sessions.pop(session.id, None) is None:

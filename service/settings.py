@@ -18,7 +18,7 @@ LIMIT_NAMES = (
     "max_outbox_bytes", "max_refusals", "max_prompt_chars", "max_caption_chars", "max_client_name_chars",
     "max_event_id_chars", "max_tags", "max_tag_chars", "max_story_shots", "max_control_message_bytes",
     "max_message_bytes", "open_timeout_s", "idle_timeout_s", "take_file_mode", "max_log_chars",
-    "max_take_full_shots", "max_full_renders",
+    "max_take_full_shots", "max_full_renders", "max_snapshot_bytes", "snapshot_part_bytes", "max_cue_log_shots",
 )
 DECODER_NAMES = ("wan", "tae")
 
@@ -65,6 +65,11 @@ class ServerSettings:
     default_decoder: str = "wan"  # what a session decodes with unless its OpenSession asks ("tae": needs one loaded)
     max_take_full_shots: int = 64  # shots one full-quality take keeps latents of (~4 MB each at 480p); then it stops
     max_full_renders: int = 4  # full-quality takes recording or waiting for their Wan re-decode, server-wide
+    # A story snapshot, either way: one arriving at OpenSession, or one a session asked for (a 1.3B story's
+    # is under 40 MiB). Held in memory only, one per session at a time; never written to disk.
+    max_snapshot_bytes: int = 64 * 1024 * 1024
+    snapshot_part_bytes: int = 1024 * 1024  # the size of the ServerMessage.snapshot parts a snapshot is sent in
+    max_cue_log_shots: int = 1024  # shots a session's cue log keeps (the oldest entries go first)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "takes_dir", Path(self.takes_dir))  # a str from config files works too
