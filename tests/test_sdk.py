@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import sys
 import threading
 import time
@@ -27,7 +28,7 @@ from service.cli import main
 from service.protocol import pb
 from service.report import SCHEMA, ChunkTimings
 from service.sdk import (AsyncShotStreamClient, Chunk, CueAccepted, Progress, ServerError, ShotFinished, ShotStarted,
-                         ShotStreamClient, ShotStreamError, TakeSaved, TakeStarted)
+                         ShotStreamClient, ShotStreamError, SnapshotReady, SnapshotRestored, TakeSaved, TakeStarted)
 from service.sdk.codec import SessionDecoder, server_info
 from service.settings import ServerSettings
 from service.story_file import load_story
@@ -644,3 +645,360 @@ def test_bench_prints_ratios(capsys):
         assert 0 < result[f"{name}_vs_memcpy"]
         assert result["transports"][name]["frames"] >= 12
     assert result["numpy_memcpy_fps"] > 0
+
+
+# -- story snapshots, fork, cue logs: client side (no server) --------------------------------------
+
+
+def a_snapshot(engine, shots=SHOTS, caption=CAPTION, seed=SEED, decoder="wan") -> bytes:
+    """A real snapshot of the engine's story after ``shots``."""
+    story = engine.open_story(caption, seed, decoder)
+    try:
+        for prompt, n in shots:
+            story.start_shot(prompt, n)
+            while story.shot_in_progress:
+                story.step()
+        return story.snapshot().to_bytes()
+    finally:
+        story.close()
+
+
+def _longer(data: bytes, extra: int) -> bytes:
+    """``data`` with ``extra`` zero bytes of payload more, its header saying so (its checksum no longer matches)."""
+    import struct
+
+    end = 20 + struct.unpack_from("<Q", data, 12)[0]
+    header = json.loads(data[20:end])
+    header["payload_bytes"] += extra
+    text = json.dumps(header).encode()
+    return data[:12] + struct.pack("<Q", len(text)) + text + data[end:] + bytes(extra)
+
+
+def test_the_sdk_does_not_import_torch_or_the_engine():
+    code = ("import sys, service.sdk; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'engine_core', 'safetensors')); print(bad); sys.exit(1 if bad else 0)")
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_snapshot_info_reads_what_the_engine_wrote(engine):
+    from engine_core.snapshot import SnapshotHeader
+
+    from service.sdk import snapshot_info
+
+    for decoder in ("wan", "tae"):
+        data = a_snapshot(engine, decoder=decoder)
+        info, header = snapshot_info(data), SnapshotHeader.read(data)
+        assert (info.global_caption, info.seed, info.shot_lengths, info.total_bytes) == \
+            (header.global_caption, header.seed, header.shot_lengths, header.total_bytes) == \
+            (CAPTION, SEED, (21, 9), len(data))
+        assert (info.decoder, info.model, info.version) == (decoder, "tiny", 1)
+        assert (info.next_shot_index, info.story_frames) == (2, 30)
+    for bad, needle in [(b"", "does not start with SHOTSNAP"), (b"PNG\x89" + data[4:], "does not start with SHOTSNAP"),
+                        (data[:30], "truncated"), (data[:-1], "truncated or padded"), (data + b"\0", "padded")]:
+        with pytest.raises(ShotStreamError, match=needle) as exc:
+            snapshot_info(bad)
+        assert exc.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    broken = bytearray(data)
+    broken[22:26] = b"{{{{"  # inside the JSON header
+    with pytest.raises(ShotStreamError, match="header .* cannot be read"):
+        snapshot_info(bytes(broken))
+
+
+def test_open_messages_carry_a_snapshot_in_parts(engine):
+    import base64
+
+    from service.sdk.codec import SNAPSHOT_PART_BYTES, open_messages
+
+    data = a_snapshot(engine, decoder="tae")
+    assert SNAPSHOT_PART_BYTES == 32 * 1024
+    assert len(open_messages(None, None, "inline", "rgba8", 3, "test", snapshot=data)) == 1  # tiny: one part
+    big = _longer(data, 3 * SNAPSHOT_PART_BYTES)  # as long as a real model's, for the splitting only
+    msgs = open_messages(None, None, "inline", "rgba8", 3, "test", snapshot=big)
+    assert len(msgs) == 4
+    first = msgs[0].open
+    assert (first.global_caption, first.seed, first.decoder) == (CAPTION, SEED, pb.DECODER_TAE)
+    assert (first.transport, first.frame_format, first.max_chunks_in_flight) == (pb.TRANSPORT_INLINE,
+                                                                                 pb.FRAME_FORMAT_RGBA8, 3)
+    parts = [first.snapshot] + [m.snapshot_part for m in msgs[1:]]
+    assert all(m.WhichOneof("kind") == "snapshot_part" for m in msgs[1:])
+    assert b"".join(p.data for p in parts) == big
+    assert [p.index for p in parts] == list(range(len(parts)))
+    assert {p.count for p in parts} == {len(parts)} and {p.total_bytes for p in parts} == {len(big)}
+    assert max(len(p.data) for p in parts) == SNAPSHOT_PART_BYTES
+    for m in msgs:  # within max_control_message_bytes, on gRPC and as the gateway's JSON (base64 bytes)
+        assert m.ByteSize() < 64 * 1024
+        from google.protobuf import json_format
+        assert len(json_format.MessageToJson(m, indent=None).encode()) < 64 * 1024
+    assert len(base64.b64encode(parts[0].data)) < 64 * 1024
+    # the user's own caption / seed / decoder: the same ones are fine, others are mistakes
+    same = open_messages(CAPTION, SEED, "inline", "rgb8", 2, "t", "wan", snapshot=data)
+    assert same[0].open.decoder == pb.DECODER_WAN  # asked for: the server refuses the mismatch by name
+    with pytest.raises(ValueError, match="another global caption"):
+        open_messages("Another story.", None, "inline", "rgb8", 2, "t", snapshot=data)
+    with pytest.raises(ValueError, match=f"seed {SEED}"):
+        open_messages(None, SEED + 1, "inline", "rgb8", 2, "t", snapshot=data)
+    with pytest.raises(ShotStreamError, match="truncated"):
+        open_messages(None, None, "inline", "rgb8", 2, "t", snapshot=data[:-10])
+    with pytest.raises(TypeError, match="needs a global_caption"):
+        open_messages(None, None, "inline", "rgb8", 2, "t")
+    fork = open_messages(None, None, "inline", "rgb8", 2, "t", fork=("abc", False))[0].open
+    assert (fork.fork.session_id, fork.fork.wait_for_boundary, fork.global_caption) == ("abc", False, "")
+    assert not fork.HasField("snapshot")
+    with pytest.raises(ValueError, match="not both"):
+        open_messages(None, None, "inline", "rgb8", 2, "t", snapshot=data, fork=("abc", True))
+    with pytest.raises(ValueError, match="caption and seed are that session's"):
+        open_messages("g", None, "inline", "rgb8", 2, "t", fork=("abc", True))
+
+
+def test_cue_at_chunk_and_cue_log_requests():
+    from service.sdk.codec import cue_message, story_request
+
+    _, msg = cue_message("cut here", 2, "cut", "c", (), 7, at_chunk=3)
+    assert (msg.cue.mode, msg.cue.at_chunk, msg.cue.num_chunks) == (pb.CUE_MODE_CUT, 3, 2)
+    assert cue_message("wait", 0, "wait", "w", ())[1].cue.at_chunk == 0
+    with pytest.raises(ValueError, match="needs mode='cut'"):
+        cue_message("wait", 0, "wait", "w", (), at_chunk=2)
+    with pytest.raises(ValueError, match="at_chunk"):
+        cue_message("cut", 0, "cut", "w", (), at_chunk=-1)
+    log = pb.CueLog(global_caption=CAPTION, seed=SEED, decoder=pb.DECODER_TAE, entries=[
+        pb.CueLogEntry(cue=pb.Cue(prompt="a", num_chunks=2), shot_index=0, chunks=2, finished=True)])
+    request = story_request(None, None, None, "rgb8", cue_log=log)
+    assert request.cue_log == log and not request.shots
+    assert (request.global_caption, request.seed, request.decoder) == (CAPTION, SEED, pb.DECODER_UNSPECIFIED)
+    assert story_request(CAPTION, (), SEED, "rgb8", decoder="wan", cue_log=log).decoder == pb.DECODER_WAN
+    with pytest.raises(ValueError, match="not both"):
+        story_request(None, SHOTS, None, "rgb8", cue_log=log)
+    with pytest.raises(ValueError, match="its own seed"):
+        story_request(None, None, SEED + 1, "rgb8", cue_log=log)
+    with pytest.raises(TypeError, match="must be a CueLog"):
+        story_request(None, None, None, "rgb8", cue_log={"entries": []})
+    with pytest.raises(TypeError, match="needs a global_caption and shots"):
+        story_request(None, None, None, "rgb8")
+    assert story_request(CAPTION, SHOTS, None, "rgb8").seed == 0
+
+
+def test_cue_logs_merge_save_load_and_become_shots(tmp_path):
+    from service.sdk import load_cue_log, save_cue_log
+    from service.sdk.codec import cue_log_shots, merge_cue_log
+
+    def entry(i, chunks, finished=True, cut=False):
+        return pb.CueLogEntry(cue=pb.Cue(event_id=f"e{i}", prompt=f"shot {i}", num_chunks=7 if cut else chunks,
+                                         mode=pb.CUE_MODE_CUT if i == 2 else pb.CUE_MODE_WAIT, at_chunk=0),
+                              shot_index=i, chunks=chunks, cut=cut, finished=finished)
+
+    head = dict(global_caption=CAPTION, seed=2**40, decoder=pb.DECODER_TAE, first_shot_index=3)
+    pages = [pb.CueLog(**head, entries=[entry(3, 2), entry(4, 3, cut=True)], next_shot=5),
+             pb.CueLog(**head, entries=[entry(4, 3, cut=True), entry(5, 1), entry(6, 1, finished=False)])]
+    log = merge_cue_log(pages)
+    assert [e.shot_index for e in log.entries] == [3, 4, 5, 6] and log.next_shot == 0
+    assert (log.global_caption, log.seed, log.first_shot_index) == (CAPTION, 2**40, 3)
+    assert cue_log_shots(log) == [("shot 3", 2), ("shot 4", 3), ("shot 5", 1)]  # the unfinished shot is left out
+    path = tmp_path / "logs" / "session.json"
+    save_cue_log(log, path)
+    text = json.loads(path.read_text())
+    assert text["global_caption"] == CAPTION and text["entries"][1]["cut"] is True  # the proto's names
+    assert load_cue_log(path) == log
+    path.write_text('{"entries": [{"shot_index": "x"}]}')
+    with pytest.raises(ValueError, match="not a cue log"):
+        load_cue_log(path)
+    gap = pb.CueLog(entries=[entry(0, 1), entry(2, 1)])
+    with pytest.raises(ValueError, match="shot 2 where shot 1 was due"):
+        cue_log_shots(gap)
+    with pytest.raises(ValueError, match="lost its oldest 4 shot"):
+        cue_log_shots(pb.CueLog(dropped_shots=4, entries=[entry(4, 1)]))
+
+
+def test_snapshot_parts_are_assembled_in_order():
+    decoder = SessionDecoder(pb.SessionOpened(session_id="s", transport=pb.TRANSPORT_INLINE), "fake")
+    data = bytes(range(256)) * 5
+
+    def part(i, size=500, total=len(data)):
+        return pb.ServerMessage(snapshot=pb.SnapshotPart(data=data[i * size:(i + 1) * size], total_bytes=total,
+                                                         index=i, count=3, next_shot_index=4))
+
+    assert decoder.decode(part(0)) is None and decoder.decode(part(1)) is None
+    ready = decoder.decode(part(2))
+    assert ready == SnapshotReady(data, 4) and ready.size == 1280
+    assert decoder.decode(part(0)) is None  # a second snapshot starts over
+    with pytest.raises(ShotStreamError) as exc:
+        decoder.decode(part(2))
+    assert exc.value.code == grpc.StatusCode.DATA_LOSS and "part 2" in exc.value.message
+    restored = decoder.decode(pb.ServerMessage(restored=pb.SnapshotRestored(next_shot_index=2, story_frames=30)))
+    assert restored == SnapshotRestored(2, 30)
+
+
+class FakeDirect:
+    """A scripted ``Direct`` call for the sync Session: ``respond(msg)`` lists the ServerMessages that answer each
+    client message; everything the client sent is in ``received``."""
+
+    def __init__(self, respond):
+        self.respond, self.received = respond, []
+        self.out: queue.Queue = queue.Queue()
+        self.address, self._metadata = "fake:1", ()
+        self._stub = self
+
+    def Direct(self, requests, metadata=None):  # noqa: N802 - the stub's name
+        def consume():
+            for msg in requests:
+                self.received.append(msg)
+                for reply in self.respond(msg):
+                    self.out.put(reply)
+                if msg.WhichOneof("kind") == "close":
+                    self.out.put(pb.ServerMessage(closed=pb.SessionClosed(reason="client")))
+            self.out.put(None)
+
+        threading.Thread(target=consume, daemon=True).start()
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        msg = self.out.get(timeout=10)
+        if msg is None:
+            self.out.put(None)
+            raise StopIteration
+        return msg
+
+    def cancel(self):
+        self.out.put(None)
+
+    def sent(self, kind: str, at_least: int = 0) -> list:
+        """The messages of ``kind`` the client sent (waiting a little for ``at_least`` of them: the call's
+        request thread takes them from the session's queue)."""
+        deadline = time.monotonic() + 5
+        while True:
+            out = [getattr(m, kind) for m in list(self.received) if m.WhichOneof("kind") == kind]
+            if len(out) >= at_least or time.monotonic() > deadline:
+                return out
+            time.sleep(0.01)
+
+
+def fake_chunk(seq: int, shot: int) -> pb.ServerMessage:
+    return pb.ServerMessage(chunk=pb.FrameChunk(chunk_seq=seq, shot_index=shot, num_frames=1, width=2, height=2,
+                                                frame_format=pb.FRAME_FORMAT_RGB8, pixels=bytes([seq]) * 12))
+
+
+def scripted_server(snapshot: bytes, log_pages: dict[int, pb.CueLog]):
+    def respond(msg):
+        kind = msg.WhichOneof("kind")
+        if kind == "open":
+            return [pb.ServerMessage(opened=pb.SessionOpened(session_id="s1", transport=pb.TRANSPORT_INLINE))]
+        if kind == "snapshot":
+            if not msg.snapshot.wait_for_boundary:  # as the server answers mid-shot
+                return [pb.ServerMessage(error=pb.Error(code=grpc.StatusCode.FAILED_PRECONDITION.value[0],
+                                                        message="a shot is in progress: no snapshot now"))]
+            half = len(snapshot) // 2  # the shot in progress ends first, then the parts, then the next shot
+            return [fake_chunk(1, 0), pb.ServerMessage(shot_finished=pb.ShotFinished(event_id="a", shot_index=0)),
+                    pb.ServerMessage(snapshot=pb.SnapshotPart(data=snapshot[:half], total_bytes=len(snapshot),
+                                                              index=0, count=2, next_shot_index=1)),
+                    pb.ServerMessage(stats=pb.Stats(chunks_sent=1)),
+                    pb.ServerMessage(snapshot=pb.SnapshotPart(data=snapshot[half:], total_bytes=len(snapshot),
+                                                              index=1, count=2, next_shot_index=1)),
+                    pb.ServerMessage(shot_started=pb.ShotStarted(event_id="b", shot_index=1)), fake_chunk(2, 1)]
+        if kind == "cue_log":
+            return [pb.ServerMessage(cue_log=log_pages.get(msg.cue_log.from_shot, pb.CueLog()))]
+        return []
+
+    return respond
+
+
+def test_snapshot_and_cue_log_keep_the_events_they_read():
+    from service.sdk import Session, Stats
+
+    data = b"snapshot bytes" * 100
+    entries = [pb.CueLogEntry(cue=pb.Cue(prompt=f"p{i}"), shot_index=i, chunks=1, finished=True) for i in range(3)]
+    pages = {0: pb.CueLog(global_caption="g", entries=entries[:2], next_shot=2),
+             2: pb.CueLog(global_caption="g", entries=entries[2:])}
+    fake = FakeDirect(scripted_server(data, pages))
+    session = Session(fake, codec_open("g"))
+    assert session.session_id == "s1"
+    with pytest.raises(ShotStreamError) as exc:  # refused mid-shot: raised, not kept
+        session.snapshot(wait_for_boundary=False, timeout=5)
+    assert exc.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert session.snapshot(timeout=5) == data
+    assert [m.chunk_seq for m in fake.sent("ack", 1)] == [1]  # acknowledged while waiting: the shot could end
+    log = session.cue_log(timeout=5)
+    assert [e.cue.prompt for e in log.entries] == ["p0", "p1", "p2"] and log.next_shot == 0
+    assert [m.from_shot for m in fake.sent("cue_log")] == [0, 2]
+    events = [session.next_event() for _ in range(5)]
+    assert [type(e) for e in events] == [Chunk, ShotFinished, Stats, ShotStarted, Chunk]
+    assert [e.chunk_seq for e in events if isinstance(e, Chunk)] == [1, 2]
+    assert [m.chunk_seq for m in fake.sent("ack", 2)] == [1, 2]
+    # nothing answers this request: the wait ends at its timeout (a cue-log ping wakes the read) ...
+    fake.respond = lambda msg: [] if msg.WhichOneof("kind") == "snapshot" else scripted_server(data, pages)(msg)
+    t0 = time.monotonic()
+    with pytest.raises(ShotStreamError) as exc:
+        session.snapshot(timeout=0.3)
+    assert exc.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and 0.3 <= time.monotonic() - t0 < 5
+    assert fake.sent("cue_log")[-1].from_shot == 2**32 - 1
+    # ... and the session goes on
+    fake.out.put(pb.ServerMessage(cue_accepted=pb.CueAccepted(event_id="late")))
+    assert session.next_event() == CueAccepted("late", 0)
+    session.close()
+    assert session.closed and session.close_reason == "client"
+
+
+def codec_open(caption: str) -> list:
+    from service.sdk.codec import open_messages
+
+    return open_messages(caption, None, "inline", "rgb8", 2, "test")
+
+
+def test_async_snapshot_and_cue_log_keep_the_events_they_read():
+    from service.sdk import AsyncSession, Stats
+
+    data = b"async snapshot" * 100
+    pages = {0: pb.CueLog(global_caption="g", entries=[pb.CueLogEntry(shot_index=0, chunks=1, finished=True)])}
+    respond = scripted_server(data, pages)
+
+    class FakeAsyncCall:
+        def __init__(self):
+            self.out: asyncio.Queue = asyncio.Queue()
+            self.received: list = []
+
+        async def write(self, msg):
+            self.received.append(msg)
+            for reply in respond(msg):
+                self.out.put_nowait(reply)
+            if msg.WhichOneof("kind") == "close":
+                self.out.put_nowait(pb.ServerMessage(closed=pb.SessionClosed(reason="client")))
+
+        async def read(self):
+            return await asyncio.wait_for(self.out.get(), 10)
+
+        async def done_writing(self):
+            self.out.put_nowait(grpc.aio.EOF)
+
+        def cancel(self):
+            return True
+
+    async def scenario():
+        call = FakeAsyncCall()
+
+        class Client:
+            address, _metadata = "fake:1", ()
+
+            class _stub:  # noqa: N801
+                @staticmethod
+                def Direct(metadata=None):  # noqa: N802
+                    return call
+
+        session = AsyncSession(Client(), codec_open("g"))
+        await session._open()
+        assert await session.snapshot(timeout=5) == data
+        log = await session.cue_log(timeout=5)
+        events = [await session.next_event() for _ in range(5)]
+        with pytest.raises(ShotStreamError) as exc:
+            await session.snapshot(wait_for_boundary=False)
+        await session.close()
+        return call, log, events, exc.value
+
+    call, log, events, refused = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert len(log.entries) == 1
+    assert [type(e) for e in events] == [Chunk, ShotFinished, Stats, ShotStarted, Chunk]
+    assert [m.ack.chunk_seq for m in call.received if m.WhichOneof("kind") == "ack"] == [1, 2]
+    assert refused.code == grpc.StatusCode.FAILED_PRECONDITION

@@ -29,6 +29,13 @@ faster; ``server_info().decoders`` lists what it has, ``session.info.decoder`` w
 (``TakeSaved.full_path``). ``render_story(..., decoder=..., take=name, take_quality=...)`` does the same
 headless; the take's :class:`TakeSaved` is then its last event.
 
+Snapshots and cue logs: ``session.snapshot()`` returns the story's state at a shot boundary as bytes for a
+game save (``request_snapshot()`` instead delivers it as a :class:`SnapshotReady` event);
+``client.open_session(snapshot=data)`` continues it (a :class:`SnapshotRestored` event says when) and
+``client.fork(session)`` starts a second session from another one's story. ``session.cue_log()`` is what the
+session played, exactly (``save_cue_log`` / ``load_cue_log`` keep it as JSON); ``client.render_story(cue_log=log)``
+replays it. ``snapshot_info(data)`` reads a snapshot's header (caption, seed, decoder, next shot).
+
 Errors: anything that ends the session or the call (a refused open, a fatal session error, a gRPC
 status such as UNAVAILABLE or UNAUTHENTICATED) raises :class:`ShotStreamError`, with the gRPC
 status code and the server's message. Non-fatal problems (e.g. a rejected cue) arrive as
@@ -38,13 +45,16 @@ unknown transport, frame format, cue mode, decoder or take quality) raises ``Val
 
 from .aio import AsyncSession, AsyncShotStreamClient
 from .client import Session, ShotStreamClient
-from .codec import DEFAULT_ADDRESS, MAX_MESSAGE_BYTES
+from .codec import (DEFAULT_ADDRESS, MAX_MESSAGE_BYTES, SNAPSHOT_PART_BYTES, SnapshotInfo, load_cue_log, save_cue_log,
+                    snapshot_info)
 from .events import (Chunk, ChunkTiming, CueAccepted, Event, Progress, ServerError, ServerInfo, SessionInfo,
-                     ShotFinished, ShotStarted, ShotStreamError, Stats, TakeSaved, TakeStarted)
+                     ShotFinished, ShotStarted, ShotStreamError, SnapshotReady, SnapshotRestored, Stats, TakeSaved,
+                     TakeStarted)
 
 __all__ = [
     "ShotStreamClient", "AsyncShotStreamClient", "Session", "AsyncSession", "ShotStreamError",
     "Chunk", "ChunkTiming", "ShotStarted", "ShotFinished", "Stats", "ServerError", "CueAccepted", "Progress",
-    "TakeStarted", "TakeSaved",
+    "TakeStarted", "TakeSaved", "SnapshotReady", "SnapshotRestored", "SnapshotInfo", "snapshot_info",
+    "save_cue_log", "load_cue_log", "SNAPSHOT_PART_BYTES",
     "SessionInfo", "ServerInfo", "Event", "DEFAULT_ADDRESS", "MAX_MESSAGE_BYTES",
 ]

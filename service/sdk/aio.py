@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import grpc
 from ..protocol import pb, pb_grpc
 from . import codec
 from .codec import DEFAULT_ADDRESS
-from .events import Event, ServerInfo, SessionInfo, ShotStreamError
+from .events import Event, ServerInfo, SessionInfo, ShotStreamError, SnapshotReady
 
 
 class AsyncShotStreamClient:
@@ -35,20 +36,34 @@ class AsyncShotStreamClient:
         except grpc.RpcError as exc:
             raise codec.from_rpc_error(exc) from None
 
-    async def open_session(self, global_caption: str, seed: int = 0, transport: str = "shared_memory",
-                           frame_format: str = "rgb8", chunks_in_flight: int = 2, client_name: str = "python-sdk",
-                           decoder: str | None = None) -> AsyncSession:
-        """See :meth:`ShotStreamClient.open_session`."""
-        session = AsyncSession(self, codec.open_message(global_caption, seed, transport, frame_format,
-                                                        chunks_in_flight, client_name, decoder))
+    async def open_session(self, global_caption: str | None = None, seed: int | None = None,
+                           transport: str = "shared_memory", frame_format: str = "rgb8", chunks_in_flight: int = 2,
+                           client_name: str = "python-sdk", decoder: str | None = None, *,
+                           snapshot: bytes | None = None) -> AsyncSession:
+        """See :meth:`ShotStreamClient.open_session` (``snapshot=``: continue a saved story)."""
+        return await self._open(codec.open_messages(global_caption, seed, transport, frame_format, chunks_in_flight,
+                                                    client_name, decoder, snapshot=snapshot))
+
+    async def fork(self, session: str | Any, wait_for_boundary: bool = True, *, transport: str = "shared_memory",
+                   frame_format: str = "rgb8", chunks_in_flight: int = 2, client_name: str = "python-sdk",
+                   decoder: str | None = None) -> AsyncSession:
+        """See :meth:`ShotStreamClient.fork`."""
+        session_id = session if isinstance(session, str) else session.session_id
+        return await self._open(codec.open_messages(None, None, transport, frame_format, chunks_in_flight,
+                                                    client_name, decoder, fork=(session_id, wait_for_boundary)))
+
+    async def _open(self, messages: list[pb.ClientMessage]) -> AsyncSession:
+        session = AsyncSession(self, messages)
         await session._open()
         return session
 
-    def render_story(self, global_caption: str, shots: Iterable[Any], seed: int = 0,
-                     frame_format: str = "rgb8", timeout: float | None = None, decoder: str | None = None,
-                     take: str | None = None, take_quality: str = "live") -> AsyncIterator[Event]:
-        """See :meth:`ShotStreamClient.render_story` (``async for`` its events)."""
-        request = codec.story_request(global_caption, shots, seed, frame_format, decoder, take, take_quality)
+    def render_story(self, global_caption: str | None = None, shots: Iterable[Any] | None = None,
+                     seed: int | None = None, frame_format: str = "rgb8", timeout: float | None = None,
+                     decoder: str | None = None, take: str | None = None, take_quality: str = "live", *,
+                     cue_log: pb.CueLog | None = None) -> AsyncIterator[Event]:
+        """See :meth:`ShotStreamClient.render_story` (``async for`` its events; ``cue_log=``: replay a log)."""
+        request = codec.story_request(global_caption, shots, seed, frame_format, decoder, take, take_quality,
+                                      cue_log)
         return self._story_events(request, timeout)  # bad arguments raised above, before any call
 
     async def _story_events(self, request: pb.RenderStoryRequest, timeout: float | None) -> AsyncIterator[Event]:
@@ -73,14 +88,22 @@ class AsyncShotStreamClient:
         await self.close()
 
 
-class AsyncSession:
-    """One interactive story (asyncio). Create with ``await client.open_session(...)``; ``async for`` events."""
+_KEEP, _SKIP = object(), object()  # what a wait does with an event that is not the one it waits for
 
-    def __init__(self, client: AsyncShotStreamClient, open_msg: pb.ClientMessage):
+
+class AsyncSession:
+    """One interactive story (asyncio). Create with ``await client.open_session(...)``; ``async for`` events.
+    One task reads events at a time (:meth:`snapshot` and :meth:`cue_log` read them too)."""
+
+    def __init__(self, client: AsyncShotStreamClient, open_msgs: list[pb.ClientMessage]):
         self._client = client
-        self._open_msg = open_msg
+        self._open_msgs = open_msgs
         self._call = client._stub.Direct(metadata=client._metadata)
         self._write_lock = asyncio.Lock()
+        self._pending: deque[Event] = deque()  # read by snapshot()/cue_log() on the way, for next_event
+        self._cue_logs = codec.CueLogRequests()
+        self._cue_log_lock = asyncio.Lock()
+        self._pings: set[asyncio.Task] = set()
         self._reading = False
         self._done = asyncio.Event()
         self._close_sent = False
@@ -91,7 +114,9 @@ class AsyncSession:
 
     async def _open(self) -> None:
         try:
-            await self._write(self._open_msg)
+            for msg in self._open_msgs:  # OpenSession, then a snapshot's other parts: the server reads them in order
+                await self._write(msg)
+            self._open_msgs = []
             self._decoder = codec.session_decoder(await self._recv(), self._client.address)
             self.info = self._decoder.info
         except BaseException:
@@ -126,8 +151,10 @@ class AsyncSession:
         return None if msg is grpc.aio.EOF else msg
 
     async def cue(self, prompt: str, num_chunks: int = 0, mode: str = "wait", event_id: str | None = None,
-                  tags: Iterable[str] = ()) -> str:
-        event_id, msg = codec.cue_message(prompt, num_chunks, mode, event_id, tags, self.info.max_chunks_per_shot)
+                  tags: Iterable[str] = (), at_chunk: int = 0) -> str:
+        """See :meth:`Session.cue`."""
+        event_id, msg = codec.cue_message(prompt, num_chunks, mode, event_id, tags, self.info.max_chunks_per_shot,
+                                          at_chunk)
         await self._send(msg)
         return event_id
 
@@ -144,6 +171,99 @@ class AsyncSession:
     async def stop_take(self) -> None:
         await self._send(pb.ClientMessage(stop_take=pb.StopTake()))
 
+    # -- snapshots and the cue log ------------------------------------------------------------
+
+    async def request_snapshot(self, wait_for_boundary: bool = True) -> None:
+        """See :meth:`Session.request_snapshot`."""
+        await self._send(codec.snapshot_request(wait_for_boundary))
+
+    async def snapshot(self, wait_for_boundary: bool = True, timeout: float | None = 60.0) -> bytes:
+        """See :meth:`Session.snapshot` (events read meanwhile are kept for :meth:`next_event`)."""
+        self._claim()
+        try:
+            await self.request_snapshot(wait_for_boundary)
+
+            def pick(ev: Any) -> Any:
+                if isinstance(ev, SnapshotReady):
+                    return ev.data
+                if codec.answers_snapshot_request(ev):
+                    raise ShotStreamError(ev.code, ev.message)
+                return _SKIP if isinstance(ev, codec.CueLogPage) else _KEEP
+
+            return await self._wait(pick, "the snapshot", timeout)
+        finally:
+            self._reading = False
+
+    async def cue_log(self, timeout: float | None = 30.0) -> pb.CueLog:
+        """See :meth:`Session.cue_log`."""
+        self._claim()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = None if timeout is None else loop.time() + timeout
+            pages: list[pb.CueLog] = []
+            from_shot = 0
+            while True:
+                await self._ask_cue_log("page", from_shot)
+                left = None if deadline is None else max(0.0, deadline - loop.time())
+                page = await self._wait(self._pick_page, "the cue log", left)
+                pages.append(page)
+                if page.next_shot <= from_shot:  # 0: the last page (and never loop on a page that does not advance)
+                    return codec.merge_cue_log(pages)
+                from_shot = page.next_shot
+        finally:
+            self._reading = False
+
+    def _pick_page(self, ev: Any) -> Any:
+        if isinstance(ev, codec.CueLogPage):
+            return ev.log if self._cue_logs.answered() == "page" else _SKIP
+        return _KEEP
+
+    async def _ask_cue_log(self, kind: str, from_shot: int) -> None:
+        async with self._cue_log_lock:  # the order requests go out is the order their answers are matched in
+            if self._done.is_set() or self._close_sent:
+                if kind == "ping":
+                    return
+                raise ShotStreamError(grpc.StatusCode.FAILED_PRECONDITION, "the session is closed")
+            self._cue_logs.sent(kind)
+            await self._write(codec.cue_log_request(from_shot))
+
+    async def _ping(self) -> None:
+        with contextlib.suppress(ShotStreamError):
+            await self._ask_cue_log("ping", codec.PING_FROM_SHOT)
+
+    async def _wait(self, pick: Callable[[Any], Any], what: str, timeout: float | None) -> Any:
+        """Read events until ``pick`` returns a value other than _KEEP (kept for next_event) or _SKIP.
+        (Cancelling a grpc.aio read cancels the whole call, so time is up when a ping's answer arrives.)"""
+        expired = asyncio.Event()
+        timer = None
+        if timeout is not None:
+            def expire() -> None:
+                expired.set()
+                task = asyncio.ensure_future(self._ping())
+                self._pings.add(task)
+                task.add_done_callback(self._pings.discard)
+
+            timer = asyncio.get_running_loop().call_later(timeout, expire)
+        try:
+            while True:
+                ev = await self._read()
+                if ev is None:
+                    raise ShotStreamError(grpc.StatusCode.UNAVAILABLE,
+                                          f"the session ended ({self.close_reason}) before {what} arrived")
+                result = pick(ev)
+                if result is _KEEP:
+                    self._pending.append(ev)
+                elif result is not _SKIP:
+                    return result
+                if expired.is_set():
+                    raise ShotStreamError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                          f"{what} did not arrive within {timeout:g} s")
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    # -- events -------------------------------------------------------------------------------
+
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._events()
 
@@ -154,33 +274,46 @@ class AsyncSession:
                 return
             yield ev
 
-    async def next_event(self) -> Event | None:
-        """The next event; None once the session has closed."""
+    def _claim(self) -> None:
         if self._reading:
             raise RuntimeError("another task is already reading this session's events")
         self._reading = True
+
+    async def next_event(self) -> Event | None:
+        """The next event; None once the session has closed."""
+        self._claim()
         try:
-            while not self._done.is_set():
-                msg = await self._recv_or_finish()
-                if msg is None:
-                    return None
-                try:
-                    event = self._decoder.decode(msg)
-                except ShotStreamError:
-                    await self._finish(None)
-                    raise
-                if isinstance(event, codec.Closed):
-                    await self._finish(event.reason)
-                    return None
-                if event is not None:
-                    ack = codec.ack_for(event, closing=self._close_sent)
-                    if ack is not None:
-                        with contextlib.suppress(ShotStreamError):
-                            await self._write(ack)
-                    return event
-            return None
+            while True:
+                if self._pending:
+                    return self._pending.popleft()
+                ev = await self._read()
+                if not isinstance(ev, codec.CueLogPage):
+                    return ev
+                self._cue_logs.answered()  # a ping's answer, or a page whose cue_log() gave up
         finally:
             self._reading = False
+
+    async def _read(self) -> Event | codec.CueLogPage | None:
+        """The next decoded message (chunks acknowledged); None once the session has closed."""
+        while not self._done.is_set():
+            msg = await self._recv_or_finish()
+            if msg is None:
+                return None
+            try:
+                event = self._decoder.decode(msg)
+            except ShotStreamError:
+                await self._finish(None)
+                raise
+            if isinstance(event, codec.Closed):
+                await self._finish(event.reason)
+                return None
+            if event is not None:
+                ack = codec.ack_for(event, closing=self._close_sent)
+                if ack is not None:
+                    with contextlib.suppress(ShotStreamError):
+                        await self._write(ack)
+                return event
+        return None
 
     async def _recv_or_finish(self) -> pb.ServerMessage | None:
         try:
@@ -215,6 +348,7 @@ class AsyncSession:
 
     async def close(self, timeout: float = 10.0) -> None:
         """Ask the server to end the session, discard what is still on the way, free the ring reader."""
+        self._pending.clear()
         if self._done.is_set():
             self._call.cancel()
             return

@@ -6,7 +6,8 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import grpc
 from ..protocol import pb, pb_grpc
 from . import codec
 from .codec import DEFAULT_ADDRESS
-from .events import Event, ServerInfo, SessionInfo, ShotStreamError
+from .events import Event, ServerInfo, SessionInfo, ShotStreamError, SnapshotReady
 
 
 class ShotStreamClient:
@@ -39,26 +40,59 @@ class ShotStreamClient:
         except grpc.RpcError as exc:
             raise codec.from_rpc_error(exc) from None
 
-    def open_session(self, global_caption: str, seed: int = 0, transport: str = "shared_memory",
-                     frame_format: str = "rgb8", chunks_in_flight: int = 2, client_name: str = "python-sdk",
-                     decoder: str | None = None) -> Session:
+    def open_session(self, global_caption: str | None = None, seed: int | None = None,
+                     transport: str = "shared_memory", frame_format: str = "rgb8", chunks_in_flight: int = 2,
+                     client_name: str = "python-sdk", decoder: str | None = None, *,
+                     snapshot: bytes | None = None) -> Session:
         """Open an interactive session (gRPC ``Direct``). Raises ShotStreamError when refused.
+        ``seed`` None = 0.
         ``decoder``: "wan" (the Wan VAE, exact) or "tae" (the tiny preview decoder, if the server has one:
-        ``server_info().decoders``); None = the server's default. ``session.info.decoder`` says which."""
-        session = Session(self, codec.open_message(global_caption, seed, transport, frame_format, chunks_in_flight,
-                                                   client_name, decoder))
+        ``server_info().decoders``); None = the server's default. ``session.info.decoder`` says which.
+
+        ``snapshot``: continue a saved story (:meth:`Session.snapshot`'s bytes). Its caption, seed and decoder
+        come from the snapshot, so ``global_caption`` and ``seed`` may be left out; the bytes go to the server in
+        parts of at most 32 KiB. The session opens at once; a :class:`SnapshotRestored` event follows once the
+        server has checked the whole snapshot (a damaged one, one of another model or decoder, or one over
+        ``limits["max_snapshot_bytes"]`` ends the session with ShotStreamError while iterating). Cues sent
+        meanwhile wait for the restore. Bytes that are not a whole snapshot raise ShotStreamError
+        (INVALID_ARGUMENT) here, before anything is sent."""
+        return self._open(codec.open_messages(global_caption, seed, transport, frame_format, chunks_in_flight,
+                                              client_name, decoder, snapshot=snapshot))
+
+    def fork(self, session: str | Any, wait_for_boundary: bool = True, *, transport: str = "shared_memory",
+             frame_format: str = "rgb8", chunks_in_flight: int = 2, client_name: str = "python-sdk",
+             decoder: str | None = None) -> Session:
+        """A new session that continues another open session's story (its id, or the session itself) from its
+        shot boundary, e.g. a second ending of a player's choice; the two then go on independently. Caption,
+        seed and decoder are the other session's. ``wait_for_boundary=False`` is refused while the other
+        session has a shot in progress; True takes the story when that shot ends. Answered like ``snapshot=``
+        in :meth:`open_session`: the session opens at once, then a :class:`SnapshotRestored` event."""
+        session_id = session if isinstance(session, str) else session.session_id
+        return self._open(codec.open_messages(None, None, transport, frame_format, chunks_in_flight, client_name,
+                                              decoder, fork=(session_id, wait_for_boundary)))
+
+    def _open(self, messages: list[pb.ClientMessage]) -> Session:
+        session = Session(self, messages)
         self._sessions.add(session)
         return session
 
-    def render_story(self, global_caption: str, shots: Iterable[Any], seed: int = 0, frame_format: str = "rgb8",
-                     timeout: float | None = None, decoder: str | None = None, take: str | None = None,
-                     take_quality: str = "live") -> Iterator[Event]:
+    def render_story(self, global_caption: str | None = None, shots: Iterable[Any] | None = None,
+                     seed: int | None = None, frame_format: str = "rgb8", timeout: float | None = None,
+                     decoder: str | None = None, take: str | None = None, take_quality: str = "live", *,
+                     cue_log: pb.CueLog | None = None) -> Iterator[Event]:
         """A whole story, headless (gRPC ``RenderStory``): yields ShotStarted, Chunk (inline), ShotFinished and
-        Progress events. Closing the iterator early cancels the render on the server.
+        Progress events. Closing the iterator early cancels the render on the server. ``seed`` None = 0.
         ``decoder`` as in :meth:`open_session`. ``take``: also record the story on the server as a take of that
         name ("" = the server picks one; None = no take) at ``take_quality`` ("live" | "full"); its
-        :class:`TakeSaved` is then the last event."""
-        request = codec.story_request(global_caption, shots, seed, frame_format, decoder, take, take_quality)
+        :class:`TakeSaved` is then the last event.
+
+        ``cue_log``: replay a session's cue log (:meth:`Session.cue_log`, :func:`load_cue_log`) instead of
+        ``shots``: its finished shots, each with the chunks it made, with its caption and seed (leave
+        ``global_caption``, ``shots`` and ``seed`` out), so the frames are the session's; ``decoder`` None = the
+        log's. A log that began from a snapshot (``first_shot_index`` > 0) is replayed in a session opened from
+        that snapshot instead (``shotstream story --from-snapshot --cue-log``)."""
+        request = codec.story_request(global_caption, shots, seed, frame_format, decoder, take, take_quality,
+                                      cue_log)
         return self._story_events(request, timeout)  # bad arguments raised above, before any call
 
     def _story_events(self, request: pb.RenderStoryRequest, timeout: float | None) -> Iterator[Event]:
@@ -87,6 +121,7 @@ class ShotStreamClient:
 
 
 _END = object()
+_KEEP, _SKIP = object(), object()  # what a wait does with an event that is not the one it waits for
 
 
 def _request_iter(requests: queue.SimpleQueue) -> Iterator[pb.ClientMessage]:
@@ -102,13 +137,18 @@ def _request_iter(requests: queue.SimpleQueue) -> Iterator[pb.ClientMessage]:
 class Session:
     """One interactive story (blocking). Create with :meth:`ShotStreamClient.open_session`.
 
-    ``cue``/``pause``/``resume``/``close`` may be called from any thread; iterate from one thread.
+    ``cue``/``pause``/``resume``/``request_snapshot``/``close`` may be called from any thread; iterate from
+    one thread (:meth:`snapshot` and :meth:`cue_log` read events too: call them from that thread).
     Iteration yields events until the session closes; a fatal error raises ShotStreamError.
     """
 
-    def __init__(self, client: ShotStreamClient, open_msg: pb.ClientMessage):
+    def __init__(self, client: ShotStreamClient, open_msgs: list[pb.ClientMessage]):
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        self._requests.put(open_msg)
+        for msg in open_msgs:  # OpenSession, then a snapshot's other parts: the server reads them in order
+            self._requests.put(msg)
+        self._pending: deque[Event] = deque()  # read by snapshot()/cue_log() on the way, for next_event
+        self._cue_logs = codec.CueLogRequests()
+        self._cue_log_lock = threading.Lock()
         self._recv_lock = threading.Lock()
         self._done = threading.Event()
         self._close_sent = False
@@ -142,10 +182,14 @@ class Session:
     # -- control ------------------------------------------------------------------------------
 
     def cue(self, prompt: str, num_chunks: int = 0, mode: str = "wait", event_id: str | None = None,
-            tags: Iterable[str] = ()) -> str:
+            tags: Iterable[str] = (), at_chunk: int = 0) -> str:
         """Queue a shot (``mode="wait"``) or cut to it (``"cut"``); ``num_chunks`` 0 = full shot.
+        ``at_chunk`` (a cut only): the cut lands after that many chunks of the shot in progress, e.g. a
+        scripted cut at a fixed point (0 = at its next chunk boundary, whenever the cue arrives; a cue that
+        arrives later than that cuts at the next boundary). The cue log records where every cut landed.
         Returns the cue's event id (generated when not given), echoed on every event about the shot."""
-        event_id, msg = codec.cue_message(prompt, num_chunks, mode, event_id, tags, self.info.max_chunks_per_shot)
+        event_id, msg = codec.cue_message(prompt, num_chunks, mode, event_id, tags, self.info.max_chunks_per_shot,
+                                          at_chunk)
         self._send(msg)
         return event_id
 
@@ -169,6 +213,93 @@ class Session:
         also finishes the file, but :meth:`close` discards events: stop first to learn the take's size."""
         self._send(pb.ClientMessage(stop_take=pb.StopTake()))
 
+    # -- snapshots and the cue log ------------------------------------------------------------
+
+    def request_snapshot(self, wait_for_boundary: bool = True) -> None:
+        """Ask for the story's state at a shot boundary: its parts are assembled into one
+        :class:`SnapshotReady` event (``data``: bytes to keep with the game save, for
+        ``open_session(snapshot=...)``). ``wait_for_boundary=False`` is refused while a shot is in progress
+        (a :class:`ServerError`, FAILED_PRECONDITION); True takes it when the current shot ends (after its
+        ShotFinished, before the next shot's ShotStarted)."""
+        self._send(codec.snapshot_request(wait_for_boundary))
+
+    def snapshot(self, wait_for_boundary: bool = True, timeout: float | None = 60.0) -> bytes:
+        """:meth:`request_snapshot`, then read events until the snapshot is complete and return its bytes.
+        Events read meanwhile (a shot's chunks, which are acknowledged as iteration would, so the shot can
+        end) are kept, and :meth:`next_event` / iteration return them next, in order. Raises ShotStreamError:
+        FAILED_PRECONDITION (refused mid-shot), DEADLINE_EXCEEDED after ``timeout`` seconds (the request stays
+        on: its SnapshotReady arrives through iteration), or when the session ends first."""
+        self.request_snapshot(wait_for_boundary)
+
+        def pick(ev: Any) -> Any:
+            if isinstance(ev, SnapshotReady):
+                return ev.data
+            if codec.answers_snapshot_request(ev):
+                raise ShotStreamError(ev.code, ev.message)
+            return _SKIP if isinstance(ev, codec.CueLogPage) else _KEEP
+
+        return self._wait(pick, "the snapshot", timeout)
+
+    def cue_log(self, timeout: float | None = 30.0) -> pb.CueLog:
+        """The session's cue log: every cue that became a shot, with the chunks it made and whether a cut
+        ended it (``pb.CueLog``; all pages, merged). Replay it with ``client.render_story(cue_log=...)``; keep
+        it with :func:`save_cue_log`. Events read meanwhile are kept, as in :meth:`snapshot`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pages: list[pb.CueLog] = []
+        from_shot = 0
+        while True:
+            self._ask_cue_log("page", from_shot)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            page = self._wait(self._pick_page, "the cue log", left)
+            pages.append(page)
+            if page.next_shot <= from_shot:  # 0: the last page (and never loop on a page that does not advance)
+                return codec.merge_cue_log(pages)
+            from_shot = page.next_shot
+
+    def _pick_page(self, ev: Any) -> Any:
+        if isinstance(ev, codec.CueLogPage):
+            return ev.log if self._cue_logs.answered() == "page" else _SKIP
+        return _KEEP
+
+    def _ask_cue_log(self, kind: str, from_shot: int) -> None:
+        with self._cue_log_lock:  # the order requests go out is the order their answers are matched in
+            if self._done.is_set() or self._close_sent:
+                if kind == "ping":
+                    return
+                raise ShotStreamError(grpc.StatusCode.FAILED_PRECONDITION, "the session is closed")
+            self._cue_logs.sent(kind)
+            self._requests.put(codec.cue_log_request(from_shot))
+
+    def _wait(self, pick: Callable[[Any], Any], what: str, timeout: float | None) -> Any:
+        """Read events until ``pick`` returns a value other than _KEEP (kept for next_event) or _SKIP."""
+        expired = threading.Event()
+        timer = None
+        if timeout is not None:  # a blocking read has no timeout: a ping's answer wakes it when time is up
+            def expire() -> None:
+                expired.set()
+                self._ask_cue_log("ping", codec.PING_FROM_SHOT)
+
+            timer = threading.Timer(timeout, expire)
+            timer.daemon = True
+            timer.start()
+        try:
+            while True:
+                ev = self._read()
+                if ev is None:
+                    raise ShotStreamError(grpc.StatusCode.UNAVAILABLE,
+                                          f"the session ended ({self.close_reason}) before {what} arrived")
+                result = pick(ev)
+                if result is _KEEP:
+                    self._pending.append(ev)
+                elif result is not _SKIP:
+                    return result
+                if expired.is_set():
+                    raise ShotStreamError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                          f"{what} did not arrive within {timeout:g} s")
+        finally:
+            if timer is not None:
+                timer.cancel()
+
     # -- events -------------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Event]:
@@ -180,6 +311,16 @@ class Session:
 
     def next_event(self) -> Event | None:
         """The next event, blocking; None once the session has closed."""
+        while True:
+            if self._pending:
+                return self._pending.popleft()
+            ev = self._read()
+            if not isinstance(ev, codec.CueLogPage):
+                return ev
+            self._cue_logs.answered()  # a ping's answer, or a page whose cue_log() gave up
+
+    def _read(self) -> Event | codec.CueLogPage | None:
+        """The next decoded message (chunks acknowledged); None once the session has closed."""
         with self._recv_lock:
             while not self._done.is_set():
                 msg = self._recv_or_finish()
@@ -241,6 +382,7 @@ class Session:
 
     def close(self, timeout: float = 10.0) -> None:
         """Ask the server to end the session, discard what is still on the way, free the ring reader."""
+        self._pending.clear()
         if self._done.is_set():
             self._call.cancel()
             return

@@ -4,9 +4,12 @@ waits on the network, so :mod:`.client` (blocking) and :mod:`.aio` (asyncio) dif
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,8 @@ import numpy as np
 
 from ..protocol import PROTOCOL_VERSION, channels, pb, status_code
 from .events import (Chunk, ChunkTiming, CueAccepted, Event, Progress, ServerError, ServerInfo, SessionInfo,
-                     ShotFinished, ShotStarted, ShotStreamError, Stats, TakeSaved, TakeStarted)
+                     ShotFinished, ShotStarted, ShotStreamError, SnapshotReady, SnapshotRestored, Stats, TakeSaved,
+                     TakeStarted)
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # one RGBA chunk at 480x832 is 19 MB
@@ -110,6 +114,249 @@ def open_message(global_caption: str, seed: int, transport: str, frame_format: s
         decoder=_decoder(decoder)))
 
 
+def open_messages(global_caption: str | None, seed: int | None, transport: str, frame_format: str,
+                  chunks_in_flight: int, client_name: str, decoder: str | int | None = None, *,
+                  snapshot: bytes | None = None, fork: tuple[str, bool] | None = None,
+                  part_bytes: int | None = None) -> list[pb.ClientMessage]:
+    """What opens a session: the ``OpenSession``, then (``snapshot``) the snapshot's other parts as
+    ``snapshot_part`` messages, to be sent at once, in order. ``fork``: ``(session_id, wait_for_boundary)``.
+
+    A snapshot's caption, seed and decoder come from its header: ``global_caption``/``seed`` may be left
+    None (a different one raises ValueError, since the server would ignore it), ``decoder`` None = the
+    snapshot's. A fork takes all three from the other session (the server's side), so only ``decoder`` may
+    be given. Raises ShotStreamError(INVALID_ARGUMENT) for bytes that are not a whole snapshot."""
+    if snapshot is not None and fork is not None:
+        raise ValueError("open a session from a snapshot or a fork, not both")
+    if snapshot is None and fork is None:
+        if global_caption is None:
+            raise TypeError("open_session() needs a global_caption (unless it continues a snapshot or forks a "
+                            "session)")
+        return [open_message(global_caption, seed or 0, transport, frame_format, chunks_in_flight, client_name,
+                             decoder)]
+    if fork is not None:
+        session_id, wait = fork
+        if global_caption or seed:
+            raise ValueError("a fork continues the other session's story: its caption and seed are that session's "
+                             "(leave global_caption and seed out)")
+        if not isinstance(session_id, str) or not session_id:
+            raise ValueError(f"fork needs the other session's id (Session.session_id), got {session_id!r}")
+        msg = open_message("", 0, transport, frame_format, chunks_in_flight, client_name, decoder)
+        msg.open.fork.CopyFrom(pb.Fork(session_id=session_id, wait_for_boundary=bool(wait)))
+        return [msg]
+    header = snapshot_info(snapshot)
+    if global_caption and global_caption != header.global_caption:
+        raise ValueError("the snapshot continues a story with another global caption (the caption is part of "
+                         "every shot's prompt): leave global_caption out")
+    if seed is not None and int(seed) != header.seed:
+        raise ValueError(f"the snapshot's story has seed {header.seed}; leave seed out (a snapshot keeps its seed)")
+    msg = open_message(header.global_caption, header.seed, transport, frame_format, chunks_in_flight, client_name,
+                       header.decoder if decoder is None else decoder)
+    parts = snapshot_parts(snapshot, part_bytes or SNAPSHOT_PART_BYTES)
+    msg.open.snapshot.CopyFrom(parts[0])
+    return [msg] + [pb.ClientMessage(snapshot_part=part) for part in parts[1:]]
+
+
+# -- story snapshots ----------------------------------------------------------------------------
+
+# A client -> server message may be limits["max_control_message_bytes"] (64 KiB) long, and the WebSocket
+# gateway carries it as base64 JSON (4/3 larger): 32 KiB of snapshot per part fits both with room to spare.
+SNAPSHOT_PART_BYTES = 32 * 1024
+_SNAPSHOT_MAGIC = b"SHOTSNAP"
+_SNAPSHOT_FORMAT = "shotstream.snapshot"
+_SNAPSHOT_PREFIX = struct.Struct("<8sIQ")  # magic, format version, header length; then the JSON header
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What a story snapshot's header says (read here with the standard library: the SDK needs no torch)."""
+
+    global_caption: str
+    seed: int
+    decoder: str  # "wan" | "tae": what decoded the story (a session continuing it gets the same)
+    shot_lengths: tuple[int, ...]  # frames of every shot the story has
+    total_bytes: int  # the whole snapshot's size, as its header says
+    model: str  # the model configuration that made it (e.g. "wan2.1-t2v-1.3b", "tiny")
+    version: int  # the snapshot format version
+
+    @property
+    def next_shot_index(self) -> int:
+        """The shot the story continues with."""
+        return len(self.shot_lengths)
+
+    @property
+    def story_frames(self) -> int:
+        return sum(self.shot_lengths)
+
+
+def _bad_snapshot(message: str) -> ShotStreamError:
+    return ShotStreamError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def snapshot_info(data: bytes | bytearray | memoryview) -> SnapshotInfo:
+    """Read a snapshot's header (``b"SHOTSNAP" | u32 version | u64 header length | JSON header | payload``).
+    Raises ShotStreamError(INVALID_ARGUMENT), as the server would, for bytes that are not a snapshot or not all
+    of it (its checksum is the server's to check)."""
+    data = memoryview(data)
+    if len(data) < _SNAPSHOT_PREFIX.size or bytes(data[:8]) != _SNAPSHOT_MAGIC:
+        raise _bad_snapshot("not a ShotStream story snapshot (it does not start with SHOTSNAP)")
+    _, version, header_len = _SNAPSHOT_PREFIX.unpack_from(data)
+    end = _SNAPSHOT_PREFIX.size + header_len
+    if end > len(data):
+        raise _bad_snapshot(f"the snapshot is truncated: {len(data)} bytes, its header alone needs {end}")
+    try:
+        header = json.loads(bytes(data[_SNAPSHOT_PREFIX.size:end]))
+        if not isinstance(header, dict) or header.get("format") != _SNAPSHOT_FORMAT:
+            raise ValueError("not a ShotStream story snapshot header")
+        identity = header["identity"]
+        info = SnapshotInfo(global_caption=str(header["global_caption"]), seed=int(header["seed"]),
+                            decoder=str(identity["decoder"]),
+                            shot_lengths=tuple(int(n) for n in header["shot_lengths"]),
+                            total_bytes=end + int(header["payload_bytes"]), model=str(identity["config"]),
+                            version=int(version))
+    except (ValueError, KeyError, TypeError) as exc:  # json (UnicodeDecodeError is a ValueError), fields, int()
+        raise _bad_snapshot(f"the snapshot's header (format version {version}) cannot be read: "
+                            f"{type(exc).__name__}: {exc}") from None
+    if info.total_bytes != len(data):
+        raise _bad_snapshot(f"the snapshot is truncated or padded: {len(data)} bytes, its header says "
+                            f"{info.total_bytes}")
+    return info
+
+
+def snapshot_parts(data: bytes, part_bytes: int = SNAPSHOT_PART_BYTES) -> list[pb.SnapshotPart]:
+    """``data`` as ``SnapshotPart`` messages of at most ``part_bytes`` each (``total_bytes``, ``index`` and
+    ``count`` set), in order: the first goes in ``OpenSession.snapshot``, the rest as ``snapshot_part``."""
+    if part_bytes < 1:
+        raise ValueError("part_bytes must be positive")
+    data = bytes(data)
+    count = max(1, -(-len(data) // part_bytes))
+    return [pb.SnapshotPart(data=data[i * part_bytes:(i + 1) * part_bytes], total_bytes=len(data), index=i,
+                            count=count) for i in range(count)]
+
+
+def snapshot_request(wait_for_boundary: bool) -> pb.ClientMessage:
+    return pb.ClientMessage(snapshot=pb.SnapshotRequest(wait_for_boundary=bool(wait_for_boundary)))
+
+
+class SnapshotAssembler:
+    """Collects a session's ``ServerMessage.snapshot`` parts into one :class:`SnapshotReady`."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._total = 0
+
+    def add(self, part: pb.SnapshotPart) -> SnapshotReady | None:
+        """The whole snapshot once its last part is in, else None. Raises ShotStreamError(DATA_LOSS) for parts
+        out of order or larger than their total (the session cannot go on from there)."""
+        if part.index == 0:
+            self._parts, self._size, self._total = [], 0, part.total_bytes
+        elif part.index != len(self._parts) or part.total_bytes != self._total:
+            expected = len(self._parts)
+            self._parts, self._size, self._total = [], 0, 0
+            raise ShotStreamError(grpc.StatusCode.DATA_LOSS,
+                                  f"snapshot part {part.index} (of {part.total_bytes} bytes) arrived where part "
+                                  f"{expected} was due")
+        self._parts.append(part.data)
+        self._size += len(part.data)
+        if self._size > self._total:
+            self._parts, self._size, self._total = [], 0, 0
+            raise ShotStreamError(grpc.StatusCode.DATA_LOSS, f"the snapshot's parts hold more than its "
+                                                             f"{part.total_bytes} bytes")
+        if self._size < self._total:
+            return None
+        data = b"".join(self._parts)
+        self._parts, self._size, self._total = [], 0, 0
+        return SnapshotReady(data, part.next_shot_index)
+
+
+# -- cue logs -----------------------------------------------------------------------------------
+
+# Ask for a page past any story's end: answered at once with an empty page. A blocking read cannot be given a
+# timeout, so the SDK's waits that have one send this when their time is up, to wake the read.
+PING_FROM_SHOT = 2**32 - 1
+
+
+def cue_log_request(from_shot: int = 0) -> pb.ClientMessage:
+    return pb.ClientMessage(cue_log=pb.CueLogRequest(from_shot=int(from_shot)))
+
+
+@dataclass(frozen=True)
+class CueLogPage:
+    """One ``ServerMessage.cue_log`` (internal: :meth:`Session.cue_log` merges the pages)."""
+
+    log: pb.CueLog
+
+
+class CueLogRequests:
+    """The cue-log requests on their way, oldest first ("page" or "ping"): the server answers each at once,
+    in order, so the answer to the oldest is the next ``cue_log`` message."""
+
+    def __init__(self) -> None:
+        self._waiting: deque[str] = deque()
+
+    def sent(self, kind: str) -> None:
+        self._waiting.append(kind)  # before the message goes out, so its answer always finds it
+
+    def answered(self) -> str | None:
+        """What the arriving page answers: "page", "ping", or None (nothing asked: an unrequested page)."""
+        return self._waiting.popleft() if self._waiting else None
+
+
+def merge_cue_log(pages: list[pb.CueLog]) -> pb.CueLog:
+    """One log from its pages (each shot once, in order; ``next_shot`` 0)."""
+    out = pb.CueLog()
+    out.CopyFrom(pages[0])
+    del out.entries[:]
+    out.next_shot = 0
+    seen = -1
+    for page in pages:
+        out.dropped_shots = max(out.dropped_shots, page.dropped_shots)
+        for entry in page.entries:
+            if entry.shot_index > seen:
+                out.entries.append(entry)
+                seen = entry.shot_index
+    return out
+
+
+def cue_log_shots(log: pb.CueLog) -> list[tuple[str, int]]:
+    """The shots a replay of ``log`` renders: each finished entry's ``(prompt, chunks it made)``, in order.
+    Raises ValueError for a log that cannot be replayed exactly (its oldest shots dropped, or a gap)."""
+    if log.dropped_shots:
+        raise ValueError(f"the cue log lost its oldest {log.dropped_shots} shot(s) (the server keeps "
+                         "limits['max_cue_log_shots']): it cannot be replayed from its start")
+    shots = []
+    for expected, entry in enumerate(log.entries, start=log.first_shot_index):
+        if entry.shot_index != expected:
+            raise ValueError(f"the cue log has shot {entry.shot_index} where shot {expected} was due")
+        if entry.finished:
+            if entry.chunks < 1:
+                raise ValueError(f"the cue log's shot {entry.shot_index} is finished with no chunks")
+            shots.append((entry.cue.prompt, int(entry.chunks)))
+    return shots
+
+
+def save_cue_log(log: pb.CueLog, path: str | Path) -> None:
+    """Write ``log`` as JSON (protobuf's JSON mapping, the proto's field names) to ``path``."""
+    from google.protobuf import json_format
+
+    text = json_format.MessageToJson(log, preserving_proto_field_name=True, indent=2)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def load_cue_log(path: str | Path) -> pb.CueLog:
+    """A cue log that :func:`save_cue_log` wrote (any protobuf JSON of a ``CueLog``). Raises ValueError saying
+    what is wrong (OSError when the file cannot be read)."""
+    from google.protobuf import json_format
+
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return json_format.Parse(text, pb.CueLog())
+    except json_format.ParseError as exc:
+        raise ValueError(f"{path}: not a cue log ({exc})") from None
+
+
 def check_num_chunks(num_chunks: Any, max_chunks: int | None) -> int:
     """``num_chunks`` as the server checks it (same message), before protobuf's bare "Value out of range"."""
     n = int(num_chunks)
@@ -121,24 +368,48 @@ def check_num_chunks(num_chunks: Any, max_chunks: int | None) -> int:
 
 
 def cue_message(prompt: str, num_chunks: int, mode: str, event_id: str | None, tags: Iterable[str],
-                max_chunks: int | None = None) -> tuple[str, pb.ClientMessage]:
-    """The cue and its event id (generated when not given), which the caller hands back to the user."""
+                max_chunks: int | None = None, at_chunk: int = 0) -> tuple[str, pb.ClientMessage]:
+    """The cue and its event id (generated when not given), which the caller hands back to the user.
+    ``at_chunk`` (a cut only): the cut lands after that many chunks of the shot in progress (0 = next boundary)."""
     num_chunks = check_num_chunks(num_chunks, max_chunks)
+    mode_value = _choice(mode, _MODES, "mode")
+    at_chunk = int(at_chunk)
+    if at_chunk < 0 or at_chunk >= 2**32:
+        raise ValueError(f"at_chunk must be 0 (the next chunk boundary) or a chunk count, got {at_chunk}")
+    if at_chunk and mode_value != pb.CUE_MODE_CUT:
+        raise ValueError("at_chunk says where a cut lands: it needs mode='cut'")
     event_id = event_id if event_id is not None else uuid.uuid4().hex[:12]
     if isinstance(tags, str):
         tags = (tags,)
     return event_id, pb.ClientMessage(cue=pb.Cue(event_id=event_id, prompt=prompt, tags=list(tags),
-                                                 num_chunks=int(num_chunks), mode=_choice(mode, _MODES, "mode")))
+                                                 num_chunks=int(num_chunks), mode=mode_value, at_chunk=at_chunk))
 
 
-def story_request(global_caption: str, shots: Iterable[Any], seed: int, frame_format: str,
+def story_request(global_caption: str | None, shots: Iterable[Any] | None, seed: int | None, frame_format: str,
                   decoder: str | int | None = None, take: str | None = None,
-                  take_quality: str | int = "live") -> pb.RenderStoryRequest:
+                  take_quality: str | int = "live", cue_log: pb.CueLog | None = None) -> pb.RenderStoryRequest:
     """Shots: strings, ``(prompt, num_chunks)`` pairs, dicts with 'prompt' and 'chunks'/'num_chunks', or
     objects with ``.prompt`` and ``.chunks`` (``service.story_file.ShotSpec``). 0 / None chunks = full shot.
-    ``take``: also record the story as a take of that name ("" = the server picks one; None = no take)."""
+    ``take``: also record the story as a take of that name ("" = the server picks one; None = no take).
+    ``cue_log``: replay that log instead (no shots; its caption and seed; ``decoder`` None = the log's)."""
     decoder_value = _decoder(decoder)
     take_msg = start_take(take, take_quality) if take is not None else None
+    if cue_log is not None:
+        if not isinstance(cue_log, pb.CueLog):
+            raise TypeError(f"cue_log must be a CueLog (Session.cue_log(), load_cue_log()), got "
+                            f"{type(cue_log).__name__}")
+        if shots:
+            raise ValueError("a cue log replays its own shots: give shots or cue_log, not both")
+        if global_caption and global_caption != cue_log.global_caption:
+            raise ValueError("a cue log replays with its own global caption: leave global_caption out")
+        if seed is not None and int(seed) != cue_log.seed:
+            raise ValueError(f"a cue log replays with its own seed ({cue_log.seed}): leave seed out")
+        return pb.RenderStoryRequest(protocol_version=PROTOCOL_VERSION, global_caption=cue_log.global_caption,
+                                     seed=cue_log.seed, frame_format=_choice(frame_format, _FORMATS, "frame_format"),
+                                     decoder=decoder_value, take=take_msg, cue_log=cue_log)
+    if global_caption is None or shots is None:
+        raise TypeError("render_story() needs a global_caption and shots (or a cue_log)")
+    seed = seed or 0
     out = []
     for shot in shots:
         if isinstance(shot, str):
@@ -293,6 +564,7 @@ class SessionDecoder:
             transport=_TRANSPORT_NAMES.get(opened.transport, "inline"), chunks_in_flight=opened.max_chunks_in_flight,
             model=opened.model, random_weights=opened.random_weights,
             ring_path=opened.ring.path if opened.HasField("ring") else None, decoder=_decoder_name(opened.decoder))
+        self.snapshots = SnapshotAssembler()
         self.reader = None
         if opened.transport == pb.TRANSPORT_SHARED_MEMORY:
             path = opened.ring.path
@@ -316,8 +588,9 @@ class SessionDecoder:
                                       f"cannot map the shared-memory ring {path}: {exc}; "
                                       "use transport='inline'") from None
 
-    def decode(self, msg: pb.ServerMessage) -> Event | Closed | None:
-        """The event in ``msg``, :class:`Closed`, or None for a kind added after this client was written.
+    def decode(self, msg: pb.ServerMessage) -> Event | Closed | CueLogPage | None:
+        """The event in ``msg``, :class:`Closed`, a :class:`CueLogPage`, or None for a snapshot part that is not
+        the last one or a kind added after this client was written.
         Raises ShotStreamError when the session is lost (a fatal error, a chunk that cannot be read)."""
         now = time.perf_counter()
         kind = msg.WhichOneof("kind")
@@ -345,6 +618,12 @@ class SessionDecoder:
             return ServerError(status_code(e.code), e.message, e.event_id)
         if kind == "closed":
             return Closed(msg.closed.reason)
+        if kind == "snapshot":
+            return self.snapshots.add(msg.snapshot)
+        if kind == "restored":
+            return SnapshotRestored(msg.restored.next_shot_index, msg.restored.story_frames)
+        if kind == "cue_log":
+            return CueLogPage(msg.cue_log)
         return None
 
     def _ring_chunk(self, m: pb.FrameChunk, now: float) -> Chunk:
@@ -369,3 +648,10 @@ class SessionDecoder:
         reader, self.reader = self.reader, None
         if reader is not None:
             reader.close()
+
+
+def answers_snapshot_request(event: Event) -> bool:
+    """Whether a non-fatal error refuses a snapshot request (e.g. FAILED_PRECONDITION: a shot is in progress
+    and ``wait_for_boundary`` was false): errors about the session as a whole carry no event id, and the
+    server names the snapshot in its message."""
+    return isinstance(event, ServerError) and not event.event_id and "snapshot" in event.message.lower()

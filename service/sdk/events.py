@@ -135,6 +135,28 @@ class ServerError:
 
 
 @dataclass(frozen=True)
+class SnapshotReady:
+    """The story's state at a shot boundary (``Session.request_snapshot``), assembled from its parts: keep
+    ``data`` with the game save and continue it with ``open_session(snapshot=data)``."""
+
+    data: bytes = field(repr=False)
+    next_shot_index: int  # the shot the story continues with (the next cue of a restored session)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True)
+class SnapshotRestored:
+    """A session opened from a snapshot (or forked from another session) has its story back: the next cue
+    becomes shot ``next_shot_index``, and ``Chunk.story_frame`` continues from ``story_frames``."""
+
+    next_shot_index: int
+    story_frames: int
+
+
+@dataclass(frozen=True)
 class Progress:
     """RenderStory progress."""
 
@@ -144,7 +166,8 @@ class Progress:
     frames_total: int
 
 
-Event = Union[Chunk, ShotStarted, ShotFinished, CueAccepted, Stats, TakeStarted, TakeSaved, ServerError, Progress]
+Event = Union[Chunk, ShotStarted, ShotFinished, CueAccepted, Stats, TakeStarted, TakeSaved, ServerError, Progress,
+              SnapshotReady, SnapshotRestored]
 
 
 @dataclass(frozen=True)
