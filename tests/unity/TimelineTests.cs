@@ -52,10 +52,12 @@ static class TimelineTests
 
         readonly Stopwatch real;   // live: real time drives everything
 
-        public Rig(params KeyValuePair<double, ShotStreamShotClip>[] clips) : this(null, clips) { }
+        public Rig(params KeyValuePair<double, ShotStreamShotClip>[] clips) : this(null, 2, clips) { }
+        public Rig(double clipSeconds, params KeyValuePair<double, ShotStreamShotClip>[] clips) : this(null, clipSeconds, clips) { }
 
-        // url: a live session against the service (frames and latencies real); else the simulated service below.
-        public Rig(string url, params KeyValuePair<double, ShotStreamShotClip>[] clips)
+        // url: a live session against the service (frames and latencies real); else the simulated service below. Each clip
+        // lasts clipSeconds.
+        public Rig(string url, double clipSeconds, params KeyValuePair<double, ShotStreamShotClip>[] clips)
         {
             var go = new GameObject("cutscene");
             Client = go.AddComponent<ShotStreamClient>();
@@ -108,7 +110,7 @@ static class TimelineTests
             {
                 var clip = Track.CreateClip<ShotStreamShotClip>();
                 clip.start = kv.Key;
-                clip.duration = 2;
+                clip.duration = clipSeconds;
                 clip.asset = kv.Value;
                 clip.displayName = "clip@" + kv.Key;
             }
@@ -183,7 +185,7 @@ static class TimelineTests
     // and c, which cuts b. Prints LIVE lines and "LIVE CUTSCENE OK" when every shot showed, in order, with no frame lost.
     static int Live(string url)
     {
-        var rig = new Rig(url, At(1.0, Prompt("Alpha: a knight enters the torch-lit hall", 1, false)),
+        var rig = new Rig(url, 2, At(1.0, Prompt("Alpha: a knight enters the torch-lit hall", 1, false)),
                           At(3.0, Prompt("Bravo: the knight kneels before the throne", 7, false)),
                           At(5.0, Prompt("Charlie: a dragon bursts through the wall", 1, true)));
         rig.Track.MaxHoldSeconds = 120f;  // a CPU service is slow: hold as long as it takes
@@ -259,6 +261,24 @@ static class TimelineTests
             Check(rig.Director.time >= 1.5, "played on after the hold: " + rig.Director.time);
             Check(rig.Mixer.HoldTimeouts == 1 && !rig.Mixer.Holding, "one timeout");
             Near(1.0 + 2.0 + 0.5, rig.Now, 0.1, "held about 2 s of real time at 1.0");
+        });
+        Run("a shot still on screen at its clip's end holds the director just before the end until the shot has ended on screen", () =>
+        {
+            // a 0.5 s shot (8 frames) on a 0.25 s clip, its frames 1 s after its cue: on screen 1.017-1.517 s, its clip 1.0-1.25
+            var rig = new Rig(0.25, At(1.0, Prompt("Long: a shot longer than its clip", 1, false)), At(2.0, Prompt("Next: the next shot", 1, false)));
+            rig.Latency = n => n == 0 ? 1.0 : 0.1;
+            var first = rig.Mixer.Slots[0];
+            double furthest = 0;  // the director's furthest time while the first shot was still on screen
+            while (rig.Director.time < 2.5 && rig.Now < 10)
+            {
+                rig.Frame();
+                if (first.Playback != null && first.Playback.Presented && !first.Playback.IsDone) furthest = Math.Max(furthest, rig.Director.time);
+            }
+            Check(first.Playback != null && first.Playback.IsDone && !first.Playback.Failed, "the first shot ended on screen");
+            Check(furthest > 1.2 && furthest < 1.25, "the timeline stayed in the first clip while its shot was on screen: " + furthest);
+            Check(rig.Mixer.HoldTimeouts == 0 && !rig.Mixer.Holding, "released, no time-out");
+            Near(1.517 - 1.25, rig.Now - rig.Director.time, 2 * Rig.Dt, "the director lost the time the shot ran over its clip");
+            Check(rig.Log.Exists(l => l.StartsWith("presented Next: at ")), string.Join("|", rig.Log));
         });
         Run("edit mode: the client cues nothing, scrubbing previews through the editor window's session; a jump back cues again, a jump past skips", () =>
         {

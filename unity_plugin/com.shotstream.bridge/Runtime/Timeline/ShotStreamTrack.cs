@@ -19,8 +19,10 @@ namespace ShotStream.Timeline
     /// <see cref="LeadMarginSeconds"/>, or <see cref="DefaultLeadSeconds"/> before any was measured.</para>
     /// <para>Hold When Late: when the timeline reaches a clip whose shot has no frame on screen yet (the service is slower than
     /// the lead, or a waiting shot is queued behind a long one), the director's graph is held at speed 0 until the first
-    /// frame is shown, at most <see cref="MaxHoldSeconds"/> (real time); so whatever else the timeline drives (animation,
-    /// audio, activation) stays in step with the video.</para>
+    /// frame is shown; and when it is about to leave a clip (within the director's last time step of its end) whose shot
+    /// is still on screen (longer than the clip, or late mid-shot), it is held until the shot has ended on screen. Each
+    /// hold lasts at most <see cref="MaxHoldSeconds"/> (real time). So whatever else the timeline drives (animation, audio,
+    /// activation, signals at or after a clip's end) stays in step with the video.</para>
     /// <para>A cut clip is cued only once the shots of the clips before it are on screen: cued earlier it would cut them
     /// before they are seen.</para>
     /// <para>In play mode, jumping back before a clip's cue time cues it again when the timeline gets there; jumping past a
@@ -40,7 +42,7 @@ namespace ShotStream.Timeline
         [SerializeField] float leadMarginSeconds = 0.5f;
         [Tooltip("Lead time before any cue latency was measured")]
         [SerializeField] float defaultLeadSeconds = 3f;
-        [Tooltip("Hold the director while a clip's shot has no frame on screen yet")]
+        [Tooltip("Hold the director while a clip's shot has no frame on screen yet, and at a clip's end until its shot has ended on screen")]
         [SerializeField] bool holdWhenLate = true;
         [Tooltip("Longest hold, in real seconds; then the timeline plays on")]
         [SerializeField] float maxHoldSeconds = 10f;
@@ -116,6 +118,7 @@ namespace ShotStream.Timeline
         PlayableDirector held;
         double holdStarted, speedBeforeHold;
         double lastTime = double.NaN;
+        double lastStep;  // the director's last time step while not held: how far ahead of a clip's end to hold
         bool warnedNoClient;
 
         public override void ProcessFrame(Playable playable, FrameData info, object playerData)
@@ -139,6 +142,7 @@ namespace ShotStream.Timeline
             double t = director != null ? director.time : playable.GetTime();
             double lead = Track.LeadSeconds(client);
             if (!double.IsNaN(lastTime) && t < lastTime) Rewind(t, lead);
+            else if (!double.IsNaN(lastTime) && t > lastTime) lastStep = t - lastTime;
             lastTime = t;
             bool earlierUnseen = false;  // an earlier clip's shot is cued and not on screen yet
             foreach (var slot in Slots)
@@ -208,7 +212,11 @@ namespace ShotStream.Timeline
             foreach (var slot in Slots)
             {
                 var pb = slot.Playback;
-                if (pb != null && !slot.HoldTimedOut && t >= slot.Start && t < slot.End && !pb.Presented && !pb.IsDone) { late = slot; break; }
+                if (pb == null || slot.HoldTimedOut || pb.IsDone) continue;
+                // its first frame is late: the timeline is in the clip and none of the shot is on screen yet
+                if (t >= slot.Start && t < slot.End && !pb.Presented) { late = slot; break; }
+                // it runs over: the next step would take the timeline out of the clip while the shot is still on screen
+                if (pb.Presented && t >= slot.End - lastStep && t < slot.End + lastStep) { late = slot; break; }
             }
             double now = Time.realtimeSinceStartupAsDouble;
             if (late != null && !Holding)
@@ -226,7 +234,8 @@ namespace ShotStream.Timeline
                 {
                     late.HoldTimedOut = true;
                     HoldTimeouts++;
-                    Debug.LogWarning("ShotStreamTrack: clip '" + late.Name + "' still has no frame on screen after " + Track.MaxHoldSeconds + " s: playing on");
+                    Debug.LogWarning("ShotStreamTrack: clip '" + late.Name + "' " + (late.Playback.Presented ? "has not ended on screen" : "still has no frame on screen")
+                                     + " after " + Track.MaxHoldSeconds + " s: playing on");
                 }
                 Release();
             }
