@@ -128,13 +128,33 @@ def test_unity_layer_live_session(built, transport):
     assert proc.returncode == 0 and "LIVE OK" in proc.stdout, proc.stdout + proc.stderr
 
 
+def _timeline(built: Path) -> Path:
+    """built/timeline: Unity.Timeline.dll (stubs/TimelineStub.cs) and ShotStream.Timeline.dll (Runtime/Timeline) built against it."""
+    out = built / "timeline"
+    if not (out / "ShotStream.Timeline.dll").exists():
+        out.mkdir(exist_ok=True)
+        _mcs("-target:library", *_refs(built, "UnityEngine"), f"-out:{out / 'Unity.Timeline.dll'}", TESTS / "stubs" / "TimelineStub.cs")
+        _mcs("-target:library", *_refs(built, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime"), f"-r:{out / 'Unity.Timeline.dll'}",
+             f"-out:{out / 'ShotStream.Timeline.dll'}", *sorted((PKG / "Runtime" / "Timeline").glob("*.cs")))
+    return out
+
+
 def test_editor_window_and_sample_compile(built):
     """Editor/*.cs (Editor-only asmdef referencing the core and the runtime) compiles against the UnityEditor
     stub (tests/unity/stubs/UnityEditorStub.cs, only the editor APIs used) and the UnityEngine stub; the
-    Samples~/EventShots script compiles against the runtime; package.json lists the sample."""
+    Samples~/EventShots script compiles against the runtime, with and without the Timeline package (its own asmdef
+    defines SHOTSTREAM_TIMELINE when com.unity.timeline 1.6+ is there, as Runtime/Timeline's does) and with the Input
+    System; package.json lists the sample."""
     asmdef = json.loads((PKG / "Editor" / "ShotStream.Editor.asmdef").read_text())
     assert asmdef["name"] == "ShotStream.Editor"
     assert asmdef["includePlatforms"] == ["Editor"] and asmdef["references"] == ["ShotStream.Core", "ShotStream.Runtime"]
+    sample_asmdef = json.loads((PKG / "Samples~" / "EventShots" / "ShotStream.Samples.EventShots.asmdef").read_text())
+    assert sample_asmdef["name"] == "ShotStream.Samples.EventShots" and sample_asmdef["defineConstraints"] == []
+    # optional packages by name: Unity leaves out a reference to an assembly that is not in the project
+    assert sample_asmdef["references"] == ["ShotStream.Core", "ShotStream.Runtime", "ShotStream.Timeline", "Unity.Timeline", "Unity.InputSystem"]
+    timeline_asmdef = json.loads((PKG / "Runtime" / "Timeline" / "ShotStream.Timeline.asmdef").read_text())
+    assert sample_asmdef["versionDefines"] == timeline_asmdef["versionDefines"]
+    assert sample_asmdef["versionDefines"][0]["define"] in (PKG / "Samples~" / "EventShots" / "EventShotsSample.cs").read_text()
     samples = json.loads((PKG / "package.json").read_text())["samples"]
     assert [s["path"] for s in samples] == ["Samples~/EventShots"] and all(s["displayName"] and s["description"] for s in samples)
     assert (PKG / "Samples~" / "EventShots" / "README.md").is_file()
@@ -147,32 +167,44 @@ def test_editor_window_and_sample_compile(built):
          TESTS / "stubs" / "InputSystemStub.cs")
     _mcs("-target:library", *_refs(built, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime", "Unity.InputSystem"), "-define:ENABLE_INPUT_SYSTEM",
          f"-out:{built / 'EventShotsSample.InputSystem.dll'}", PKG / "Samples~" / "EventShots" / "EventShotsSample.cs")
+    timeline = _timeline(built)
+    _mcs("-target:library", *_refs(built, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime"), *_refs(timeline, "Unity.Timeline", "ShotStream.Timeline"),
+         "-define:SHOTSTREAM_TIMELINE", f"-out:{built / 'EventShotsSample.Timeline.dll'}", PKG / "Samples~" / "EventShots" / "EventShotsSample.cs")
 
 
-@pytest.mark.parametrize("input_handling", ["legacy", "input-system"])
-def test_sample_reads_keys_through_either_input_handling(built, input_handling):
+@pytest.mark.parametrize("build", ["legacy", "input-system", "legacy no-timeline"])
+def test_sample_reads_keys_through_either_input_handling(built, build):
     """Issue 11, defect 7: the sample reads its keys through the Input System package when it is active
     (ENABLE_INPUT_SYSTEM, built here against stubs/InputSystemStub.cs, with the legacy Input throwing as Unity's does
     then) and through the legacy Input Manager otherwise; either way keys 1/2/3 fire its three game events, and C plays
-    its cutscene against a simulated service: each gameplay step comes once the shot before it has ended on screen."""
-    out = built / f"sample-{input_handling}"
+    its Timeline cutscene (built against stubs/TimelineStub.cs and Runtime/Timeline) against a simulated service that
+    sends the first shot's second chunk late: each gameplay signal comes once the shot before it has ended on screen
+    (the director held at the clip's end meanwhile), the dragon cuts in, and C again plays it again. Without the Timeline
+    package (no SHOTSTREAM_TIMELINE) the sample still builds and C only says what it needs."""
+    out = built / f"sample-{build.replace(' ', '-')}"
     out.mkdir(exist_ok=True)
     extra = []
-    if input_handling == "input-system":
+    if build == "input-system":
         _mcs("-target:library", f"-out:{out / 'Unity.InputSystem.dll'}", TESTS / "stubs" / "InputSystemStub.cs")
         extra = ["-define:ENABLE_INPUT_SYSTEM", f"-r:{out / 'Unity.InputSystem.dll'}"]
-    for dll in ("UnityEngine", "ShotStream.Core", "ShotStream.Runtime"):
-        (out / f"{dll}.dll").write_bytes((built / f"{dll}.dll").read_bytes())
+    dlls = [built / f"{dll}.dll" for dll in ("UnityEngine", "ShotStream.Core", "ShotStream.Runtime")]
+    if not build.endswith("no-timeline"):
+        timeline = _timeline(built)
+        dlls += [timeline / "Unity.Timeline.dll", timeline / "ShotStream.Timeline.dll"]
+        extra += ["-define:SHOTSTREAM_TIMELINE", *_refs(timeline, "Unity.Timeline", "ShotStream.Timeline")]
+    for dll in dlls:
+        (out / dll.name).write_bytes(dll.read_bytes())
     _mcs(*_refs(built, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime"), *extra, f"-out:{out / 'SampleTests.exe'}",
          TESTS / "SampleTests.cs", PKG / "Samples~" / "EventShots" / "EventShotsSample.cs")
     proc = subprocess.run(["mono", str(out / "SampleTests.exe")], capture_output=True, text=True, timeout=120, cwd=out)
-    assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == f"SAMPLE OK {input_handling}", proc.stdout + proc.stderr
+    assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == f"SAMPLE OK {build}", proc.stdout + proc.stderr
 
 
 def test_sample_cutscene_live(built):
-    """The sample's cutscene (key C) against the real service (tiny engine, loopback), with the sample's prompt map:
-    enter_hall and draw_sword queued together, then dragon_attacks cutting in; the shots' frames on screen in that
-    order, each shot's frames once and in order, and each gameplay step only once the shot before it ended on screen."""
+    """The sample's Timeline cutscene (key C) against the real service (tiny engine, loopback), with the sample's prompt
+    map: a ShotStream track of enter_hall, draw_sword and dragon_attacks (which cuts), played by a PlayableDirector bound
+    to the screen, with gameplay signals between the clips; the shots' frames on screen in that order, each shot's frames
+    once and in order, and each gameplay step only once the shot before it ended on screen (and before the next ended)."""
     from engine_core import TINY, ShotStreamEngine
     from service.background import BackgroundServer
     from service.settings import ServerSettings
@@ -197,11 +229,7 @@ def test_timeline_track(built):
     assert asmdef["name"] == "ShotStream.Timeline" and asmdef["references"] == ["ShotStream.Core", "ShotStream.Runtime", "Unity.Timeline"]
     assert asmdef["defineConstraints"] == ["SHOTSTREAM_TIMELINE"]
     assert asmdef["versionDefines"] == [{"name": "com.unity.timeline", "expression": "1.6.0", "define": "SHOTSTREAM_TIMELINE"}]
-    out = built / "timeline"
-    out.mkdir(exist_ok=True)
-    _mcs("-target:library", *_refs(built, "UnityEngine"), f"-out:{out / 'Unity.Timeline.dll'}", TESTS / "stubs" / "TimelineStub.cs")
-    _mcs("-target:library", *_refs(built, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime"), f"-r:{out / 'Unity.Timeline.dll'}",
-         f"-out:{out / 'ShotStream.Timeline.dll'}", *sorted((PKG / "Runtime" / "Timeline").glob("*.cs")))
+    out = _timeline(built)
     _mcs(*_refs(built, "UnityEngine", "ShotStream.Core", "ShotStream.Runtime"), f"-r:{out / 'Unity.Timeline.dll'}",
          f"-r:{out / 'ShotStream.Timeline.dll'}", f"-out:{out / 'TimelineTests.exe'}", TESTS / "TimelineTests.cs")
     for dll in ("UnityEngine", "ShotStream.Core", "ShotStream.Runtime"):

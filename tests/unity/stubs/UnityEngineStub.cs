@@ -31,7 +31,7 @@ namespace UnityEngine
 
     public sealed class GameObject : Object
     {
-        readonly List<Component> components = new List<Component>();
+        internal readonly List<Component> components = new List<Component>();
         public GameObject() { }
         public GameObject(string name) { this.name = name; }
         public T AddComponent<T>() where T : Component, new()
@@ -54,51 +54,7 @@ namespace UnityEngine
         /// <summary>Unity: enabled and its GameObject active in the hierarchy; the stub's GameObjects are always active.</summary>
         public bool isActiveAndEnabled { get { return enabled; } }
     }
-    public sealed class Coroutine { internal Coroutine() { } }
-
-    public class MonoBehaviour : Behaviour
-    {
-        // Stub only: running coroutines, each a stack of enumerators (a nested IEnumerator runs inside its parent).
-        static readonly List<Stack<System.Collections.IEnumerator>> running = new List<Stack<System.Collections.IEnumerator>>();
-
-        /// <summary>Unity: runs <paramref name="routine"/> up to its first yield now, then once per frame after Update: a
-        /// yielded CustomYieldInstruction is waited on (keepWaiting), a yielded IEnumerator runs nested, anything else
-        /// (null) waits one frame.</summary>
-        public Coroutine StartCoroutine(System.Collections.IEnumerator routine)
-        {
-            if (routine == null) throw new NullReferenceException("routine is null");
-            var stack = new Stack<System.Collections.IEnumerator>();
-            stack.Push(routine);
-            if (Advance(stack)) running.Add(stack);
-            return new Coroutine();
-        }
-
-        /// <summary>Test hook (not Unity API): one frame of every running coroutine, as Unity's player loop does.</summary>
-        public static void StepCoroutinesForTests()
-        {
-            foreach (var stack in running.ToArray())
-            {
-                var top = stack.Peek();
-                var wait = top.Current as CustomYieldInstruction;
-                if (wait != null && wait.keepWaiting) continue;
-                if (!Advance(stack)) running.Remove(stack);
-            }
-        }
-
-        // Moves the innermost routine on; false once the outermost has ended.
-        static bool Advance(Stack<System.Collections.IEnumerator> stack)
-        {
-            while (stack.Count > 0)
-            {
-                var top = stack.Peek();
-                if (!top.MoveNext()) { stack.Pop(); continue; }
-                var nested = top.Current as System.Collections.IEnumerator;
-                if (nested != null && !(nested is CustomYieldInstruction)) { stack.Push(nested); continue; }
-                return true;
-            }
-            return false;
-        }
-    }
+    public class MonoBehaviour : Behaviour { }
 
     public class ScriptableObject : Object
     {
@@ -317,6 +273,14 @@ namespace UnityEngine
 {
     /// <summary>Unity: what resolves exposed references in a PlayableGraph (a PlayableDirector is one).</summary>
     public interface IExposedPropertyTable { }
+
+    /// <summary>Unity: a name as a hashed id (a notification's id).</summary>
+    public struct PropertyName
+    {
+        readonly string name;
+        public PropertyName(string name) { this.name = name ?? ""; }
+        public override string ToString() { return name ?? ""; }
+    }
 }
 
 // UnityEngine.Playables (DirectorModule): only what Runtime/Timeline uses. A playable is a handle to state the graph
@@ -340,7 +304,19 @@ namespace UnityEngine.Playables
         readonly PlayableHandle handle;
         internal Playable(PlayableHandle handle) { this.handle = handle; }
         public PlayableHandle GetHandle() { return handle; }
+        /// <summary>Test hook (not Unity API): the playable's behaviour (null for none), for the Timeline stub's evaluation.</summary>
+        public PlayableBehaviour BehaviourForTests { get { return handle != null ? handle.Behaviour as PlayableBehaviour : null; } }
     }
+
+    /// <summary>Unity: a message a playable sends to the receivers of its output's target (Timeline: a marker's).</summary>
+    public interface INotification { PropertyName id { get; } }
+
+    /// <summary>Unity: a component that receives the notifications sent to its GameObject.</summary>
+    public interface INotificationReceiver { void OnNotify(Playable origin, INotification notification, object context); }
+
+    public enum PlayState { Paused = 0, Playing = 1 }
+
+    public enum DirectorWrapMode { Hold = 0, Loop = 1, None = 2 }
 
     public struct FrameData { }
 
@@ -392,15 +368,80 @@ namespace UnityEngine.Playables
     public abstract class PlayableAsset : ScriptableObject
     {
         public abstract Playable CreatePlayable(PlayableGraph graph, GameObject owner);
+        /// <summary>Unity: the asset's duration in seconds (infinite unless the asset says).</summary>
+        public virtual double duration { get { return double.PositiveInfinity; } }
     }
 
+    /// <summary>Unity's PlayableDirector. The stub plays an asset as the player loop would (DirectorUpdateMode.GameTime) when
+    /// the test calls <see cref="StepAllForTests"/>: time advances by the frame's seconds times the graph's root speed, the
+    /// root playable processes the frame (with the director as its player data), and at the asset's end a director with
+    /// DirectorWrapMode.None stops (OnGraphStop, then <see cref="stopped"/>).</summary>
     public sealed class PlayableDirector : Behaviour, IExposedPropertyTable
     {
+        static readonly List<PlayableDirector> playing = new List<PlayableDirector>();
+        readonly Dictionary<Object, Object> bindings = new Dictionary<Object, Object>();
+
         /// <summary>The timeline's current time, seconds.</summary>
         public double time { get; set; }
         /// <summary>Test hook (not Unity API): the graph playableGraph returns.</summary>
         public PlayableGraph GraphForTests;
         public PlayableGraph playableGraph { get { return GraphForTests; } }
+        public PlayableAsset playableAsset { get; set; }
+        public bool playOnAwake { get; set; } = true;
+        public DirectorWrapMode extrapolationMode { get; set; } = DirectorWrapMode.Hold;
+        public PlayState state { get { return playing.Contains(this) ? PlayState.Playing : PlayState.Paused; } }
+        public double duration { get { return playableAsset != null ? playableAsset.duration : 0; } }
+        public event Action<PlayableDirector> stopped;
+
+        public void SetGenericBinding(Object key, Object value) { bindings[key] = value; }
+        public Object GetGenericBinding(Object key) { Object value; return key != null && bindings.TryGetValue(key, out value) ? value : null; }
+
+        /// <summary>Unity: builds the asset's graph and plays it from the start.</summary>
+        public void Play(PlayableAsset asset)
+        {
+            if (asset == null) throw new ArgumentNullException(nameof(asset));
+            if (playing.Contains(this)) Stop();
+            playableAsset = asset;
+            time = 0;
+            GraphForTests = PlayableGraph.CreateForTests(this);
+            GraphForTests.AddRootForTests(asset.CreatePlayable(GraphForTests, gameObject));
+            playing.Add(this);
+        }
+
+        /// <summary>Unity: stops playback and destroys the graph (its behaviours get OnGraphStop); raises stopped.</summary>
+        public void Stop()
+        {
+            if (!playing.Remove(this)) return;
+            var root = GraphForTests.GetRootPlayable(0);
+            if (root.BehaviourForTests != null) root.BehaviourForTests.OnGraphStop(root);
+            time = 0;
+            if (stopped != null) stopped(this);
+        }
+
+        /// <summary>Test hook (not Unity API): one frame of <paramref name="deltaTime"/> seconds for every playing director.</summary>
+        public static void StepAllForTests(double deltaTime)
+        {
+            foreach (var director in playing.ToArray())
+            {
+                var root = director.GraphForTests.GetRootPlayable(0);
+                director.time += deltaTime * root.GetSpeed();
+                bool end = director.extrapolationMode == DirectorWrapMode.None && director.time >= director.duration;
+                if (end) director.time = director.duration;
+                if (root.BehaviourForTests != null) root.BehaviourForTests.ProcessFrame(root, default(FrameData), director);
+                if (end) director.Stop();
+            }
+        }
+
+        /// <summary>Test hook (not Unity API): what Unity does with a notification sent to this director's GameObject: every
+        /// component on it that is an INotificationReceiver gets it.</summary>
+        public void PushNotificationForTests(Playable origin, INotification notification)
+        {
+            foreach (var component in gameObject.components.ToArray())
+            {
+                var receiver = component as INotificationReceiver;
+                if (receiver != null) receiver.OnNotify(origin, notification, null);
+            }
+        }
     }
 }
 
