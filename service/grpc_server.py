@@ -29,7 +29,7 @@ from engine_core import ShotStreamEngine
 from .protocol import (PROTOCOL_VERSION, ProtocolError, check_protocol_version, decoder_enum, error_message, pb,
                        pb_grpc, status_code)
 from .cue_log import replay_shots
-from .session import check_prompt
+from .checks import check_prompt
 from .sessions import SessionRegistry, run_session
 from .grpc_guard import DecodeGuard
 from .logs import clip

@@ -12,12 +12,15 @@ handed to the client's transport (``delivered``), so acking chunk numbers ahead 
 Everything else a client can make a session hold is bounded too: queued cues (``max_queued_cues``),
 outgoing messages (:mod:`service.outbox`), cue text sizes; a client that keeps hitting a limit
 (``max_refusals`` refusals in a row) loses its session with a fatal RESOURCE_EXHAUSTED.
+
+A story can be handed over between shots (:mod:`service.snapshots`): a session may continue a
+snapshot or fork another session, and may be asked for its snapshot; both run on the worker as
+units of their own. Its cue log (:mod:`service.cue_log`) records where every cut landed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import threading
 import time
@@ -30,17 +33,16 @@ import grpc
 import numpy as np
 
 from engine_core import ChunkResult, ShotStreamEngine, StorySnapshot
-from engine_core.snapshot import SnapshotError
 
-from .protocol import (PROTOCOL_VERSION, ProtocolError, channels, check_protocol_version, decoder_enum, decoder_name,
-                       error_message, pack_frames, pb)
+from .checks import check_cue_labels, check_open, check_prompt, engine_failure
+from .protocol import PROTOCOL_VERSION, ProtocolError, channels, decoder_enum, decoder_name, error_message, pack_frames, pb
 from .cue_log import CueLogBook
 from .full_takes import Renderer
 from .outbox import Outbox
 from .ring import FrameRing
 from .scheduler import Unit
 from .settings import ServerSettings
-from .snapshots import IncomingSnapshot, restore_error, snapshot_parts
+from .snapshots import StoryHandoff, Waiter, restore, snapshot_messages
 from .takes import FullQuality, SessionTakes, TakeFolder
 
 log = logging.getLogger(__name__)
@@ -87,20 +89,11 @@ class Session:
         ring/inline copies and every message the worker emits go through it, off the GPU worker's critical path.
         ``renderer`` (the GPU worker) runs full-quality take renders; without it takes are live only.
         ``fork_of``: the open session whose story this one continues (OpenSession.fork)."""
-        _check_open(open_msg, settings)
+        check_open(open_msg, settings)
         caption, seed = open_msg.global_caption, open_msg.seed
-        # A story continued from a snapshot or a fork: no shot starts until it is restored (the RESTORE unit).
-        self._incoming: IncomingSnapshot | None = None  # snapshot bytes still arriving
-        self._restore_from: bytes | StorySnapshot | None = None  # ready to restore
-        self._awaiting_story = open_msg.HasField("snapshot") or fork_of is not None
-        if open_msg.HasField("snapshot"):
-            incoming = IncomingSnapshot(open_msg.snapshot, open_msg.decoder, engine, settings)
-            caption, seed, self.decoder = (incoming.header.global_caption, incoming.header.seed,
-                                           incoming.header.identity.decoder)
-            if incoming.complete:
-                self._restore_from = incoming.take()
-            else:
-                self._incoming = incoming
+        self._handoff = StoryHandoff(open_msg, engine, settings, forked=fork_of is not None)
+        if (header := self._handoff.header) is not None:
+            caption, seed, self.decoder = header.global_caption, header.seed, header.identity.decoder
         elif fork_of is not None:
             caption, seed, self.decoder = fork_of.story.global_caption, fork_of.story.seed, fork_of.decoder
             if decoder_name(open_msg.decoder, self.decoder) != self.decoder:
@@ -143,11 +136,6 @@ class Session:
         self._seq = 0
         self._story_frame = 0
         self._cut_at = 0  # the pending cut's Cue.at_chunk
-        self._since = 0.0  # when the pending restore or snapshot became due (monotonic)
-        # Called with the story's snapshot at its next boundary (or None if this session ends first): this
-        # client's SnapshotRequest and other sessions' forks.
-        self._waiters: list[Callable[[StorySnapshot | None], None]] = []
-        self._snapshot_asked = False  # this client's snapshot is being taken or sent
         self._log = CueLogBook(caption, seed, decoder_enum(self.decoder), settings.max_cue_log_shots)
         self.counters = SessionCounters()
         stream = engine.config.stream
@@ -230,7 +218,7 @@ class Session:
                 self._paused = False
                 return True
             if kind == "snapshot_part":
-                return self._snapshot_part(msg.snapshot_part)
+                return self._handoff.add_part(msg.snapshot_part)
             if kind == "snapshot":
                 self._snapshot_request(msg.snapshot.wait_for_boundary)
                 return True
@@ -243,54 +231,31 @@ class Session:
             raise ProtocolError(INVALID, "empty client message: set one of cue, ack, pause, resume, close, "
                                          "start_take, stop_take, snapshot, snapshot_part, cue_log")
 
-    def _snapshot_part(self, part: pb.SnapshotPart) -> bool:
-        """The next part of the snapshot this session was opened with (under the lock)."""
-        if self._incoming is None:
-            raise ProtocolError(INVALID, "snapshot_part without a snapshot to continue: parts follow an "
-                                         "OpenSession.snapshot, until its total_bytes have arrived")
-        self._incoming.add(part)
-        if not self._incoming.complete:
-            return False
-        self._restore_from, self._incoming = self._incoming.take(), None
-        self._since = time.monotonic()
-        return True
-
     def _snapshot_request(self, wait_for_boundary: bool) -> None:
         """This client asks for its story's snapshot (under the lock)."""
-        if self._snapshot_asked or self.outbox.snapshot_bytes:
+        if self._handoff.client_asked or self.outbox.snapshot_bytes:
             raise ProtocolError(PRECONDITION, "a snapshot of this session is already on its way: ask again after "
                                               "its last part")
-        self._check_snapshot_now(wait_for_boundary, "a snapshot")
-        self._snapshot_asked = True
-        self._add_waiter(self._send_snapshot)
+        self._handoff.check_can_snapshot(self._shot_name(), wait_for_boundary, "a snapshot")
+        self._handoff.client_asked = True
+        self._handoff.add_waiter(self._send_snapshot)
 
-    def add_waiter(self, waiter: Callable[[StorySnapshot | None], None], wait_for_boundary: bool, who: str) -> None:
+    def add_waiter(self, waiter: Waiter, wait_for_boundary: bool, who: str) -> None:
         """Another session forks this one: ``waiter`` gets the story's snapshot at its next boundary."""
         with self._lock:
             if self.closing:
                 raise ProtocolError(grpc.StatusCode.NOT_FOUND, f"session {self.id} is closing: it cannot be forked",
                                     fatal=True)
             try:
-                self._check_snapshot_now(wait_for_boundary, f"a fork of session {self.id}")
+                self._handoff.check_can_snapshot(self._shot_name(), wait_for_boundary, f"a fork of session {self.id}")
             except ProtocolError as exc:
                 raise ProtocolError(exc.code, exc.message, fatal=True) from None
-            self._add_waiter(waiter)
+            self._handoff.add_waiter(waiter)
         log.info("session %s: %s waits for its snapshot", self.id, who)
 
-    def _check_snapshot_now(self, wait_for_boundary: bool, what: str) -> None:
-        if self._awaiting_story:
-            raise ProtocolError(PRECONDITION, f"{what} needs the session's story restored first: ask after "
-                                              "`restored`")
-        if self._shot is not None and not wait_for_boundary:
-            shot = self._shot
-            raise ProtocolError(PRECONDITION, f"{what} is taken between shots, and shot {shot.index} "
-                                              f"({shot.cue.event_id or 'no event id'}) is in progress: ask after its "
-                                              "shot_finished, or set wait_for_boundary")
-
-    def _add_waiter(self, waiter: Callable[[StorySnapshot | None], None]) -> None:
-        if not self._waiters:
-            self._since = time.monotonic()
-        self._waiters.append(waiter)
+    def _shot_name(self) -> str | None:
+        shot = self._shot
+        return None if shot is None else f"shot {shot.index} ({shot.cue.event_id or 'no event id'})"
 
     def delivered(self, seq: int) -> None:
         """Chunk ``seq`` has been handed to the client's transport: from now on it may be acked (loop thread)."""
@@ -338,12 +303,13 @@ class Session:
         with self._lock:
             if self.closing:
                 return None
-            if self._restore_from is not None:
-                return Unit.RESTORE, self._since
-            if self._awaiting_story:
+            handoff = self._handoff
+            if handoff.ready is not None:
+                return Unit.RESTORE, handoff.since
+            if handoff.awaiting:
                 return None
-            if self._waiters and (self._shot is None or self._cut_ready()):
-                return Unit.SNAPSHOT, self._since
+            if handoff.waiters and (self._shot is None or self._cut_ready()):
+                return Unit.SNAPSHOT, handoff.since
             if self._paused:
                 return None
             # a new chunk (a shot's first included) needs a credit; one part-way through its forwards has one,
@@ -400,7 +366,7 @@ class Session:
     def release(self) -> None:
         """Free the story's GPU memory and the ring file once the sender is done with it. Worker thread."""
         with self._lock:
-            waiters, self._waiters = self._waiters, []
+            waiters = self._handoff.take_waiters()
         for waiter in waiters:  # forks of this session that were waiting for its boundary
             waiter(None)
         if self._last_post is not None:
@@ -449,20 +415,12 @@ class Session:
     def _restore(self) -> int:
         """Continue the snapshot (its bytes, or a forked session's) this session was opened with."""
         with self._lock:
-            source, self._restore_from = self._restore_from, None
-        if isinstance(source, bytes):
-            try:
-                source = StorySnapshot.from_bytes(source)
-            except SnapshotError as exc:
-                raise restore_error(exc, damaged=True) from None
-        try:
-            self.story.restore(source)
-        except SnapshotError as exc:
-            raise restore_error(exc, damaged=False) from None
+            source = self._handoff.take_ready()
+        source = restore(self.story, source)
         self._story_frame = sum(source.shot_lengths)
         with self._lock:
             self._log.restored(source.next_shot_index)
-            self._awaiting_story = False
+            self._handoff.awaiting = False
         log.info("session %s continues a story at shot %d", self.id, source.next_shot_index)
         self._emit(pb.ServerMessage(restored=pb.SnapshotRestored(next_shot_index=source.next_shot_index,
                                                                  story_frames=self._story_frame)))
@@ -473,7 +431,7 @@ class Session:
         frames = self._end_cut_shot() if self._shot is not None else 0
         snapshot = self.story.snapshot()
         with self._lock:
-            waiters, self._waiters = self._waiters, []
+            waiters = self._handoff.take_waiters()
         for waiter in waiters:
             waiter(snapshot)
         return frames
@@ -485,8 +443,7 @@ class Session:
                                                    "before its shot boundary: open a new story", fatal=True)))
             return
         with self._lock:
-            self._restore_from = snapshot
-            self._since = time.monotonic()
+            self._handoff.deliver(snapshot)
 
     def _send_snapshot(self, snapshot: StorySnapshot | None) -> None:
         """This client's snapshot: serialized and sent in parts on the sender thread, behind the chunks before it."""
@@ -495,15 +452,8 @@ class Session:
 
     def _pack_snapshot(self, snapshot: StorySnapshot) -> None:
         try:
-            data = snapshot.to_bytes()
-            limit = self.settings.max_snapshot_bytes
-            if len(data) > limit:
-                self._to_loop(error_message(ProtocolError(
-                    EXHAUSTED, f"the story's snapshot is {len(data)} bytes; this server sends at most {limit} "
-                               "(max_snapshot_bytes)")))
-            else:
-                for part in snapshot_parts(data, self.settings.snapshot_part_bytes, snapshot.next_shot_index):
-                    self._to_loop(part)
+            for msg in snapshot_messages(snapshot, self.settings):
+                self._to_loop(msg)
         finally:
             try:  # after the parts, in order: the client may ask again once they are queued
                 self._loop.call_soon_threadsafe(self._snapshot_sent)
@@ -512,7 +462,7 @@ class Session:
 
     def _snapshot_sent(self) -> None:
         with self._lock:
-            self._snapshot_asked = False
+            self._handoff.client_asked = False
 
     def _deliver(self, slices: list) -> int:
         """Send each chunk whose last latent frame is decoded (the wire carries whole chunks)."""
@@ -626,54 +576,3 @@ class Session:
 def _max_frames_per_chunk(engine: ShotStreamEngine) -> int:
     cfg = engine.config
     return max(cfg.pixel_frames(1), cfg.pixel_frames(2) - cfg.pixel_frames(1))
-
-
-def check_cue_labels(cue: pb.Cue, settings: ServerSettings) -> None:
-    """Bounds on a cue's echoed labels (event id, tags), which the server keeps while the cue is queued."""
-    eid = cue.event_id[:settings.max_event_id_chars]
-    if len(cue.event_id) > settings.max_event_id_chars:
-        raise ProtocolError(INVALID, f"event_id has {len(cue.event_id)} characters; the limit is "
-                                     f"{settings.max_event_id_chars} (max_event_id_chars)", event_id=eid)
-    if len(cue.tags) > settings.max_tags:
-        raise ProtocolError(INVALID, f"the cue has {len(cue.tags)} tags; the limit is {settings.max_tags} (max_tags)",
-                            event_id=eid)
-    longest = max((len(t) for t in cue.tags), default=0)
-    if longest > settings.max_tag_chars:
-        raise ProtocolError(INVALID, f"a tag has {longest} characters; the limit is {settings.max_tag_chars} "
-                                     "(max_tag_chars)", event_id=eid)
-
-
-def check_prompt(prompt: str, num_chunks: int, max_chars: int, max_chunks: int, event_id: str = "") -> None:
-    """The checks a shot's prompt and length pass before a shot is queued (Direct cues and RenderStory shots)."""
-    if not prompt.strip():
-        raise ProtocolError(INVALID, "the prompt is empty: describe the shot", event_id=event_id)
-    if len(prompt) > max_chars:
-        raise ProtocolError(INVALID, f"the prompt has {len(prompt)} characters; the limit is {max_chars}",
-                            event_id=event_id)
-    if num_chunks > max_chunks:
-        raise ProtocolError(INVALID, f"num_chunks {num_chunks} is out of range 1..{max_chunks} (0 = full shot)",
-                            event_id=event_id)
-
-
-def engine_failure(what: str, exc: BaseException) -> ProtocolError:
-    """The fatal error a client gets when the engine fails for its session: out of memory is RESOURCE_EXHAUSTED."""
-    oom = "out of memory" in str(exc).lower() or getattr(exc, "errno", None) in (errno.ENOSPC, errno.ENOMEM)
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED if oom else grpc.StatusCode.INTERNAL
-    return ProtocolError(code, f"{what}: {type(exc).__name__}: {exc}", fatal=True)
-
-
-def _check_open(msg: pb.OpenSession, settings: ServerSettings) -> None:
-    check_protocol_version(msg.protocol_version)
-    if len(msg.client_name) > settings.max_client_name_chars:
-        raise ProtocolError(INVALID, f"client_name has {len(msg.client_name)} characters; the limit is "
-                                     f"{settings.max_client_name_chars} (max_client_name_chars)", fatal=True)
-    if len(msg.global_caption) > settings.max_caption_chars:
-        raise ProtocolError(INVALID, f"global caption has {len(msg.global_caption)} characters; the limit is "
-                                     f"{settings.max_caption_chars}", fatal=True)
-    if msg.frame_format not in (pb.FRAME_FORMAT_UNSPECIFIED, pb.FRAME_FORMAT_RGB8, pb.FRAME_FORMAT_RGBA8):
-        raise ProtocolError(INVALID, f"unknown frame format {msg.frame_format}", fatal=True)
-    if msg.transport not in (pb.TRANSPORT_UNSPECIFIED, pb.TRANSPORT_INLINE, pb.TRANSPORT_SHARED_MEMORY):
-        raise ProtocolError(INVALID, f"unknown transport {msg.transport}", fatal=True)
-    if msg.max_chunks_in_flight > settings.max_chunks_in_flight:
-        raise ProtocolError(INVALID, f"max_chunks_in_flight {msg.max_chunks_in_flight} exceeds the server limit "
-                                     f"{settings.max_chunks_in_flight}", fatal=True)

@@ -25,7 +25,8 @@ from engine_core import ShotStreamEngine
 
 from .logs import clip
 from .protocol import ProtocolError, error_message, pb
-from .session import Session, engine_failure
+from .checks import engine_failure
+from .session import Session
 from .settings import ServerSettings
 from .telemetry import gpu_info, gpu_memory_free
 from .worker import GpuWorker

@@ -11,18 +11,83 @@ before the rest is sent.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import grpc
 
-from engine_core import ShotStreamEngine
+from engine_core import ShotStreamEngine, StorySnapshot
 from engine_core.snapshot import SnapshotError, SnapshotHeader
 
-from .protocol import ProtocolError, decoder_name, pb
+from .protocol import ProtocolError, decoder_name, error_message, pb
 from .settings import ServerSettings
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 MISMATCH = grpc.StatusCode.FAILED_PRECONDITION
+# Called with the story's snapshot at its next boundary, or None when the session ends first.
+Waiter = Callable[[StorySnapshot | None], None]
+
+
+class StoryHandoff:
+    """A session's story coming in (a snapshot's bytes, or the snapshot of the session it forks) and going
+    out (its snapshot at the next boundary, for its own client and for forks).
+
+    Guarded by the session's lock. The GPU worker runs the restore and takes snapshots (both touch the
+    engine); the session's scheduler offers them before its next shot.
+    """
+
+    def __init__(self, open_msg: pb.OpenSession, engine: ShotStreamEngine, settings: ServerSettings, forked: bool):
+        self.header: SnapshotHeader | None = None  # of the snapshot this session continues
+        self.awaiting = open_msg.HasField("snapshot") or forked  # no shot starts until the story is restored
+        self.ready: bytes | StorySnapshot | None = None  # to restore now
+        self.since = 0.0  # when the restore or the snapshot became due (monotonic)
+        self.waiters: list[Waiter] = []
+        self.client_asked = False  # this session's client asked for a snapshot not yet queued for it
+        self._incoming: IncomingSnapshot | None = None
+        if open_msg.HasField("snapshot"):
+            incoming = IncomingSnapshot(open_msg.snapshot, open_msg.decoder, engine, settings)
+            self.header = incoming.header
+            if incoming.complete:
+                self.deliver(incoming.take())
+            else:
+                self._incoming = incoming
+
+    def add_part(self, part: pb.SnapshotPart) -> bool:
+        """The next part of the snapshot being sent; True once it is complete (a restore is due)."""
+        if self._incoming is None:
+            raise ProtocolError(INVALID, "snapshot_part without a snapshot to continue: parts follow an "
+                                         "OpenSession.snapshot, until its total_bytes have arrived")
+        self._incoming.add(part)
+        if not self._incoming.complete:
+            return False
+        self.deliver(self._incoming.take())
+        self._incoming = None
+        return True
+
+    def deliver(self, source: bytes | StorySnapshot) -> None:
+        self.ready, self.since = source, time.monotonic()
+
+    def take_ready(self) -> bytes | StorySnapshot | None:
+        source, self.ready = self.ready, None
+        return source
+
+    def check_can_snapshot(self, shot_in_progress: str | None, wait_for_boundary: bool, what: str) -> None:
+        """Refuse a snapshot (FAILED_PRECONDITION) before the story is restored, or mid-shot unless asked to
+        wait. ``shot_in_progress`` names the current shot, if any."""
+        if self.awaiting:
+            raise ProtocolError(MISMATCH, f"{what} needs the session's story restored first: ask after `restored`")
+        if shot_in_progress is not None and not wait_for_boundary:
+            raise ProtocolError(MISMATCH, f"{what} is taken between shots, and {shot_in_progress} is in progress: "
+                                          "ask after its shot_finished, or set wait_for_boundary")
+
+    def add_waiter(self, waiter: Waiter) -> None:
+        if not self.waiters:
+            self.since = time.monotonic()
+        self.waiters.append(waiter)
+
+    def take_waiters(self) -> list[Waiter]:
+        waiters, self.waiters = self.waiters, []
+        return waiters
 
 
 class IncomingSnapshot:
@@ -83,6 +148,32 @@ def snapshot_parts(data: bytes, part_bytes: int, next_shot_index: int) -> Iterat
         yield pb.ServerMessage(snapshot=pb.SnapshotPart(
             data=data[index * part_bytes:(index + 1) * part_bytes], total_bytes=len(data), index=index, count=count,
             next_shot_index=next_shot_index))
+
+
+def snapshot_messages(snapshot: StorySnapshot, settings: ServerSettings) -> Iterator[pb.ServerMessage]:
+    """What a client gets for its snapshot: the parts, or a RESOURCE_EXHAUSTED error past ``max_snapshot_bytes``."""
+    data = snapshot.to_bytes()
+    if len(data) > settings.max_snapshot_bytes:
+        yield error_message(ProtocolError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, f"the story's snapshot is {len(data)} bytes; this server sends at "
+                                                f"most {settings.max_snapshot_bytes} (max_snapshot_bytes)"))
+        return
+    yield from snapshot_parts(data, settings.snapshot_part_bytes, snapshot.next_shot_index)
+
+
+def restore(story, source: bytes | StorySnapshot) -> StorySnapshot:
+    """Continue ``source`` (a snapshot's bytes, or a forked session's snapshot) in ``story``; raises the fatal
+    ProtocolError a client gets when that fails."""
+    if isinstance(source, bytes):
+        try:
+            source = StorySnapshot.from_bytes(source)
+        except SnapshotError as exc:
+            raise restore_error(exc, damaged=True) from None
+    try:
+        story.restore(source)
+    except SnapshotError as exc:
+        raise restore_error(exc, damaged=False) from None
+    return source
 
 
 def restore_error(exc: SnapshotError, damaged: bool) -> ProtocolError:
