@@ -4,10 +4,10 @@ class_name ShotStreamClient
 extends Node
 ## A ShotStream story session over the service's WebSocket engine gateway.
 ##
-## Opens [code]ws://HOST:PORT/v1/direct[/code] with a [WebSocketPeer] (no threads, no native code:
-## works in every export target, web included), sends [code]open[/code] and turns the server's
-## [code]shotstream.v1[/code] messages into signals. Cues become shots; each shot arrives as chunks
-## of frames ([signal chunk_received]) that a [ShotStreamPlayer] can show.[br][br]
+## Opens [code]ws://HOST:PORT/v1/direct[/code] with a [WebSocketPeer] (on the web, the browser's
+## own WebSocket: [member browser_socket]; no threads, no native code), sends [code]open[/code] and
+## turns the server's [code]shotstream.v1[/code] messages into signals. Cues become shots; each shot
+## arrives as chunks of frames ([signal chunk_received]) that a [ShotStreamPlayer] can show.[br][br]
 ## [b]Credits[/b]: the server sends at most [member max_chunks_in_flight] chunks before they are
 ## acknowledged. With a [member player], a chunk is acked once the player has presented its last
 ## frame, so generation follows playback and nothing piles up. Without one, a chunk is acked right
@@ -106,6 +106,8 @@ const CHUNK_HEADER_BYTES := 4096
 const TEXT_MESSAGES_BYTES := 262144
 ## Seconds between WebSocket pings on native builds of Godot 4.4+ (ignored where unsupported).
 const HEARTBEAT_S := 10.0
+## The browser's WebSocket that web builds use (see [member browser_socket]).
+const BrowserSocket := preload("res://addons/shotstream/browser_socket.gd")
 
 ## WebSocket URL of the gateway: [code]ws://HOST:PORT/v1/direct[/code]
 ## ([code]wss://[/code] with TLS).
@@ -167,6 +169,10 @@ const HEARTBEAT_S := 10.0
 ## of its size). Set before connecting; [signal connected] is followed by an error when it is too
 ## small for the session.
 @export var inbound_buffer_bytes := 0
+## Web builds (4.4+): the browser's WebSocket, each chunk kept in the browser until its frames show,
+## not a [WebSocketPeer] (two byte-by-byte copies of each message on the main thread, ~20 ms each
+## for a 19 MB chunk). Off: a WebSocketPeer (and [member inbound_buffer_bytes]) everywhere.
+@export var browser_socket := true
 ## Poll the socket from _process. Off: call [method poll] yourself.
 @export var auto_poll := true
 ## Print errors and warnings to the Output panel (they always go to [signal error_received]).
@@ -192,7 +198,7 @@ var reconnects := 0
 var _state := State.DISCONNECTED
 var _session: Dictionary = {}
 var _take: Dictionary = {}
-var _ws: WebSocketPeer
+var _ws: Variant  # a WebSocketPeer, or in web builds a BrowserSocket (same methods)
 var _policy := ShotStreamReconnectPolicy.new()
 var _retry := 0
 var _retry_at_ms := 0
@@ -476,7 +482,7 @@ func _open_message() -> String:
 
 
 func _start_socket() -> void:
-	_ws = WebSocketPeer.new()
+	_ws = BrowserSocket.new_socket(browser_socket)
 	_ws.inbound_buffer_size = effective_inbound_buffer_bytes()
 	_ws.outbound_buffer_size = 1 << 20
 	_ws.max_queued_packets = 4096
@@ -491,7 +497,7 @@ func _start_socket() -> void:
 	_ws.handshake_headers = handshake["headers"]
 	_phase_started_ms = Time.get_ticks_msec()
 	_set_state(State.CONNECTING)
-	var err := _ws.connect_to_url(handshake["url"])
+	var err: Error = _ws.connect_to_url(handshake["url"])
 	if err != OK:
 		_ws = null
 		_on_socket_closed(-1, error_string(err))
@@ -501,7 +507,7 @@ func _poll_socket() -> void:
 	if _ws == null:
 		return
 	_ws.poll()
-	var ws_state := _ws.get_ready_state()
+	var ws_state: int = _ws.get_ready_state()
 	if ws_state == WebSocketPeer.STATE_CONNECTING:
 		if _phase_ms() > connect_timeout_s * 1000.0:
 			_drop_socket()
@@ -511,17 +517,20 @@ func _poll_socket() -> void:
 		_phase_started_ms = Time.get_ticks_msec()
 		_set_state(State.OPENING)
 		_send(_open_message())
+	var chunks := 0  # one per frame at most: a second waits in the buffer for the next poll
 	while _ws != null and _ws.get_available_packet_count() > 0:
-		var data := _ws.get_packet()
-		var is_text := _ws.was_string_packet()  # after get_packet(), not before
+		if chunks > 0 and (_ws is WebSocketPeer or _ws.next_is_binary()):
+			break  # (a WebSocketPeer cannot tell what comes next: it waits after any chunk)
+		var data: PackedByteArray = _ws.get_packet()
+		var is_text: bool = _ws.was_string_packet()  # after get_packet(), not before
 		_handle_packet(data, is_text)
+		chunks += 0 if is_text else 1
 	if _ws == null:
 		return
 	if _ws.get_ready_state() == WebSocketPeer.STATE_CLOSED:
-		var code := _ws.get_close_code()
-		var reason := _ws.get_close_reason()
+		var ws: Variant = _ws
 		_ws = null
-		_on_socket_closed(code, reason)
+		_on_socket_closed(ws.get_close_code(), ws.get_close_reason())
 	elif _state == State.OPENING and _phase_ms() > connect_timeout_s * 1000.0:
 		_drop_socket()
 		_on_socket_closed(-1, "the server did not answer open within %.1f s" % connect_timeout_s)
@@ -553,8 +562,11 @@ func _handle_packet(data: PackedByteArray, is_text: bool) -> void:
 	var m: Dictionary
 	if is_text:
 		m = ShotStreamProtocol.decode_server_text(data.get_string_from_utf8())
-	else:
-		m = ShotStreamProtocol.decode_server_binary(data, false)  # pixels by reference: no copy
+	else:  # pixels by reference; a BrowserSocket's data is the header, the frames stay in JS
+		var js: JavaScriptObject = _ws.last_buffer if _ws is BrowserSocket else null
+		m = ShotStreamProtocol.decode_server_binary(data, false, _ws.last_size if js else -1)
+		if js != null and m["kind"] == "chunk" and m["error"] == "":
+			m["message"]["pixels_js"] = js
 	if m["error"] != "":
 		_report(0, "ShotStreamClient: malformed message from the server: " + m["error"])
 		if m["kind"] == "chunk":  # its header was readable: give its credit back
@@ -637,7 +649,8 @@ func _on_opened(opened: Dictionary) -> void:
 		frames,
 		opened["frame_format"]
 	)
-	var have := _ws.inbound_buffer_size
+	var have: int = _ws.inbound_buffer_size
+	var sizes := [have, opened["max_chunks_in_flight"], frames, opened["width"], opened["height"]]
 	if have < need:
 		_report(
 			0,
@@ -648,14 +661,7 @@ func _on_opened(opened: Dictionary) -> void:
 					+ " fit are dropped. Raise inbound_buffer_bytes (0 = automatic) or lower"
 					+ " max_chunks_in_flight."
 				)
-				% [
-					have,
-					opened["max_chunks_in_flight"],
-					frames,
-					opened["width"],
-					opened["height"],
-					need
-				]
+				% (sizes + [need])
 			)
 		)
 	if player != null and is_instance_valid(player):
@@ -956,7 +962,7 @@ func _send_if_open(text: String, what: String) -> void:
 func _send(text: String) -> void:
 	if text.is_empty() or _ws == null or _ws.get_ready_state() != WebSocketPeer.STATE_OPEN:
 		return
-	var err := _ws.send_text(text)
+	var err: Error = _ws.send_text(text)
 	if err != OK:
 		_report(0, "ShotStreamClient: sending failed (%s)" % error_string(err))
 

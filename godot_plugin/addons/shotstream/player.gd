@@ -53,6 +53,8 @@ signal shot_ended(shot: Dictionary)
 ## [constant ShotStreamJitterBuffer.CatchUp.DELAY]).
 signal stalled(late_seconds: float, skipped: int)
 
+const BrowserSocket := preload("res://addons/shotstream/browser_socket.gd")
+
 ## Shots whose on-screen events [method wait_shot_ended] and [method wait_shot_presented] remember.
 const RECENT_SHOTS := 64
 
@@ -233,9 +235,13 @@ func push_chunk(chunk: Dictionary, now: float = NAN) -> int:
 		var capacity := _jitter.capacity if _jitter != null else capacity_frames
 		configure(w, h, rate, capacity, mini(start_frames, n), fmt)
 	# the chunk's bytes by reference (no copy): frame i starts at offset + i * frame bytes
-	var source := StreamPeerBuffer.new()
-	source.data_array = pixels
-	source.set_meta(&"frames_at", offset)
+	var js: Variant = chunk.get("pixels_js")  # the browser's buffer (a web build's BrowserSocket)
+	var source: Variant = [js, offset]
+	if not js is JavaScriptObject:
+		var buffer := StreamPeerBuffer.new()
+		buffer.data_array = pixels
+		buffer.set_meta(&"frames_at", offset)
+		source = buffer
 	var first_index := pushed_frames
 	var accepted := _jitter.push(source, n, _clock if is_nan(now) else now)
 	pushed_frames += accepted
@@ -327,11 +333,17 @@ func present(now: float) -> bool:
 		_frame_image.blit_rect(
 			source, Rect2i(0, _jitter.frame_offset * _height, _width, _height), Vector2i.ZERO
 		)
-	else:  # push_chunk(): the chunk's bytes; one frame's bytes (one memcpy) become the image's
-		var chunk: StreamPeerBuffer = source
+	else:  # push_chunk(): the chunk's bytes; one frame's bytes (one copy) become the image's
 		var frame_bytes := _width * _height * (4 if _image_format == Image.FORMAT_RGBA8 else 3)
-		chunk.seek(int(chunk.get_meta(&"frames_at")) + _jitter.frame_offset * frame_bytes)
-		_frame_image.set_data(_width, _height, false, _image_format, chunk.get_data(frame_bytes)[1])
+		var at := _jitter.frame_offset * frame_bytes
+		var bytes: PackedByteArray
+		if source is Array:  # [the browser's buffer, where the frames start]
+			bytes = BrowserSocket.frame_bytes(source[0], source[1] + at, frame_bytes)
+		else:
+			var chunk: StreamPeerBuffer = source
+			chunk.seek(int(chunk.get_meta(&"frames_at")) + at)
+			bytes = chunk.get_data(frame_bytes)[1]
+		_frame_image.set_data(_width, _height, false, _image_format, bytes)
 	_texture.update(_frame_image)
 	presented_frame_index = _jitter.frame_index
 	for shot: Dictionary in _shots:

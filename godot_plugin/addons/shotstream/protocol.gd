@@ -431,11 +431,13 @@ static func decode_client_text(text: String) -> Dictionary:
 ## with another magic (reserved for future versions) gives kind "" and no error (skip it). A
 ## malformed SSC1 frame gives an error, and still kind "chunk" with its header as the message
 ## (empty pixels) when the header itself was readable, so its chunk_seq can be acked.
-## [param copy_pixels]: see [method decode_chunk_frame].
-static func decode_server_binary(data: PackedByteArray, copy_pixels: bool = true) -> Dictionary:
+## [param copy_pixels] and [param message_size]: see [method decode_chunk_frame].
+static func decode_server_binary(
+	data: PackedByteArray, copy_pixels: bool = true, message_size: int = -1
+) -> Dictionary:
 	if data.size() >= 4 and not has_chunk_magic(data):
 		return {"kind": "", "message": {}, "error": ""}
-	var r := decode_chunk_frame(data, copy_pixels)
+	var r := decode_chunk_frame(data, copy_pixels, message_size)
 	var chunk: Dictionary = r["chunk"]
 	return {"kind": "" if chunk.is_empty() else "chunk", "message": chunk, "error": r["error"]}
 
@@ -452,9 +454,14 @@ static func has_chunk_magic(data: PackedByteArray) -> bool:
 ## (what [ShotStreamClient] does, to spare a copy of the whole chunk, 19 MB for the 1.3B model):
 ## [code]pixels[/code] is [param data] itself, by reference, and the extra key
 ## [code]pixels_offset[/code] says where the frames start in it; [method chunk_pixels] and
-## [method pixel_bytes] read either form.
-static func decode_chunk_frame(data: PackedByteArray, copy_pixels: bool = true) -> Dictionary:
-	var size := data.size()
+## [method pixel_bytes] read either form.[br][br] [param message_size] >= 0: [param data] holds only
+## the frame's prefix and header, and the whole frame (kept elsewhere: a browser's buffer, see
+## [ShotStreamClient]) has that many bytes; [code]pixels[/code] is then empty, and
+## [code]pixels_offset[/code] and [code]pixels_size[/code] say where the frames are in it.
+static func decode_chunk_frame(
+	data: PackedByteArray, copy_pixels: bool = true, message_size: int = -1
+) -> Dictionary:
+	var size := data.size() if message_size < 0 else message_size
 	if size < CHUNK_PREFIX_BYTES:
 		return _chunk_error(
 			(
@@ -471,6 +478,8 @@ static func decode_chunk_frame(data: PackedByteArray, copy_pixels: bool = true) 
 		return _chunk_error(
 			"JSON header length %d runs past the end of a %d-byte frame" % [n, size]
 		)
+	if CHUNK_PREFIX_BYTES + n > data.size():
+		return _chunk_error("JSON header length %d runs past the header's bytes" % n)
 	var parsed := _parse_json(data.slice(CHUNK_PREFIX_BYTES, CHUNK_PREFIX_BYTES + n))
 	if parsed["error"] != "":
 		return _chunk_error("chunk header: " + parsed["error"])
@@ -503,7 +512,11 @@ static func decode_chunk_frame(data: PackedByteArray, copy_pixels: bool = true) 
 			),
 			chunk
 		)
-	if copy_pixels:
+	if message_size >= 0:
+		chunk["pixels"] = PackedByteArray()
+		chunk["pixels_offset"] = CHUNK_PREFIX_BYTES + n
+		chunk["pixels_size"] = got
+	elif copy_pixels:
 		chunk["pixels"] = data.slice(CHUNK_PREFIX_BYTES + n)
 	else:
 		chunk["pixels"] = data
@@ -538,15 +551,22 @@ static func channels(frame_format: int) -> int:
 
 
 ## The frames' bytes of a decoded FrameChunk: [code]pixels[/code], or when it was decoded by
-## reference (a [code]pixels_offset[/code] key) a copy of the part from that offset on.
+## reference (a [code]pixels_offset[/code] key) a copy of the part from that offset on, or when
+## its frames are in a browser's buffer (a [code]pixels_js[/code] key, see [ShotStreamClient]) a
+## copy of them.
 static func chunk_pixels(chunk: Dictionary) -> PackedByteArray:
-	var pixels: PackedByteArray = chunk.get("pixels", PackedByteArray())
 	var offset: int = chunk.get("pixels_offset", 0)
+	if chunk.get("pixels_js") is JavaScriptObject:
+		var BrowserSocket := preload("res://addons/shotstream/browser_socket.gd")
+		return BrowserSocket.frame_bytes(chunk["pixels_js"], offset, pixel_bytes(chunk))
+	var pixels: PackedByteArray = chunk.get("pixels", PackedByteArray())
 	return pixels if offset == 0 else pixels.slice(offset)
 
 
-## How many bytes of frames a decoded FrameChunk carries (either form; see [method chunk_pixels]).
+## How many bytes of frames a decoded FrameChunk carries (any form; see [method chunk_pixels]).
 static func pixel_bytes(chunk: Dictionary) -> int:
+	if chunk.has("pixels_size"):
+		return chunk["pixels_size"]
 	var pixels: PackedByteArray = chunk.get("pixels", PackedByteArray())
 	return pixels.size() - int(chunk.get("pixels_offset", 0))
 
