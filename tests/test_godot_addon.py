@@ -254,10 +254,19 @@ def test_chunk_benchmark_in_godot(capsys):
     through WebGL 2 (SwiftShader: a CPU renderer, slower than a GPU's); it fails only when the frames shown
     are wrong."""
     require_engine()
-    run = run_godot(GODOT_TESTS / "test_bench.gd", args={"reps": 5}, headless=False, timeout=300)
+    with _ScriptedGateway() as gateway:
+        run = run_godot(GODOT_TESTS / "test_bench.gd", headless=False, timeout=300,
+                        args={"reps": 5, "url": f"ws://127.0.0.1:{gateway.port}/v1/direct",
+                              "chunks": gateway.bench_chunks})
     assert_passed(run)
+    conns = gateway.scenario("bench")  # the browser's WebSocket, Godot's WebSocketPeer, the browser's
+    assert len(conns) == 3, conns
+    for conn in conns:
+        acks = [int(m["ack"]["chunkSeq"]) for m in conn["received"] if "ack" in m]
+        assert acks == list(range(1, gateway.bench_chunks + 1)), acks
     lines = [line for line in run.lines if line.startswith("BENCH")]
     assert any(line.startswith("BENCH now_main_thread_ms_per_chunk ") for line in lines), run.output
+    assert any(line.startswith("BENCH live_max_frame_ms ") for line in lines), run.output
     with capsys.disabled():
         print("\n" + "\n".join(lines))
 
@@ -464,6 +473,42 @@ class _ScriptedGateway:
         return [c for c in self.connections if c["scenario"] == name]
 
     # -- scenarios (see test_scripted.gd) --
+
+    bench_chunks = 8
+
+    async def _s_bench(self, conn: _Conn, n: int) -> None:
+        """tests/godot/test_bench.gd's live part: the 1.3B model's chunks (12 frames of 832x480 RGBA8) as fast
+        as the 2 credits allow; each frame's first 4 bytes are 0xF00D0000 + its arrival index."""
+        import struct
+
+        from service.gateway import encode_server_message
+        from service.protocol import pb
+
+        width, height, frames = 832, 480, 12
+        await conn.open(width=width, height=height, frames_first_chunk=frames, frames_per_chunk=frames)
+        frame_bytes = width * height * 4
+
+        async def send(seq: int) -> None:
+            pixels = bytearray(frames * frame_bytes)
+            for f in range(frames):
+                struct.pack_into("<I", pixels, f * frame_bytes, 0xF00D0000 + (seq - 1) * frames + f)
+            await conn.ws.send(encode_server_message(pb.ServerMessage(chunk=pb.FrameChunk(
+                chunk_seq=seq, event_id="bench", num_frames=frames, width=width, height=height,
+                frame_format=pb.FRAME_FORMAT_RGBA8, last_in_shot=seq == self.bench_chunks, pixels=bytes(pixels)))))
+
+        sent = 0
+        for _ in range(min(2, self.bench_chunks)):
+            sent += 1
+            await send(sent)
+        acked = 0
+        while acked < self.bench_chunks:
+            if "ack" in await conn.recv():
+                acked += 1
+                if sent < self.bench_chunks:
+                    sent += 1
+                    await send(sent)
+        await conn.recv_until("close")
+        await conn.end("closed: client", closed="client")
 
     async def _s_drop(self, conn: _Conn, n: int) -> None:  # the first connection drops without a close frame
         await conn.open()

@@ -22,6 +22,8 @@ func run_tests() -> void:
 	await _deaf_server()
 	await _shared_memory_refused()
 	await _overflow()
+	if ShotStreamClient.BrowserSocket.available():
+		await _no_overflow_in_the_browser()
 	await _bad_chunks()
 	await _acks_and_cues()
 	await _decoder_and_takes()
@@ -91,7 +93,10 @@ func _drop_reparent_pause() -> void:
 	client.cue("first shot", "a")
 	client.open_session()
 	await _wait(func() -> bool: return client.is_session_open(), "the first session")
-	eq(ShotStreamClient.HEARTBEAT_S, client._ws.get("heartbeat_interval"), "heartbeat set (4.4+)")
+	if client._ws is WebSocketPeer:  # (the browser's WebSocket has no heartbeat setting)
+		eq(ShotStreamClient.HEARTBEAT_S, client._ws.get("heartbeat_interval"), "heartbeat (4.4+)")
+	else:
+		check(client._ws is ShotStreamClient.BrowserSocket, "a web build uses the browser's socket")
 	await _wait(_ended(log, 2), "the second session to end")
 	check(not get_tree().root.can_process(), "the game was paused meanwhile")
 	check(client.can_process(), "and the client still processed")
@@ -204,6 +209,7 @@ func _shared_memory_refused() -> void:
 ## full"); the client reports the gap and acks 3, so the server goes on (chunk 4).
 func _overflow() -> void:
 	var client := _client("overflow")
+	client.browser_socket = false  # a WebSocketPeer's buffer (the browser's socket buffers all)
 	client.inbound_buffer_bytes = 4096  # Godot rounds its ring up to 8192: two 3 KB chunks fit
 	client.auto_poll = false
 	var log := _watch(client)
@@ -236,6 +242,39 @@ func _overflow() -> void:
 		"overflow: the gap is reported: %s" % [log["errors"]]
 	)
 	eq(["client"], log["reasons"], "overflow: ended normally")
+	client.queue_free()
+
+
+## The same burst through the browser's WebSocket (a web build's default): the browser keeps every
+## message, so nothing is dropped, and a poll handles one chunk at most.
+func _no_overflow_in_the_browser() -> void:
+	var client := _client("overflow")
+	client.inbound_buffer_bytes = 4096  # a WebSocketPeer's setting: no effect here
+	client.auto_poll = false
+	var log := _watch(client)
+	client.open_session()
+	var poll := func() -> bool:
+		client.poll()
+		return client.is_session_open()
+	await _wait(poll, "browser burst: open")
+	check(client._ws is ShotStreamClient.BrowserSocket, "browser burst: the browser's socket")
+	client.cue("burst", "burst")
+	await _wait(
+		func() -> bool: return client._ws.get_available_packet_count() >= 3, "browser burst: queued"
+	)
+	var per_poll: Array[int] = []
+	var polled := func() -> bool:
+		var before: int = log["chunks"].size()
+		client.poll()
+		per_poll.append(log["chunks"].size() - before)
+		if log["chunks"].size() == 4 and client.is_session_open():
+			client.close()
+		return not log["reasons"].is_empty()
+	await _wait(polled, "browser burst: the end")
+	eq([1, 2, 3, 4], log["chunks"], "browser burst: every chunk arrived")
+	eq([], log["errors"], "browser burst: nothing reported")
+	eq(1, per_poll.max(), "browser burst: one chunk per poll at most")
+	eq(["client"], log["reasons"], "browser burst: ended normally")
 	client.queue_free()
 
 
