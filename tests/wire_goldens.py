@@ -29,6 +29,11 @@ def pixels(n: int, h: int, w: int, c: int) -> bytes:
     return bytes((i * 7 + 3) % 256 for i in range(n * h * w * c))
 
 
+# Snapshot bytes: every byte value (0x00 and 0xFF included; base64 with "+" and "/"), then 0xFF 0x00 0xFB.
+SNAPSHOT_DATA = bytes(range(256)) + b"\xff\x00\xfb"
+SNAPSHOT_TOTAL = 5_000_000_000  # a uint64 above 2**32
+
+
 def server_messages() -> dict[str, pb.ServerMessage]:
     ring = pb.RingLayout(path="/tmp/shotstream-ring-abc", layout_version=1, slot_count=3, slot_bytes=12_345_678_901,
                          header_bytes=4096, slot_header_bytes=64)
@@ -76,6 +81,20 @@ def server_messages() -> dict[str, pb.ServerMessage]:
         "take_saved_full": pb.ServerMessage(take_saved=pb.TakeSaved(
             name="boss-fight", path="/srv/takes/boss-fight.mp4", frames=45, bytes=6_000_000_000, duration_s=2.8125,
             full_path="/srv/takes/boss-fight.full.mp4", full_bytes=U64_MAX)),
+        # issue 12: story snapshots (parts of the story's bytes), a restore's answer, and the cue log (one page)
+        "snapshot": pb.ServerMessage(snapshot=pb.SnapshotPart(
+            data=SNAPSHOT_DATA, total_bytes=SNAPSHOT_TOTAL, index=1, count=3, next_shot_index=4)),
+        "restored": pb.ServerMessage(restored=pb.SnapshotRestored(next_shot_index=3, story_frames=ABOVE_DOUBLE)),
+        "cue_log": pb.ServerMessage(cue_log=pb.CueLog(
+            global_caption=UNICODE, seed=U64_MAX, decoder=pb.DECODER_TAE, first_shot_index=2, next_shot=4,
+            dropped_shots=1, entries=[
+                pb.CueLogEntry(cue=pb.Cue(event_id="walk", prompt="The keeper climbs.", tags=["a", "b"], num_chunks=3,
+                                          mode=pb.CUE_MODE_WAIT),
+                               shot_index=2, chunks=1, cut=True, finished=True),
+                pb.CueLogEntry(cue=pb.Cue(event_id="boom", prompt="A wave \U0001F30A hits.", num_chunks=2,
+                                          mode=pb.CUE_MODE_CUT, at_chunk=1),
+                               shot_index=3, chunks=1),
+            ])),
     }
 
 
@@ -116,6 +135,20 @@ def client_messages(client_name: str) -> dict[str, pb.ClientMessage]:
         "start_take_default": pb.ClientMessage(start_take=pb.StartTake()),
         "start_take_full": pb.ClientMessage(start_take=pb.StartTake(name="boss-fight", quality=pb.TAKE_QUALITY_FULL)),
         "stop_take": pb.ClientMessage(stop_take=pb.StopTake()),
+        # issue 12: continue a saved story (its first part, then the rest), fork a session, a cut at a chunk, ask for a
+        # snapshot and for the cue log
+        "open_snapshot": pb.ClientMessage(open=pb.OpenSession(
+            protocol_version=1, client_name=client_name, frame_format=pb.FRAME_FORMAT_RGBA8,
+            transport=pb.TRANSPORT_INLINE, max_chunks_in_flight=2,
+            snapshot=pb.SnapshotPart(data=SNAPSHOT_DATA, total_bytes=70_000))),
+        "open_fork": pb.ClientMessage(open=pb.OpenSession(protocol_version=1, client_name=client_name,
+                                                          fork=pb.Fork(session_id="s-1", wait_for_boundary=True))),
+        "cue_at_chunk": pb.ClientMessage(cue=pb.Cue(event_id="boom", prompt="A wave hits.", num_chunks=2,
+                                                    mode=pb.CUE_MODE_CUT, at_chunk=3)),
+        "snapshot_request": pb.ClientMessage(snapshot=pb.SnapshotRequest(wait_for_boundary=True)),
+        "snapshot_part": pb.ClientMessage(snapshot_part=pb.SnapshotPart(data=SNAPSHOT_DATA, total_bytes=70_000,
+                                                                        index=2)),
+        "cue_log_request": pb.ClientMessage(cue_log=pb.CueLogRequest(from_shot=5)),
     }
 
 

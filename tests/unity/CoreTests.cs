@@ -66,6 +66,7 @@ static class CoreTests
         GoldenClientTests();
         FieldListTests();
         ChunkFrameTests();
+        SnapshotTests();
         PolicyTests();
         Console.WriteLine(passed + " passed, " + failed + " failed");
         return failed == 0 ? 0 : 1;
@@ -184,6 +185,44 @@ static class CoreTests
             var proto = ServerMessage.FromJson("{\"take_saved\": {\"full_path\": \"/a.full.mp4\", \"full_bytes\": 5}}").TakeSaved;
             Eq("/a.full.mp4", proto.FullPath, "proto field name"); Eq(5UL, proto.FullBytes, "uint64 as a number");
         });
+        Run("snapshot part", () =>
+        {
+            var m = Server("snapshot"); Eq(ServerKind.Snapshot, m.Kind, "kind");
+            var p = m.Snapshot;
+            Eq(259, p.Data.Length, "data length");
+            for (int i = 0; i < 256; i++) if (p.Data[i] != (byte)i) throw new Exception("byte " + i + " is " + p.Data[i]);
+            Eq((byte)0xFF, p.Data[256], "0xFF"); Eq((byte)0x00, p.Data[257], "0x00"); Eq((byte)0xFB, p.Data[258], "0xFB");
+            Eq(5000000000UL, p.TotalBytes, "total above 2^32"); Eq(1u, p.Index, "index"); Eq(3u, p.Count, "count"); Eq(4u, p.NextShotIndex, "next shot");
+            // proto3 JSON bytes: URL-safe and unpadded base64 read too; anything else is an error
+            var url = ServerMessage.FromJson("{\"snapshot\": {\"data\": \"-_8\", \"total_bytes\": 2}}").Snapshot;
+            Eq("fb,ff", string.Join(",", url.Data.Select(b => b.ToString("x2"))), "url-safe, unpadded"); Eq(2UL, url.TotalBytes, "proto name");
+            Eq("fb,ff", string.Join(",", ServerMessage.FromJson("{\"snapshot\": {\"data\": \"+/8=\"}}").Snapshot.Data.Select(b => b.ToString("x2"))), "standard");
+            Eq(null, ServerMessage.FromJson("{\"snapshot\": {}}").Snapshot.Data, "no data");
+            foreach (var bad in new[] { "\"a\"", "\"a$==\"", "\"abcde\"", "3" })
+                Throws<JsonException>(() => ServerMessage.FromJson("{\"snapshot\": {\"data\": " + bad + "}}"), "bad base64 " + bad);
+        });
+        Run("restored", () =>
+        {
+            var m = Server("restored"); Eq(ServerKind.Restored, m.Kind, "kind");
+            Eq(3u, m.Restored.NextShotIndex, "next shot"); Eq(9007199254740993UL, m.Restored.StoryFrames, "story frames above 2^53");
+        });
+        Run("cue log", () =>
+        {
+            var m = Server("cue_log"); Eq(ServerKind.CueLog, m.Kind, "kind");
+            var log = m.CueLog;
+            Eq(Unicode, log.GlobalCaption, "caption"); Eq(ulong.MaxValue, log.Seed, "seed"); Eq(FrameDecoder.Tae, log.Decoder, "decoder");
+            Eq(2u, log.FirstShotIndex, "first shot"); Eq(4u, log.NextShot, "next shot"); Eq(1u, log.DroppedShots, "dropped");
+            Eq(2, log.Entries.Count, "entries");
+            var a = log.Entries[0];
+            Eq("walk", a.Cue.EventId, "id"); Eq("The keeper climbs.", a.Cue.Prompt, "prompt"); Eq("a,b", string.Join(",", a.Cue.Tags), "tags");
+            Eq(3u, a.Cue.NumChunks, "planned"); Eq(CueMode.Wait, a.Cue.Mode, "mode"); Eq(0u, a.Cue.AtChunk, "at chunk");
+            Eq(2u, a.ShotIndex, "shot"); Eq(1u, a.Chunks, "chunks made"); Eq(true, a.Cut, "cut"); Eq(true, a.Finished, "finished");
+            var b = log.Entries[1];
+            Eq("boom", b.Cue.EventId, "id"); Eq("A wave \U0001F30A hits.", b.Cue.Prompt, "prompt"); Eq(CueMode.Cut, b.Cue.Mode, "mode");
+            Eq(1u, b.Cue.AtChunk, "at chunk"); Eq(3u, b.ShotIndex, "shot"); Eq(1u, b.Chunks, "chunks"); Eq(false, b.Cut, "cut"); Eq(false, b.Finished, "in progress");
+            Eq(0, ServerMessage.FromJson("{\"cue_log\": {\"entries\": []}}").CueLog.Entries.Count, "proto name, no entries");
+            Throws<JsonException>(() => ServerMessage.FromJson("{\"cueLog\": {\"entries\": {}}}"), "entries must be an array");
+        });
         Run("unknown fields ignored", () =>
         {
             var m = Server("unknown_fields"); Eq(ServerKind.CueAccepted, m.Kind, "kind"); Eq("f", m.CueAccepted.EventId, "id"); Eq(1u, m.CueAccepted.QueuePosition, "qp");
@@ -209,6 +248,15 @@ static class CoreTests
         });
     }
 
+    // tests/wire_goldens.py's SNAPSHOT_DATA: every byte value, then 0xFF 0x00 0xFB.
+    static byte[] SnapshotData()
+    {
+        var d = new byte[259];
+        for (int i = 0; i < 256; i++) d[i] = (byte)i;
+        d[256] = 0xFF; d[257] = 0x00; d[258] = 0xFB;
+        return d;
+    }
+
     static Dictionary<string, ClientMessage> ClientMessages()
     {
         var cue = new Cue { EventId = "boss", Prompt = "A dragon \U0001F409 lands.", NumChunks = 2, Mode = CueMode.Cut };
@@ -230,6 +278,13 @@ static class CoreTests
             { "start_take_default", ClientMessage.StartTakeMessage() },
             { "start_take_full", ClientMessage.StartTakeMessage("boss-fight", TakeQuality.Full) },
             { "stop_take", ClientMessage.StopTakeMessage() },
+            { "open_snapshot", ClientMessage.Open(new OpenSession { ClientName = "unity/Test", FrameFormat = FrameFormat.Rgba8, Transport = Transport.Inline,
+                                                                    MaxChunksInFlight = 2, Snapshot = new SnapshotPart { Data = SnapshotData(), TotalBytes = 70000 } }) },
+            { "open_fork", ClientMessage.Open(new OpenSession { ClientName = "unity/Test", Fork = new Fork { SessionId = "s-1", WaitForBoundary = true } }) },
+            { "cue_at_chunk", ClientMessage.CueMessage(new Cue { EventId = "boom", Prompt = "A wave hits.", NumChunks = 2, Mode = CueMode.Cut, AtChunk = 3 }) },
+            { "snapshot_request", ClientMessage.SnapshotMessage(true) },
+            { "snapshot_part", ClientMessage.SnapshotPartMessage(new SnapshotPart { Data = SnapshotData(), TotalBytes = 70000, Index = 2 }) },
+            { "cue_log_request", ClientMessage.CueLogMessage(5) },
         };
     }
 
@@ -262,6 +317,16 @@ static class CoreTests
             Eq(TakeQuality.Full, ClientMessage.FromJson("{\"startTake\": {\"quality\": 2}}").AsStartTake.Quality, "quality as a number");
             Eq(FrameDecoder.Tae, ClientMessage.FromJson("{\"open\": {\"decoder\": \"DECODER_TAE\"}}").AsOpen.Decoder, "open decoder");
             Eq("{\"startTake\":{\"quality\":\"TAKE_QUALITY_LIVE\"}}", ClientMessage.StartTakeMessage("", TakeQuality.Live).ToJson(), "an explicit LIVE is written");
+            Eq("{\"snapshot\":{}}", ClientMessage.SnapshotMessage(false).ToJson(), "no wait: the proto default, left out");
+            Eq("{\"cueLog\":{}}", ClientMessage.CueLogMessage().ToJson(), "the whole log: from shot 0");
+            var part = ClientMessage.FromJson("{\"snapshot_part\": {\"data\": \"AAH/\", \"index\": 4}}");
+            Eq(ClientKind.SnapshotPart, part.Kind, "proto name"); Eq("0,1,255", string.Join(",", part.AsSnapshotPart.Data), "bytes"); Eq(4u, part.AsSnapshotPart.Index, "index");
+            Eq(true, ClientMessage.FromJson("{\"snapshot\": {\"wait_for_boundary\": true}}").AsSnapshot.WaitForBoundary, "wait");
+            Eq(7u, ClientMessage.FromJson("{\"cue_log\": {\"from_shot\": \"7\"}}").AsCueLog.FromShot, "from shot as a string");
+            var open = ClientMessage.FromJson("{\"open\": {\"fork\": {\"session_id\": \"s-9\"}, \"snapshot\": {\"total_bytes\": \"5\"}}}").AsOpen;
+            Eq("s-9", open.Fork.SessionId, "fork"); Eq(false, open.Fork.WaitForBoundary, "no wait"); Eq(5UL, open.Snapshot.TotalBytes, "snapshot total");
+            Eq(null, ClientMessage.FromJson("{\"open\": {}}").AsOpen.Snapshot, "no snapshot: null");
+            Eq(2u, ClientMessage.FromJson("{\"cue\": {\"at_chunk\": 2}}").AsCue.AtChunk, "at_chunk");
         });
     }
 
@@ -277,6 +342,9 @@ static class CoreTests
             { "RingSlot", RingSlot.ProtoFields }, { "ChunkTiming", ChunkTiming.ProtoFields }, { "ShotFinished", ShotFinished.ProtoFields },
             { "Stats", Stats.ProtoFields }, { "Error", ServerError.ProtoFields }, { "SessionClosed", SessionClosed.ProtoFields },
             { "TakeStarted", TakeStarted.ProtoFields }, { "TakeSaved", TakeSaved.ProtoFields },
+            { "SnapshotRequest", SnapshotRequest.ProtoFields }, { "SnapshotPart", SnapshotPart.ProtoFields }, { "Fork", Fork.ProtoFields },
+            { "CueLogRequest", CueLogRequest.ProtoFields }, { "SnapshotRestored", SnapshotRestored.ProtoFields }, { "CueLog", CueLog.ProtoFields },
+            { "CueLogEntry", CueLogEntry.ProtoFields },
             { "enum:FrameFormat", ProtoEnums.AllFrameFormatNames.ToArray() }, { "enum:Transport", ProtoEnums.AllTransportNames.ToArray() },
             { "enum:CueMode", ProtoEnums.AllCueModeNames.ToArray() }, { "enum:Decoder", ProtoEnums.AllDecoderNames.ToArray() },
             { "enum:TakeQuality", ProtoEnums.AllTakeQualityNames.ToArray() },
@@ -360,6 +428,94 @@ static class CoreTests
             catch (ShotStreamException e) { Console.WriteLine("REFUSED " + e.HttpStatus + " " + e.Transient + " " + e.Message.Replace('\n', ' ')); }
         }
         return 0;
+    }
+
+    static SnapshotPart Part(uint index, uint count, ulong total, params byte[] data)
+    {
+        return new SnapshotPart { Index = index, Count = count, TotalBytes = total, Data = data, NextShotIndex = 2 };
+    }
+
+    static void SnapshotTests()
+    {
+        Run("snapshot split for upload", () =>
+        {
+            var data = new byte[70000];
+            for (int i = 0; i < data.Length; i++) data[i] = (byte)(i * 31 + 7);
+            var parts = SnapshotParts.Split(data).ToList();
+            Eq("32768,32768,4464", string.Join(",", parts.Select(p => p.Data.Length)), "32 KiB parts");
+            Eq("0,1,2", string.Join(",", parts.Select(p => p.Index)), "indexes");
+            True(parts.All(p => p.TotalBytes == 70000 && p.Count == 0), "total in every part, count left 0");
+            True(parts.SelectMany(p => p.Data).SequenceEqual(data), "the bytes, in order");
+            // what the gateway would get: each part within the server's 64 KiB message limit
+            foreach (var p in parts) True(Encoding.UTF8.GetByteCount(ClientMessage.SnapshotPartMessage(p).ToJson()) < 65536, "part message under 64 KiB");
+            True(Encoding.UTF8.GetByteCount(ClientMessage.Open(new OpenSession { GlobalCaption = new string('c', 10000), Snapshot = parts[0] }).ToJson()) < 65536,
+                 "open with the first part and a long caption under 64 KiB");
+            Eq("3,3,1", string.Join(",", SnapshotParts.Split(new byte[] { 1, 2, 3, 4, 5, 6, 7 }, 3).Select(p => p.Data.Length)), "small parts");
+            Eq(1, SnapshotParts.Split(new byte[] { 9 }).Count(), "one byte, one part");
+            Throws<ArgumentException>(() => SnapshotParts.Split(new byte[0]), "empty");
+            Throws<ArgumentNullException>(() => SnapshotParts.Split(null), "null");
+            Throws<ArgumentOutOfRangeException>(() => SnapshotParts.Split(data, 32769), "over 32 KiB");
+            Throws<ArgumentOutOfRangeException>(() => SnapshotParts.Split(data, 0), "zero");
+        });
+        Run("snapshot assembled from parts", () =>
+        {
+            var a = new SnapshotAssembler();
+            Eq(null, a.Add(Part(0, 3, 7, 1, 2, 3)), "part 0 of 3");
+            True(a.InProgress && a.ReceivedBytes == 3, "in progress");
+            Eq(null, a.Add(Part(1, 3, 7, 4, 5)), "part 1");
+            var whole = a.Add(Part(2, 3, 7, 6, 7));
+            Eq("1,2,3,4,5,6,7", string.Join(",", whole), "whole");
+            True(!a.InProgress, "done");
+            Eq("9", string.Join(",", a.Add(Part(0, 1, 1, 9))), "then another snapshot, one part");
+            Eq("8,8", string.Join(",", a.Add(Part(0, 0, 2, 8, 8))), "no count (a client's parts)");
+        });
+        Run("snapshot parts that break the rules", () =>
+        {
+            Func<SnapshotAssembler, SnapshotPart[], string> fails = (a, parts) =>
+            {
+                try { foreach (var p in parts) a.Add(p); }
+                catch (InvalidDataException e) { True(!a.InProgress, "dropped after " + e.Message); return e.Message; }
+                throw new Exception("accepted " + parts.Length + " parts");
+            };
+            var asm = new SnapshotAssembler(maxBytes: 100);
+            True(fails(asm, new[] { Part(0, 1, 101, 1) }).Contains("more than this client takes (100 bytes"), "over the client's maximum");
+            True(fails(asm, new[] { Part(0, 2, 4, 1, 2), Part(2, 2, 4, 3, 4) }).Contains("part 2 came where part 1 was due"), "out of order");
+            True(fails(asm, new[] { Part(1, 2, 4, 1, 2) }).Contains("without its part 0"), "no part 0");
+            True(fails(asm, new[] { Part(0, 2, 4, 1, 2), Part(0, 2, 4, 1, 2) }).Contains("before the one in progress was complete"), "restarted");
+            True(fails(asm, new[] { Part(0, 2, 4, 1, 2), Part(1, 2, 5, 3, 4) }).Contains("announces 5 bytes in all"), "total changed");
+            True(fails(asm, new[] { Part(0, 2, 4, 1, 2), Part(1, 2, 4, 3, 4, 5) }).Contains("goes past the 4 bytes"), "more than announced");
+            True(fails(asm, new[] { Part(0, 2, 4, 1, 2), Part(1, 2, 4, 3) }).Contains("left it short"), "last part short");
+            True(fails(asm, new[] { Part(0, 3, 2, 1, 2) }).Contains("after part 0 of 3"), "complete before its last part");
+            True(fails(asm, new[] { Part(0, 2, 4, 1), Part(1, 3, 4, 2) }).Contains("says 3 parts"), "count changed");
+            True(fails(asm, new[] { Part(0, 0, 0) }).Contains("a total of 0 bytes"), "empty");
+            Eq("5,6", string.Join(",", asm.Add(Part(0, 1, 2, 5, 6))), "usable again after a failure");
+            Throws<ArgumentOutOfRangeException>(() => new SnapshotAssembler(0), "max 0");
+            Throws<ArgumentOutOfRangeException>(() => new SnapshotAssembler(1L << 31), "max past an array");
+            Eq(256L << 20, new SnapshotAssembler().MaxBytes, "256 MiB by default");
+        });
+        Run("cue log pages merged", () =>
+        {
+            Func<uint, uint, CueLogEntry> entry = (shot, chunks) => new CueLogEntry { Cue = new Cue { Prompt = "p" + shot }, ShotIndex = shot, Chunks = chunks, Finished = true };
+            var c = new CueLogCollector();
+            var first = new CueLog { GlobalCaption = "cap", Seed = 7, Decoder = FrameDecoder.Wan, FirstShotIndex = 1, DroppedShots = 0, NextShot = 3 };
+            first.Entries.Add(entry(1, 2)); first.Entries.Add(entry(2, 7));
+            Eq((uint?)3, c.Add(first), "ask from shot 3");
+            var second = new CueLog { GlobalCaption = "cap", Seed = 7, NextShot = 0 };
+            second.Entries.Add(entry(3, 1));
+            Eq((uint?)null, c.Add(second), "done");
+            Eq("cap 7 DECODER_WAN 1 0", c.Log.GlobalCaption + " " + c.Log.Seed + " " + ProtoEnums.Name(c.Log.Decoder) + " " + c.Log.FirstShotIndex + " " + c.Log.NextShot, "header");
+            Eq("p1:2,p2:7,p3:1", string.Join(",", c.Log.Entries.Select(e => e.Cue.Prompt + ":" + e.Chunks)), "entries in order");
+            var stuck = new CueLog { NextShot = 2 };
+            stuck.Entries.Add(entry(2, 1));
+            Throws<InvalidDataException>(() => new CueLogCollector().Add(stuck), "a page that does not move forward");
+            Throws<InvalidDataException>(() => new CueLogCollector().Add(new CueLog { NextShot = 4 }), "an empty page that asks for more");
+            var back = new CueLogCollector();
+            var p1 = new CueLog { NextShot = 5 }; p1.Entries.Add(entry(4, 1));
+            back.Add(p1);
+            var p2 = new CueLog(); p2.Entries.Add(entry(3, 1));
+            Throws<InvalidDataException>(() => back.Add(p2), "entries going back");
+            Eq((uint?)null, new CueLogCollector().Add(new CueLog()), "an empty log");
+        });
     }
 
     static void PolicyTests()

@@ -16,7 +16,8 @@ import wire_goldens  # noqa: E402
 CLIENT_NAME = "unity/Test"
 # Client messages C# writes in the canonical compact form (the others may order or quote fields differently).
 STRICT = ("open_defaults", "open_decoder", "cue_wait", "ack", "pause", "resume", "close", "start_take",
-          "start_take_default", "start_take_full", "stop_take")
+          "start_take_default", "start_take_full", "stop_take", "open_snapshot", "open_fork", "cue_at_chunk",
+          "snapshot_request", "snapshot_part", "cue_log_request")
 
 if __name__ == "__main__":
     mode, directory = sys.argv[1], Path(sys.argv[2])

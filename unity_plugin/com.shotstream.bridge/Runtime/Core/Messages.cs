@@ -115,6 +115,16 @@ namespace ShotStream.Core
             foreach (var item in v.Items) r.Add(Str(item, f));
             return r;
         }
+        /// <summary>A proto3 JSON bytes field: base64, standard or URL-safe, padded or not.</summary>
+        protected static byte[] BytesField(JsonValue v, string f)
+        {
+            string s = Str(v, f).Replace('-', '+').Replace('_', '/');
+            if (s.Length % 4 == 1) throw new JsonException("field " + f + ": not base64");
+            if (s.Length % 4 != 0) s += new string('=', 4 - s.Length % 4);
+            try { return Convert.FromBase64String(s); }
+            catch (FormatException) { throw new JsonException("field " + f + ": not base64"); }
+        }
+        protected static void Put(JsonValue o, string k, byte[] v) { if (v != null && v.Length > 0) o.Set(k, JsonValue.FromString(Convert.ToBase64String(v))); }
         protected static void Put(JsonValue o, string k, string v) { if (!string.IsNullOrEmpty(v)) o.Set(k, JsonValue.FromString(v)); }
         protected static void Put(JsonValue o, string k, uint v) { if (v != 0) o.Set(k, Json.Number(v)); }
         protected static void Put(JsonValue o, string k, ulong v) { if (v != 0) o.Set(k, Json.UInt64String(v)); }
@@ -135,7 +145,7 @@ namespace ShotStream.Core
     public sealed class OpenSession : ProtoMessage
     {
         public static readonly string[] ProtoFields = { "protocol_version", "client_name", "global_caption", "seed", "frame_format", "transport", "max_chunks_in_flight",
-            "decoder" };
+            "decoder", "snapshot", "fork" };
         public uint ProtocolVersion = ProtoEnums.ProtocolVersionCurrent;
         public string ClientName = "";
         public string GlobalCaption = "";
@@ -145,6 +155,12 @@ namespace ShotStream.Core
         public uint MaxChunksInFlight;
         /// <summary>Unspecified (left out of the message): the server's default. Tae needs a server that has the tiny decoder.</summary>
         public FrameDecoder Decoder;
+        /// <summary>Continue a saved story: the snapshot's first part (at most <see cref="SnapshotParts.MaxUploadPartBytes"/> of data,
+        /// with TotalBytes); the rest follows as snapshot_part messages (<see cref="SnapshotParts.Split"/>). Caption, seed and
+        /// decoder then come from the snapshot (leave Decoder unset). Null: a new story.</summary>
+        public SnapshotPart Snapshot;
+        /// <summary>Start from another open session's story at its shot boundary. Null: no fork.</summary>
+        public Fork Fork;
 
         protected override void ReadField(string k, JsonValue v)
         {
@@ -158,6 +174,8 @@ namespace ShotStream.Core
                 case "transport": Transport = ProtoEnums.ParseTransport(v, k); break;
                 case "maxChunksInFlight": case "max_chunks_in_flight": MaxChunksInFlight = Json.ToUInt32(v, k); break;
                 case "decoder": Decoder = ProtoEnums.ParseDecoder(v, k); break;
+                case "snapshot": Snapshot = FromJsonValue<SnapshotPart>(v); break;
+                case "fork": Fork = FromJsonValue<Fork>(v); break;
             }
         }
         protected internal override void WriteFields(JsonValue o)
@@ -168,17 +186,100 @@ namespace ShotStream.Core
             if (Transport != Transport.Unspecified) o.Set("transport", JsonValue.FromString(ProtoEnums.Name(Transport)));
             Put(o, "maxChunksInFlight", MaxChunksInFlight);
             if (Decoder != FrameDecoder.Unspecified) o.Set("decoder", JsonValue.FromString(ProtoEnums.Name(Decoder)));
+            Put(o, "snapshot", Snapshot); Put(o, "fork", Fork);
         }
+    }
+
+    /// <summary>A part of a story snapshot (opaque bytes: keep them with the game save). Both ways: the server sends a snapshot
+    /// in parts of up to 1 MiB (Index, Count, NextShotIndex set); a client sends one as OpenSession.Snapshot (the first part,
+    /// with TotalBytes) and then snapshot_part messages, each within the server's 64 KiB message limit.</summary>
+    public sealed class SnapshotPart : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "data", "total_bytes", "index", "count", "next_shot_index" };
+        /// <summary>This part's bytes (null or empty when there are none).</summary>
+        public byte[] Data;
+        /// <summary>The whole snapshot's size (the same in every part).</summary>
+        public ulong TotalBytes;
+        /// <summary>0-based.</summary>
+        public uint Index;
+        /// <summary>Parts in all (server to client; clients may leave it 0).</summary>
+        public uint Count;
+        /// <summary>Server to client: the shot the story continues with.</summary>
+        public uint NextShotIndex;
+        public int DataLength { get { return Data == null ? 0 : Data.Length; } }
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "data": Data = BytesField(v, k); break;
+                case "totalBytes": case "total_bytes": TotalBytes = Json.ToUInt64(v, k); break;
+                case "index": Index = Json.ToUInt32(v, k); break;
+                case "count": Count = Json.ToUInt32(v, k); break;
+                case "nextShotIndex": case "next_shot_index": NextShotIndex = Json.ToUInt32(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o)
+        {
+            Put(o, "data", Data); Put(o, "totalBytes", TotalBytes); Put(o, "index", Index); Put(o, "count", Count); Put(o, "nextShotIndex", NextShotIndex);
+        }
+    }
+
+    /// <summary>Asks for the story's snapshot (answered with snapshot parts). WaitForBoundary false: refused (a non-fatal
+    /// FAILED_PRECONDITION) while a shot is in progress; true: taken when the current shot ends (or its cut lands), before the
+    /// next queued shot starts.</summary>
+    public sealed class SnapshotRequest : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "wait_for_boundary" };
+        public bool WaitForBoundary;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            if (k == "waitForBoundary" || k == "wait_for_boundary") WaitForBoundary = Bool(v, k);
+        }
+        protected internal override void WriteFields(JsonValue o) { Put(o, "waitForBoundary", WaitForBoundary); }
+    }
+
+    /// <summary>OpenSession.Fork: start from another open session's story (SessionOpened.SessionId) at its shot boundary.</summary>
+    public sealed class Fork : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "session_id", "wait_for_boundary" };
+        public string SessionId = "";
+        /// <summary>As in <see cref="SnapshotRequest"/>: false refuses (fatally) while the other session is mid-shot.</summary>
+        public bool WaitForBoundary;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "sessionId": case "session_id": SessionId = Str(v, k); break;
+                case "waitForBoundary": case "wait_for_boundary": WaitForBoundary = Bool(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o) { Put(o, "sessionId", SessionId); Put(o, "waitForBoundary", WaitForBoundary); }
+    }
+
+    /// <summary>Asks for the cue log: every cue that became a shot, with the chunks it made, from shot FromShot on (a long log
+    /// comes in pages: CueLog.NextShot).</summary>
+    public sealed class CueLogRequest : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "from_shot" };
+        public uint FromShot;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            if (k == "fromShot" || k == "from_shot") FromShot = Json.ToUInt32(v, k);
+        }
+        protected internal override void WriteFields(JsonValue o) { Put(o, "fromShot", FromShot); }
     }
 
     public sealed class Cue : ProtoMessage
     {
-        public static readonly string[] ProtoFields = { "event_id", "prompt", "tags", "num_chunks", "mode" };
+        public static readonly string[] ProtoFields = { "event_id", "prompt", "tags", "num_chunks", "mode", "at_chunk" };
         public string EventId = "";
         public string Prompt = "";
         public List<string> Tags = new List<string>();
         public uint NumChunks;
         public CueMode Mode;
+        /// <summary>Cut cues only: the cut lands after this many chunks of the shot in progress (0 = at its next chunk boundary,
+        /// whenever the cue arrives; a cue that arrives later than that cuts at the next boundary).</summary>
+        public uint AtChunk;
 
         protected override void ReadField(string k, JsonValue v)
         {
@@ -189,12 +290,14 @@ namespace ShotStream.Core
                 case "tags": Tags = StrList(v, k); break;
                 case "numChunks": case "num_chunks": NumChunks = Json.ToUInt32(v, k); break;
                 case "mode": Mode = ProtoEnums.ParseCueMode(v, k); break;
+                case "atChunk": case "at_chunk": AtChunk = Json.ToUInt32(v, k); break;
             }
         }
         protected internal override void WriteFields(JsonValue o)
         {
             Put(o, "eventId", EventId); Put(o, "prompt", Prompt); Put(o, "tags", Tags); Put(o, "numChunks", NumChunks);
             if (Mode != CueMode.Unspecified) o.Set("mode", JsonValue.FromString(ProtoEnums.Name(Mode)));
+            Put(o, "atChunk", AtChunk);
         }
     }
 
@@ -241,12 +344,14 @@ namespace ShotStream.Core
         protected internal override void WriteFields(JsonValue o) { }
     }
 
-    public enum ClientKind { Open, Cue, Ack, Pause, Resume, Close, StartTake, StopTake }
+    public enum ClientKind { Open, Cue, Ack, Pause, Resume, Close, StartTake, StopTake, Snapshot, SnapshotPart, CueLog }
 
     public sealed class ClientMessage
     {
-        public static readonly string[] ProtoFields = { "open", "cue", "ack", "pause", "resume", "close", "start_take", "stop_take" };
-        static readonly string[] JsonNames = { "open", "cue", "ack", "pause", "resume", "close", "startTake", "stopTake" };
+        public static readonly string[] ProtoFields = { "open", "cue", "ack", "pause", "resume", "close", "start_take", "stop_take",
+            "snapshot", "snapshot_part", "cue_log" };
+        static readonly string[] JsonNames = { "open", "cue", "ack", "pause", "resume", "close", "startTake", "stopTake",
+            "snapshot", "snapshotPart", "cueLog" };
 
         public readonly ClientKind Kind;
         public readonly ProtoMessage Body;
@@ -266,11 +371,20 @@ namespace ShotStream.Core
             return new ClientMessage(ClientKind.StartTake, new StartTake { Name = name ?? "", Quality = quality });
         }
         public static ClientMessage StopTakeMessage() { return new ClientMessage(ClientKind.StopTake, null); }
+        /// <summary>snapshot: ask for the story's snapshot (see <see cref="SnapshotRequest"/>).</summary>
+        public static ClientMessage SnapshotMessage(bool waitForBoundary) { return new ClientMessage(ClientKind.Snapshot, new SnapshotRequest { WaitForBoundary = waitForBoundary }); }
+        /// <summary>snapshot_part: a later part of the snapshot OpenSession.Snapshot began (see <see cref="SnapshotParts.Split"/>).</summary>
+        public static ClientMessage SnapshotPartMessage(SnapshotPart part) { if (part == null) throw new ArgumentNullException(nameof(part)); return new ClientMessage(ClientKind.SnapshotPart, part); }
+        /// <summary>cue_log: the cue log from shot <paramref name="fromShot"/> on.</summary>
+        public static ClientMessage CueLogMessage(uint fromShot = 0) { return new ClientMessage(ClientKind.CueLog, new CueLogRequest { FromShot = fromShot }); }
 
         public OpenSession AsOpen { get { return (OpenSession)Body; } }
         public Cue AsCue { get { return (Cue)Body; } }
         public Ack AsAck { get { return (Ack)Body; } }
         public StartTake AsStartTake { get { return (StartTake)Body; } }
+        public SnapshotRequest AsSnapshot { get { return (SnapshotRequest)Body; } }
+        public SnapshotPart AsSnapshotPart { get { return (SnapshotPart)Body; } }
+        public CueLogRequest AsCueLog { get { return (CueLogRequest)Body; } }
 
         public string ToJson()
         {
@@ -298,6 +412,9 @@ namespace ShotStream.Core
                     case ClientKind.Cue: body = ProtoMessage.FromJsonValue<Cue>(kv.Value); break;
                     case ClientKind.Ack: body = ProtoMessage.FromJsonValue<Ack>(kv.Value); break;
                     case ClientKind.StartTake: body = ProtoMessage.FromJsonValue<StartTake>(kv.Value); break;
+                    case ClientKind.Snapshot: body = ProtoMessage.FromJsonValue<SnapshotRequest>(kv.Value); break;
+                    case ClientKind.SnapshotPart: body = ProtoMessage.FromJsonValue<SnapshotPart>(kv.Value); break;
+                    case ClientKind.CueLog: body = ProtoMessage.FromJsonValue<CueLogRequest>(kv.Value); break;
                     default: body = ProtoMessage.FromJsonValue<Empty>(kv.Value); break;
                 }
                 if (found != null) throw new JsonException("ClientMessage: more than one kind set (oneof)");
@@ -680,15 +797,110 @@ namespace ShotStream.Core
         }
     }
 
-    public enum ServerKind { Opened, CueAccepted, ShotStarted, Chunk, ShotFinished, Stats, Error, Closed, TakeStarted, TakeSaved }
+    /// <summary>The story is restored (answer to OpenSession.Snapshot or Fork): the next cue becomes shot NextShotIndex.</summary>
+    public sealed class SnapshotRestored : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "next_shot_index", "story_frames" };
+        public uint NextShotIndex;
+        /// <summary>Frames in the restored story's shots (FrameChunk.StoryFrame continues here).</summary>
+        public ulong StoryFrames;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "nextShotIndex": case "next_shot_index": NextShotIndex = Json.ToUInt32(v, k); break;
+                case "storyFrames": case "story_frames": StoryFrames = Json.ToUInt64(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o) { Put(o, "nextShotIndex", NextShotIndex); Put(o, "storyFrames", StoryFrames); }
+    }
+
+    /// <summary>One cue that became a shot, and what the shot made.</summary>
+    public sealed class CueLogEntry : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "cue", "shot_index", "chunks", "cut", "finished" };
+        /// <summary>As sent (event id, prompt, tags, chunks, mode, at_chunk); null when absent.</summary>
+        public Cue Cue;
+        public uint ShotIndex;
+        /// <summary>Chunks the shot made (fewer than planned when a cut ended it).</summary>
+        public uint Chunks;
+        /// <summary>A later cut cue ended it.</summary>
+        public bool Cut;
+        /// <summary>False: still in progress when the log was taken.</summary>
+        public bool Finished;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "cue": Cue = FromJsonValue<Cue>(v); break;
+                case "shotIndex": case "shot_index": ShotIndex = Json.ToUInt32(v, k); break;
+                case "chunks": Chunks = Json.ToUInt32(v, k); break;
+                case "cut": Cut = Bool(v, k); break;
+                case "finished": Finished = Bool(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o)
+        {
+            Put(o, "cue", Cue); Put(o, "shotIndex", ShotIndex); Put(o, "chunks", Chunks); Put(o, "cut", Cut); Put(o, "finished", Finished);
+        }
+    }
+
+    /// <summary>What a session played, exactly (answer to cue_log; a long log comes in pages, see NextShot).</summary>
+    public sealed class CueLog : ProtoMessage
+    {
+        public static readonly string[] ProtoFields = { "global_caption", "seed", "decoder", "first_shot_index", "entries", "next_shot", "dropped_shots" };
+        public string GlobalCaption = "";
+        public ulong Seed;
+        public FrameDecoder Decoder;
+        /// <summary>&gt; 0: the session began from a snapshot taken before this shot (a replay starts from that snapshot).</summary>
+        public uint FirstShotIndex;
+        /// <summary>In shot order.</summary>
+        public List<CueLogEntry> Entries = new List<CueLogEntry>();
+        /// <summary>&gt; 0: more entries follow: ask again from this shot.</summary>
+        public uint NextShot;
+        /// <summary>&gt; 0: the oldest shots' entries were dropped (the server's max_cue_log_shots).</summary>
+        public uint DroppedShots;
+        protected override void ReadField(string k, JsonValue v)
+        {
+            switch (k)
+            {
+                case "globalCaption": case "global_caption": GlobalCaption = Str(v, k); break;
+                case "seed": Seed = Json.ToUInt64(v, k); break;
+                case "decoder": Decoder = ProtoEnums.ParseDecoder(v, k); break;
+                case "firstShotIndex": case "first_shot_index": FirstShotIndex = Json.ToUInt32(v, k); break;
+                case "entries":
+                    if (v.Kind != JsonKind.Array) throw new JsonException("field " + k + ": expected an array, got " + v.Kind);
+                    Entries = new List<CueLogEntry>();
+                    foreach (var item in v.Items) Entries.Add(FromJsonValue<CueLogEntry>(item));
+                    break;
+                case "nextShot": case "next_shot": NextShot = Json.ToUInt32(v, k); break;
+                case "droppedShots": case "dropped_shots": DroppedShots = Json.ToUInt32(v, k); break;
+            }
+        }
+        protected internal override void WriteFields(JsonValue o)
+        {
+            Put(o, "globalCaption", GlobalCaption); Put(o, "seed", Seed);
+            if (Decoder != FrameDecoder.Unspecified) o.Set("decoder", JsonValue.FromString(ProtoEnums.Name(Decoder)));
+            Put(o, "firstShotIndex", FirstShotIndex);
+            if (Entries != null && Entries.Count > 0)
+            {
+                var a = JsonValue.NewArray();
+                foreach (var e in Entries) a.Add(e.ToJsonValue());
+                o.Set("entries", a);
+            }
+            Put(o, "nextShot", NextShot); Put(o, "droppedShots", DroppedShots);
+        }
+    }
+
+    public enum ServerKind { Opened, CueAccepted, ShotStarted, Chunk, ShotFinished, Stats, Error, Closed, TakeStarted, TakeSaved, Snapshot, Restored, CueLog }
 
     /// <summary>One server event. For a chunk from a binary frame, Chunk.Pixels points into the receive buffer.</summary>
     public sealed class ServerMessage
     {
         public static readonly string[] ProtoFields = { "opened", "cue_accepted", "shot_started", "chunk", "shot_finished", "stats", "error", "closed",
-            "take_started", "take_saved" };
+            "take_started", "take_saved", "snapshot", "restored", "cue_log" };
         static readonly string[] JsonNames = { "opened", "cueAccepted", "shotStarted", "chunk", "shotFinished", "stats", "error", "closed",
-            "takeStarted", "takeSaved" };
+            "takeStarted", "takeSaved", "snapshot", "restored", "cueLog" };
         static readonly string[] ProtoNames = ProtoFields;
 
         public readonly ServerKind Kind;
@@ -709,6 +921,10 @@ namespace ShotStream.Core
         public SessionClosed Closed { get { return Body as SessionClosed; } }
         public TakeStarted TakeStarted { get { return Body as TakeStarted; } }
         public TakeSaved TakeSaved { get { return Body as TakeSaved; } }
+        /// <summary>A part of the story's snapshot (answer to a snapshot request).</summary>
+        public SnapshotPart Snapshot { get { return Body as SnapshotPart; } }
+        public SnapshotRestored Restored { get { return Body as SnapshotRestored; } }
+        public CueLog CueLog { get { return Body as CueLog; } }
 
         public string ToJson()
         {
@@ -743,7 +959,10 @@ namespace ShotStream.Core
                     case ServerKind.Error: body = ProtoMessage.FromJsonValue<ServerError>(kv.Value); break;
                     case ServerKind.Closed: body = ProtoMessage.FromJsonValue<SessionClosed>(kv.Value); break;
                     case ServerKind.TakeStarted: body = ProtoMessage.FromJsonValue<TakeStarted>(kv.Value); break;
-                    default: body = ProtoMessage.FromJsonValue<TakeSaved>(kv.Value); break;
+                    case ServerKind.TakeSaved: body = ProtoMessage.FromJsonValue<TakeSaved>(kv.Value); break;
+                    case ServerKind.Snapshot: body = ProtoMessage.FromJsonValue<SnapshotPart>(kv.Value); break;
+                    case ServerKind.Restored: body = ProtoMessage.FromJsonValue<SnapshotRestored>(kv.Value); break;
+                    default: body = ProtoMessage.FromJsonValue<CueLog>(kv.Value); break;
                 }
                 if (found != null) throw new JsonException("ServerMessage: more than one kind set (oneof)");
                 found = new ServerMessage(kind, body);
