@@ -4,6 +4,7 @@ transports, fetch weights.
     shotstream demo --out out/demo              # in-process service, 3 shots over gRPC + shared memory
     shotstream serve [--weights DIR --student PT] [--port 50051] [--gateway-port 50052] ...
     shotstream story FILE --out OUT.mp4 [--server ADDR [--transport shm|inline]] [--report R.json]
+    shotstream story --cue-log LOG.json --out OUT.mp4 [--from-snapshot SNAP] [--server ADDR]  # replay a session
     shotstream bench [--server ADDR] [--frames N]
     shotstream soak [--minutes M] [--clients N]  # careless clients vs an in-process server; leak figures
     shotstream fetch-weights DEST [--decoder taew2_1|lighttaew2_1 [--decoder-only]]
@@ -25,7 +26,7 @@ from pathlib import Path
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from .settings import read_token_file  # noqa: E402
-from .story_file import StoryFileError, StorySpec, load_story  # noqa: E402
+from .story_file import ShotSpec, StoryFileError, StorySpec, load_story  # noqa: E402
 
 from .logs import install as install_log_truncation  # noqa: E402
 
@@ -143,8 +144,20 @@ def _chunk_text(shot: int, chunk: int, n: int, detail: str) -> str:
 
 
 def _story(args: argparse.Namespace) -> int:
-    spec = _load_spec(args.file, args.shots)
-    seed = args.seed if args.seed is not None else (spec.seed or 0)
+    if args.file and args.cue_log:
+        raise CliError("give a story file or --cue-log, not both (a cue log is the whole story: caption, seed, shots)")
+    if not args.file and not args.cue_log:
+        raise CliError("give a story file, or --cue-log LOG.json to replay a session's cue log")
+    snapshot = _snapshot_header(args.from_snapshot) if args.from_snapshot else None
+    decoder = args.decoder
+    if args.cue_log:
+        spec, decoder = _cue_log_spec(args, snapshot)
+        seed = spec.seed
+    else:
+        spec = _load_spec(args.file, args.shots)
+        seed = args.seed if args.seed is not None else (spec.seed or 0)
+    if snapshot is not None:
+        _check_snapshot_fits(args, snapshot[1], spec)
     if args.server:
         if args.weights or args.student or args.tae:
             raise CliError("--weights/--student/--tae apply to local rendering; with --server the server's own model "
@@ -152,27 +165,90 @@ def _story(args: argparse.Namespace) -> int:
         if args.quality == "full":
             raise CliError("--quality full re-decodes the story locally; through a server, record a full-quality "
                            "take instead (RenderStory's take, or the SDK's start_take(quality='full'))")
-        if args.save_snapshot or args.from_snapshot:
-            raise CliError("--save-snapshot/--from-snapshot apply to local rendering (the service does not carry "
-                           "snapshots yet)")
         report = play_remote(args.server, spec, seed, Path(args.out), transport=args.transport,
                              token=args.token or os.environ.get("SHOTSTREAM_TOKEN"), ca_cert=args.ca_cert,
-                             quiet=args.quiet, decoder=args.decoder)
+                             quiet=args.quiet, decoder=decoder, snapshot=snapshot[0] if snapshot else None,
+                             save_snapshot=args.save_snapshot)
     else:
         if args.transport:
             raise CliError("--transport applies to --server only (local rendering has no transport)")
-        report = _render_local(args, spec, seed, Path(args.out))
+        report = _render_local(args, spec, seed, Path(args.out), decoder)
     _write_report(report, args.report)
     return 0
 
 
-def _render_local(args: argparse.Namespace, spec: StorySpec, seed: int, out: Path) -> dict:
+def _cue_log_spec(args: argparse.Namespace, snapshot: tuple[bytes, object] | None) -> tuple[StorySpec, str | None]:
+    """The story a cue log replays (each finished shot with the chunks it made, the log's caption and seed) and
+    the decoder to replay it with (--decoder, else the log's)."""
+    from .sdk import load_cue_log
+    from .sdk.codec import _decoder_name, cue_log_shots
+
+    path = args.cue_log
+    try:
+        log = load_cue_log(path)
+        shots = cue_log_shots(log)
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such cue log") from None
+    except OSError as exc:
+        raise CliError(f"cannot read the cue log {path}: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CliError(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc)) from None
+    if not shots:
+        raise CliError(f"{path} has no finished shot to replay")
+    if args.seed is not None and args.seed != log.seed:
+        raise CliError(f"{path} was played with seed {log.seed}; drop --seed (a replay uses the log's seed)")
+    if args.shots is not None:
+        if args.shots < 1:
+            raise CliError("--shots must be at least 1")
+        shots = shots[:args.shots]
+    first = log.first_shot_index
+    if first and snapshot is None:
+        raise CliError(f"{path} starts at shot {first}: its session continued a snapshot, so the replay needs it "
+                       "too: add --from-snapshot SNAPSHOT (the snapshot that session began from)")
+    if snapshot is not None and first != snapshot[1].next_shot_index:
+        raise CliError(f"{path} starts at shot {first}, but {args.from_snapshot} continues a story at shot "
+                       f"{snapshot[1].next_shot_index}: give the snapshot the logged session began from")
+    decoder = args.decoder or (_decoder_name(log.decoder) if log.decoder else None)
+    spec = StorySpec(log.global_caption, tuple(ShotSpec(prompt, chunks) for prompt, chunks in shots), log.seed)
+    return spec, decoder
+
+
+def _snapshot_header(path: str):
+    """``(bytes, SnapshotInfo)`` of a snapshot file (its header read without the engine)."""
+    from .sdk import ShotStreamError, snapshot_info
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read the snapshot {path}: {exc.strerror or exc}") from None
+    try:
+        return data, snapshot_info(data)
+    except ShotStreamError as exc:
+        raise CliError(f"{path}: {exc.message}") from None
+
+
+def _check_snapshot_fits(args: argparse.Namespace, info, spec: StorySpec) -> None:
+    """The snapshot continues the story being rendered: same caption; --seed and --decoder not against it."""
+    source = args.file or args.cue_log
+    if info.global_caption != spec.global_caption:
+        raise CliError(f"{args.from_snapshot} continues a story whose global caption differs from {source}'s: use "
+                       "the same story's later shots (the caption is part of every shot's prompt)")
+    if args.cue_log and spec.seed != info.seed:
+        raise CliError(f"{args.cue_log} was played with seed {spec.seed}, {args.from_snapshot} has seed {info.seed}: "
+                       "give the snapshot the logged session began from")
+    if args.seed is not None and args.seed != info.seed:
+        raise CliError(f"{args.from_snapshot} has seed {info.seed}; drop --seed (a snapshot keeps its story's seed)")
+    if args.decoder and args.decoder != info.decoder:
+        raise CliError(f"{args.from_snapshot} was made with decoder {info.decoder!r}; drop --decoder or use that one")
+
+
+def _render_local(args: argparse.Namespace, spec: StorySpec, seed: int, out: Path, decoder: str | None) -> dict:
     from .render import full_quality_frames, render_story, story_frames
     from .video_io import Mp4Writer
 
     engine = _load_engine(args)
     snapshot = _read_snapshot(engine, args.from_snapshot, spec, args) if args.from_snapshot else None
-    decoder = snapshot.identity.decoder if snapshot is not None else args.decoder or "wan"
+    decoder = snapshot.identity.decoder if snapshot is not None else decoder or "wan"
     rerender = args.quality == "full" and decoder != "wan"  # a Wan story's frames are full quality already
     cfg = engine.config
     first = cfg.pixel_frames(1)
@@ -224,8 +300,8 @@ def _read_snapshot(engine, path: str, spec: StorySpec, args: argparse.Namespace)
     except (SnapshotError, ValueError) as exc:
         raise CliError(f"{path}: {exc}") from None
     if snapshot.global_caption != spec.global_caption:
-        raise CliError(f"{path} continues a story whose global caption differs from {args.file}'s: use the same "
-                       "story's later shots (the caption is part of every shot's prompt)")
+        raise CliError(f"{path} continues a story whose global caption differs from {args.file or args.cue_log}'s: "
+                       "use the same story's later shots (the caption is part of every shot's prompt)")
     if args.decoder and args.decoder != snapshot.identity.decoder:
         raise CliError(f"{path} was made with decoder {snapshot.identity.decoder!r}; drop --decoder or use that one")
     if args.seed is not None and args.seed != snapshot.seed:
@@ -255,8 +331,10 @@ def _write_atomically(path: Path, data: bytes) -> None:
 def play_remote(server: str, spec: StorySpec, seed: int, out: Path, *, transport: str | None = "shm",
                 token: str | None = None, ca_cert: str | None = None, quiet: bool = False,
                 client_name: str = "shotstream-cli/story", announce_random: bool = True,
-                decoder: str | None = None) -> dict:
-    """Play ``spec`` through the server at ``server`` with the SDK, writing frames to ``out`` as they arrive."""
+                decoder: str | None = None, snapshot: bytes | None = None, save_snapshot: str | None = None) -> dict:
+    """Play ``spec`` through the server at ``server`` with the SDK, writing frames to ``out`` as they arrive.
+    ``snapshot``: continue that story (its caption, seed and decoder); ``save_snapshot``: after the last shot,
+    write the story's snapshot to that path."""
     from .render import render_story_remote, story_frames
     from .sdk import ShotStreamClient, ShotStreamError
     from .video_io import Mp4Writer
@@ -277,10 +355,21 @@ def play_remote(server: str, spec: StorySpec, seed: int, out: Path, *, transport
         state["progress"].update(chunk.num_frames, _chunk_text(chunk.shot_index, chunk.chunk_index,
                                                                chunk.num_frames, detail))
 
+    def on_end(session) -> None:
+        data = session.snapshot(timeout=120)
+        _write_atomically(Path(save_snapshot), data)
+        print(f"saved a snapshot after shot {state['last_shot']} to {save_snapshot} ({len(data) / 2**20:.1f} MiB); "
+              "continue with --from-snapshot", file=sys.stderr)
+
+    def on_chunk_seen(chunk) -> None:
+        state["last_shot"] = chunk.shot_index
+        on_chunk(chunk)
+
     try:
         with ShotStreamClient(server, token=token, root_certificates=ca_cert) as client:
-            report = render_story_remote(client, spec, seed, on_chunk, transport=transport or "shared_memory",
-                                         on_open=on_open, client_name=client_name, decoder=decoder)
+            report = render_story_remote(client, spec, seed, on_chunk_seen, transport=transport or "shared_memory",
+                                         on_open=on_open, client_name=client_name, decoder=decoder,
+                                         snapshot=snapshot, on_end=on_end if save_snapshot else None)
     except ShotStreamError as exc:
         raise CliError(f"{exc.code.name} from {server}: {exc.message}", code=1) from None
     finally:
@@ -337,6 +426,7 @@ def _serve(args: argparse.Namespace) -> int:
         token = _serve_token(args)
         settings = ServerSettings(
             host=args.host, grpc_port=args.port, gateway_port=args.gateway_port, metrics_port=args.metrics_port,
+            ready_port=args.ready_port, drain_grace_s=args.drain_grace,
             token=token, tls_cert=Path(args.tls_cert) if args.tls_cert else None,
             tls_key=Path(args.tls_key) if args.tls_key else None, max_sessions=args.max_sessions,
             max_sessions_per_peer=args.max_sessions_per_peer, idle_timeout_s=args.idle_timeout,
@@ -472,12 +562,18 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(demo)
     demo.set_defaults(func=_demo)
 
-    serve = sub.add_parser("serve", help="run the service: gRPC (+ WebSocket gateway, metrics) until Ctrl-C")
+    serve = sub.add_parser("serve", help="run the service: gRPC (+ WebSocket gateway, metrics, readiness) until "
+                                         "Ctrl-C, or SIGTERM (drain)")
     _model_args(serve)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; any other needs a token)")
     serve.add_argument("--port", type=int, default=50051, help="gRPC port (0: any free port)")
     serve.add_argument("--gateway-port", type=int, default=50052, help="WebSocket gateway port (-1: off, 0: any)")
     serve.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off)")
+    serve.add_argument("--ready-port", type=int, default=-1,
+                       help="HTTP GET /ready and /live for probes and proxies, on --host (-1: off, 0: any)")
+    serve.add_argument("--drain-grace", type=float, default=30.0,
+                       help="on SIGTERM: seconds open sessions may go on before they are closed with "
+                            "\"server draining\" (default 30); Ctrl-C stops at once")
     serve.add_argument("--token-file", help="file holding the bearer token clients must send (mode 600); or set "
                                             "$SHOTSTREAM_TOKEN")
     serve.add_argument("--token", help="the token itself (discouraged: other local users can read command lines)")
@@ -497,7 +593,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     story = sub.add_parser("story", help="render a story file to an MP4 and a timing report, locally or through a "
                                          "server (--server)")
-    story.add_argument("file", help="story JSON: {'global_caption', 'shot1'..} or {'global_caption', 'shots': [...]}")
+    story.add_argument("file", nargs="?",
+                       help="story JSON: {'global_caption', 'shot1'..} or {'global_caption', 'shots': [...]} "
+                            "(or --cue-log instead)")
+    story.add_argument("--cue-log", metavar="LOG.json",
+                       help="replay a session's cue log (the SDK's session.cue_log(), saved with save_cue_log) "
+                            "instead of a story file: its finished shots with the chunks each made, its caption and "
+                            "seed, so the frames are the session's; a log that began from a snapshot needs "
+                            "--from-snapshot")
     story.add_argument("--out", required=True, help="output .mp4 path")
     story.add_argument("--report", help="write the JSON timing report here (default: stdout)")
     story.add_argument("--shots", type=int, help="render only the first N shots")
@@ -509,9 +612,11 @@ def build_parser() -> argparse.ArgumentParser:
     story.add_argument("--ca-cert", help="with --server: PEM root certificate of a TLS server")
     story.add_argument("--quiet", action="store_true", help="no progress line")
     story.add_argument("--save-snapshot", metavar="PATH",
-                       help="after the last shot, save the story's state to PATH (a game-save sized file)")
+                       help="after the last shot, save the story's state to PATH (a game-save sized file; also "
+                            "with --server)")
     story.add_argument("--from-snapshot", metavar="PATH",
-                       help="continue the story saved in PATH: the file's shots come next (same caption)")
+                       help="continue the story saved in PATH: the file's shots come next (same caption; also "
+                            "with --server)")
     story.add_argument("--quality", choices=["live", "full"], default="live",
                        help="full: with --decoder tae, the MP4 is the story's latents re-decoded with the Wan VAE "
                             "after the render (the preview decoder only paces the run)")

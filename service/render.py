@@ -83,8 +83,13 @@ def story_frames(spec: StorySpec, frames_first_chunk: int, frames_per_chunk: int
 
 def render_story_remote(client: Any, spec: StorySpec, seed: int, on_chunk: Callable[[Any], None], *,
                         transport: str = "shared_memory", on_open: Callable[[Any], None] | None = None,
-                        client_name: str = "shotstream-cli/story", decoder: str | None = None) -> TimingsReport:
+                        client_name: str = "shotstream-cli/story", decoder: str | None = None,
+                        snapshot: bytes | None = None, on_end: Callable[[Any], None] | None = None) -> TimingsReport:
     """Play ``spec`` through a server: one ``Direct`` session, every shot cued up front in WAIT mode.
+
+    ``snapshot``: the session continues that story (its caption, which must be ``spec``'s, its seed and
+    decoder; ``seed`` is ignored). ``on_end(session)`` runs after the last shot, before the session closes
+    (e.g. to take its snapshot).
 
     ``client``: a :class:`service.sdk.ShotStreamClient`. ``on_open(SessionInfo)`` runs once the session
     is open (before any frame); ``on_chunk(sdk.Chunk)`` gets each chunk as it arrives (RGB8 frames).
@@ -114,9 +119,16 @@ def render_story_remote(client: Any, spec: StorySpec, seed: int, on_chunk: Calla
     current: ShotTimings | None = None
     started_at = 0.0
     in_hand = None
-    decoder_arg = {"decoder": decoder} if decoder else {}  # unset: the server's default
-    with client.open_session(spec.global_caption, seed=seed, transport=transport, frame_format="rgb8",
-                             client_name=client_name, **decoder_arg) as session:
+    decoder_arg = {"decoder": decoder} if decoder else {}  # unset: the server's default (or the snapshot's)
+    if snapshot is not None:
+        from .sdk import snapshot_info
+
+        seed = snapshot_info(snapshot).seed
+        story_args: dict = {"global_caption": spec.global_caption, "snapshot": snapshot}
+    else:
+        story_args = {"global_caption": spec.global_caption, "seed": seed}
+    with client.open_session(transport=transport, frame_format="rgb8", client_name=client_name, **story_args,
+                             **decoder_arg) as session:
         info = session.info
         if on_open is not None:
             on_open(info)
@@ -158,6 +170,8 @@ def render_story_remote(client: Any, spec: StorySpec, seed: int, on_chunk: Calla
         else:
             raise ShotStreamError(grpc.StatusCode.UNAVAILABLE, f"the server closed the session after {len(shots)} of "
                                                               f"{shots_total} shots ({session.close_reason})")
+        if on_end is not None:
+            on_end(session)
     return timings_report(model=info.model, weights=server.weights, random_weights=info.random_weights,
                           device=server.device, transport=info.transport, server=client.address,
                           session_id=info.session_id, seed=seed, width=info.width, height=info.height,

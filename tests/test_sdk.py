@@ -28,7 +28,8 @@ from service.cli import main
 from service.protocol import pb
 from service.report import SCHEMA, ChunkTimings
 from service.sdk import (AsyncShotStreamClient, Chunk, CueAccepted, Progress, ServerError, ShotFinished, ShotStarted,
-                         ShotStreamClient, ShotStreamError, SnapshotReady, SnapshotRestored, TakeSaved, TakeStarted)
+                         ShotStreamClient, ShotStreamError, SnapshotReady, SnapshotRestored, Stats, TakeSaved,
+                         TakeStarted)
 from service.sdk.codec import SessionDecoder, server_info
 from service.settings import ServerSettings
 from service.story_file import load_story
@@ -907,7 +908,7 @@ def scripted_server(snapshot: bytes, log_pages: dict[int, pb.CueLog]):
 
 
 def test_snapshot_and_cue_log_keep_the_events_they_read():
-    from service.sdk import Session, Stats
+    from service.sdk import Session
 
     data = b"snapshot bytes" * 100
     entries = [pb.CueLogEntry(cue=pb.Cue(prompt=f"p{i}"), shot_index=i, chunks=1, finished=True) for i in range(3)]
@@ -949,7 +950,7 @@ def codec_open(caption: str) -> list:
 
 
 def test_async_snapshot_and_cue_log_keep_the_events_they_read():
-    from service.sdk import AsyncSession, Stats
+    from service.sdk import AsyncSession
 
     data = b"async snapshot" * 100
     pages = {0: pb.CueLog(global_caption="g", entries=[pb.CueLogEntry(shot_index=0, chunks=1, finished=True)])}
@@ -1002,3 +1003,354 @@ def test_async_snapshot_and_cue_log_keep_the_events_they_read():
     assert [type(e) for e in events] == [Chunk, ShotFinished, Stats, ShotStarted, Chunk]
     assert [m.ack.chunk_seq for m in call.received if m.WhichOneof("kind") == "ack"] == [1, 2]
     assert refused.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+# -- story snapshots, fork, cue logs: live, against the real server ---------------------------------
+
+PART = 4096  # the server's snapshot parts: a tiny story's snapshot (~13 KB) comes in several
+TAIL = [("The lamp flares on.", 2), ("A ship turns away.", 1)]
+
+
+@pytest.fixture(scope="module")
+def snap_server(engine):
+    settings = ServerSettings(grpc_port=0, gateway_port=-1, metrics_port=-1, snapshot_part_bytes=PART,
+                              max_sessions=4, max_sessions_per_peer=4)
+    with BackgroundServer(engine, settings, grace=2.0) as srv:
+        yield srv
+
+
+def chunks_of(events) -> list[Chunk]:
+    return [e for e in events if isinstance(e, Chunk)]
+
+
+def play_shots(session, shots, first_id: int = 0) -> list:
+    """Cue ``shots`` (WAIT) and read until the last one's ShotFinished; returns the events."""
+    for i, (prompt, n) in enumerate(shots):
+        session.cue(prompt, num_chunks=n, event_id=f"e{first_id + i}")
+    events = []
+    for _ in shots:
+        events += events_until(session, ShotFinished)
+    return events
+
+
+def test_snapshot_then_restore_continues_like_an_uninterrupted_session(engine, snap_server, monkeypatch):
+    from service.sdk import codec, snapshot_info
+
+    monkeypatch.setattr(codec, "SNAPSHOT_PART_BYTES", 1000)  # the upload in many parts too
+    expected = np.concatenate(reference(engine, SHOTS + TAIL))  # first, while the server is idle
+
+    def scenario():
+        with ShotStreamClient(snap_server.address) as client:
+            with client.open_session(CAPTION, seed=SEED, transport="inline") as whole:
+                uninterrupted = chunks_of(play_shots(whole, SHOTS + TAIL))
+            # credits 1: shot 0 cannot end before the request is in, so the snapshot is at its end exactly
+            with client.open_session(CAPTION, seed=SEED, transport="inline", chunks_in_flight=1) as first:
+                for i, (prompt, n) in enumerate(SHOTS):
+                    first.cue(prompt, num_chunks=n, event_id=f"e{i}")
+                before = events_until(first, ShotStarted)
+                data = first.snapshot(wait_for_boundary=True, timeout=60)
+                after = events_until(first, ShotFinished) + events_until(first, ShotFinished)
+            with client.open_session(snapshot=data, transport="shared_memory") as second:
+                restored = events_until(second, SnapshotRestored)
+                tail = play_shots(second, SHOTS[1:] + TAIL, first_id=1)
+            return uninterrupted, before + after, data, restored, tail
+
+    uninterrupted, first, data, restored, tail = within(90, scenario)
+    np.testing.assert_array_equal(np.concatenate([c.frames for c in uninterrupted]), expected)
+    # what snapshot() read while it waited came back through iteration, in order: shot 0's end, then shot 1
+    kinds = [(type(e).__name__, getattr(e, "event_id", None)) for e in first
+             if isinstance(e, (ShotStarted, ShotFinished))]
+    assert kinds == [("ShotStarted", "e0"), ("ShotFinished", "e0"), ("ShotStarted", "e1"), ("ShotFinished", "e1")]
+    assert [c.chunk_seq for c in chunks_of(first)] == [1, 2, 3]
+    info = snapshot_info(data)
+    assert (info.next_shot_index, info.shot_lengths, info.global_caption, info.seed) == (1, (21,), CAPTION, SEED)
+    assert len(codec.open_messages(None, None, "inline", "rgb8", 2, "t", snapshot=data)) == -(-len(data) // 1000)
+    assert restored == [SnapshotRestored(next_shot_index=1, story_frames=21)]  # before any other event
+    got = chunks_of(tail)
+    assert [(c.shot_index, c.story_frame) for c in got] == [(c.shot_index, c.story_frame) for c in uninterrupted[2:]]
+    for a, b in zip(got, uninterrupted[2:], strict=True):
+        np.testing.assert_array_equal(a.frames, b.frames)
+    for a, b in zip(chunks_of(first), uninterrupted[:3], strict=True):
+        np.testing.assert_array_equal(a.frames, b.frames)
+
+
+def test_request_snapshot_is_an_event_and_refusals_are_clear(engine, snap_server):
+    good = a_snapshot(engine, SHOTS[:1])
+
+    def scenario():
+        with ShotStreamClient(snap_server.address) as client:
+            with client.open_session(CAPTION, seed=SEED, transport="inline", chunks_in_flight=1) as session:
+                session.cue(*SHOTS[0], event_id="long")
+                events_until(session, ShotStarted)
+                with pytest.raises(ShotStreamError) as refused:  # a shot in progress, and no waiting asked for
+                    session.snapshot(wait_for_boundary=False)
+                session.request_snapshot()
+                events = events_until(session, SnapshotReady)
+            with pytest.raises(ShotStreamError) as truncated:  # checked here, before anything is sent
+                client.open_session(snapshot=good[:-5], transport="inline")
+            with pytest.raises(ShotStreamError) as other_decoder:
+                client.open_session(snapshot=good, transport="inline", decoder="tae")
+            tampered = bytearray(good)
+            tampered[-3] ^= 0xFF
+            with client.open_session(snapshot=bytes(tampered), transport="inline") as session:
+                with pytest.raises(ShotStreamError) as damaged:
+                    events_until(session, SnapshotRestored)
+            return refused.value, events, truncated.value, other_decoder.value, damaged.value
+
+    refused, events, truncated, other_decoder, damaged = within(60, scenario)
+    assert refused.code == grpc.StatusCode.FAILED_PRECONDITION and "wait_for_boundary" in refused.message
+    ready = events[-1]
+    assert ready.next_shot_index == 1 and ready.data[:8] == b"SHOTSNAP"
+    assert [type(e) for e in events if not isinstance(e, (Chunk, Stats))] == [ShotFinished, SnapshotReady]
+    assert ready.data == good  # the same story as the engine's own snapshot of it
+    assert truncated.code == grpc.StatusCode.INVALID_ARGUMENT and "truncated" in truncated.message
+    assert other_decoder.code == grpc.StatusCode.FAILED_PRECONDITION and "'wan'" in other_decoder.message
+    assert damaged.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_fork_continues_another_session_at_its_boundary(engine, snap_server):
+    ending_a, ending_b = TAIL[0], ("Fog rolls over the rocks.", 1)
+    want_a, want_b = reference(engine, [SHOTS[0], ending_a]), reference(engine, [SHOTS[0], ending_b])
+
+    def scenario():
+        with ShotStreamClient(snap_server.address) as client:
+            with client.open_session(CAPTION, seed=SEED, transport="inline", chunks_in_flight=1) as a:
+                a.cue(*SHOTS[0], event_id="e0")
+                events_until(a, ShotStarted)
+                with pytest.raises(ShotStreamError) as refused:
+                    client.fork(a, wait_for_boundary=False, transport="inline")
+                with client.fork(a.session_id, transport="inline") as b:  # waits for a's shot to end
+                    prefix = chunks_of(events_until(a, ShotFinished))
+                    restored = events_until(b, SnapshotRestored)
+                    a_end = chunks_of(play_shots(a, [ending_a], first_id=1))
+                    b_end = chunks_of(play_shots(b, [ending_b], first_id=1))
+                    assert b.info.decoder == a.info.decoder == "wan"
+            return refused.value, prefix, restored, a_end, b_end
+
+    refused, prefix, restored, a_end, b_end = within(60, scenario)
+    assert refused.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert restored == [SnapshotRestored(1, 21)]
+    for i, (got, want) in enumerate(zip(prefix + a_end, want_a, strict=True)):
+        np.testing.assert_array_equal(got.frames, want, err_msg=f"chunk {i}")
+    for got, want in zip(b_end, want_b[2:], strict=True):
+        np.testing.assert_array_equal(got.frames, want)
+    assert [c.story_frame for c in b_end] == [21]
+
+
+def test_cue_log_with_a_scripted_cut_replays_exactly(engine, snap_server, tmp_path):
+    from service.sdk import load_cue_log, save_cue_log
+
+    def scenario():
+        with ShotStreamClient(snap_server.address) as client:
+            with client.open_session(CAPTION, seed=SEED, transport="shared_memory", chunks_in_flight=1) as session:
+                session.cue("The keeper climbs the stairs.", num_chunks=5, event_id="walk")
+                events = events_until(session, ShotStarted)
+                session.cue("A wave hits the rocks.", num_chunks=2, mode="cut", event_id="boss", at_chunk=2)
+                session.cue("Gulls scatter.", num_chunks=1, event_id="after")
+                events += events_until(session, ShotFinished)
+                log = session.cue_log()  # between shots: what was read meanwhile comes back next
+                events += events_until(session, ShotFinished) + events_until(session, ShotFinished)
+                final = session.cue_log()
+            save_cue_log(final, tmp_path / "log.json")
+            replay = list(client.render_story(cue_log=load_cue_log(tmp_path / "log.json"), timeout=60))
+            return events, log, final, replay
+
+    events, log, final, replay = within(60, scenario)
+    finished = [(e.event_id, e.chunks, e.cut) for e in events if isinstance(e, ShotFinished)]
+    assert finished == [("walk", 2, True), ("boss", 2, False), ("after", 1, False)]
+    assert [(e.cue.event_id, e.chunks, e.cut, e.finished) for e in final.entries] == [
+        ("walk", 2, True, True), ("boss", 2, False, True), ("after", 1, False, True)]
+    assert final.entries[1].cue.at_chunk == 2 and final.entries[1].cue.mode == pb.CUE_MODE_CUT
+    assert (final.global_caption, final.seed, final.decoder, final.first_shot_index, final.next_shot) == \
+        (CAPTION, SEED, pb.DECODER_WAN, 0, 0)
+    assert [e.cue.event_id for e in log.entries][:1] == ["walk"] and len(log.entries) <= 3
+    live, replayed = chunks_of(events), chunks_of(replay)
+    assert len(live) == len(replayed) == 5
+    for a, b in zip(live, replayed, strict=True):
+        assert (a.shot_index, a.chunk_index, a.story_frame) == (b.shot_index, b.chunk_index, b.story_frame)
+        np.testing.assert_array_equal(a.frames, b.frames)
+
+
+def test_cue_log_pages_are_merged(engine):
+    long_prompt = "The keeper climbs the long spiral stairs of the lighthouse. " * 10  # ~600 bytes per entry
+    settings = ServerSettings(grpc_port=0, gateway_port=-1, metrics_port=-1, max_outbox_bytes=8192)
+
+    def scenario():
+        with BackgroundServer(engine, settings, grace=1.0) as srv, ShotStreamClient(srv.address) as client:
+            with client.open_session(CAPTION, seed=SEED, transport="inline") as session:
+                play_shots(session, [(f"{long_prompt}{i}", 1) for i in range(6)])
+                log = session.cue_log()
+                session._ask_cue_log("page", 0)  # one page by hand, to see that there are several
+                page = session._wait(session._pick_page, "a page", 10)
+            return log, page
+
+    log, page = within(60, scenario)
+    assert 0 < page.next_shot < 6 and len(page.entries) == page.next_shot
+    assert [e.shot_index for e in log.entries] == list(range(6)) and log.next_shot == 0
+    assert [e.cue.prompt for e in log.entries] == [f"{long_prompt}{i}" for i in range(6)]
+
+
+def test_async_snapshot_restore_fork_and_cue_log(engine, snap_server):
+    expected = reference(engine, SHOTS + TAIL)
+
+    async def scenario():
+        async with AsyncShotStreamClient(snap_server.address) as client:
+            async with await client.open_session(CAPTION, seed=SEED, transport="inline") as a:
+                for i, (prompt, n) in enumerate(SHOTS):
+                    await a.cue(prompt, num_chunks=n, event_id=f"e{i}")
+                first = []
+                async for ev in a:
+                    first.append(ev)
+                    if isinstance(ev, ShotFinished) and ev.event_id == "e1":
+                        break
+                data = await a.snapshot()
+                log = await a.cue_log()
+                b = await client.fork(a, transport="inline")
+                restored_b = await b.next_event()
+                await b.close()
+            async with await client.open_session(snapshot=data, transport="shared_memory") as c:
+                restored_c = await c.next_event()
+                for i, (prompt, n) in enumerate(TAIL):
+                    await c.cue(prompt, num_chunks=n, event_id=f"t{i}")
+                tail = []
+                async for ev in c:
+                    tail.append(ev)
+                    if isinstance(ev, ShotFinished) and ev.event_id == "t1":
+                        break
+            replay = [ev async for ev in client.render_story(cue_log=log)]
+            return first, data, log, restored_b, restored_c, tail, replay
+
+    first, data, log, restored_b, restored_c, tail, replay = asyncio.run(asyncio.wait_for(scenario(), 90))
+    assert restored_b == restored_c == SnapshotRestored(2, 30)
+    got = chunks_of(first) + chunks_of(tail)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a.frames, b)
+    assert [e.chunks for e in log.entries] == [2, 1]
+    for a, b in zip(chunks_of(replay), expected[:3], strict=True):
+        np.testing.assert_array_equal(a.frames, b)
+
+
+# -- CLI: story --cue-log, snapshots through a server ----------------------------------------------
+
+
+def as_mp4(frames: np.ndarray, path: Path) -> np.ndarray:
+    """``frames`` as they come back from an MP4 that the CLI's writer made of them."""
+    from service.video_io import Mp4Writer
+
+    with Mp4Writer(path, frames.shape[2], frames.shape[1], 16) as writer:
+        writer.write(frames)
+    return read_mp4(path)
+
+
+def _live_session_with_a_cut(address: str, tmp_path: Path, snapshot: bytes | None = None):
+    """A session (from ``snapshot`` when given) with a scripted cut; returns its frames, its log (saved as JSON)
+    and its snapshot at the end."""
+    from service.sdk import save_cue_log
+
+    with ShotStreamClient(address) as client:
+        story = {"snapshot": snapshot} if snapshot else {"global_caption": CAPTION, "seed": SEED}
+        with client.open_session(transport="inline", chunks_in_flight=1, **story) as session:
+            session.cue("The keeper climbs the stairs.", num_chunks=4, event_id="walk")
+            events = events_until(session, ShotStarted)
+            session.cue("A wave hits the rocks.", num_chunks=1, mode="cut", event_id="boss", at_chunk=1)
+            session.cue("Gulls scatter.", num_chunks=2, event_id="after")
+            for _ in range(3):
+                events += events_until(session, ShotFinished)
+            log = session.cue_log()
+            end = session.snapshot()
+    path = tmp_path / "log.json"
+    save_cue_log(log, path)
+    return np.concatenate([c.frames for c in chunks_of(events)]), log, path, end
+
+
+def test_story_cue_log_replays_locally_and_through_a_server(snap_server, tmp_path, capsys):
+    live, log, path, _ = within(60, lambda: _live_session_with_a_cut(snap_server.address, tmp_path))
+    assert [(e.chunks, e.cut) for e in log.entries] == [(1, True), (1, False), (2, False)]
+    common = ["story", "--cue-log", str(path), "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "local.mp4"), "--report", str(tmp_path / "local.json"),
+                 "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "remote.mp4"), "--report", str(tmp_path / "remote.json"),
+                 "--server", snap_server.address, "--transport", "inline"]) == 0, capsys.readouterr().err
+    for name in ("local", "remote"):
+        report = json.loads((tmp_path / f"{name}.json").read_text())
+        assert report["seed"] == SEED and report["frames"] == len(live) == 9 + 9 + 21
+        assert [(s["index"], s["chunks"], s["frames"], s["prompt"]) for s in report["shots"]] == [
+            (0, 1, 9, "The keeper climbs the stairs."), (1, 1, 9, "A wave hits the rocks."),
+            (2, 2, 21, "Gulls scatter.")]
+        # the same frames through the same encoder: the same video (H.264 is lossy, but deterministic)
+        np.testing.assert_array_equal(read_mp4(tmp_path / f"{name}.mp4"), as_mp4(live, tmp_path / "live.mp4"))
+
+
+def test_story_cue_log_from_a_snapshot(snap_server, tmp_path, capsys):
+    from service.sdk import snapshot_info
+
+    def scenario():
+        with ShotStreamClient(snap_server.address) as client:
+            with client.open_session(CAPTION, seed=SEED, transport="inline") as session:
+                play_shots(session, SHOTS[:1])
+                first = session.snapshot()
+                play_shots(session, SHOTS[1:], first_id=1)
+                later = session.snapshot()
+        return first, later, _live_session_with_a_cut(snap_server.address, tmp_path, snapshot=first)
+
+    first, later, (live, log, path, _) = within(90, scenario)
+    assert log.first_shot_index == snapshot_info(first).next_shot_index == 1
+    assert [e.shot_index for e in log.entries] == [1, 2, 3]
+    snap, other = tmp_path / "act1.snap", tmp_path / "act2.snap"
+    snap.write_bytes(first)
+    other.write_bytes(later)
+    common = ["story", "--cue-log", str(path), "--quiet"]
+    for where in (["--device", "cpu"], ["--server", snap_server.address, "--transport", "shm"]):
+        out, report = tmp_path / "replay.mp4", tmp_path / "replay.json"
+        assert main([*common, "--from-snapshot", str(snap), "--out", str(out), "--report", str(report),
+                     *where]) == 0, capsys.readouterr().err
+        shots = json.loads(report.read_text())["shots"]
+        assert [(s["index"], s["chunks"]) for s in shots] == [(1, 1), (2, 1), (3, 2)]
+        np.testing.assert_array_equal(read_mp4(out), as_mp4(live, tmp_path / "live.mp4"), err_msg=str(where))
+    capsys.readouterr()
+    for args, needle in [
+            ([], "starts at shot 1: its session continued a snapshot"),
+            (["--from-snapshot", str(other)], "starts at shot 1, but"),
+            (["--from-snapshot", str(snap), "--seed", str(SEED + 1)], f"played with seed {SEED}"),
+            (["--from-snapshot", str(tmp_path / "none.snap")], "cannot read the snapshot")]:
+        assert main([*common, *args, "--out", str(tmp_path / "x.mp4"), "--device", "cpu"]) == 2, args
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, err
+    story = tmp_path / "story.json"
+    story.write_text(json.dumps({"global_caption": CAPTION, "shots": ["a"]}))
+    for args, needle in [([str(story)], "not both"), ([], "give a story file, or --cue-log"),
+                         (["--cue-log", str(tmp_path / "missing.json")], "no such cue log"),
+                         (["--cue-log", str(story)], "not a cue log")]:
+        rc = main(["story", *([str(story), "--cue-log", str(path)] if args == [str(story)] else args),
+                   "--out", str(tmp_path / "x.mp4")])
+        err = capsys.readouterr().err
+        assert rc == 2 and needle in err and "Traceback" not in err, (args, err)
+
+
+def test_story_through_a_server_saves_and_continues_a_snapshot(engine, snap_server, tmp_path, capsys):
+    from service.sdk import snapshot_info
+
+    whole = np.concatenate(reference(engine, SHOTS + TAIL)[3:])  # first, while the server is idle
+
+    def story_file(name: str, shots, caption: str = CAPTION) -> str:
+        path = tmp_path / name
+        path.write_text(json.dumps({"global_caption": caption, "seed": SEED,
+                                    "shots": [{"prompt": p, "chunks": n} for p, n in shots]}))
+        return str(path)
+
+    snap = tmp_path / "saves" / "act1.snap"
+    remote = ["--server", snap_server.address, "--transport", "inline", "--quiet"]
+    assert main(["story", story_file("a.json", SHOTS), "--out", str(tmp_path / "a.mp4"), "--report",
+                 str(tmp_path / "a.r"), "--save-snapshot", str(snap), *remote]) == 0
+    assert "saved a snapshot after shot 1" in capsys.readouterr().err
+    info = snapshot_info(snap.read_bytes())
+    assert (info.next_shot_index, info.shot_lengths, info.seed) == (2, (21, 9), SEED)
+    report = tmp_path / "b.r"
+    assert main(["story", story_file("b.json", TAIL), "--out", str(tmp_path / "b.mp4"), "--report", str(report),
+                 "--from-snapshot", str(snap), *remote]) == 0, capsys.readouterr().err
+    shots = json.loads(report.read_text())["shots"]
+    assert [(s["index"], s["chunks"]) for s in shots] == [(2, 2), (3, 1)]
+    np.testing.assert_array_equal(read_mp4(tmp_path / "b.mp4"), as_mp4(whole, tmp_path / "whole.mp4"))
+    assert main(["story", story_file("c.json", TAIL, "Another story."), "--out", str(tmp_path / "c.mp4"),
+                 "--from-snapshot", str(snap), *remote]) == 2
+    assert "global caption differs" in capsys.readouterr().err
