@@ -170,8 +170,8 @@ const BrowserSocket := preload("res://addons/shotstream/browser_socket.gd")
 ## small for the session.
 @export var inbound_buffer_bytes := 0
 ## Web builds (4.4+): the browser's WebSocket, each chunk kept in the browser until its frames show,
-## not a [WebSocketPeer] (two byte-by-byte copies of each message on the main thread, ~20 ms each
-## for a 19 MB chunk). Off: a WebSocketPeer (and [member inbound_buffer_bytes]) everywhere.
+## not a [WebSocketPeer] (whose get_packet alone takes 22-29 ms for a 19 MB chunk on the main
+## thread). Off: a WebSocketPeer (and [member inbound_buffer_bytes]) everywhere.
 @export var browser_socket := true
 ## Poll the socket from _process. Off: call [method poll] yourself.
 @export var auto_poll := true
