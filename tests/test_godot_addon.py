@@ -585,6 +585,16 @@ class _ScriptedGateway:
         await conn.recv_until("close")
         await conn.end("closed: client", closed="client")
 
+    async def _s_burst_close(self, conn: _Conn, n: int) -> None:  # 3 chunks, `closed`, the close, at once
+        from service.protocol import pb
+
+        await conn.open(max_chunks_in_flight=3)
+        await conn.recv_until("cue")
+        for seq in (1, 2, 3):
+            await conn.chunk(seq, "burst")
+        await conn.send(closed=pb.SessionClosed(reason="idle"))
+        await conn.ws.close(1000, "closed: idle")
+
     async def _s_bad_chunk(self, conn: _Conn, n: int) -> None:
         from service.gateway import to_json
         from service.protocol import pb

@@ -24,6 +24,9 @@ func run_tests() -> void:
 	await _overflow()
 	if ShotStreamClient.BrowserSocket.available():
 		await _no_overflow_in_the_browser()
+	await _burst_then_close(false)
+	if ShotStreamClient.BrowserSocket.available():
+		await _burst_then_close(true)
 	await _bad_chunks()
 	await _acks_and_cues()
 	await _decoder_and_takes()
@@ -242,6 +245,38 @@ func _overflow() -> void:
 		"overflow: the gap is reported: %s" % [log["errors"]]
 	)
 	eq(["client"], log["reasons"], "overflow: ended normally")
+	client.queue_free()
+
+
+## Three chunks, `closed` and the socket's close, all before the client polls: a poll handles one
+## chunk at most, and the socket's end waits until every message before it was handled.
+func _burst_then_close(browser: bool) -> void:
+	var what := "burst then close (%s)" % ("browser" if browser else "WebSocketPeer")
+	var client := _client("burst_close")
+	client.browser_socket = browser
+	client.auto_poll = false
+	client.auto_reconnect = false
+	var log := _watch(client)
+	client.open_session()
+	var poll := func() -> bool:
+		client.poll()
+		return client.is_session_open()
+	await _wait(poll, what + ": open")
+	client.cue("burst", "burst")
+	await _wait(
+		func() -> bool: return client._ws.get_ready_state() == WebSocketPeer.STATE_CLOSED,
+		what + ": the socket closed"
+	)
+	var per_poll: Array[int] = []
+	var polled := func() -> bool:
+		var before: int = log["chunks"].size()
+		client.poll()
+		per_poll.append(log["chunks"].size() - before)
+		return not log["reasons"].is_empty()
+	await _wait(polled, what + ": the end")
+	eq([1, 2, 3], log["chunks"], what + ": every chunk before the close was handled")
+	eq(1, per_poll.max(), what + ": one chunk per poll at most")
+	eq(["idle"], log["reasons"], what + ": the session's end as the server said it")
 	client.queue_free()
 
 

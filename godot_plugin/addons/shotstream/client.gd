@@ -525,8 +525,8 @@ func _poll_socket() -> void:
 		var is_text: bool = _ws.was_string_packet()  # after get_packet(), not before
 		_handle_packet(data, is_text)
 		chunks += 0 if is_text else 1
-	if _ws == null:
-		return
+	if _ws == null or _ws.get_available_packet_count() > 0:
+		return  # messages left for the next poll: a closed socket's end waits for them
 	if _ws.get_ready_state() == WebSocketPeer.STATE_CLOSED:
 		var ws: Variant = _ws
 		_ws = null
