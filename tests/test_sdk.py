@@ -955,6 +955,7 @@ def test_async_snapshot_and_cue_log_keep_the_events_they_read():
     data = b"async snapshot" * 100
     pages = {0: pb.CueLog(global_caption="g", entries=[pb.CueLogEntry(shot_index=0, chunks=1, finished=True)])}
     respond = scripted_server(data, pages)
+    silent: set[str] = set()  # kinds of message the fake server stops answering
 
     class FakeAsyncCall:
         def __init__(self):
@@ -963,7 +964,7 @@ def test_async_snapshot_and_cue_log_keep_the_events_they_read():
 
         async def write(self, msg):
             self.received.append(msg)
-            for reply in respond(msg):
+            for reply in ([] if msg.WhichOneof("kind") in silent else respond(msg)):
                 self.out.put_nowait(reply)
             if msg.WhichOneof("kind") == "close":
                 self.out.put_nowait(pb.ServerMessage(closed=pb.SessionClosed(reason="client")))
@@ -995,10 +996,17 @@ def test_async_snapshot_and_cue_log_keep_the_events_they_read():
         events = [await session.next_event() for _ in range(5)]
         with pytest.raises(ShotStreamError) as exc:
             await session.snapshot(wait_for_boundary=False)
+        silent.add("snapshot")  # nothing answers: the wait ends at its timeout, woken by a cue-log ping
+        with pytest.raises(ShotStreamError) as late:
+            await session.snapshot(timeout=0.2)
+        call.out.put_nowait(pb.ServerMessage(cue_accepted=pb.CueAccepted(event_id="late")))
+        after = await session.next_event()  # the session goes on
         await session.close()
-        return call, log, events, exc.value
+        return call, log, events, exc.value, late.value, after
 
-    call, log, events, refused = asyncio.run(asyncio.wait_for(scenario(), 30))
+    call, log, events, refused, late, after = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert late.code == grpc.StatusCode.DEADLINE_EXCEEDED and after == CueAccepted("late", 0)
+    assert call.received[-2].cue_log.from_shot == 2**32 - 1 and call.received[-1].WhichOneof("kind") == "close"
     assert len(log.entries) == 1
     assert [type(e) for e in events] == [Chunk, ShotFinished, Stats, ShotStarted, Chunk]
     assert [m.ack.chunk_seq for m in call.received if m.WhichOneof("kind") == "ack"] == [1, 2]
