@@ -1,6 +1,7 @@
 // A Direct session over the WebSocket engine gateway (ws://HOST:PORT/v1/direct), no UnityEngine.
 // Not thread-safe for concurrent receives: one reader task; sends are serialized internally.
 using System;
+using System.Collections.Generic;
 using System.Globalization;
 using System.IO;
 using System.Net;
@@ -45,12 +46,16 @@ namespace ShotStream.Core
         const int ChunkHeaderAllowance = 1 << 16;
         // The receive buffer never grows past this, whatever a session announces.
         const int MaxMessageCeiling = 1 << 30;
+        /// <summary>Once a connection has asked for a snapshot, a message may also be this large: a snapshot part of up to 2 MiB
+        /// (the server sends 1 MiB parts by default), as base64 JSON.</summary>
+        public const int MaxSnapshotPartMessageBytes = (2 << 20) / 3 * 4 + 4 + (1 << 16);
 
         readonly ClientWebSocket ws;
         readonly SemaphoreSlim sendLock = new SemaphoreSlim(1, 1);
         byte[] buffer = new byte[DefaultReceiveBufferBytes];
         int maxMessageBytes = MaxJsonMessageBytes;
         bool closedByServer;
+        volatile bool snapshotAsked;
 
         public SessionOpened Session { get; private set; }
         public WebSocketState State { get { return ws.State; } }
@@ -147,6 +152,31 @@ namespace ShotStream.Core
             }
         }
 
+        /// <summary>ConnectAndOpenAsync for a session that continues <paramref name="snapshot"/> (the bytes a snapshot request
+        /// delivered, e.g. from a game save; null: a new story, as above): connect and open within <paramref name="timeout"/>,
+        /// the open carrying the snapshot's first part; then the rest of it, in parts of <paramref name="partBytes"/>, without a
+        /// time limit. The server answers `restored` (or a fatal error) once the whole snapshot has arrived and checks out:
+        /// read it with ReceiveAsync. Cues sent meanwhile wait for the restore.</summary>
+        public static async Task<ShotStreamConnection> ConnectAndOpenAsync(Uri uri, string token, OpenSession open, byte[] snapshot, TimeSpan timeout,
+                                                                           CancellationToken ct = default(CancellationToken), int partBytes = SnapshotParts.MaxUploadPartBytes)
+        {
+            if (snapshot == null) return await ConnectAndOpenAsync(uri, token, open, timeout, ct).ConfigureAwait(false);
+            if (open == null) throw new ArgumentNullException(nameof(open));
+            var parts = SnapshotParts.Split(snapshot, partBytes);  // checks the arguments before connecting
+            open.Snapshot = SnapshotParts.First(snapshot, partBytes);
+            var conn = await ConnectAndOpenAsync(uri, token, open, timeout, ct).ConfigureAwait(false);
+            try
+            {
+                await conn.SendSnapshotRestAsync(parts, ct).ConfigureAwait(false);
+                return conn;
+            }
+            catch
+            {
+                conn.Dispose();
+                throw;
+            }
+        }
+
         /// <summary>ConnectAndOpenAsync, retried per <paramref name="policy"/> (transient failures only).</summary>
         public static Task<ShotStreamConnection> ConnectAndOpenAsync(Uri uri, string token, OpenSession open, ReconnectPolicy policy, TimeSpan timeout,
                                                                      CancellationToken ct = default(CancellationToken))
@@ -159,6 +189,48 @@ namespace ShotStream.Core
         {
             return OpenAsync(new OpenSession { GlobalCaption = caption ?? "", Seed = seed, FrameFormat = format, Transport = transport,
                                                MaxChunksInFlight = credits, ClientName = clientName ?? "" }, ct);
+        }
+
+        /// <summary>OpenAsync for a session that continues <paramref name="snapshot"/>: open carries its first part, and once the
+        /// server has answered `opened` the rest follows as snapshot_part messages (parts of <paramref name="partBytes"/>, at most
+        /// 32 KiB). The server then answers `restored`, or a fatal error (damaged: 3 INVALID_ARGUMENT; another model or decoder:
+        /// 9 FAILED_PRECONDITION; too big: 8 RESOURCE_EXHAUSTED). Caption, seed and decoder come from the snapshot.</summary>
+        public async Task<SessionOpened> OpenAsync(OpenSession open, byte[] snapshot, CancellationToken ct = default(CancellationToken),
+                                                   int partBytes = SnapshotParts.MaxUploadPartBytes)
+        {
+            if (open == null) throw new ArgumentNullException(nameof(open));
+            if (snapshot == null) return await OpenAsync(open, ct).ConfigureAwait(false);
+            var parts = SnapshotParts.Split(snapshot, partBytes);
+            open.Snapshot = SnapshotParts.First(snapshot, partBytes);
+            var opened = await OpenAsync(open, ct).ConfigureAwait(false);
+            await SendSnapshotRestAsync(parts, ct).ConfigureAwait(false);
+            return opened;
+        }
+
+        async Task SendSnapshotRestAsync(IEnumerable<SnapshotPart> parts, CancellationToken ct)
+        {
+            bool first = true;
+            foreach (var part in parts)
+            {
+                if (first) { first = false; continue; }  // went with open
+                await SendAsync(ClientMessage.SnapshotPartMessage(part), ct).ConfigureAwait(false);
+            }
+        }
+
+        /// <summary>Asks for the story's snapshot. The server answers with snapshot parts (put them together with a
+        /// <see cref="SnapshotAssembler"/>); <paramref name="waitForBoundary"/> false is refused (a non-fatal error 9) while a shot
+        /// is in progress, true takes it when the current shot ends, before the next queued one starts. From now on this
+        /// connection accepts messages as large as a snapshot part (<see cref="MaxSnapshotPartMessageBytes"/>).</summary>
+        public Task RequestSnapshotAsync(bool waitForBoundary = true, CancellationToken ct = default(CancellationToken))
+        {
+            return SendAsync(ClientMessage.SnapshotMessage(waitForBoundary), ct);
+        }
+
+        /// <summary>Asks for the cue log from shot <paramref name="fromShot"/> on; the server answers one page (CueLog.NextShot &gt; 0:
+        /// ask again from there; <see cref="CueLogCollector"/> merges the pages).</summary>
+        public Task RequestCueLogAsync(uint fromShot = 0, CancellationToken ct = default(CancellationToken))
+        {
+            return SendAsync(ClientMessage.CueLogMessage(fromShot), ct);
         }
 
         /// <summary>Sends open and waits for opened; a fatal error throws ShotStreamException. From then on a
@@ -212,6 +284,8 @@ namespace ShotStream.Core
 
         public async Task SendAsync(ClientMessage msg, CancellationToken ct = default(CancellationToken))
         {
+            if (msg == null) throw new ArgumentNullException(nameof(msg));
+            if (msg.Kind == ClientKind.Snapshot) snapshotAsked = true;  // before it goes: the parts may come at once
             byte[] data = Encoding.UTF8.GetBytes(msg.ToJson());
             await sendLock.WaitAsync(ct).ConfigureAwait(false);
             try { await ws.SendAsync(new ArraySegment<byte>(data), WebSocketMessageType.Text, true, ct).ConfigureAwait(false); }
@@ -222,7 +296,8 @@ namespace ShotStream.Core
         /// <summary>The next server event; null once the server has closed the connection normally.
         /// A chunk's Pixels point into the reusable receive buffer: valid until the next ReceiveAsync.
         /// A fatal error throws ShotStreamException (code/message from the server), and so does a message larger
-        /// than the session's largest chunk (1 MiB before the session opens).</summary>
+        /// than the session's largest chunk (1 MiB before the session opens; once this connection has asked for a
+        /// snapshot, a snapshot part's <see cref="MaxSnapshotPartMessageBytes"/> too).</summary>
         public async Task<ServerMessage> ReceiveAsync(CancellationToken ct = default(CancellationToken))
         {
             while (true)
@@ -234,11 +309,14 @@ namespace ShotStream.Core
                 {
                     if (count == buffer.Length)
                     {
-                        if (count >= maxMessageBytes)
-                            throw new ShotStreamException(0, "a message from the server is larger than " + maxMessageBytes + " bytes, "
-                                + (Session == null ? "the limit before the session opens" : "more than a chunk of this session takes (frames per chunk x width x height x 4 + header)")
+                        int limit = MessageLimit;
+                        if (count >= limit)
+                            throw new ShotStreamException(0, "a message from the server is larger than " + limit + " bytes, "
+                                + (Session == null ? "the limit before the session opens"
+                                   : limit > maxMessageBytes ? "more than a chunk of this session or a snapshot part takes"
+                                   : "more than a chunk of this session takes (frames per chunk x width x height x 4 + header)")
                                 + ": is the server a ShotStream gateway of this protocol version?");
-                        Array.Resize(ref buffer, (int)Math.Min((long)buffer.Length * 2, maxMessageBytes));
+                        Array.Resize(ref buffer, (int)Math.Min((long)buffer.Length * 2, limit));
                     }
                     try { r = await ws.ReceiveAsync(new ArraySegment<byte>(buffer, count, buffer.Length - count), ct).ConfigureAwait(false); }
                     catch (WebSocketException e) { throw new ShotStreamException(0, "the connection to the server was lost: " + e.Message, e, transient: true); }
@@ -273,6 +351,8 @@ namespace ShotStream.Core
                 return m;
             }
         }
+
+        int MessageLimit { get { return Session != null && snapshotAsked ? Math.Max(maxMessageBytes, MaxSnapshotPartMessageBytes) : maxMessageBytes; } }
 
         /// <summary>Aborts the WebSocket at once (a pending receive or send fails) and frees it. The send lock is
         /// left alone: a send still in flight releases it as it fails, and it holds no wait handle to free.</summary>
