@@ -132,6 +132,18 @@ namespace UnityEngine
         /// <summary>Test hook (not Unity API): the platform the player runs on.</summary>
         public static RuntimePlatform PlatformForTests = RuntimePlatform.LinuxEditor;
         public static RuntimePlatform platform { get { return PlatformForTests; } }
+        /// <summary>Test hook (not Unity API): the folder persistentDataPath returns (null: the property throws, as a test that
+        /// forgot to set it should fail rather than write to a real user folder).</summary>
+        public static string PersistentDataPathForTests;
+        /// <summary>Unity: a folder for data kept between runs (per user and product; main thread only).</summary>
+        public static string persistentDataPath
+        {
+            get
+            {
+                if (PersistentDataPathForTests == null) throw new InvalidOperationException("the stub's persistentDataPath is not set (PersistentDataPathForTests)");
+                return PersistentDataPathForTests;
+            }
+        }
     }
 
     public enum RuntimePlatform { OSXEditor = 0, OSXPlayer = 1, WindowsPlayer = 2, WindowsEditor = 7, IPhonePlayer = 8, Android = 11, LinuxPlayer = 13, LinuxEditor = 16, WebGLPlayer = 17 }

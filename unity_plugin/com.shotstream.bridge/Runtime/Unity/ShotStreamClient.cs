@@ -32,6 +32,13 @@ namespace ShotStream.Unity
     [Serializable] public sealed class ChunkReceivedEvent : UnityEvent<FrameChunk> { }
     /// <summary>A cue's first chunk arrived: (event id, milliseconds since the cue was sent).</summary>
     [Serializable] public sealed class CueLatencyEvent : UnityEvent<string, float> { }
+    /// <summary>The story's snapshot, every part in: (its bytes, the shot the story continues with). Keep the bytes with the game
+    /// save (<see cref="ShotStreamSnapshotFile"/>) and continue them later with <see cref="ShotStreamClient.ContinueFromSnapshot"/>.</summary>
+    [Serializable] public sealed class SnapshotReadyEvent : UnityEvent<byte[], int> { }
+    /// <summary>A session that continues a snapshot or forks another has its story: the next cue becomes shot NextShotIndex.</summary>
+    [Serializable] public sealed class SnapshotRestoredEvent : UnityEvent<SnapshotRestored> { }
+    /// <summary>The session's whole cue log (every page merged): what it played, exactly.</summary>
+    [Serializable] public sealed class CueLogEvent : UnityEvent<CueLog> { }
 
     /// <summary>
     /// Connects when enabled (Connect On Start), opens a session, and feeds chunks to a <see cref="ShotStreamScreen"/>;
@@ -103,6 +110,13 @@ namespace ShotStream.Unity
         public ChunkReceivedEvent chunkReceived = new ChunkReceivedEvent();
         /// <summary>A cue's first chunk arrived this many milliseconds after the cue was sent (arrival measured on the network thread).</summary>
         public CueLatencyEvent cueLatency = new CueLatencyEvent();
+        /// <summary>The snapshot <see cref="RequestSnapshot"/> asked for, all its parts put together: (bytes, next shot index).</summary>
+        public SnapshotReadyEvent snapshotReady = new SnapshotReadyEvent();
+        /// <summary>A session opened with <see cref="ContinueFromSnapshot"/> or <see cref="Fork"/> has its story (after sessionOpened):
+        /// cues sent before this wait for it on the server.</summary>
+        public SnapshotRestoredEvent restored = new SnapshotRestoredEvent();
+        /// <summary>The cue log <see cref="RequestCueLog"/> asked for, its pages merged.</summary>
+        public CueLogEvent cueLogReady = new CueLogEvent();
 
         struct Pending
         {
@@ -113,6 +127,7 @@ namespace ShotStream.Unity
             public string Error;     // a failure to report (Message null)
             public string Ended;     // the session of Connection ended, and why (Message and Error null)
             public long Received;    // Stopwatch timestamp of a chunk's arrival
+            public byte[] Snapshot;  // a whole snapshot (Message: its last part)
         }
 
         struct PendingAck { public ulong Seq; public long LastFrameIndex; public int Connection; }
@@ -140,6 +155,12 @@ namespace ShotStream.Unity
         readonly float[] recentLatencies = new float[8];
         int latencyCount;
         UnityAction<ShotOnScreen> onScreenEnded, onScreenPresented;
+        byte[] continueFrom;              // the snapshot every Connect (and reconnect) continues; null: a new story
+        Fork forkNext;                    // the next Connect forks this session (one Connect only)
+        long maxSnapshotBytes = SnapshotAssembler.DefaultMaxBytes;
+        int snapshotPartBytes = SnapshotParts.MaxUploadPartBytes;
+        CueLogCollector cueLog;           // the cue log being paged in (main thread); null: none asked for
+        bool cueLogAgain;                 // RequestCueLog was called while one was on its way
 
         /// <summary>Test seam: when set, outgoing messages go here instead of the network.</summary>
         internal Func<ClientMessage, Task> SendHook;
@@ -167,6 +188,45 @@ namespace ShotStream.Unity
         /// <see cref="Session"/>.Decoder once the session is open.</summary>
         public ShotDecoder Decoder { get { return decoder; } set { decoder = value; } }
         public ShotStreamScreen Screen { get { return screen; } set { screen = value; HookScreen(); } }
+
+        /// <summary>A story snapshot (the bytes <see cref="snapshotReady"/> delivered, e.g. <see cref="ShotStreamSnapshotFile.Load(string)"/>)
+        /// that every <see cref="Connect"/> continues instead of starting a new story, and so does every reconnect: the story starts over
+        /// from the snapshot. Its caption, seed and decoder are the snapshot's (GlobalCaption, Seed and Decoder are not sent). The server
+        /// answers <see cref="sessionOpened"/>, then <see cref="restored"/>; a snapshot it cannot continue ends the session with an
+        /// <see cref="error"/> (damaged: code 3; another model or decoder: 9; too big: 8) and is not retried. Null (the default): new stories.
+        /// Takes effect at the next Connect.</summary>
+        public byte[] ContinueFromSnapshot
+        {
+            get { return continueFrom; }
+            set
+            {
+                if (value != null && value.Length == 0) throw new ArgumentException("an empty snapshot: use the bytes snapshotReady delivered, unchanged", nameof(value));
+                continueFrom = value;
+            }
+        }
+
+        /// <summary>The largest snapshot this client puts together (default 256 MiB; a full-size story's is under 40 MiB): a larger
+        /// one is refused with an <see cref="error"/> before its memory is taken.</summary>
+        public long MaxSnapshotBytes
+        {
+            get { return maxSnapshotBytes; }
+            set
+            {
+                if (value < 1 || value > int.MaxValue) throw new ArgumentOutOfRangeException(nameof(value), value, "1 .. 2^31-1 bytes");
+                maxSnapshotBytes = value;
+            }
+        }
+
+        /// <summary>Test seam: the size of the parts a snapshot is sent in (at most 32 KiB, the default).</summary>
+        internal int SnapshotPartBytes
+        {
+            get { return snapshotPartBytes; }
+            set
+            {
+                if (value < 1 || value > SnapshotParts.MaxUploadPartBytes) throw new ArgumentOutOfRangeException(nameof(value));
+                snapshotPartBytes = value;
+            }
+        }
         public SessionOpened Session { get; private set; }
         public bool IsConnected { get { lock (connLock) return connection != null; } }
 
@@ -201,7 +261,9 @@ namespace ShotStream.Unity
                 FrameFormat = FrameFormat.Rgba8,
                 Transport = (Core.Transport)(int)transport,
                 MaxChunksInFlight = (uint)Math.Max(0, maxChunksInFlight),
-                Decoder = (FrameDecoder)(int)decoder,
+                // a continued or forked story keeps its own decoder: asking for another would be refused
+                Decoder = continueFrom != null || forkNext != null ? FrameDecoder.Unspecified : (FrameDecoder)(int)decoder,
+                Fork = forkNext == null ? null : new Fork { SessionId = forkNext.SessionId, WaitForBoundary = forkNext.WaitForBoundary },
             };
         }
 
@@ -228,14 +290,42 @@ namespace ShotStream.Unity
                 Report("ShotStreamClient: bad server URL \"" + serverUrl + "\" (expected ws://HOST:PORT/v1/direct)");
                 return;
             }
+            if (continueFrom != null && forkNext != null)
+            {
+                forkNext = null;
+                Report("ShotStreamClient: a session either continues a snapshot or forks another session, not both: clear ContinueFromSnapshot to fork");
+                return;
+            }
             var source = new CancellationTokenSource();
             cts = source;
             int r = ++run;
             var open = BuildOpen();
+            forkNext = null;  // one Connect only (its reconnects fork again)
             var policy = ReconnectPolicy;
             var timeout = OpenTimeout;
             string tok = token;
-            loop = Task.Run(() => RunAsync(r, uri, tok, open, policy, timeout, source));
+            var start = new SessionStart { Snapshot = continueFrom, PartBytes = snapshotPartBytes, MaxSnapshotBytes = maxSnapshotBytes };
+            loop = Task.Run(() => RunAsync(r, uri, tok, open, start, policy, timeout, source));
+        }
+
+        // What a Connect's sessions start from, fixed when it is called.
+        sealed class SessionStart { public byte[] Snapshot; public int PartBytes; public long MaxSnapshotBytes; }
+
+        /// <summary>Connects a session that starts from another open session's story (on the same server; <see cref="SessionOpened.SessionId"/>,
+        /// e.g. another client's <see cref="Session"/>), at its shot boundary: two endings of a player's choice from one story. Caption, seed
+        /// and decoder are the other session's. <paramref name="waitForBoundary"/> false is refused (the session ends with an error) while
+        /// that session is mid-shot; true waits for its shot to end. Answered by <see cref="sessionOpened"/>, then <see cref="restored"/>.
+        /// This Connect only: a reconnect forks the other session again (its story as it is then); a later Connect starts a new story.</summary>
+        public void Fork(string sessionId, bool waitForBoundary = true)
+        {
+            if (string.IsNullOrEmpty(sessionId)) throw new ArgumentException("fork needs the other session's id (SessionOpened.SessionId)", nameof(sessionId));
+            if (IsRunning)
+            {
+                Report("ShotStreamClient: Fork(" + sessionId + ") while connected: Close() first (a client holds one session)");
+                return;
+            }
+            forkNext = new Fork { SessionId = sessionId, WaitForBoundary = waitForBoundary };
+            Connect();
         }
 
         /// <summary>What <see cref="Connect"/> reports on WebGL, where it does nothing.</summary>
@@ -250,7 +340,7 @@ namespace ShotStream.Unity
         // ended before delivering a chunk, across reconnects: a server that accepts and drops every session is given
         // up on like one that refuses connections. The first failure of a streak is reported at once (so a client
         // that retries forever does not fail silently), the rest only when the client gives up.
-        async Task RunAsync(int runId, Uri uri, string tok, OpenSession open, ReconnectPolicy policy, TimeSpan timeout, CancellationTokenSource source)
+        async Task RunAsync(int runId, Uri uri, string tok, OpenSession open, SessionStart start, ReconnectPolicy policy, TimeSpan timeout, CancellationTokenSource source)
         {
             var ct = source.Token;
             int failures = 0;
@@ -265,7 +355,7 @@ namespace ShotStream.Unity
                     int id = 0;
                     try
                     {
-                        conn = await ShotStreamConnection.ConnectAndOpenAsync(uri, tok, open, timeout, ct).ConfigureAwait(false);
+                        conn = await ShotStreamConnection.ConnectAndOpenAsync(uri, tok, open, start.Snapshot, timeout, ct, start.PartBytes).ConfigureAwait(false);
                         var layout = conn.Session.Ring;
                         if (layout != null)
                         {
@@ -300,11 +390,20 @@ namespace ShotStream.Unity
                         if (AfterConnectForTest != null) AfterConnectForTest();
                         inbox.Enqueue(new Pending { Run = runId, Connection = id, Message = new ServerMessage(ServerKind.Opened, conn.Session) });
                         string reason = null;
+                        var snapshot = new SnapshotAssembler(start.MaxSnapshotBytes);
                         while (reason == null)
                         {
                             ServerMessage m = await conn.ReceiveAsync(ct).ConfigureAwait(false);
                             if (m == null) reason = "the server closed the connection";
                             else if (m.Kind == ServerKind.Closed) reason = m.Closed.Reason;
+                            else if (m.Kind == ServerKind.Snapshot)
+                            {
+                                // put together here, off the main thread; the main thread gets the whole snapshot once
+                                byte[] whole = null;
+                                try { whole = snapshot.Add(m.Snapshot); }
+                                catch (System.IO.InvalidDataException e) { Enqueue(runId, id, "ShotStreamClient: snapshot dropped: " + e.Message); }
+                                if (whole != null) inbox.Enqueue(new Pending { Run = runId, Connection = id, Message = m, Snapshot = whole });
+                            }
                             else
                             {
                                 byte[] pixels = null;
@@ -457,6 +556,7 @@ namespace ShotStream.Unity
                 case ServerKind.Opened:
                     Session = m.Opened;
                     acks.Clear();
+                    cueLog = null;  // a page of the old session's log will not come
                     cutOrders.Clear();
                     cueSentAt.Clear();
                     pixelPools.Clear();
@@ -483,6 +583,11 @@ namespace ShotStream.Unity
                     break;
                 case ServerKind.TakeStarted: Raise(takeStarted, m.TakeStarted); break;
                 case ServerKind.TakeSaved: Raise(takeSaved, m.TakeSaved); break;
+                case ServerKind.Snapshot:
+                    if (p.Snapshot != null) Raise(snapshotReady, p.Snapshot, (int)m.Snapshot.NextShotIndex);
+                    break;
+                case ServerKind.Restored: Raise(restored, m.Restored); break;
+                case ServerKind.CueLog: OnCueLogPage(m.CueLog); break;
                 case ServerKind.Error:
                     Report("ShotStream server error " + m.Error.Code + ": " + m.Error.Message);
                     FailPlayback(m.Error.EventId, "the server rejected the cue: " + m.Error.Message);
@@ -525,6 +630,7 @@ namespace ShotStream.Unity
         {
             Session = null;
             acks.Clear();  // their connection is gone
+            cueLog = null;
             FailAllPlaybacks("the session ended (" + reason + ")");
             Raise(sessionClosed, reason);
         }
@@ -600,16 +706,21 @@ namespace ShotStream.Unity
         }
 
         /// <summary>Builds the cue message for a prompt (event id "unity-N", mode cut or wait).</summary>
-        internal Cue BuildCue(string prompt, int chunks, bool cut, params string[] tags)
+        internal Cue BuildCue(string prompt, int chunks, bool cut, params string[] tags) { return BuildCue(prompt, chunks, cut, 0, tags); }
+
+        internal Cue BuildCue(string prompt, int chunks, bool cut, int atChunk, params string[] tags)
         {
             if (string.IsNullOrEmpty(prompt)) throw new ArgumentException("a cue needs a prompt", nameof(prompt));
             if (chunks < 0) throw new ArgumentOutOfRangeException(nameof(chunks), "chunks must be >= 0 (0 = server default)");
+            if (atChunk < 0) throw new ArgumentOutOfRangeException(nameof(atChunk), "atChunk must be >= 0 (0 = the next chunk boundary)");
+            if (atChunk > 0 && !cut) throw new ArgumentException("atChunk applies to cuts (a wait cue starts when the shot ends)", nameof(atChunk));
             var cue = new Cue
             {
                 EventId = "unity-" + Interlocked.Increment(ref cueCounter).ToString(CultureInfo.InvariantCulture),
                 Prompt = prompt,
                 NumChunks = (uint)chunks,
                 Mode = cut ? CueMode.Cut : CueMode.Wait,
+                AtChunk = (uint)atChunk,
             };
             if (tags != null) foreach (var t in tags) if (!string.IsNullOrEmpty(t)) cue.Tags.Add(t);
             return cue;
@@ -620,6 +731,15 @@ namespace ShotStream.Unity
         public string Cue(string prompt, int chunks = 0, bool cut = false, params string[] tags)
         {
             return SendCue(BuildCue(prompt, chunks, cut, tags));
+        }
+
+        /// <summary>Cues a shot that cuts the shot in progress once that shot has made <paramref name="atChunk"/> chunks (1..7; 0 = at its
+        /// next chunk boundary, like <c>Cue(prompt, chunks, cut: true)</c>). Where a cut lands then no longer depends on when the cue
+        /// arrives (unless it arrives after that chunk: then it cuts at the next boundary); the cue log says where every cut landed.
+        /// Returns its event id.</summary>
+        public string CueCutAt(string prompt, int atChunk, int chunks = 0, params string[] tags)
+        {
+            return SendCue(BuildCue(prompt, chunks, true, atChunk, tags));
         }
 
         /// <summary>Cues a shot like <see cref="Cue"/> and returns it as a <see cref="ShotPlayback"/>, which completes once
@@ -655,6 +775,50 @@ namespace ShotStream.Unity
         public void StartTake(string name, TakeQuality quality)
         {
             SendOrQueue(ClientMessage.StartTakeMessage(name, quality == TakeQuality.Live ? TakeQuality.Unspecified : quality));
+        }
+
+        /// <summary>Asks for the story's snapshot: what a game save keeps to continue the story later (<see cref="ContinueFromSnapshot"/>)
+        /// exactly as it would have gone on. <paramref name="waitForBoundary"/> true (the default): taken when the shot in progress ends
+        /// (or its cut lands), before the next queued shot starts; false: refused while a shot is in progress (a non-fatal
+        /// <see cref="serverError"/>, code 9). Sent now when connected, else once the session opens (a session continuing a snapshot or
+        /// forking another: ask after <see cref="restored"/>). The parts are put together off the main thread; <see cref="snapshotReady"/>
+        /// then delivers the bytes (at most <see cref="MaxSnapshotBytes"/>, else an <see cref="error"/>).</summary>
+        public void RequestSnapshot(bool waitForBoundary = true) { SendOrQueue(ClientMessage.SnapshotMessage(waitForBoundary)); }
+
+        /// <summary>Asks for the session's cue log: every cue that became a shot and the chunks it made (where each cut landed), enough to
+        /// replay the session exactly (RenderStory's cue_log, `shotstream story --cue-log`). The pages of a long log are asked for in turn;
+        /// <see cref="cueLogReady"/> delivers them merged. Sent now when connected, else once the session opens.</summary>
+        public void RequestCueLog()
+        {
+            if (cueLog != null) { cueLogAgain = true; return; }  // one on its way: ask again once it is in, for the log as it is then
+            cueLog = new CueLogCollector();
+            SendOrQueue(ClientMessage.CueLogMessage(0));
+        }
+
+        void OnCueLogPage(CueLog page)
+        {
+            if (cueLog == null) cueLog = new CueLogCollector();  // not asked for by this client: still a log
+            uint? next;
+            try { next = cueLog.Add(page); }
+            catch (System.IO.InvalidDataException e)
+            {
+                cueLog = null;
+                Report("ShotStreamClient: cue log dropped: " + e.Message);
+                return;
+            }
+            if (next.HasValue)
+            {
+                Send(ClientMessage.CueLogMessage(next.Value));
+                return;
+            }
+            var log = cueLog.Log;
+            cueLog = null;
+            Raise(cueLogReady, log);
+            if (cueLogAgain)
+            {
+                cueLogAgain = false;
+                RequestCueLog();
+            }
         }
 
         /// <summary>True between <see cref="Pause"/> and <see cref="Resume"/>.</summary>
@@ -780,6 +944,8 @@ namespace ShotStream.Unity
             loop = null;
             Session = null;
             acks.Clear();
+            cueLog = null;
+            cueLogAgain = false;
             // a cue still waiting for a session stays queued for the next Connect, and so does its playback
             HashSet<string> waiting = null;
             lock (unsent)
