@@ -1,8 +1,9 @@
 """Prometheus metrics of one server, in their own registry (never the process-global one).
 
 Counters and the latency histogram are fed by :meth:`ServerMetrics.on_chunk`, which the GPU worker
-calls after every chunk (the registry's ``on_chunk`` hook); gauges (open sessions, queue depth,
-GPU memory, recent FPS) are computed when scraped, from the live session registry and NVML.
+calls after every chunk (the registry's ``on_chunk`` hook); gauges (open sessions and slots, whether
+it takes sessions, queue depth, GPU memory, recent FPS) are computed when scraped, from the live
+session registry and NVML.
 
 ``start_http(port)`` serves ``/metrics`` (port 0: any free port; the bound port is returned).
 """
@@ -38,6 +39,10 @@ class ServerMetrics:
         self.chunks = Counter("shotstream_chunks", "Frame chunks generated", registry=r)
         self.frames = Counter("shotstream_frames", "Video frames generated", registry=r)
         self.sessions = Gauge("shotstream_sessions", "Open sessions (Direct, gateway and RenderStory)", registry=r)
+        self.sessions_max = Gauge("shotstream_sessions_max", "Session slots (max_sessions): capacity", registry=r)
+        self.accepting = Gauge("shotstream_accepting_sessions",
+                               "1 while the server takes new sessions (a free slot, not draining), else 0 "
+                               "(what /ready and the gRPC health status say)", registry=r)
         self.queue_depth = Gauge("shotstream_queue_depth",
                                  "Queued cues plus sessions ready for the GPU (work waiting for the worker)",
                                  registry=r)
@@ -71,6 +76,8 @@ class ServerMetrics:
         """Compute the gauges from ``registry`` (and its engine's device) at scrape time."""
         device = registry.engine.device
         self.sessions.set_function(lambda: len(registry.sessions))
+        self.sessions_max.set(registry.settings.max_sessions)
+        self.accepting.set_function(lambda: 1 if registry.not_ready() is None else 0)
         self.queue_depth.set_function(lambda: _queue_depth(registry))
         self.gpu_memory_used.set_function(lambda: (gpu_info(device) or {}).get("memory_used_bytes", 0))
         self.gpu_memory_total.set_function(lambda: (gpu_info(device) or {}).get("memory_total_bytes", 0))

@@ -1,12 +1,22 @@
 """The composition root: engine + settings -> GPU worker, sessions, gRPC door, WebSocket gateway, metrics.
 
 ``ShotStreamServer`` is the embeddable form (tests, notebooks); :func:`serve` is the blocking entry
-point for a process, with SIGINT/SIGTERM mapped to a graceful stop.
+point for a process: SIGINT (Ctrl-C) stops gracefully, SIGTERM drains first.
 
 Graceful stop, in order: health turns NOT_SERVING; no new sessions are admitted; every open session
 is sent ``closed{reason: "server shutdown"}`` and ends; after ``grace`` seconds whatever is still
 open is cancelled; the gRPC server and the gateway stop; the GPU worker finishes its chunk, frees
 every story and removes every shared-memory ring file.
+
+Drain (SIGTERM, e.g. Kubernetes stopping a pod): readiness (``/ready``) answers 503 "draining", the
+health status of ``shotstream.v1.ShotStream`` turns NOT_SERVING and a new session is refused with
+UNAVAILABLE, so a proxy's health check sends new sessions elsewhere; open sessions go on for up to
+``drain_grace_s``. The server stops as soon as the last one ends; sessions still open at the grace's
+end get ``closed{reason: "server draining"}`` (a client may reconnect through the proxy and continue
+from its snapshot), then the graceful stop above runs and the process exits 0.
+
+Load: the health status of ``shotstream.v1.ShotStream`` is SERVING only while a session slot is free
+and the server is not draining (the overall ``""`` status stays SERVING while the process serves).
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from .gateway import PATH as GATEWAY_PATH
 from .gateway import start_gateway
 from .grpc_server import SERVICE_NAME, build_grpc_server
 from .metrics import ServerMetrics
+from .readiness import ReadinessServer
 from .sessions import SessionRegistry
 from .settings import ServerSettings, url_host
 from .worker import GpuWorker
@@ -68,10 +79,16 @@ class ShotStreamServer:
         self.grpc_port: int | None = None
         self.gateway_port: int | None = None
         self.metrics_port: int | None = None
+        self.ready_port: int | None = None
         self._grpc = None
         self._gateway = None
+        self._readiness: ReadinessServer | None = None
         self._stopped: asyncio.Event | None = None
         self._stopping = False
+        self._draining = False
+        self._changed: asyncio.Event | None = None  # a session opened or closed (drain waits on it)
+        self._serving: bool | None = None  # the health status last set for SERVICE_NAME
+        self._health_updates: set[asyncio.Task] = set()
 
     async def start(self) -> ShotStreamServer:
         s = self.settings
@@ -84,15 +101,21 @@ class ShotStreamServer:
         self.worker = GpuWorker(self.engine.device, s.max_queued_units)
         self.registry = SessionRegistry(self.engine, s, self.worker, on_chunk=self.metrics.on_chunk)
         self.metrics.bind(self.registry)
+        self._changed = asyncio.Event()
         try:
             self._grpc, self.health, self.grpc_port = build_grpc_server(self.registry, s)
             await self._grpc.start()
+            self._serving = True
             await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+            self.registry.on_change = self._load_changed
             if s.gateway_port >= 0:
                 self._gateway = await start_gateway(self.registry, s)
                 self.gateway_port = self._gateway.port
             if s.metrics_port >= 0:
                 self.metrics_port = self.metrics.start_http(s.metrics_port, METRICS_HOST)
+            if s.ready_port >= 0:
+                self._readiness = ReadinessServer(self.registry.not_ready)
+                self.ready_port = await self._readiness.start(s.host, s.ready_port)
         except BaseException:
             await self._teardown(0)
             raise
@@ -108,6 +131,8 @@ class ShotStreamServer:
         if self.gateway_port is not None:
             log.info("engine gateway (WebSocket) on %s://%s:%d%s", "wss" if s.tls_cert else "ws", host,
                      self.gateway_port, GATEWAY_PATH)
+        if self.ready_port is not None:
+            log.info("readiness on http://%s:%d/ready and /live (status only, no auth)", host, self.ready_port)
         if self.metrics_port is not None:
             log.info("Prometheus metrics on http://%s:%d/metrics (loopback only, whatever --host is)", METRICS_HOST,
                      self.metrics_port)
@@ -120,8 +145,53 @@ class ShotStreamServer:
                         "!!! This only proves the wiring works. Start the server with real weights for real video.\n%s",
                         bar, e.config.name, bar)
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Graceful stop (idempotent): see the module docstring."""
+    def _load_changed(self) -> None:
+        """A session opened or closed, or admission changed: wake a drain; keep the health status in step."""
+        if self._changed is not None:
+            self._changed.set()
+        serving = self.registry is not None and self.registry.not_ready() is None
+        if self.health is None or serving == self._serving or self._stopping:
+            return
+        self._serving = serving
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        task = asyncio.get_running_loop().create_task(self.health.set(SERVICE_NAME, status))
+        self._health_updates.add(task)  # set() only takes a lock: in order, and done at the next turns
+        task.add_done_callback(self._health_updates.discard)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def drain(self, grace: float | None = None, stop_grace: float = 5.0) -> None:
+        """Drain, then stop (see the module docstring); ``grace`` defaults to ``drain_grace_s``. Returns once
+        the server has stopped. A stop meanwhile (Ctrl-C) ends the drain at once."""
+        if self._stopping or self._draining:
+            await self.wait()
+            return
+        grace = self.settings.drain_grace_s if grace is None else grace
+        self._draining = True
+        deadline = time.monotonic() + grace
+        self.registry.drain()
+        log.info("draining: no new sessions; %d open session(s) may go on for up to %.1f s",
+                 len(self.registry.sessions), grace)
+        while self.registry.sessions and not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        if self._stopping:  # stopped by someone else meanwhile
+            await self.wait()
+            return
+        if self.registry.sessions:
+            log.info("drain grace over: closing %d session(s) with \"server draining\"", len(self.registry.sessions))
+        else:
+            log.info("drained: every session ended")
+        await self.stop(stop_grace, reason="server draining")
+
+    async def stop(self, grace: float = 5.0, reason: str = "server shutdown") -> None:
+        """Graceful stop (idempotent): see the module docstring. Open sessions get ``closed{reason}``."""
         if self._stopping:
             await self.wait()
             return
@@ -130,7 +200,7 @@ class ShotStreamServer:
         if self.health is not None:
             await self.health.enter_graceful_shutdown()
         if self.registry is not None:
-            self.registry.shutdown()
+            self.registry.shutdown(reason)
             while self.registry.sessions and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             if self.registry.sessions:
@@ -152,6 +222,9 @@ class ShotStreamServer:
         if self.worker is not None:
             await asyncio.to_thread(self.worker.stop)  # frees every story and ring file
         self.metrics.stop_http()
+        if self._readiness is not None:
+            await self._readiness.close()
+            self._readiness = None
         if self._stopped is not None:
             self._stopped.set()
         log.info("ShotStream server stopped")
@@ -164,24 +237,39 @@ class ShotStreamServer:
 
 
 def serve(settings: ServerSettings, engine: ShotStreamEngine, *, grace: float = 5.0) -> None:
-    """Run a server until SIGINT or SIGTERM, then stop it gracefully. Blocks."""
+    """Run a server until SIGINT (graceful stop) or SIGTERM (drain for up to ``settings.drain_grace_s``, then
+    the graceful stop). Blocks. A SIGINT during a drain stops at once; another SIGTERM changes nothing."""
 
     async def main() -> None:
         server = ShotStreamServer(engine, settings)
         await server.start()
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        stop, drain = asyncio.Event(), asyncio.Event()
+
+        def on_sigterm() -> None:
+            if drain.is_set():
+                log.info("SIGTERM again: already draining (Ctrl-C / SIGINT stops at once)")
+            drain.set()
+
+        for sig, handler in ((signal.SIGINT, stop.set), (signal.SIGTERM, on_sigterm)):
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows / not the main thread
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, handler)
         waiter = asyncio.ensure_future(server.wait())
         stopper = asyncio.ensure_future(stop.wait())
+        drainer = asyncio.ensure_future(drain.wait())
         try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiter, stopper, drainer}, return_when=asyncio.FIRST_COMPLETED)
+            if drain.is_set() and not stop.is_set() and not waiter.done():
+                log.info("SIGTERM: draining (grace %.1f s)", settings.drain_grace_s)
+                draining = asyncio.ensure_future(server.drain())
+                await asyncio.wait({draining, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if draining.done():
+                    draining.result()
         finally:
-            log.info("shutting down (grace %.1f s)", grace)
-            waiter.cancel()
-            stopper.cancel()
-            await server.stop(grace)
+            if not waiter.done():
+                log.info("shutting down (grace %.1f s)", grace)
+            for task in (waiter, stopper, drainer):
+                task.cancel()
+            await server.stop(grace)  # at once after a drain (it stopped the server); else the graceful stop
 
     asyncio.run(main())

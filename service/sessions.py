@@ -47,6 +47,23 @@ class SessionRegistry:
         self._peer_of: dict[str, str] = {}  # session id -> peer
         self._on_chunk = on_chunk
         self.shutting_down = False
+        self.draining = False  # SIGTERM: open sessions go on, new ones are refused (UNAVAILABLE)
+        self.on_change: Callable[[], None] | None = None  # a session opened or closed, or admission changed
+
+    def not_ready(self) -> str | None:
+        """Why a new session would be refused now for the server's own state ("stopping", "draining", "full"),
+        or None while a slot is free. The readiness endpoint and the gRPC health status report this."""
+        if self.shutting_down:
+            return "stopping"
+        if self.draining:
+            return "draining"
+        if len(self.sessions) >= self.settings.max_sessions:
+            return "full"
+        return None
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def open(self, msg: pb.OpenSession, peer: str) -> Session:
         """Admit and create a session for ``peer`` (its address), or raise ProtocolError (RESOURCE_EXHAUSTED
@@ -54,6 +71,9 @@ class SessionRegistry:
         exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
         if self.shutting_down:
             raise ProtocolError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down", fatal=True)
+        if self.draining:
+            raise ProtocolError(grpc.StatusCode.UNAVAILABLE, "the server is draining (it stops once its open sessions "
+                                                             "end): open the session on another server", fatal=True)
         if len(self.sessions) >= self.settings.max_sessions:
             raise ProtocolError(exhausted, f"the server is full: {len(self.sessions)} of {self.settings.max_sessions} "
                                            "sessions are open; close one or try again later", fatal=True)
@@ -86,6 +106,7 @@ class SessionRegistry:
         self._per_peer[host] = self._per_peer.get(host, 0) + 1
         self._peer_of[session.id] = host
         self.worker.add(session)
+        self._changed()
         log.info("session %s opened by %s from %s (%s)", session.id, client, host,
                  pb.Transport.Name(session.transport))
         return session
@@ -112,14 +133,23 @@ class SessionRegistry:
         if not self._per_peer[host]:
             del self._per_peer[host]
         self.worker.remove(session)
+        self._changed()
         log.info("session %s closed", session.id)
 
-    def shutdown(self) -> None:
-        """Refuse new sessions and tell every open one it is ending (its loop then frees it)."""
+    def drain(self) -> None:
+        """Refuse new sessions (UNAVAILABLE "draining"); open ones go on."""
+        self.draining = True
+        self._changed()
+
+    def shutdown(self, reason: str = "server shutdown") -> None:
+        """Refuse new sessions and tell every open one it is ending with ``closed{reason}`` (its loop then frees
+        it): "server shutdown" (Ctrl-C), or "server draining" (a drain's grace ran out: a client may continue
+        its story elsewhere from a snapshot)."""
         self.shutting_down = True
         for session in list(self.sessions.values()):
             session.closing = True
-            session.outbox.put_nowait(pb.ServerMessage(closed=pb.SessionClosed(reason="server shutdown")))
+            session.outbox.put_nowait(pb.ServerMessage(closed=pb.SessionClosed(reason=reason)))
+        self._changed()
 
     def _server_stats(self) -> dict[str, int]:
         """Server-wide fields of a session's Stats message (any thread)."""

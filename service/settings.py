@@ -29,6 +29,9 @@ class ServerSettings:
     grpc_port: int = 50051
     gateway_port: int = 50052  # WebSocket engine gateway; 0 = pick a free port, -1 = off
     metrics_port: int = -1  # Prometheus endpoint, always on 127.0.0.1 (never exposed); -1 = off
+    # HTTP readiness/liveness for probes and proxies (GET /ready, /live; status only), on `host`; 0 = any, -1 = off
+    ready_port: int = -1
+    drain_grace_s: float = 30.0  # SIGTERM: how long open sessions may go on before `closed{"server draining"}`
     token: str | None = None  # bearer token clients must send
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -84,6 +87,8 @@ class ServerSettings:
             raise ValueError(f"take_file_mode must be 0o600 or 0o640, not {self.take_file_mode:#o}")
         if self.default_decoder not in DECODER_NAMES:
             raise ValueError(f"default_decoder must be one of {DECODER_NAMES}, not {self.default_decoder!r}")
+        if self.drain_grace_s < 0:
+            raise ValueError(f"drain_grace_s must be 0 or more, not {self.drain_grace_s}")
         for name in LIMIT_NAMES:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
