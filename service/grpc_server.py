@@ -186,6 +186,10 @@ def replay_request(request: pb.RenderStoryRequest) -> pb.RenderStoryRequest:
     if log_.next_shot:
         raise ProtocolError(invalid, f"the cue log is one page (more entries from shot {log_.next_shot}): fetch every "
                                      "page and merge them (the SDK's session.cue_log() does)")
+    if log_.dropped_shots:
+        raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"the cue log dropped its first {log_.dropped_shots} shots (max_cue_log_shots): it "
+                            "cannot be replayed from the story's start; export logs more often, or keep a snapshot")
     if log_.first_shot_index:
         raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION,
                             f"the cue log starts at shot {log_.first_shot_index}: its session continued a snapshot, "

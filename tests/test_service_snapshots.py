@@ -282,7 +282,9 @@ def test_bad_cut_and_log_requests_are_clear_errors(engine):
                     (pb.RenderStoryRequest(protocol_version=1, cue_log=pb.CueLog(first_shot_index=3)), PRECONDITION,
                      "--from-snapshot"),
                     (pb.RenderStoryRequest(protocol_version=1, cue_log=pb.CueLog(next_shot=5)), INVALID,
-                     "one page")):
+                     "one page"),
+                    (pb.RenderStoryRequest(protocol_version=1, cue_log=pb.CueLog(dropped_shots=2)), PRECONDITION,
+                     "dropped its first 2 shots")):
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     async for _ in stub.RenderStory(bad):
                         pass
