@@ -1,4 +1,4 @@
-"""Tests that need a system tool (mono, chromium) skip where it is missing, except in CI (CI=true, set by
+"""Tests that need a system tool (mono, chromium, haproxy) skip where it is missing, except in CI (CI=true, set by
 .ci/run), where `scripts/test.sh` installs them and a skip would hide a broken setup."""
 
 from __future__ import annotations
