@@ -181,7 +181,8 @@ def _cue_log_spec(args: argparse.Namespace, snapshot: tuple[bytes, object] | Non
     """The story a cue log replays (each finished shot with the chunks it made, the log's caption and seed) and
     the decoder to replay it with (--decoder, else the log's)."""
     from .sdk import load_cue_log
-    from .sdk.codec import _decoder_name, cue_log_shots
+    from .sdk.codec import _decoder_name
+    from .sdk.story_state import cue_log_shots
 
     path = args.cue_log
     try:

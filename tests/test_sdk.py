@@ -711,7 +711,8 @@ def test_snapshot_info_reads_what_the_engine_wrote(engine):
 def test_open_messages_carry_a_snapshot_in_parts(engine):
     import base64
 
-    from service.sdk.codec import SNAPSHOT_PART_BYTES, open_messages
+    from service.sdk.codec import open_messages
+    from service.sdk.story_state import SNAPSHOT_PART_BYTES
 
     data = a_snapshot(engine, decoder="tae")
     assert SNAPSHOT_PART_BYTES == 32 * 1024
@@ -783,7 +784,7 @@ def test_cue_at_chunk_and_cue_log_requests():
 
 def test_cue_logs_merge_save_load_and_become_shots(tmp_path):
     from service.sdk import load_cue_log, save_cue_log
-    from service.sdk.codec import cue_log_shots, merge_cue_log
+    from service.sdk.story_state import cue_log_shots, merge_cue_log
 
     def entry(i, chunks, finished=True, cut=False):
         return pb.CueLogEntry(cue=pb.Cue(event_id=f"e{i}", prompt=f"shot {i}", num_chunks=7 if cut else chunks,

@@ -45,8 +45,8 @@ unknown transport, frame format, cue mode, decoder or take quality) raises ``Val
 
 from .aio import AsyncSession, AsyncShotStreamClient
 from .client import Session, ShotStreamClient
-from .codec import (DEFAULT_ADDRESS, MAX_MESSAGE_BYTES, SNAPSHOT_PART_BYTES, SnapshotInfo, load_cue_log, save_cue_log,
-                    snapshot_info)
+from .codec import DEFAULT_ADDRESS, MAX_MESSAGE_BYTES
+from .story_state import SNAPSHOT_PART_BYTES, SnapshotInfo, load_cue_log, save_cue_log, snapshot_info
 from .events import (Chunk, ChunkTiming, CueAccepted, Event, Progress, ServerError, ServerInfo, SessionInfo,
                      ShotFinished, ShotStarted, ShotStreamError, SnapshotReady, SnapshotRestored, Stats, TakeSaved,
                      TakeStarted)

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 
 from ..protocol import pb, pb_grpc
-from . import codec
+from . import codec, story_state
 from .codec import DEFAULT_ADDRESS
 from .events import Event, ServerInfo, SessionInfo, ShotStreamError, SnapshotReady
 
@@ -101,7 +101,7 @@ class AsyncSession:
         self._call = client._stub.Direct(metadata=client._metadata)
         self._write_lock = asyncio.Lock()
         self._pending: deque[Event] = deque()  # read by snapshot()/cue_log() on the way, for next_event
-        self._cue_logs = codec.CueLogRequests()
+        self._cue_logs = story_state.CueLogRequests()
         self._cue_log_lock = asyncio.Lock()
         self._pings: set[asyncio.Task] = set()
         self._reading = False
@@ -175,7 +175,7 @@ class AsyncSession:
 
     async def request_snapshot(self, wait_for_boundary: bool = True) -> None:
         """See :meth:`Session.request_snapshot`."""
-        await self._send(codec.snapshot_request(wait_for_boundary))
+        await self._send(story_state.snapshot_request(wait_for_boundary))
 
     async def snapshot(self, wait_for_boundary: bool = True, timeout: float | None = 60.0) -> bytes:
         """See :meth:`Session.snapshot` (events read meanwhile are kept for :meth:`next_event`)."""
@@ -188,7 +188,7 @@ class AsyncSession:
                     return ev.data
                 if codec.answers_snapshot_request(ev):
                     raise ShotStreamError(ev.code, ev.message)
-                return _SKIP if isinstance(ev, codec.CueLogPage) else _KEEP
+                return _SKIP if isinstance(ev, story_state.CueLogPage) else _KEEP
 
             return await self._wait(pick, "the snapshot", timeout)
         finally:
@@ -208,13 +208,13 @@ class AsyncSession:
                 page = await self._wait(self._pick_page, "the cue log", left)
                 pages.append(page)
                 if page.next_shot <= from_shot:  # 0: the last page (and never loop on a page that does not advance)
-                    return codec.merge_cue_log(pages)
+                    return story_state.merge_cue_log(pages)
                 from_shot = page.next_shot
         finally:
             self._reading = False
 
     def _pick_page(self, ev: Any) -> Any:
-        if isinstance(ev, codec.CueLogPage):
+        if isinstance(ev, story_state.CueLogPage):
             return ev.log if self._cue_logs.answered() == "page" else _SKIP
         return _KEEP
 
@@ -225,11 +225,11 @@ class AsyncSession:
                     return
                 raise ShotStreamError(grpc.StatusCode.FAILED_PRECONDITION, "the session is closed")
             self._cue_logs.sent(kind)
-            await self._write(codec.cue_log_request(from_shot))
+            await self._write(story_state.cue_log_request(from_shot))
 
     async def _ping(self) -> None:
         with contextlib.suppress(ShotStreamError):
-            await self._ask_cue_log("ping", codec.PING_FROM_SHOT)
+            await self._ask_cue_log("ping", story_state.PING_FROM_SHOT)
 
     async def _wait(self, pick: Callable[[Any], Any], what: str, timeout: float | None) -> Any:
         """Read events until ``pick`` returns a value other than _KEEP (kept for next_event) or _SKIP.
@@ -287,13 +287,13 @@ class AsyncSession:
                 if self._pending:
                     return self._pending.popleft()
                 ev = await self._read()
-                if not isinstance(ev, codec.CueLogPage):
+                if not isinstance(ev, story_state.CueLogPage):
                     return ev
                 self._cue_logs.answered()  # a ping's answer, or a page whose cue_log() gave up
         finally:
             self._reading = False
 
-    async def _read(self) -> Event | codec.CueLogPage | None:
+    async def _read(self) -> Event | story_state.CueLogPage | None:
         """The next decoded message (chunks acknowledged); None once the session has closed."""
         while not self._done.is_set():
             msg = await self._recv_or_finish()

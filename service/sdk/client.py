@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 
 from ..protocol import pb, pb_grpc
-from . import codec
+from . import codec, story_state
 from .codec import DEFAULT_ADDRESS
 from .events import Event, ServerInfo, SessionInfo, ShotStreamError, SnapshotReady
 
@@ -147,7 +147,7 @@ class Session:
         for msg in open_msgs:  # OpenSession, then a snapshot's other parts: the server reads them in order
             self._requests.put(msg)
         self._pending: deque[Event] = deque()  # read by snapshot()/cue_log() on the way, for next_event
-        self._cue_logs = codec.CueLogRequests()
+        self._cue_logs = story_state.CueLogRequests()
         self._cue_log_lock = threading.Lock()
         self._recv_lock = threading.Lock()
         self._done = threading.Event()
@@ -221,7 +221,7 @@ class Session:
         ``open_session(snapshot=...)``). ``wait_for_boundary=False`` is refused while a shot is in progress
         (a :class:`ServerError`, FAILED_PRECONDITION); True takes it when the current shot ends (after its
         ShotFinished, before the next shot's ShotStarted)."""
-        self._send(codec.snapshot_request(wait_for_boundary))
+        self._send(story_state.snapshot_request(wait_for_boundary))
 
     def snapshot(self, wait_for_boundary: bool = True, timeout: float | None = 60.0) -> bytes:
         """:meth:`request_snapshot`, then read events until the snapshot is complete and return its bytes.
@@ -236,7 +236,7 @@ class Session:
                 return ev.data
             if codec.answers_snapshot_request(ev):
                 raise ShotStreamError(ev.code, ev.message)
-            return _SKIP if isinstance(ev, codec.CueLogPage) else _KEEP
+            return _SKIP if isinstance(ev, story_state.CueLogPage) else _KEEP
 
         return self._wait(pick, "the snapshot", timeout)
 
@@ -253,11 +253,11 @@ class Session:
             page = self._wait(self._pick_page, "the cue log", left)
             pages.append(page)
             if page.next_shot <= from_shot:  # 0: the last page (and never loop on a page that does not advance)
-                return codec.merge_cue_log(pages)
+                return story_state.merge_cue_log(pages)
             from_shot = page.next_shot
 
     def _pick_page(self, ev: Any) -> Any:
-        if isinstance(ev, codec.CueLogPage):
+        if isinstance(ev, story_state.CueLogPage):
             return ev.log if self._cue_logs.answered() == "page" else _SKIP
         return _KEEP
 
@@ -268,7 +268,7 @@ class Session:
                     return
                 raise ShotStreamError(grpc.StatusCode.FAILED_PRECONDITION, "the session is closed")
             self._cue_logs.sent(kind)
-            self._requests.put(codec.cue_log_request(from_shot))
+            self._requests.put(story_state.cue_log_request(from_shot))
 
     def _wait(self, pick: Callable[[Any], Any], what: str, timeout: float | None) -> Any:
         """Read events until ``pick`` returns a value other than _KEEP (kept for next_event) or _SKIP."""
@@ -277,7 +277,7 @@ class Session:
         if timeout is not None:  # a blocking read has no timeout: a ping's answer wakes it when time is up
             def expire() -> None:
                 expired.set()
-                self._ask_cue_log("ping", codec.PING_FROM_SHOT)
+                self._ask_cue_log("ping", story_state.PING_FROM_SHOT)
 
             timer = threading.Timer(timeout, expire)
             timer.daemon = True
@@ -315,11 +315,11 @@ class Session:
             if self._pending:
                 return self._pending.popleft()
             ev = self._read()
-            if not isinstance(ev, codec.CueLogPage):
+            if not isinstance(ev, story_state.CueLogPage):
                 return ev
             self._cue_logs.answered()  # a ping's answer, or a page whose cue_log() gave up
 
-    def _read(self) -> Event | codec.CueLogPage | None:
+    def _read(self) -> Event | story_state.CueLogPage | None:
         """The next decoded message (chunks acknowledged); None once the session has closed."""
         with self._recv_lock:
             while not self._done.is_set():
