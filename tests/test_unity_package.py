@@ -128,6 +128,35 @@ def test_unity_layer_live_session(built, transport):
     assert proc.returncode == 0 and "LIVE OK" in proc.stdout, proc.stdout + proc.stderr
 
 
+def test_unity_layer_live_snapshot_continues_the_story(built, tmp_path):
+    """Issue 12 through the Unity layer against the real service (tiny engine; the server's snapshot parts cut to 1 KiB and
+    the client's upload parts to 1 KiB, so both ways take several parts): client A plays a 1-chunk shot, asks for the
+    snapshot mid-shot (taken at the shot's end) and saves it with ShotStreamSnapshotFile under a temporary
+    persistentDataPath, then plays a 2-chunk shot; client B loads the file, continues it and cues the same shot: every frame
+    B puts on screen equals A's, in order, and the story's frame count carries on. A new story cueing that shot (client C)
+    differs, so the match is the restored story's doing. The saved file is the snapshot (engine_core's SHOTSNAP format);
+    both cue logs are read back (B's starts at shot 1)."""
+    from engine_core import TINY, ShotStreamEngine
+    from service.background import BackgroundServer
+    from service.settings import ServerSettings
+
+    engine = ShotStreamEngine.random(TINY, device="cpu", seed=0)
+    settings = ServerSettings(grpc_port=0, gateway_port=0, metrics_port=-1, snapshot_part_bytes=1024)
+    persistent = tmp_path / "persistent"
+    with BackgroundServer(engine, settings, grace=2.0) as server:
+        proc = subprocess.run(["mono", str(built / "UnityLayerTests.exe"), "snapshot", server.gateway_url, str(persistent)],
+                              capture_output=True, text=True, timeout=400, cwd=built)
+    out = proc.stdout
+    assert proc.returncode == 0 and out.splitlines()[-1] == "SNAP OK", out + proc.stderr
+    saved = (persistent / "story.snap").read_bytes()
+    assert saved[:8] == b"SHOTSNAP" and len(saved) > 4 * 1024, len(saved)
+    assert sorted(p.name for p in persistent.iterdir()) == ["story.snap"], "no temporary file left"
+    assert f"snapshot {len(saved)} bytes next 1 file {persistent / 'story.snap'}" in out, out
+    assert "SNAP a log first 0 The keeper climbs the stairs./0/1/True,A wave hits the rocks./1/2/True" in out, out
+    assert "SNAP b log first 1 A wave hits the rocks./1/2/True" in out, out
+    assert "SNAP tail frames a 21 b 21 c 21 story frame a 9 b 9" in out, out
+
+
 def _timeline(built: Path) -> Path:
     """built/timeline: Unity.Timeline.dll (stubs/TimelineStub.cs) and ShotStream.Timeline.dll (Runtime/Timeline) built against it."""
     out = built / "timeline"
@@ -438,6 +467,75 @@ def test_client_refuses_a_message_larger_than_the_session_allows(built):
     errors = mono.kind("ERROR")
     assert len(errors) == 1 and "a message from the server is larger than 1048576 bytes" in errors[0], errors
     assert mono.kind("CLOSED")[0].startswith("error: a message from the server is larger than")
+
+
+def test_client_puts_snapshot_parts_together_and_pages_the_cue_log(built):
+    """Issue 12 on the wire, against a scripted gateway: the snapshot request queued before connecting goes out after open
+    (wait_for_boundary false: the proto default, left out); a 1.5 MiB snapshot in two parts, the first a 1 MiB part (a 1.4 MB
+    JSON message, larger than the 1 MiB a session of 4x4 frames otherwise allows, which a connection that asked for a snapshot
+    accepts) arrives whole, byte for byte; a snapshot announced larger than MaxSnapshotBytes (3 MiB) and one with a part
+    missing are dropped with an error each, the session going on; a small one after them arrives. The cue log comes in two
+    pages: the client asks for the second itself and raises the merged log once."""
+    import zlib
+
+    big = bytes((i * 13 + 5) % 256 for i in range(3 << 19))  # 1.5 MiB
+    small = b"\x00\xff\x01\x02\x03"
+
+    async def script(gw, conn):
+        await conn.recv_kind("open")
+        await conn.opened()
+        asked = [await conn.recv(), await conn.recv()]
+        gw.notes.put(asked)
+        part = 1 << 20
+        for i, data in enumerate((big[:part], big[part:])):
+            await conn.send(pb.ServerMessage(snapshot=pb.SnapshotPart(data=data, total_bytes=len(big), index=i, count=2,
+                                                                      next_shot_index=3)))
+        await conn.send(pb.ServerMessage(snapshot=pb.SnapshotPart(data=b"x" * 10, total_bytes=4 << 20, count=1)))
+        await conn.send(pb.ServerMessage(snapshot=pb.SnapshotPart(data=b"y" * 10, total_bytes=30, count=3)))
+        await conn.send(pb.ServerMessage(snapshot=pb.SnapshotPart(data=b"y" * 10, total_bytes=30, index=2, count=3)))
+        await conn.send(pb.ServerMessage(snapshot=pb.SnapshotPart(data=small, total_bytes=len(small), count=1,
+                                                                  next_shot_index=7)))
+        entry = lambda shot, prompt, chunks, **cue: pb.CueLogEntry(cue=pb.Cue(prompt=prompt, **cue), shot_index=shot,  # noqa: E731
+                                                                  chunks=chunks, finished=True)
+        await conn.send(pb.ServerMessage(cue_log=pb.CueLog(global_caption="Sea.", next_shot=2, entries=[
+            entry(0, "a", 7), entry(1, "b", 1, mode=pb.CUE_MODE_WAIT)])))
+        gw.notes.put(await conn.recv_kind("cueLog"))
+        await conn.send(pb.ServerMessage(cue_log=pb.CueLog(global_caption="Sea.", entries=[
+            entry(2, "c", 2, mode=pb.CUE_MODE_CUT, at_chunk=1)])))
+
+    from service.protocol import pb
+
+    gateway, mono = _fake(built, "snapshot-parts", script)
+    assert gateway.notes.get(timeout=5) == [{"snapshot": {}}, {"cueLog": {}}]
+    assert gateway.notes.get(timeout=5) == {"fromShot": 2}
+    assert mono.kind("SNAPSHOT") == [f"{len(big)} {zlib.crc32(big)} next 3", f"{len(small)} {zlib.crc32(small)} next 7"], mono.lines
+    errors = mono.kind("ERROR")
+    assert len(errors) == 2, mono.lines
+    assert "snapshot dropped: the snapshot is 4194304 bytes, more than this client takes (3145728 bytes" in errors[0], errors
+    assert "snapshot dropped: snapshot part 2 came where part 1 was due" in errors[1], errors
+    assert mono.kind("CUELOG") == ["first 0 next 0 0=a/7/CUE_MODE_UNSPECIFIED@0,1=b/1/CUE_MODE_WAIT@0,2=c/2/CUE_MODE_CUT@1"], mono.lines
+    assert not mono.kind("CLOSED"), "the session went on"
+
+
+def test_client_fork_opens_with_the_fork_once(built):
+    """Fork(id, waitForBoundary: false) opens a session whose open names the other session (no wait, the proto default) and asks
+    for no decoder and no seed (the forked story keeps its own, even with the client's Decoder set to Tae and a Seed set);
+    restored is raised; a later plain Connect starts a new story (no fork in its open, the client's decoder and seed)."""
+    from service.protocol import pb
+
+    opens = []
+
+    async def script(gw, conn):
+        opens.append(await conn.recv_kind("open"))
+        await conn.opened()
+        if conn.index == 1:
+            await conn.send(pb.ServerMessage(restored=pb.SnapshotRestored(next_shot_index=3, story_frames=40)))
+
+    gateway, mono = _fake(built, "fork", script)
+    assert len(gateway.connections) == 2
+    assert opens[0]["fork"] == {"sessionId": "fake-other"} and "decoder" not in opens[0] and "seed" not in opens[0], opens[0]
+    assert "fork" not in opens[1] and opens[1]["decoder"] == "DECODER_TAE" and opens[1]["seed"] == "11", opens[1]
+    assert mono.kind("RESTORED") == ["3 40"], mono.lines
 
 
 def test_client_sends_no_stale_ack_to_a_new_session(built):

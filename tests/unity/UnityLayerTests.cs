@@ -2,6 +2,8 @@
 // Built and run by tests/test_unity_package.py:
 //   mono UnityLayerTests.exe                      -> unit tests; prints "N passed, M failed" last, exit code 1 on failure
 //   mono UnityLayerTests.exe live URL [shm]       -> one real session against the service (prints "LIVE ...")
+//   mono UnityLayerTests.exe snapshot URL DIR     -> a story saved as a snapshot file in DIR (persistentDataPath) and continued by
+//                                                    another client (prints "SNAP ...", "SNAP OK" last)
 //   mono UnityLayerTests.exe fake SCENARIO URL    -> the client against tests/unity/fake_gateway.py playing SCENARIO:
 //        prints what the client raises ("OPENED id transport", "CLOSED reason", "ERROR message", ...), reads
 //        cues from the test on stdin where the scenario needs them, "DONE" last (exit 0) or "TIMEOUT" (exit 1)
@@ -106,11 +108,149 @@ static class UnityLayerTests
         return ok ? 0 : 1;
     }
 
+    // One ShotStreamClient + ShotStreamScreen of the snapshot test, and what it saw: every frame put on screen (its shot and a
+    // CRC of the texture's bytes right after the upload), finished shots, first story frame per shot, errors.
+    sealed class Player
+    {
+        public readonly string Name;
+        public readonly ShotStreamClient Client;
+        public readonly ShotStreamScreen Screen;
+        public readonly List<KeyValuePair<uint, uint>> Frames = new List<KeyValuePair<uint, uint>>();  // (shot index, crc)
+        public readonly List<string> Finished = new List<string>();
+        public readonly Dictionary<uint, ulong> FirstStoryFrame = new Dictionary<uint, ulong>();
+        public readonly List<string> Errors = new List<string>();
+
+        public Player(string name, string url)
+        {
+            Name = name;
+            var go = new GameObject(name);
+            Client = go.AddComponent<ShotStreamClient>();
+            Screen = go.AddComponent<ShotStreamScreen>();
+            Client.Screen = Screen;
+            Client.ServerUrl = url;
+            Client.GlobalCaption = "Sea.";  // short: the tiny text encoder keeps 32 tokens, and the shot prompts must count
+            Client.Seed = 5;
+            Client.MaxChunksInFlight = 1;
+            Client.Transport = ShotTransport.Inline;
+            Client.SnapshotPartBytes = 1024;  // a tiny story's snapshot (~8 KB) then goes up in several parts
+            Client.ReconnectPolicy = new ReconnectPolicy { MaxRetries = 0 };
+            Client.shotFinished.AddListener(f => Finished.Add(f.EventId + ":" + f.ShotIndex + ":" + f.Chunks));
+            Client.chunkReceived.AddListener(c => { if (!FirstStoryFrame.ContainsKey(c.ShotIndex)) FirstStoryFrame[c.ShotIndex] = c.StoryFrame; });
+            Client.error.AddListener(m => { Errors.Add(m); Console.WriteLine("SNAP " + name + " error " + m); });
+            Screen.framePresented.AddListener(f => Frames.Add(new KeyValuePair<uint, uint>(f.ShotIndex, CrcOf(Screen.Texture.RawDataForTests))));
+        }
+
+        public bool PumpUntil(Func<bool> done, double seconds)
+        {
+            var sw = Stopwatch.StartNew();
+            while (!done())
+            {
+                if (Errors.Count > 0 || sw.Elapsed.TotalSeconds > seconds) return false;
+                double now = Time.realtimeSinceStartupAsDouble;
+                Client.Pump(now);
+                Screen.Present(now);
+                Thread.Sleep(2);
+            }
+            return true;
+        }
+
+        // Until the server finished `shots` shots and every frame pushed is on screen.
+        public bool Play(int shots) { return PumpUntil(() => Finished.Count >= shots && Screen.PushedFrames > 0 && Screen.PresentedFrameIndex == Screen.PushedFrames - 1, 240); }
+
+        public List<uint> CrcsOfShot(uint shot) { return Frames.FindAll(f => f.Key == shot).ConvertAll(f => f.Value); }
+    }
+
+    static uint CrcOf(byte[] a)
+    {
+        uint crc = 0xFFFFFFFF;
+        foreach (byte b in a)
+        {
+            crc ^= b;
+            for (int k = 0; k < 8; k++) crc = (crc >> 1) ^ (0xEDB88320u & (uint)-(int)(crc & 1));
+        }
+        return ~crc;
+    }
+
+    // mono UnityLayerTests.exe snapshot URL DIR: the issue 12 story. Client A plays "walk" (1 chunk), asks for the snapshot while walk is
+    // on (it waits for the shot's end) and cues "tail" (2 chunks) right after it, so the snapshot is the story after walk; A saves it with
+    // ShotStreamSnapshotFile under persistentDataPath = DIR and plays tail. Client B loads the file, continues it (ContinueFromSnapshot)
+    // and cues tail: every frame B shows must equal A's tail, frame for frame. Client C cues tail in a new story, as a control: its frames
+    // must differ (the restored story is what makes B's frames A's). Both cue logs are read back.
+    static int LiveSnapshot(string url, string dir)
+    {
+        Debug.Sink = (t, m) => { if (t == LogType.Exception || t == LogType.Error) Console.WriteLine("SNAP log " + t + " " + m); };
+        Application.PersistentDataPathForTests = dir;
+        const string Walk = "The keeper climbs the stairs.", Tail = "A wave hits the rocks.";
+        var a = new Player("a", url);
+        string saved = null; int snapNext = -1, snapBytes = 0;
+        a.Client.snapshotReady.AddListener((data, next) => { snapBytes = data.Length; snapNext = next; saved = ShotStreamSnapshotFile.Save(data, "story.snap"); });
+        bool tailCued = false;
+        a.Client.shotStarted.AddListener(st =>
+        {
+            if (tailCued) return;
+            a.Client.RequestSnapshot();   // mid-shot: taken when walk ends
+            a.Client.Cue(Tail, 2, false); // queued behind it
+            tailCued = true;
+        });
+        CueLog logA = null;
+        a.Client.cueLogReady.AddListener(l => logA = l);
+        a.Client.Cue(Walk, 1, false);
+        a.Client.Connect();
+        bool ok = a.Play(2) && saved != null;
+        if (ok) { a.Client.RequestCueLog(); ok = a.PumpUntil(() => logA != null, 60); }
+        a.Client.Close();
+        Console.WriteLine("SNAP a finished " + string.Join(",", a.Finished) + " frames " + a.Frames.Count + " snapshot " + snapBytes + " bytes next " + snapNext + " file " + saved);
+        if (!ok) { Console.WriteLine("SNAP FAILED a"); return 1; }
+        Console.WriteLine("SNAP a log first " + logA.FirstShotIndex + " " + string.Join(",", logA.Entries.ConvertAll(e => e.Cue.Prompt + "/" + e.ShotIndex + "/" + e.Chunks + "/" + e.Finished)));
+
+        var b = new Player("b", url);
+        b.Client.GlobalCaption = "";  // caption and seed come from the snapshot
+        b.Client.Seed = 0;
+        b.Client.ContinueFromSnapshot = ShotStreamSnapshotFile.Load("story.snap");
+        SnapshotRestored restored = null;
+        int openedBeforeRestored = -1;
+        b.Client.sessionOpened.AddListener(s => openedBeforeRestored = restored == null ? 1 : 0);
+        b.Client.restored.AddListener(r => restored = r);
+        CueLog logB = null;
+        b.Client.cueLogReady.AddListener(l => logB = l);
+        b.Client.Cue(Tail, 2, false);  // sent once the session opens; the server starts it after the restore
+        b.Client.Connect();
+        ok = b.Play(1);
+        if (ok) { b.Client.RequestCueLog(); ok = b.PumpUntil(() => logB != null, 60); }
+        b.Client.Close();
+        Console.WriteLine("SNAP b finished " + string.Join(",", b.Finished) + " frames " + b.Frames.Count
+            + (restored == null ? " not restored" : " restored next " + restored.NextShotIndex + " story frames " + restored.StoryFrames + " opened first " + openedBeforeRestored));
+        if (!ok || restored == null) { Console.WriteLine("SNAP FAILED b"); return 1; }
+        Console.WriteLine("SNAP b log first " + logB.FirstShotIndex + " " + string.Join(",", logB.Entries.ConvertAll(e => e.Cue.Prompt + "/" + e.ShotIndex + "/" + e.Chunks + "/" + e.Finished)));
+
+        var c = new Player("c", url);
+        c.Client.Cue(Tail, 2, false);
+        c.Client.Connect();
+        ok = c.Play(1);
+        c.Client.Close();
+        if (!ok) { Console.WriteLine("SNAP FAILED c"); return 1; }
+
+        var tailA = a.CrcsOfShot(1);
+        var tailB = b.CrcsOfShot(1);
+        var tailC = c.CrcsOfShot(0);
+        Console.WriteLine("SNAP tail frames a " + tailA.Count + " b " + tailB.Count + " c " + tailC.Count + " story frame a " + a.FirstStoryFrame[1] + " b " + b.FirstStoryFrame[1]);
+        Console.WriteLine("SNAP tail a " + string.Join(",", tailA));
+        Console.WriteLine("SNAP tail b " + string.Join(",", tailB));
+        bool same = tailA.Count == 21 && System.Linq.Enumerable.SequenceEqual(tailA, tailB) && b.Frames.Count == tailB.Count;
+        bool control = tailC.Count == 21 && !System.Linq.Enumerable.SequenceEqual(tailA, tailC);
+        bool frames = a.FirstStoryFrame[1] == b.FirstStoryFrame[1] && restored.StoryFrames == a.FirstStoryFrame[1];
+        Console.WriteLine("SNAP same " + same + " control differs " + control + " story frames " + frames);
+        ok = same && control && frames && snapNext == 1 && openedBeforeRestored == 1 && restored.NextShotIndex == 1;
+        Console.WriteLine(ok ? "SNAP OK" : "SNAP FAILED");
+        return ok ? 0 : 1;
+    }
+
     static int Main(string[] args) { return ProcessExit.Now(RunAll(args)); }
 
     static int RunAll(string[] args)
     {
         if (args.Length >= 2 && args[0] == "live") return Live(args[1], args.Length == 3 && args[2] == "shm");
+        if (args.Length == 3 && args[0] == "snapshot") return LiveSnapshot(args[1], args[2]);
         if (args.Length == 3 && args[0] == "fake") return Fake(args[1], args[2]);
         Debug.Sink = (t, m) => { };
         Run("map resolves template, chunks and cut", () =>
@@ -777,6 +917,112 @@ static class UnityLayerTests
             Eq("started /srv/takes/hd.full.mp4|saved /srv/takes/hd.full.mp4 7000000000", string.Join("|", full), "full takes: quality, full path and bytes");
         });
 
+        Run("client snapshots, cuts at a chunk and cue logs: messages, pages merged, events on the main thread", () =>
+        {
+            var client = new GameObject("snapshots").AddComponent<ShotStreamClient>();
+            var log = new List<string>();
+            client.restored.AddListener(r => log.Add("restored " + r.NextShotIndex + " " + r.StoryFrames));
+            client.cueLogReady.AddListener(l => log.Add("log " + l.GlobalCaption + " first " + l.FirstShotIndex + " dropped " + l.DroppedShots + " next " + l.NextShot + ": "
+                + string.Join(",", l.Entries.ConvertAll(e => e.ShotIndex + "=" + e.Cue.Prompt + "/" + e.Chunks + (e.Cut ? "cut" : "")))));
+            client.RequestSnapshot();  // queued until the session opens, like cues
+            var sent = new List<ClientMessage>();
+            client.SendHook = m => { sent.Add(m); return Task.FromResult(0); };
+            client.Deliver(new ServerMessage(ServerKind.Opened, new SessionOpened { SessionId = "s", Width = 2, Height = 2, FrameFormat = FrameFormat.Rgba8 }));
+            client.Pump(0);
+            Eq("{\"snapshot\":{\"waitForBoundary\":true}}", sent[0].ToJson(), "queued request: waits for the boundary by default");
+            client.RequestSnapshot(false);
+            Eq("{\"snapshot\":{}}", sent[1].ToJson(), "no wait: the proto default");
+            string id = client.CueCutAt("a wave hits", 2, 3, "storm");
+            Eq("{\"cue\":{\"eventId\":\"" + id + "\",\"prompt\":\"a wave hits\",\"tags\":[\"storm\"],\"numChunks\":3,\"mode\":\"CUE_MODE_CUT\",\"atChunk\":2}}",
+               sent[2].ToJson(), "a cut at chunk 2");
+            Throws<ArgumentOutOfRangeException>(() => client.CueCutAt("x", -1), "negative at chunk");
+            Eq(3, sent.Count, "a refused cue is not sent");
+            client.RequestCueLog();
+            client.RequestCueLog();  // one on its way: asked again once it is in
+            Eq("{\"cueLog\":{}}", sent[3].ToJson(), "the whole log"); Eq(4, sent.Count, "one request at a time");
+            var page1 = new CueLog { GlobalCaption = "sea", FirstShotIndex = 1, DroppedShots = 0, NextShot = 3 };
+            page1.Entries.Add(new CueLogEntry { Cue = new Cue { Prompt = "a" }, ShotIndex = 1, Chunks = 7, Finished = true });
+            page1.Entries.Add(new CueLogEntry { Cue = new Cue { Prompt = "b" }, ShotIndex = 2, Chunks = 1, Cut = true, Finished = true });
+            client.Deliver(new ServerMessage(ServerKind.CueLog, page1));
+            client.Pump(0);
+            Eq("{\"cueLog\":{\"fromShot\":3}}", sent[4].ToJson(), "the next page"); Eq(0, log.Count, "nothing raised mid-log");
+            var page2 = new CueLog { GlobalCaption = "sea" };
+            page2.Entries.Add(new CueLogEntry { Cue = new Cue { Prompt = "c" }, ShotIndex = 3, Chunks = 2 });
+            client.Deliver(new ServerMessage(ServerKind.CueLog, page2));
+            client.Deliver(new ServerMessage(ServerKind.Restored, new SnapshotRestored { NextShotIndex = 4, StoryFrames = 90 }));
+            client.Pump(0);
+            Eq("log sea first 1 dropped 0 next 0: 1=a/7,2=b/1cut,3=c/2|restored 4 90", string.Join("|", log), "merged log, then restored");
+            Eq("{\"cueLog\":{}}", sent[5].ToJson(), "the second RequestCueLog, once the first was in"); Eq(6, sent.Count, "sent");
+            var bad = new CueLog { NextShot = 1 };
+            bad.Entries.Add(new CueLogEntry { ShotIndex = 5 });
+            var errors = new List<string>();
+            client.error.AddListener(e => errors.Add(e));
+            Debug.Sink = (t, m) => { };
+            client.Deliver(new ServerMessage(ServerKind.CueLog, bad));
+            client.Pump(0);
+            Check(errors.Count == 1 && errors[0].Contains("cue log dropped") && errors[0].Contains("does not move past"), "a page going back: " + string.Join("|", errors));
+            Eq(6, sent.Count, "and no request for it");
+            // a session that continues a story keeps the story's decoder: none is asked for
+            client.Decoder = ShotDecoder.Tae;
+            Eq(FrameDecoder.Tae, client.BuildOpen().Decoder, "a new story asks for its decoder");
+            client.GlobalCaption = "Sea.";
+            client.Seed = 9;
+            client.ContinueFromSnapshot = new byte[] { 1, 2, 3 };
+            Eq(FrameDecoder.Unspecified, client.BuildOpen().Decoder, "a continued story: the snapshot's decoder");
+            Eq("{\"open\":{\"protocolVersion\":1,\"clientName\":\"unity\",\"frameFormat\":\"FRAME_FORMAT_RGBA8\",\"transport\":\"TRANSPORT_INLINE\",\"maxChunksInFlight\":2}}",
+               ClientMessage.Open(client.BuildOpen()).ToJson(), "nor its caption and seed");
+            Eq(null, client.BuildOpen().Snapshot, "the snapshot's parts are added when connecting");
+            Throws<ArgumentException>(() => client.ContinueFromSnapshot = new byte[0], "an empty snapshot");
+            client.ContinueFromSnapshot = null;
+            Throws<ArgumentOutOfRangeException>(() => client.MaxSnapshotBytes = 0, "max 0");
+            Throws<ArgumentException>(() => client.Fork(""), "fork without a session id");
+        });
+        Run("snapshot files: atomic save under persistentDataPath, load, names, links refused", () =>
+        {
+            string dir = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "shotstream-snapfile-" + Guid.NewGuid().ToString("N"));
+            Application.PersistentDataPathForTests = System.IO.Path.Combine(dir, "persistent");
+            try
+            {
+                var a = new byte[100000];
+                for (int i = 0; i < a.Length; i++) a[i] = (byte)(i * 7 + 1);
+                string path = ShotStreamSnapshotFile.Save(a, "slot1.snap");
+                Eq(System.IO.Path.Combine(dir, "persistent", "slot1.snap"), path, "under persistentDataPath (created)");
+                Check(ShotStreamSnapshotFile.Exists("slot1.snap"), "exists");
+                Check(System.Linq.Enumerable.SequenceEqual(a, ShotStreamSnapshotFile.Load("slot1.snap")), "loaded = saved");
+                var b = new byte[] { 0, 255, 3 };
+                ShotStreamSnapshotFile.Save(b, "slot1.snap");  // replaces the old save
+                Eq("0,255,3", string.Join(",", ShotStreamSnapshotFile.Load("slot1.snap")), "overwritten");
+                Eq("slot1.snap", string.Join(",", System.Linq.Enumerable.Select(System.IO.Directory.GetFileSystemEntries(Application.persistentDataPath), System.IO.Path.GetFileName)),
+                   "no temporary file left");
+                foreach (var name in new[] { "", "../x.snap", "a/b", "a\\b", ".hidden", "c:x", new string('a', 129), "sp ace" })
+                    Throws<ArgumentException>(() => ShotStreamSnapshotFile.Save(b, name), "bad name " + name);
+                Throws<System.IO.FileNotFoundException>(() => ShotStreamSnapshotFile.Load("missing.snap"), "no such save");
+                Throws<ArgumentException>(() => ShotStreamSnapshotFile.Save(new byte[0], "e.snap"), "empty");
+                // links: a planted one where the save goes is refused, not followed (the file it points to stays as it was)
+                string victim = System.IO.Path.Combine(dir, "victim");
+                System.IO.File.WriteAllText(victim, "untouched");
+                Symlink(victim, System.IO.Path.Combine(Application.persistentDataPath, "link.snap"));
+                Symlink(System.IO.Path.Combine(dir, "nowhere"), System.IO.Path.Combine(Application.persistentDataPath, "dangling.snap"));
+                var e1 = Throws<System.IO.IOException>(() => ShotStreamSnapshotFile.Save(b, "link.snap"), "save through a link");
+                Check(e1.Message.Contains("symbolic link"), e1.Message);
+                Throws<System.IO.IOException>(() => ShotStreamSnapshotFile.Load("link.snap"), "load through a link");
+                Throws<System.IO.IOException>(() => ShotStreamSnapshotFile.Save(b, "dangling.snap"), "save through a dangling link");
+                Eq("untouched", System.IO.File.ReadAllText(victim), "the link's target");
+                Check(!System.IO.File.Exists(System.IO.Path.Combine(dir, "nowhere")), "nothing created through the dangling link");
+                Check(ShotStreamSnapshotFile.Delete("link.snap") && System.IO.File.Exists(victim), "deleting a link deletes the link");
+                Check(!ShotStreamSnapshotFile.Delete("link.snap"), "gone");
+                // the folder overloads (any thread)
+                string other = System.IO.Path.Combine(dir, "saves");
+                ShotStreamSnapshotFile.Save(a, other, "x.snap");
+                Check(System.Linq.Enumerable.SequenceEqual(a, ShotStreamSnapshotFile.Load(other, "x.snap")), "explicit folder");
+            }
+            finally
+            {
+                Application.PersistentDataPathForTests = null;
+                System.IO.Directory.Delete(dir, true);
+            }
+        });
+
         Run("client reports a refused connection after its retries and closes", () =>
         {
             var client = new GameObject().AddComponent<ShotStreamClient>();
@@ -809,6 +1055,15 @@ static class UnityLayerTests
 
         Console.WriteLine(passed + " passed, " + failed + " failed");
         return failed == 0 ? 0 : 1;
+    }
+
+    static void Symlink(string target, string link)
+    {
+        using (var ln = Process.Start(new ProcessStartInfo("ln", "-s " + target + " " + link) { UseShellExecute = false }))
+        {
+            ln.WaitForExit();
+            if (ln.ExitCode != 0) throw new Exception("ln -s failed");
+        }
     }
 
     // What UnitySynchronizationContext does: continuations posted from anywhere run on the main thread, in the player loop.
@@ -896,6 +1151,33 @@ static class UnityLayerTests
                 client.Connect();
                 ok = stopped();
                 break;
+            case "snapshot-parts":  // snapshot parts: a 1.5 MiB snapshot in 1 MiB parts, one too big, parts out of order, a small one; a paged cue log
+            {
+                int snapshots = 0;
+                bool logged = false;
+                client.MaxSnapshotBytes = 3 << 20;
+                client.snapshotReady.AddListener((data, next) => { snapshots++; Out("SNAPSHOT " + data.Length + " " + CrcOf(data) + " next " + next); });
+                client.cueLogReady.AddListener(l => { logged = true; Out("CUELOG first " + l.FirstShotIndex + " next " + l.NextShot + " "
+                    + string.Join(",", l.Entries.ConvertAll(e => e.ShotIndex + "=" + e.Cue.Prompt + "/" + e.Chunks + "/" + ProtoEnums.Name(e.Cue.Mode) + "@" + e.Cue.AtChunk))); });
+                client.RequestSnapshot(false);
+                client.RequestCueLog();
+                client.Connect();
+                ok = PumpUntil(client, screen, () => snapshots == 2 && logged, 30);
+                break;
+            }
+            case "fork":  // Fork(id) opens with the fork (and no decoder); restored is raised; the next plain Connect forks nothing
+            {
+                int restoredCount = 0;
+                client.restored.AddListener(r => { restoredCount++; Out("RESTORED " + r.NextShotIndex + " " + r.StoryFrames); });
+                client.Decoder = ShotDecoder.Tae;
+                client.Seed = 11;
+                client.Fork("fake-other", false);
+                ok = PumpUntil(client, screen, () => restoredCount == 1, 20);
+                client.Close();
+                client.Connect();
+                ok = ok && PumpUntil(client, screen, () => opened == 2, 20);
+                break;
+            }
             case "stale-ack": ok = StaleAck(client, screen, () => opened); break;
             case "lifecycle": ok = Lifecycle(client, screen, () => opened); break;
             default: Out("unknown scenario " + scenario); return 2;

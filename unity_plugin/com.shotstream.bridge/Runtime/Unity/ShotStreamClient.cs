@@ -253,16 +253,18 @@ namespace ShotStream.Unity
         /// <summary>The open message this client sends (RGBA8 frames: what <see cref="ShotStreamScreen"/> shows).</summary>
         public OpenSession BuildOpen()
         {
+            // a continued or forked story keeps its own caption, seed and decoder: none is sent (asking for another decoder
+            // would be refused)
+            bool ownStory = continueFrom == null && forkNext == null;
             return new OpenSession
             {
                 ClientName = "unity",
-                GlobalCaption = globalCaption ?? "",
-                Seed = Seed,
+                GlobalCaption = ownStory ? globalCaption ?? "" : "",
+                Seed = ownStory ? Seed : 0,
                 FrameFormat = FrameFormat.Rgba8,
                 Transport = (Core.Transport)(int)transport,
                 MaxChunksInFlight = (uint)Math.Max(0, maxChunksInFlight),
-                // a continued or forked story keeps its own decoder: asking for another would be refused
-                Decoder = continueFrom != null || forkNext != null ? FrameDecoder.Unspecified : (FrameDecoder)(int)decoder,
+                Decoder = ownStory ? (FrameDecoder)(int)decoder : FrameDecoder.Unspecified,
                 Fork = forkNext == null ? null : new Fork { SessionId = forkNext.SessionId, WaitForBoundary = forkNext.WaitForBoundary },
             };
         }

@@ -144,5 +144,41 @@ namespace ShotStream.Tests
             Assert.AreEqual(4, ProtoEnums.Channels(FrameFormat.Rgba8));
             Assert.AreEqual(3, ProtoEnums.Channels(FrameFormat.Unspecified), "UNSPECIFIED is RGB8");
         }
+
+        [Test]
+        public void SnapshotPartsRoundTripAsBase64AndAssembleInOrder()
+        {
+            var m = ServerMessage.FromJson("{\"snapshot\": {\"data\": \"AP8B\", \"totalBytes\": \"5\", \"count\": 2, \"nextShotIndex\": 3}}");
+            Assert.AreEqual(ServerKind.Snapshot, m.Kind);
+            Assert.AreEqual(3, m.Snapshot.DataLength);
+            Assert.AreEqual((byte)0xFF, m.Snapshot.Data[1]);
+            var assembler = new SnapshotAssembler();
+            Assert.IsTrue(assembler.Add(m.Snapshot) == null, "part 0 of 2: not complete yet");
+            var whole = assembler.Add(new SnapshotPart { Data = new byte[] { 7, 8 }, TotalBytes = 5, Index = 1, Count = 2 });
+            Assert.AreEqual("0,255,1,7,8", string.Join(",", whole));
+            Assert.Throws<System.IO.InvalidDataException>(() => assembler.Add(new SnapshotPart { Data = new byte[] { 1 }, TotalBytes = 1, Index = 1, Count = 2 }),
+                                                          "a part without its part 0");
+            Assert.AreEqual("{\"snapshotPart\":{\"data\":\"AP8B\",\"totalBytes\":\"5\",\"index\":1}}",
+                            ClientMessage.SnapshotPartMessage(new SnapshotPart { Data = new byte[] { 0, 255, 1 }, TotalBytes = 5, Index = 1 }).ToJson());
+        }
+
+        [Test]
+        public void SnapshotRequestForkCutAtChunkAndCueLog()
+        {
+            Assert.AreEqual("{\"snapshot\":{\"waitForBoundary\":true}}", ClientMessage.SnapshotMessage(true).ToJson());
+            Assert.AreEqual("{\"open\":{\"protocolVersion\":1,\"fork\":{\"sessionId\":\"s-1\"}}}",
+                            ClientMessage.Open(new OpenSession { Fork = new Fork { SessionId = "s-1" } }).ToJson());
+            Assert.AreEqual("{\"cue\":{\"prompt\":\"p\",\"mode\":\"CUE_MODE_CUT\",\"atChunk\":2}}",
+                            ClientMessage.CueMessage(new Cue { Prompt = "p", Mode = CueMode.Cut, AtChunk = 2 }).ToJson());
+            var log = ServerMessage.FromJson("{\"cueLog\": {\"globalCaption\": \"Sea.\", \"seed\": \"3\", \"firstShotIndex\": 1, \"entries\": ["
+                + "{\"cue\": {\"prompt\": \"a\", \"numChunks\": 2}, \"shotIndex\": 1, \"chunks\": 2, \"finished\": true}]}}").CueLog;
+            Assert.AreEqual(1, log.Entries.Count);
+            Assert.AreEqual("a", log.Entries[0].Cue.Prompt);
+            Assert.AreEqual(3UL, log.Seed);
+            Assert.IsTrue(log.Entries[0].Finished);
+            var r = ServerMessage.FromJson("{\"restored\": {\"nextShotIndex\": 2, \"storyFrames\": \"30\"}}").Restored;
+            Assert.AreEqual(2u, r.NextShotIndex);
+            Assert.AreEqual(30UL, r.StoryFrames);
+        }
     }
 }
