@@ -303,7 +303,7 @@ def test_token_file_and_command_line_warning(tmp_path, monkeypatch, caplog):
 
     seen = {}
     monkeypatch.setattr("service.server.serve", lambda settings, engine: seen.update(token=settings.token))
-    monkeypatch.setattr("service.cli._load_engine", lambda args: None)
+    monkeypatch.setattr("service.cli.load_engine", lambda args: None)
     parser = build_parser()
     caplog.set_level(logging.WARNING, logger="service")
     assert _serve(parser.parse_args(["serve", "--token-file", str(token_file)])) == 0 and seen["token"] == "s3cret"
