@@ -133,3 +133,45 @@ def test_refused_handshake_reports_the_http_status(exe):
     assert "HTTP 401: set the client's Token" in lines[0][3] and "the token is wrong" in lines[0][3], lines[0][3]
     assert "HTTP 404: the URL's path must be /v1/direct" in lines[1][3] and "404 Not Found" in lines[1][3], lines[1][3]
 
+
+def test_live_snapshot_continues_like_the_python_sdk(exe, tmp_path):
+    """Issue 12 with the core alone (ShotStreamConnection, SnapshotAssembler, OpenFromSnapshotAsync), server snapshot parts of
+    1 KiB and client parts of 1 KiB: session A plays a shot, asks for the snapshot mid-shot (taken at the shot's end, before
+    the shot cued right after the request), writes it to a file and plays that next shot; session B continues the file and
+    plays the same shot. B's chunks equal A's, and both equal the Python SDK's continuing the same file (the frame counter
+    carries on at 9, the first shot's frames)."""
+    from engine_core import TINY, ShotStreamEngine
+    from service.background import BackgroundServer
+    from service.sdk import Chunk, ShotFinished, ShotStreamClient
+    from service.settings import ServerSettings
+
+    engine = ShotStreamEngine.random(TINY, device="cpu", seed=0)
+    settings = ServerSettings(grpc_port=0, gateway_port=0, metrics_port=-1, snapshot_part_bytes=1024)
+    snap = tmp_path / "story.snap"
+    with BackgroundServer(engine, settings, grace=2.0) as server:
+        proc = subprocess.run(["mono", str(exe), "snapshot", server.gateway_url, str(snap)], capture_output=True, text=True,
+                              timeout=300)
+        out = proc.stdout
+        assert proc.returncode == 0 and out.splitlines()[-1] == "SNAPSHOT DONE", out + proc.stderr
+        data = snap.read_bytes()
+        want = []
+        with ShotStreamClient(server.address) as client:
+            session = client.open_session(snapshot=data, transport="inline", frame_format="rgba8", chunks_in_flight=1)
+            session.cue("A wave hits the rocks.", num_chunks=2, event_id="tail")
+            for ev in session:
+                if isinstance(ev, Chunk):
+                    pixels = ev.frames.tobytes()
+                    want.append(f"{ev.shot_index} {ev.story_frame} {zlib.crc32(pixels)} {len(pixels)}")
+                elif isinstance(ev, ShotFinished):
+                    break
+            session.close()
+    assert data[:8] == b"SHOTSNAP"
+    parts = -(-len(data) // 1024)
+    assert f"SNAPSHOT {len(data)} parts {parts} next 1" in out.splitlines(), out
+    assert "RESTORED 1 9" in out.splitlines(), out
+    chunks = [line.split(" ", 2) for line in out.splitlines() if line.startswith("SNAPCHUNK ")]
+    a = [rest for _, who, rest in chunks if who == "a" and rest.startswith("1 ")]
+    b = [rest for _, who, rest in chunks if who == "b"]
+    assert len(want) == 2 and want[0].startswith("1 9 "), want
+    assert a == want and b == want, (a, b, want)
+

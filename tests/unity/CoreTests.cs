@@ -6,6 +6,9 @@
 //                                    -> one real session over that transport (and a take named TAKE, "" =
 //                                       the server's default name, ended by stop_take or by close);
 //                                       prints "CHUNK seq eventId crc32 bytes" per chunk
+//   mono CoreTests.exe snapshot URL FILE -> session A plays "walk", asks for its snapshot mid-shot, writes it to FILE and plays
+//                                       "tail"; session B continues FILE (OpenFromSnapshotAsync) and plays "tail": prints
+//                                       "SNAPCHUNK a|b shot storyFrame crc32 bytes" per chunk and "RESTORED next frames"
 using System;
 using System.Collections.Generic;
 using System.IO;
@@ -59,6 +62,7 @@ static class CoreTests
             return Live(new Uri(args[1]), args[2] == "shm" ? Transport.SharedMemory : Transport.Inline, args.Length > 3 ? args[3] : null,
                         args.Length > 4 && args[4] == "stop").GetAwaiter().GetResult();
         if (args.Length == 3 && args[0] == "refused") return Refused(new Uri(args[1]), args[2]);
+        if (args.Length == 3 && args[0] == "snapshot") return LiveSnapshot(new Uri(args[1]), args[2]).GetAwaiter().GetResult();
         if (args.Length != 2 || args[0] != "goldens") { Console.Error.WriteLine("usage: CoreTests.exe goldens DIR | live URL inline|shm [TAKE stop|close]"); return 2; }
         dir = args[1];
         JsonTests();
@@ -642,6 +646,80 @@ static class CoreTests
             }
             finally { if (ring != null) ring.Dispose(); }
         }
+    }
+
+    // The core alone, issue 12 (tests/test_unity_core.py checks the chunks against the Python SDK continuing the same file): A plays
+    // "walk" (1 chunk), asks for the snapshot when walk starts (waitForBoundary: taken at its end) and cues "tail" (2 chunks) right after;
+    // the parts are put together with a SnapshotAssembler and written to FILE. B opens from FILE in 1 KiB parts and cues tail.
+    static async Task<int> LiveSnapshot(Uri uri, string file)
+    {
+        const string Caption = "Sea.", Walk = "The keeper climbs the stairs.", Tail = "A wave hits the rocks.";
+        using (var a = await ShotStreamConnection.ConnectAsync(uri))
+        {
+            await a.OpenAsync(Caption, 3, FrameFormat.Rgba8, Transport.Inline, 1, "unity/CoreTests");
+            await a.SendCueAsync("walk", Walk, 1, CueMode.Wait);
+            var assembler = new SnapshotAssembler();
+            int finished = 0, parts = 0;
+            byte[] snapshot = null;
+            bool asked = false;
+            while (finished < 2 || snapshot == null)
+            {
+                var m = await a.ReceiveAsync() ?? throw new Exception("A ended early");
+                switch (m.Kind)
+                {
+                    case ServerKind.ShotStarted:
+                        if (!asked) { await a.RequestSnapshotAsync(true); await a.SendCueAsync("tail", Tail, 2, CueMode.Wait); asked = true; }
+                        break;
+                    case ServerKind.Chunk: await PrintSnapChunk("a", a, m.Chunk); break;
+                    case ServerKind.ShotFinished: finished++; break;
+                    case ServerKind.Snapshot:
+                        parts++;
+                        var whole = assembler.Add(m.Snapshot);
+                        if (whole != null)
+                        {
+                            snapshot = whole;
+                            File.WriteAllBytes(file, whole);
+                            Console.WriteLine("SNAPSHOT " + whole.Length + " parts " + parts + " next " + m.Snapshot.NextShotIndex);
+                        }
+                        break;
+                    case ServerKind.Error: Console.WriteLine("ERROR a " + m.Error.Code + " " + m.Error.Message); return 1;
+                }
+            }
+            await a.CloseAsync();
+            while (await a.ReceiveAsync() != null) { }
+        }
+        using (var b = await ShotStreamConnection.ConnectAsync(uri))
+        {
+            var opened = await b.OpenFromSnapshotAsync(new OpenSession { ClientName = "unity/CoreTests", FrameFormat = FrameFormat.Rgba8, Transport = Transport.Inline,
+                                                                         MaxChunksInFlight = 1 }, File.ReadAllBytes(file), default(CancellationToken), 1024);
+            Console.WriteLine("OPENED " + opened.SessionId);
+            await b.SendCueAsync("tail", Tail, 2, CueMode.Wait);  // waits for the restore on the server
+            bool restored = false;
+            while (true)
+            {
+                var m = await b.ReceiveAsync() ?? throw new Exception("B ended early");
+                if (m.Kind == ServerKind.Restored) { restored = true; Console.WriteLine("RESTORED " + m.Restored.NextShotIndex + " " + m.Restored.StoryFrames); }
+                else if (m.Kind == ServerKind.Chunk)
+                {
+                    if (!restored) throw new Exception("a chunk before restored");
+                    await PrintSnapChunk("b", b, m.Chunk);
+                }
+                else if (m.Kind == ServerKind.ShotFinished) break;
+                else if (m.Kind == ServerKind.Error) { Console.WriteLine("ERROR b " + m.Error.Code + " " + m.Error.Message); return 1; }
+            }
+            await b.CloseAsync();
+            while (await b.ReceiveAsync() != null) { }
+        }
+        Console.WriteLine("SNAPSHOT DONE");
+        return 0;
+    }
+
+    static async Task PrintSnapChunk(string who, ShotStreamConnection conn, FrameChunk c)
+    {
+        var px = c.Pixels;
+        if (px.Array == null || px.Count != c.ExpectedPixelBytes) throw new Exception("chunk " + c.ChunkSeq + " without its pixels");
+        Console.WriteLine("SNAPCHUNK " + who + " " + c.ShotIndex + " " + c.StoryFrame + " " + Crc32(px.Array, px.Offset, px.Count) + " " + px.Count);
+        await conn.AckAsync(c.ChunkSeq);
     }
 
     // Copies a chunk out of the shared-memory ring; with one credit the slot cannot be reused before the ack.

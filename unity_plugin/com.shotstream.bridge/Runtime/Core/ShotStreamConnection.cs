@@ -157,7 +157,7 @@ namespace ShotStream.Core
         /// the open carrying the snapshot's first part; then the rest of it, in parts of <paramref name="partBytes"/>, without a
         /// time limit. The server answers `restored` (or a fatal error) once the whole snapshot has arrived and checks out:
         /// read it with ReceiveAsync. Cues sent meanwhile wait for the restore.</summary>
-        public static async Task<ShotStreamConnection> ConnectAndOpenAsync(Uri uri, string token, OpenSession open, byte[] snapshot, TimeSpan timeout,
+        public static async Task<ShotStreamConnection> ConnectAndOpenFromSnapshotAsync(Uri uri, string token, OpenSession open, byte[] snapshot, TimeSpan timeout,
                                                                            CancellationToken ct = default(CancellationToken), int partBytes = SnapshotParts.MaxUploadPartBytes)
         {
             if (snapshot == null) return await ConnectAndOpenAsync(uri, token, open, timeout, ct).ConfigureAwait(false);
@@ -191,11 +191,11 @@ namespace ShotStream.Core
                                                MaxChunksInFlight = credits, ClientName = clientName ?? "" }, ct);
         }
 
-        /// <summary>OpenAsync for a session that continues <paramref name="snapshot"/>: open carries its first part, and once the
+        /// <summary>OpenAsync for a session that continues <paramref name="snapshot"/> (null: a new story, as OpenAsync): open carries its first part, and once the
         /// server has answered `opened` the rest follows as snapshot_part messages (parts of <paramref name="partBytes"/>, at most
         /// 32 KiB). The server then answers `restored`, or a fatal error (damaged: 3 INVALID_ARGUMENT; another model or decoder:
         /// 9 FAILED_PRECONDITION; too big: 8 RESOURCE_EXHAUSTED). Caption, seed and decoder come from the snapshot.</summary>
-        public async Task<SessionOpened> OpenAsync(OpenSession open, byte[] snapshot, CancellationToken ct = default(CancellationToken),
+        public async Task<SessionOpened> OpenFromSnapshotAsync(OpenSession open, byte[] snapshot, CancellationToken ct = default(CancellationToken),
                                                    int partBytes = SnapshotParts.MaxUploadPartBytes)
         {
             if (open == null) throw new ArgumentNullException(nameof(open));

@@ -357,7 +357,7 @@ namespace ShotStream.Unity
                     int id = 0;
                     try
                     {
-                        conn = await ShotStreamConnection.ConnectAndOpenAsync(uri, tok, open, start.Snapshot, timeout, ct, start.PartBytes).ConfigureAwait(false);
+                        conn = await ShotStreamConnection.ConnectAndOpenFromSnapshotAsync(uri, tok, open, start.Snapshot, timeout, ct, start.PartBytes).ConfigureAwait(false);
                         var layout = conn.Session.Ring;
                         if (layout != null)
                         {
