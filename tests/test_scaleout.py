@@ -210,7 +210,7 @@ def test_serve_flags_reach_the_settings(monkeypatch):
 
     seen = {}
     monkeypatch.setattr("service.server.serve", lambda settings, engine: seen.update(settings=settings))
-    monkeypatch.setattr("service.cli._load_engine", lambda args: None)
+    monkeypatch.setattr("service.cli.load_engine", lambda args: None)
     assert _serve(build_parser().parse_args(["serve", "--ready-port", "8080", "--drain-grace", "12.5"])) == 0
     assert (seen["settings"].ready_port, seen["settings"].drain_grace_s) == (8080, 12.5)
     assert _serve(build_parser().parse_args(["serve"])) == 0
@@ -423,6 +423,12 @@ def test_sessions_spread_by_least_sessions(cluster):
             await until("all full servers DOWN", lambda: all(proxy.status(i)[0] == "DOWN" for i in range(3)))
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=5)
+            assert refused.value.code() == UNAVAILABLE and "no ShotStream server can take" in refused.value.details()
+            story = stub.RenderStory(pb.RenderStoryRequest(protocol_version=PROTOCOL_VERSION, global_caption="g",
+                                                           shots=[pb.StoryShot(prompt="a pier", num_chunks=1)]))
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                async for _ in story:
+                    pass
             assert refused.value.code() == UNAVAILABLE and "no ShotStream server can take" in refused.value.details()
             extra = Direct(stub)  # a Direct stream: HAProxy answers the same, then resets the open stream
             with contextlib.suppress(grpc.aio.AioRpcError):
