@@ -66,7 +66,16 @@ func _type_errors(type_name: String, msg: Dictionary) -> Array[String]:
 	for f: Array in P.MESSAGES[type_name]:
 		var v: Variant = msg.get(f[0])
 		var t: String = f[1]
-		if t.begins_with("repeated "):
+		if t.begins_with("repeated ") and P.MESSAGES.has(t.trim_prefix("repeated ")):
+			if typeof(v) != TYPE_ARRAY:
+				out.append(f[0])
+				continue
+			for item: Variant in v:
+				if typeof(item) != TYPE_DICTIONARY:
+					out.append(f[0] + " item")
+				else:
+					out.append_array(_type_errors(t.trim_prefix("repeated "), item))
+		elif t.begins_with("repeated "):
 			if typeof(v) != TYPE_PACKED_STRING_ARRAY:
 				out.append(f[0])
 		elif want.has(t):
@@ -246,6 +255,66 @@ func _test_server_goldens() -> void:
 	var u := _body("unknown_fields", "cue_accepted")
 	eq("f", u["event_id"], "unknown fields ignored: id")
 	eq(1, u["queue_position"], "unknown fields ignored: position")
+	_test_story_goldens()
+
+
+## Snapshot bytes of the goldens: every byte value, then 0xFF 0x00 0xFB.
+static func snapshot_data() -> PackedByteArray:
+	var out := PackedByteArray()
+	for i in 256:
+		out.append(i)
+	out.append_array(PackedByteArray([0xFF, 0x00, 0xFB]))
+	return out
+
+
+func _test_story_goldens() -> void:
+	var sp := _body("snapshot", "snapshot")
+	eq(snapshot_data(), sp["data"], "snapshot part bytes (base64, every byte value)")
+	eq(5000000000, sp["total_bytes"], "snapshot total bytes (uint64 > 2^32)")
+	eq(1, sp["index"], "snapshot part index")
+	eq(3, sp["count"], "snapshot part count")
+	eq(4, sp["next_shot_index"], "snapshot next shot")
+	var r := _body("restored", "restored")
+	eq(3, r["next_shot_index"], "restored next shot")
+	eq(ABOVE_DOUBLE, r["story_frames"], "restored story frames 2^53+1 exact")
+	var log := _body("cue_log", "cue_log")
+	eq(unicode_text(), log["global_caption"], "cue log caption")
+	eq(U64_MAX, log["seed"], "cue log seed 2^64-1")
+	eq(P.Decoder.TAE, log["decoder"], "cue log decoder")
+	eq(2, log["first_shot_index"], "cue log first shot")
+	eq(4, log["next_shot"], "cue log next shot")
+	eq(1, log["dropped_shots"], "cue log dropped shots")
+	var entries: Array = log["entries"] if log["entries"] is Array else []
+	eq(2, entries.size(), "cue log entries")
+	if entries.size() != 2:
+		return
+	var walk: Dictionary = entries[0]
+	var walk_cue: Dictionary = walk["cue"] if walk["cue"] is Dictionary else {}
+	eq("walk", walk_cue.get("event_id"), "entry 0 event")
+	eq("The keeper climbs.", walk_cue.get("prompt"), "entry 0 prompt")
+	eq(PackedStringArray(["a", "b"]), walk_cue.get("tags"), "entry 0 tags")
+	eq(3, walk_cue.get("num_chunks"), "entry 0 planned chunks")
+	eq(P.CueMode.WAIT, walk_cue.get("mode"), "entry 0 mode")
+	eq(0, walk_cue.get("at_chunk"), "entry 0 at_chunk")
+	eq([2, 1, true, true], [walk["shot_index"], walk["chunks"], walk["cut"], walk["finished"]], "0")
+	var boom: Dictionary = entries[1]
+	var boom_cue: Dictionary = boom["cue"] if boom["cue"] is Dictionary else {}
+	eq("boom", boom_cue.get("event_id"), "entry 1 event")
+	eq("A wave " + char(0x1F30A) + " hits.", boom_cue.get("prompt"), "entry 1 prompt (emoji)")
+	eq(PackedStringArray(), boom_cue.get("tags"), "entry 1 no tags")
+	eq(P.CueMode.CUT, boom_cue.get("mode"), "entry 1 mode")
+	eq(1, boom_cue.get("at_chunk"), "entry 1 at_chunk")
+	eq(
+		[3, 1, false, false],
+		[boom["shot_index"], boom["chunks"], boom["cut"], boom["finished"]],
+		"1"
+	)
+	var empty: Dictionary = P.decode_server_text('{"cueLog": {}}')["message"]
+	eq([], empty.get("entries"), "no entries: an empty Array")
+	var bad := P.decode_server_text('{"cueLog": {"entries": [3]}}')
+	check(bad["error"] != "", "an entry that is not an object is an error: " + bad["error"])
+	var bad_bytes := P.decode_server_text('{"snapshot": {"data": 3}}')
+	check(bad_bytes["error"] != "", "bytes that are not a base64 string: " + bad_bytes["error"])
 
 
 func _test_malformed() -> void:
@@ -405,6 +474,30 @@ func client_messages() -> Dictionary:
 		"start_take_default": P.start_take_message(),
 		"start_take_full": P.start_take_message("boss-fight", P.TakeQuality.FULL),
 		"stop_take": P.stop_take_message(),
+		"open_snapshot":
+		(
+			ShotStreamSnapshotTransfer
+			. open_message(
+				{
+					"client_name": "godot/Test",
+					"frame_format": P.FrameFormat.RGBA8,
+					"max_chunks_in_flight": 2,
+					"transport": P.Transport.INLINE,
+				},
+				ShotStreamSnapshotTransfer.part(snapshot_data(), 0, 70000)
+			)
+		),
+		"open_fork":
+		ShotStreamSnapshotTransfer.open_message(
+			{"client_name": "godot/Test"}, {}, {"session_id": "s-1", "wait_for_boundary": true}
+		),
+		"cue_at_chunk": P.cue_message("boom", "A wave hits.", 2, P.CueMode.CUT, [], 3),
+		"snapshot_request": P.encode_client("snapshot", {"wait_for_boundary": true}),
+		"snapshot_part":
+		P.encode_client(
+			"snapshot_part", {"data": snapshot_data(), "total_bytes": 70000, "index": 2}
+		),
+		"cue_log_request": P.encode_client("cue_log", {"from_shot": 5}),
 	}
 
 

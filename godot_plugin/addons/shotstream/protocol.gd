@@ -9,9 +9,11 @@ extends RefCounted
 ## frames and from binary [code]SSC1[/code] chunk frames (magic, u32 little-endian header length,
 ## FrameChunk JSON header, raw pixels).[br][br] [b]Decoded messages[/b] are Dictionaries keyed by
 ## the proto field names (snake_case) holding [b]every[/b] field of the message: a key missing from
-## the JSON reads as its default (0, 0.0, false, "", an empty PackedStringArray / PackedByteArray),
-## enums are ints (see the enums below), and a message-typed field that is not set is
-## [code]null[/code]. Unknown keys and unknown message kinds are ignored (a newer server stays
+## the JSON reads as its default (0, 0.0, false, "", an empty PackedStringArray / PackedByteArray,
+## an empty Array for a repeated message field such as CueLog.entries, whose items are
+## Dictionaries), enums are ints (see the enums below), and a message-typed field that is not set is
+## [code]null[/code]. [code]bytes[/code] fields travel as base64 (as json_format writes them) and
+## read as PackedByteArray. Unknown keys and unknown message kinds are ignored (a newer server stays
 ## readable).[br][br] [b]uint64[/b] fields (seed, chunk_seq, story_frame, bytes, ...) are Godot ints
 ## holding the same 64 bits. Values of 2^63 and above (never reached in practice: they count chunks,
 ## frames or bytes) read as negative ints; [method u64_to_string] prints them unsigned and the
@@ -24,8 +26,8 @@ extends RefCounted
 ## every message and every value of every enum a Direct session carries, in proto order. The tests
 ## compare their names and order with the list the Python side derives from
 ## [code]proto/shotstream/v1/shotstream.proto[/code], so a proto change the addon does not follow
-## fails the tests. Types are not compared: the proto's rules forbid changing a field's type
-## within v1 (a new type means a new field).
+## fails the tests. Types are not compared: the proto's rules forbid changing a field's type within
+## v1 (a new type means a new field).
 
 ## FrameFormat values.
 enum FrameFormat { UNSPECIFIED = 0, RGB8 = 1, RGBA8 = 2 }
@@ -324,13 +326,15 @@ static func open_message(
 
 
 ## A [code]cue[/code]: a shot for [param prompt]; [param num_chunks] 0 = the server's full shot;
-## [param mode] a [enum CueMode].
+## [param mode] a [enum CueMode]; [param at_chunk] (CUT only): the cut lands after that many
+## chunks of the shot in progress (0 = at its next chunk boundary).
 static func cue_message(
 	event_id: String,
 	prompt: String,
 	num_chunks: int = 0,
 	mode: int = CueMode.WAIT,
-	tags: PackedStringArray = PackedStringArray()
+	tags: PackedStringArray = PackedStringArray(),
+	at_chunk: int = 0
 ) -> String:
 	return encode_client(
 		"cue",
@@ -340,6 +344,7 @@ static func cue_message(
 			"tags": tags,
 			"num_chunks": num_chunks,
 			"mode": mode,
+			"at_chunk": at_chunk,
 		}
 	)
 
@@ -695,8 +700,8 @@ static func json_name(proto_name: String) -> String:
 
 
 static func _default(type: String) -> Variant:
-	if type.begins_with("repeated "):
-		return PackedStringArray()
+	if type.begins_with("repeated "):  # strings: a PackedStringArray; messages: an Array
+		return [] if MESSAGES.has(type.trim_prefix("repeated ")) else PackedStringArray()
 	match type:
 		"uint32", "uint64":
 			return 0
@@ -734,7 +739,7 @@ static func _read_message(
 			if typeof(v) != TYPE_ARRAY:
 				errors.append("%s: expected a JSON array" % where)
 				continue
-			var items := PackedStringArray()
+			var items: Variant = _default("repeated " + entry[1])
 			for item: Variant in v:
 				var r: Variant = _read_value(entry[1], item, where, errors)
 				if r != null:
