@@ -247,6 +247,21 @@ def test_units_in_godot():
         re.compile(f"^ERROR: {unreachable} .*wrong token or path")]))
 
 
+def test_story_snapshot_units_in_godot():
+    """Snapshot parts split and put together (refusals included), cue log pages merged, ShotStreamSnapshot
+    through ResourceSaver and plain files under user://, and the client's open for a snapshot or a fork."""
+    require_engine()
+    assert_passed(run_godot(GODOT_TESTS / "test_story.gd", expected_errors=[
+        "ERROR: ShotStreamSnapshot: cannot save to res://story.tres: snapshots are kept under user://",
+        "ERROR: ShotStreamSnapshot: cannot save to user://a/../../story.tres: the path must not go up (..)",
+        "ERROR: ShotStreamSnapshot: cannot save to user://story.json: use a .tres or .res file",
+        "ERROR: ShotStreamSnapshot: cannot save an empty snapshot to user://empty.res",
+        "ERROR: ShotStreamSnapshot: cannot save an empty snapshot to user://e.snap",
+        "ERROR: ShotStreamSnapshot: cannot load user://missing.res: no such file",
+        "ERROR: ShotStreamSnapshot: could not read user://missing.snap",
+        "ERROR: ShotStreamSnapshot: user://saves/deep/story.snap has 3 bytes: not a snapshot (1..2)"]))
+
+
 def test_chunk_benchmark_in_godot(capsys):
     """Issue 11, defect 3: main-thread milliseconds per chunk of the 1.3B model (12 frames of 832x480 RGBA8) from
     the received message to the screen, now and the old way (a copy of the chunk, then a blit per frame). A

@@ -69,6 +69,15 @@ signal take_started(take_name: String, path: String)
 ## Recording finished (TakeSaved: name, path, frames, bytes, duration_s; for a FULL take also
 ## full_path and full_bytes, the MP4 re-decoded with the Wan VAE, sent once both files are written).
 signal take_saved(take: Dictionary)
+## The snapshot [method request_snapshot] asked for, every part in: keep [param data] unchanged
+## (e.g. in a [ShotStreamSnapshot]); [param next_shot_index] is the shot the story continues with.
+signal snapshot_ready(data: PackedByteArray, next_shot_index: int)
+## A session opened from a [member snapshot] or a fork has its story: the next cue becomes shot
+## [param next_shot_index]; [param story_frames] frames came before (chunks' story_frame go on).
+signal restored(next_shot_index: int, story_frames: int)
+## The cue log [method request_cue_log] asked for, its pages merged (CueLog: global_caption, seed,
+## decoder, first_shot_index, dropped_shots, entries: [{cue, shot_index, chunks, cut, finished}]).
+signal cue_log_ready(log: Dictionary)
 ## An error: [param code] is a grpc status code from the server (3 INVALID_ARGUMENT, 8
 ## RESOURCE_EXHAUSTED, 9 FAILED_PRECONDITION, ...) or 0 for a local problem; [param fatal]: the
 ## session is over for good (nothing is retried). A non-fatal error leaves the session open, except
@@ -108,6 +117,10 @@ const TEXT_MESSAGES_BYTES := 262144
 const HEARTBEAT_S := 10.0
 ## The browser's WebSocket that web builds use (see [member browser_socket]).
 const BrowserSocket := preload("res://addons/shotstream/browser_socket.gd")
+## The story side (snapshots, forks, cue logs), internal.
+const ClientStory := preload("res://addons/shotstream/client_story.gd")
+## The long texts the client reports, internal.
+const Texts := preload("res://addons/shotstream/client_texts.gd")
 
 ## WebSocket URL of the gateway: [code]ws://HOST:PORT/v1/direct[/code]
 ## ([code]wss://[/code] with TLS).
@@ -194,6 +207,16 @@ var take: Dictionary:
 var last_stats: Dictionary = {}
 ## Sessions reopened after a dropped connection or a server shutdown.
 var reconnects := 0
+## A story snapshot ([signal snapshot_ready]'s bytes) that every open, reconnects included,
+## continues instead of a new story (its caption, seed and decoder are the snapshot's); empty: a
+## new story. Sent as open's first part, the rest once the session opens ([signal restored]
+## follows; a snapshot the server cannot continue ends the session with a fatal error).
+var snapshot := PackedByteArray()
+## An open session's id (on the same server) that every open forks while [member snapshot] is
+## empty: its story at its next shot boundary. "" = none. See [method fork_story].
+var fork_session_id := ""
+## The largest snapshot this client sends or puts together (default 256 MiB).
+var max_snapshot_bytes := ShotStreamSnapshotTransfer.DEFAULT_MAX_BYTES
 
 var _state := State.DISCONNECTED
 var _session: Dictionary = {}
@@ -213,6 +236,7 @@ var _sent_cues: Array[String] = []  # event ids sent in this session whose shot 
 var _acks: Array[Array] = []  # [chunk_seq, last frame index or -1, player.configurations]
 var _cue_counter := 0
 var _cue_sent_us: Dictionary = {}
+var _story := ClientStory.new(self)
 
 
 func _init() -> void:
@@ -242,17 +266,10 @@ func open_session() -> Error:
 	if _state != State.DISCONNECTED:
 		return OK
 	if not (server_url.begins_with("ws://") or server_url.begins_with("wss://")):
-		_report(
-			0,
-			(
-				(
-					'ShotStreamClient: bad server URL "%s": expected ws://HOST:PORT/v1/direct'
-					+ " (`shotstream serve` listens on %s by default)"
-				)
-				% [server_url, DEFAULT_URL]
-			),
-			true
-		)
+		_report(0, Texts.bad_url(server_url, DEFAULT_URL), true)
+		return ERR_INVALID_PARAMETER
+	if not _story.start_problem().is_empty():
+		_report(0, "ShotStreamClient.open_session: " + _story.start_problem(), true)
 		return ERR_INVALID_PARAMETER
 	if _too_big(_open_message(), "open_session (the global caption)"):
 		return ERR_INVALID_PARAMETER
@@ -294,17 +311,19 @@ func abort() -> void:
 ## Sends a shot for [param prompt]. [param event_id] "" = "godot-N"; [param num_chunks] 0 = the
 ## server's full shot (at most the session's max_chunks_per_shot, 7 for the 1.3B model);
 ## [param mode] "wait" (after the current and queued shots) or "cut" (drop queued cues, cut the
-## current shot at its next chunk); [param tags] are echoed back. Sent now when the session is
-## open, else queued until it opens (at most [constant MAX_QUEUED_CUES]). Returns the event id
-## ("" on bad input, a full queue or a message over [constant MAX_CLIENT_MESSAGE_BYTES]).
+## current shot at its next chunk, or with [param at_chunk] > 0 once it has made that many); [param
+## tags] are echoed back. Sent now when the session is open, else queued until it opens (at most
+## [constant MAX_QUEUED_CUES]). Returns the event id ("" on bad input, a full queue or a message
+## over [constant MAX_CLIENT_MESSAGE_BYTES]).
 func cue(
 	prompt: String,
 	event_id: String = "",
 	num_chunks: int = 0,
 	mode: String = "wait",
-	tags: PackedStringArray = PackedStringArray()
+	tags: PackedStringArray = PackedStringArray(),
+	at_chunk: int = 0
 ) -> String:
-	var refusal := _cue_refusal(prompt, num_chunks, mode)
+	var refusal := _cue_refusal(prompt, num_chunks, mode, at_chunk)
 	if not refusal.is_empty():
 		_report(0, "ShotStreamClient.cue: " + refusal)
 		return ""
@@ -316,7 +335,9 @@ func cue(
 	if event_id.is_empty():
 		_cue_counter += 1
 		event_id = "godot-%d" % _cue_counter
-	var text := ShotStreamProtocol.cue_message(event_id, prompt, num_chunks, cue_mode, tags)
+	var text := ShotStreamProtocol.cue_message(
+		event_id, prompt, num_chunks, cue_mode, tags, at_chunk
+	)
 	if text.is_empty() or _too_big(text, "cue"):
 		return ""
 	if _state == State.OPEN:
@@ -328,14 +349,15 @@ func cue(
 	return event_id
 
 
-## [method cue] with mode "cut".
+## [method cue] with mode "cut" ([param at_chunk] > 0: once the current shot made that many).
 func cut(
 	prompt: String,
 	event_id: String = "",
 	num_chunks: int = 0,
-	tags: PackedStringArray = PackedStringArray()
+	tags: PackedStringArray = PackedStringArray(),
+	at_chunk: int = 0
 ) -> String:
-	return cue(prompt, event_id, num_chunks, "cut", tags)
+	return cue(prompt, event_id, num_chunks, "cut", tags, at_chunk)
 
 
 ## Stops generating after the chunk in progress (the GPU idles).
@@ -370,6 +392,34 @@ func start_take(
 ## Finishes the take; answered by [signal take_saved].
 func stop_take() -> void:
 	_send_if_open(ShotStreamProtocol.stop_take_message(), "stop_take")
+
+
+## Opens a session that continues [param saved] (a [member snapshot]: the bytes
+## [signal snapshot_ready] gave, e.g. [member ShotStreamSnapshot.data]) exactly as the story would
+## have gone on; as [method open_session] otherwise. Clears [member fork_session_id].
+func connect_to_story(saved: PackedByteArray) -> Error:
+	snapshot = saved
+	fork_session_id = ""
+	return open_session()
+
+
+## Opens a session that starts from session [param session_id]'s story (open on the same server)
+## at its next shot boundary: e.g. two endings of a player's choice. Clears [member snapshot].
+func fork_story(session_id: String) -> Error:
+	snapshot = PackedByteArray()
+	fork_session_id = session_id
+	return open_session()
+
+
+## Asks for the story's snapshot ([signal snapshot_ready]). [param wait_for_boundary]: taken when
+## the shot in progress ends (or its cut lands); false: refused mid-shot (error 9, non-fatal).
+func request_snapshot(wait_for_boundary: bool = true) -> void:
+	_story.request_snapshot(wait_for_boundary)
+
+
+## Asks for the session's cue log, enough to replay it exactly ([signal cue_log_ready]).
+func request_cue_log() -> void:
+	_story.request_cue_log()
 
 
 ## Releases the credit of chunk [param chunk_seq] (only needed with [member manual_ack]).
@@ -454,30 +504,28 @@ func _get_configuration_warnings() -> PackedStringArray:
 
 
 ## Why a cue cannot be sent or queued ("" when it can).
-func _cue_refusal(prompt: String, num_chunks: int, mode: String) -> String:
-	if mode.to_lower() not in ["wait", "cut"]:
-		return 'mode must be "wait" or "cut", got "%s"' % mode
-	if prompt.strip_edges().is_empty():
-		return "the prompt is empty: describe the shot"
-	if num_chunks < 0:
-		return "num_chunks must be >= 0 (0 = full shot)"
+func _cue_refusal(prompt: String, num_chunks: int, mode: String, at_chunk: int) -> String:
+	var full := _state != State.OPEN and _unsent.size() >= MAX_QUEUED_CUES
 	var most: int = _session.get("max_chunks_per_shot", 0)
-	if most > 0 and num_chunks > most:
-		return "num_chunks %d is more than this session's %d chunks per shot" % [num_chunks, most]
-	if _state != State.OPEN and _unsent.size() >= MAX_QUEUED_CUES:
-		return "%d cues are already waiting for a session; dropped this one" % MAX_QUEUED_CUES
-	return ""
+	return Texts.cue_refusal(
+		prompt, num_chunks, mode, at_chunk, most, MAX_QUEUED_CUES if full else 0
+	)
 
 
 func _open_message() -> String:
-	return ShotStreamProtocol.open_message(
-		global_caption,
-		story_seed,
-		effective_client_name(),
-		frame_format,
-		max_chunks_in_flight,
-		ShotStreamProtocol.Transport.INLINE,
-		decoder
+	return (
+		_story
+		. open_message(
+			{
+				"client_name": effective_client_name(),
+				"global_caption": global_caption,
+				"seed": story_seed,
+				"frame_format": frame_format,
+				"transport": ShotStreamProtocol.Transport.INLINE,
+				"max_chunks_in_flight": max_chunks_in_flight,
+				"decoder": decoder,
+			}
+		)
 	)
 
 
@@ -540,17 +588,7 @@ func _poll_socket() -> void:
 		else:
 			_ws.close(-1)
 			_ws = null
-			_report(
-				0,
-				(
-					(
-						"ShotStreamClient: %s did not finish closing the connection within %.1f s;"
-						+ " dropped it"
-					)
-					% [server_url, close_timeout_s]
-				),
-				true
-			)
+			_report(0, Texts.close_timeout(server_url, close_timeout_s), true)
 			_on_socket_closed(-1, "close handshake timed out")
 
 
@@ -608,22 +646,14 @@ func _handle_packet(data: PackedByteArray, is_text: bool) -> void:
 			if _take.get("name") == body["name"]:
 				_take = {}
 			take_saved.emit(body)
+		"snapshot", "restored", "cue_log":
+			_story.handle(kind, body)
 
 
 func _on_opened(opened: Dictionary) -> void:
 	if opened["transport"] != ShotStreamProtocol.Transport.INLINE:
 		_end_session("error")
-		_report(
-			0,
-			(
-				(
-					"ShotStreamClient: the server opened the session with transport %s; this addon"
-					+ " asks for and reads only TRANSPORT_INLINE frames"
-				)
-				% ShotStreamProtocol.enum_name("Transport", opened["transport"])
-			),
-			true
-		)
+		_report(0, Texts.wrong_transport(opened["transport"]), true)
 		_close_socket()
 		return
 	_session = opened
@@ -652,21 +682,11 @@ func _on_opened(opened: Dictionary) -> void:
 	var have: int = _ws.inbound_buffer_size
 	var sizes := [have, opened["max_chunks_in_flight"], frames, opened["width"], opened["height"]]
 	if have < need:
-		_report(
-			0,
-			(
-				(
-					"ShotStreamClient: the inbound buffer (%d bytes) cannot hold this session's %d"
-					+ " chunks in flight of up to %d frames of %dx%d (%d bytes): chunks that do not"
-					+ " fit are dropped. Raise inbound_buffer_bytes (0 = automatic) or lower"
-					+ " max_chunks_in_flight."
-				)
-				% (sizes + [need])
-			)
-		)
+		_report(0, Texts.small_inbound_buffer(sizes + [need]))
 	if player != null and is_instance_valid(player):
 		player.configure_for_session(opened)
 	_set_state(State.OPEN)
+	_story.on_opened()  # the rest of the snapshot goes first
 	connected.emit(opened)
 	var pending := _unsent.duplicate()
 	_unsent.clear()
@@ -687,22 +707,7 @@ func _on_chunk(chunk: Dictionary) -> void:
 	var n: int = chunk["num_frames"]
 	var pixel_bytes := ShotStreamProtocol.pixel_bytes(chunk)
 	if n < 1 or pixel_bytes != ShotStreamProtocol.expected_pixel_bytes(chunk):
-		_report(
-			0,
-			(
-				(
-					"ShotStreamClient: chunk %s carries %d pixel bytes for %d frames of %dx%d: not"
-					+ " playable, skipped (and acked)"
-				)
-				% [
-					ShotStreamProtocol.u64_to_string(seq),
-					pixel_bytes,
-					n,
-					chunk["width"],
-					chunk["height"]
-				]
-			)
-		)
+		_report(0, Texts.unplayable_chunk(chunk, pixel_bytes))
 		_send(ShotStreamProtocol.ack_message(seq))
 		return
 	var last := -1
@@ -736,17 +741,7 @@ func _note_seq(seq: int) -> void:
 	if _next_seq < 1 or seq < _next_seq:  # nothing expected yet, or a repeat
 		return
 	if seq > _next_seq:
-		_report(
-			0,
-			(
-				(
-					"ShotStreamClient: chunks %d to %d never arrived (dropped: on web builds a"
-					+ " message that does not fit inbound_buffer_bytes is dropped; raise it or lower"
-					+ " max_chunks_in_flight); acked them so the session goes on"
-				)
-				% [_next_seq, seq - 1]
-			)
-		)
+		_report(0, Texts.missing_chunks(_next_seq, seq - 1))
 		var credits: int = maxi(_session.get("max_chunks_in_flight", 1), 1)
 		for missing in range(maxi(_next_seq, seq - credits), seq):  # at most the credits
 			_send(ShotStreamProtocol.ack_message(missing))
@@ -854,15 +849,7 @@ func _on_socket_closed(code: int, reason: String) -> void:
 		return
 	var detail := "WebSocket close code %d%s" % [code, "" if reason.is_empty() else ", " + reason]
 	if not _was_opened:
-		var text := (
-			(
-				"ShotStreamClient: could not open a session at %s (%s). Is `shotstream serve`"
-				+ " running there, and are the host, the gateway port (default 50052), the path"
-				+ " /v1/direct and the token right? (A wrong token or path is refused at the"
-				+ " handshake, which looks the same as an unreachable server.)"
-			)
-			% [server_url, detail]
-		)
+		var text := Texts.unreachable(server_url, detail)
 		if auto_reconnect and _policy.should_retry(_retry):
 			var delay := _policy.delay_for(_retry)
 			_retry += 1
@@ -972,16 +959,7 @@ func _too_big(text: String, what: String) -> bool:
 	var size := text.to_utf8_buffer().size()
 	if size <= MAX_CLIENT_MESSAGE_BYTES:
 		return false
-	_report(
-		0,
-		(
-			(
-				"ShotStreamClient.%s: the message is %d bytes; the gateway accepts at most %d"
-				+ " (it would close the connection): shorten it"
-			)
-			% [what, size, MAX_CLIENT_MESSAGE_BYTES]
-		)
-	)
+	_report(0, Texts.too_big(what, size, MAX_CLIENT_MESSAGE_BYTES))
 	return true
 
 
