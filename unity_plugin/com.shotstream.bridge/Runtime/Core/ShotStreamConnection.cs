@@ -155,7 +155,8 @@ namespace ShotStream.Core
         /// <summary>ConnectAndOpenAsync for a session that continues <paramref name="snapshot"/> (the bytes a snapshot request
         /// delivered, e.g. from a game save; null: a new story, as above): connect and open within <paramref name="timeout"/>,
         /// the open carrying the snapshot's first part; then the rest of it, in parts of <paramref name="partBytes"/>, without a
-        /// time limit. The server answers `restored` (or a fatal error) once the whole snapshot has arrived and checks out:
+        /// time limit (open's GlobalCaption and Seed are cleared: the story's are the snapshot's). The server answers `restored` (or a
+        /// fatal error) once the whole snapshot has arrived and checks out:
         /// read it with ReceiveAsync. Cues sent meanwhile wait for the restore.</summary>
         public static async Task<ShotStreamConnection> ConnectAndOpenFromSnapshotAsync(Uri uri, string token, OpenSession open, byte[] snapshot, TimeSpan timeout,
                                                                            CancellationToken ct = default(CancellationToken), int partBytes = SnapshotParts.MaxUploadPartBytes)
@@ -163,7 +164,7 @@ namespace ShotStream.Core
             if (snapshot == null) return await ConnectAndOpenAsync(uri, token, open, timeout, ct).ConfigureAwait(false);
             if (open == null) throw new ArgumentNullException(nameof(open));
             var parts = SnapshotParts.Split(snapshot, partBytes);  // checks the arguments before connecting
-            open.Snapshot = SnapshotParts.First(snapshot, partBytes);
+            WithFirstPart(open, snapshot, partBytes);
             var conn = await ConnectAndOpenAsync(uri, token, open, timeout, ct).ConfigureAwait(false);
             try
             {
@@ -194,17 +195,27 @@ namespace ShotStream.Core
         /// <summary>OpenAsync for a session that continues <paramref name="snapshot"/> (null: a new story, as OpenAsync): open carries its first part, and once the
         /// server has answered `opened` the rest follows as snapshot_part messages (parts of <paramref name="partBytes"/>, at most
         /// 32 KiB). The server then answers `restored`, or a fatal error (damaged: 3 INVALID_ARGUMENT; another model or decoder:
-        /// 9 FAILED_PRECONDITION; too big: 8 RESOURCE_EXHAUSTED). Caption, seed and decoder come from the snapshot.</summary>
+        /// 9 FAILED_PRECONDITION; too big: 8 RESOURCE_EXHAUSTED). Caption, seed and decoder come from the snapshot (open's
+        /// GlobalCaption and Seed are cleared; leave its Decoder unset).</summary>
         public async Task<SessionOpened> OpenFromSnapshotAsync(OpenSession open, byte[] snapshot, CancellationToken ct = default(CancellationToken),
                                                    int partBytes = SnapshotParts.MaxUploadPartBytes)
         {
             if (open == null) throw new ArgumentNullException(nameof(open));
             if (snapshot == null) return await OpenAsync(open, ct).ConfigureAwait(false);
             var parts = SnapshotParts.Split(snapshot, partBytes);
-            open.Snapshot = SnapshotParts.First(snapshot, partBytes);
+            WithFirstPart(open, snapshot, partBytes);
             var opened = await OpenAsync(open, ct).ConfigureAwait(false);
             await SendSnapshotRestAsync(parts, ct).ConfigureAwait(false);
             return opened;
+        }
+
+        // The server takes caption and seed from the snapshot and ignores these: leaving them out keeps open (with its 32 KiB
+        // part, 43 KiB as base64) within the server's 64 KiB message limit whatever the caption.
+        static void WithFirstPart(OpenSession open, byte[] snapshot, int partBytes)
+        {
+            open.Snapshot = SnapshotParts.First(snapshot, partBytes);
+            open.GlobalCaption = "";
+            open.Seed = 0;
         }
 
         async Task SendSnapshotRestAsync(IEnumerable<SnapshotPart> parts, CancellationToken ct)
