@@ -363,6 +363,48 @@ def test_live_session_matches_python_sdk(tmp_path):
         assert any(line.startswith("DOCK Saved dock-take") for line in run.lines), run.output
 
 
+def test_live_story_snapshot_restore_and_fork_match_python_sdk():
+    """Issue 12 live: a Godot session's snapshot (sent by the server in several parts), saved through a
+    ShotStreamSnapshot resource and a plain file under user:// and loaded back, opens a new session (sent in
+    2 KiB parts) that plays the next shot frame for frame as the original and as a fork of it; the Python SDK
+    plays the same story uninterrupted and gets the same frames."""
+    require_engine()
+    from engine_core import TINY, ShotStreamEngine
+    from service.background import BackgroundServer
+    from service.sdk import Chunk, ShotFinished, ShotStreamClient
+    from service.settings import ServerSettings
+
+    engine = ShotStreamEngine.random(TINY, device="cpu", seed=0)
+    settings = ServerSettings(grpc_port=0, gateway_port=0, metrics_port=-1, snapshot_part_bytes=2048)
+    with BackgroundServer(engine, settings, grace=2.0) as server:
+        run = run_godot(GODOT_TESTS / "test_live_story.gd", args={"url": server.gateway_url}, timeout=300)
+        assert_passed(run)
+        # the uninterrupted story through the SDK (gRPC): shot one, then shot two
+        want = []
+        with ShotStreamClient(server.address) as client:
+            session = client.open_session("A lighthouse on a stormy coast.", seed=11, transport="inline",
+                                          frame_format="rgba8", chunks_in_flight=1)
+            session.cue("The keeper climbs the stairs.", num_chunks=2, event_id="one")
+            for ev in session:
+                if isinstance(ev, ShotFinished) and ev.event_id == "one":
+                    session.cue("A wave hits the rocks.", num_chunks=2, event_id="two")
+                elif isinstance(ev, Chunk) and ev.event_id == "two":
+                    want.append(("two", hashlib.sha256(ev.frames.tobytes()).hexdigest(), str(ev.story_frame)))
+                elif isinstance(ev, ShotFinished) and ev.event_id == "two":
+                    break
+            session.close()
+    assert len(want) == 2 and want[0][2] == "21", want
+    got = {name: [tuple(line.split()[2:]) for line in run.lines if line.startswith(f"CHUNK {name} ")]
+           for name in "ABC"}
+    assert got["A"] == want, "the original Godot session = the SDK's uninterrupted story"
+    assert got["B"] == want, "restored from the saved snapshot = the uninterrupted story"
+    assert got["C"] == want, "the fork = the uninterrupted story"
+    snapshot = [line.split() for line in run.lines if line.startswith("SNAPSHOT ")]
+    assert len(snapshot) == 1 and int(snapshot[0][1]) > 2 * 2048 and snapshot[0][2] == "1", snapshot
+    assert sorted(line for line in run.lines if line.startswith("RESTORED ")) == ["RESTORED B 1 21",
+                                                                                  "RESTORED C 1 21"]
+
+
 class _Conn:
     """One connection of the scripted gateway: what the client sent, and how the connection ended."""
 
