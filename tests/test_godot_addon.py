@@ -247,11 +247,20 @@ def test_units_in_godot():
         re.compile(f"^ERROR: {unreachable} .*wrong token or path")]))
 
 
-def test_story_snapshot_units_in_godot():
+def story_blob(n: int) -> bytes:
+    """The bytes tests/godot/test_story.gd's blob(n) makes."""
+    return bytes((i * 31 + 7) % 256 for i in range(n))
+
+
+def test_story_snapshots_in_godot():
     """Snapshot parts split and put together (refusals included), cue log pages merged, ShotStreamSnapshot
-    through ResourceSaver and plain files under user://, and the client's open for a snapshot or a fork."""
+    through ResourceSaver and plain files under user://, the client's open for a snapshot or a fork, and the
+    client against a scripted gateway: opened from a snapshot in parts, a snapshot received in parts (and a
+    stray part refused), a cue log in two pages."""
     require_engine()
-    assert_passed(run_godot(GODOT_TESTS / "test_story.gd", expected_errors=[
+    with _ScriptedGateway() as gateway:
+        run = run_godot(GODOT_TESTS / "test_story.gd", args={"url": f"ws://127.0.0.1:{gateway.port}/v1/direct"},
+                        expected_errors=[
         "ERROR: ShotStreamSnapshot: cannot save to res://story.tres: snapshots are kept under user://",
         "ERROR: ShotStreamSnapshot: cannot save to user://a/../../story.tres: the path must not go up (..)",
         "ERROR: ShotStreamSnapshot: cannot save to user://story.json: use a .tres or .res file",
@@ -259,7 +268,21 @@ def test_story_snapshot_units_in_godot():
         "ERROR: ShotStreamSnapshot: cannot save an empty snapshot to user://e.snap",
         "ERROR: ShotStreamSnapshot: cannot load user://missing.res: no such file",
         "ERROR: ShotStreamSnapshot: could not read user://missing.snap",
-        "ERROR: ShotStreamSnapshot: user://saves/deep/story.snap has 3 bytes: not a snapshot (1..2)"]))
+        "ERROR: ShotStreamSnapshot: user://saves/deep/story.snap has 3 bytes: not a snapshot (1..2)"])
+    assert_passed(run)
+    story = gateway.scenario("story")
+    assert len(story) == 1, story
+    received = story[0]["received"]
+    opened = received[0]["open"]
+    data = story_blob(5000)
+    assert opened["snapshot"] == {"data": base64.b64encode(data[:2048]).decode(), "totalBytes": "5000"}, opened
+    assert not {"decoder", "globalCaption", "seed"} & set(opened), "a snapshot's story keeps its own"
+    parts = [m["snapshotPart"] for m in received if "snapshotPart" in m]
+    assert [p.get("index") for p in parts] == [1, 2] and {p["totalBytes"] for p in parts} == {"5000"}
+    assert b"".join(base64.b64decode(p["data"]) for p in [opened["snapshot"], *parts]) == data
+    assert [m for m in received if not {"open", "snapshotPart"} & set(m)] == [
+        {"snapshot": {"waitForBoundary": True}}, {"cueLog": {}}, {"cueLog": {"fromShot": 4}}, {"close": {}}]
+    assert story[0]["client_closed_first"] is True
 
 
 def test_chunk_benchmark_in_godot(capsys):
@@ -735,6 +758,35 @@ class _ScriptedGateway:
         await asyncio.wait_for(self._freed.wait(), 5.0)
         code = self.scenario("free")[0]["client_close_code"]
         await conn.end("closed", closed=f"the freed client closed with {code}")
+
+    async def _s_story(self, conn: _Conn, n: int) -> None:
+        """Issue 12: a session opened from a snapshot in 3 parts, restored; a snapshot sent in 3 parts, then a
+        stray part; a cue log in 2 pages."""
+        from service.protocol import pb
+
+        await conn.open()
+        for _ in range(2):
+            await conn.recv_until("snapshotPart")
+        await conn.send(restored=pb.SnapshotRestored(next_shot_index=2, story_frames=30))
+        await conn.recv_until("snapshot")
+        data = story_blob(5120)
+        for i in range(3):
+            await conn.send(snapshot=pb.SnapshotPart(data=data[i * 2048:(i + 1) * 2048], total_bytes=len(data), index=i,
+                                                     count=3, next_shot_index=2))
+        await conn.send(snapshot=pb.SnapshotPart(data=b"x", total_bytes=len(data), index=1, count=3))
+
+        def entry(shot: int, event_id: str) -> pb.CueLogEntry:
+            return pb.CueLogEntry(cue=pb.Cue(event_id=event_id, prompt=f"shot {event_id}", mode=pb.CUE_MODE_WAIT),
+                                  shot_index=shot, chunks=2, finished=True)
+
+        await conn.recv_until("cueLog")
+        await conn.send(cue_log=pb.CueLog(global_caption="A lighthouse.", seed=5, first_shot_index=2,
+                                          entries=[entry(2, "a"), entry(3, "b")], next_shot=4))
+        await conn.recv_until("cueLog")
+        await conn.send(cue_log=pb.CueLog(global_caption="A lighthouse.", seed=5, first_shot_index=2,
+                                          entries=[entry(4, "c")]))
+        await conn.recv_until("close")
+        await conn.end("closed: client", closed="client")
 
     def __enter__(self) -> _ScriptedGateway:
         self._thread.start()

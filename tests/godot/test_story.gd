@@ -3,7 +3,10 @@ extends "res://tests/test_base.gd"
 ## message within the gateway's 64 KiB), putting together the parts a server sends (and refusing
 ## parts that break the rules), merging cue log pages, ShotStreamSnapshot saved and loaded through
 ## ResourceSaver (.tres, .res) and plain files under user://, and the client's open message for a
-## snapshot or a fork, and its at_chunk cues.
+## snapshot or a fork, and its at_chunk cues; then a client against the scripted gateway
+## (tests/test_godot_addon.py, scenario "story"): opened from a snapshot sent in 3 parts and
+## restored, a snapshot received in 3 parts (then a stray part, refused), a cue log in 2 pages.
+## args: {"url": the scripted gateway's ws://.../v1/direct} (optional)
 
 const P := preload("res://addons/shotstream/protocol.gd")
 const T := preload("res://addons/shotstream/snapshot_transfer.gd")
@@ -16,6 +19,8 @@ func run_tests() -> void:
 	_test_cue_log_pages()
 	_test_snapshot_files()
 	_test_client_messages()
+	if args().has("url"):
+		await _scripted_story(args()["url"] + "?s=story")
 
 
 ## [param n] bytes, byte i = (i * 31 + 7) mod 256.
@@ -279,3 +284,66 @@ func _test_client_messages() -> void:
 	client.request_cue_log()
 	check(errors.size() == 5 and "no open session" in errors[-1], "no session: %s" % [errors])
 	client.queue_free()
+
+
+func _scripted_story(url: String) -> void:
+	var client := ShotStreamClient.new()
+	client.connect_on_ready = false
+	client.log_errors = false
+	client.auto_reconnect = false
+	client.server_url = url
+	client._story.part_bytes = 2048
+	add_child(client)
+	var got := {"restored": [], "snapshots": [], "logs": [], "errors": [], "closed": []}
+	client.restored.connect(func(n: int, f: int) -> void: got["restored"].append([n, f]))
+	client.snapshot_ready.connect(
+		func(d: PackedByteArray, n: int) -> void: got["snapshots"].append([d, n])
+	)
+	client.cue_log_ready.connect(func(log: Dictionary) -> void: got["logs"].append(log))
+	client.error_received.connect(
+		func(_c: int, message: String, _f: bool) -> void: got["errors"].append(message)
+	)
+	client.disconnected.connect(func(reason: String) -> void: got["closed"].append(reason))
+	eq(OK, client.connect_to_story(blob(5000)), "opened from a snapshot")
+	if not await _wait(func() -> bool: return not got["restored"].is_empty(), "restored"):
+		return
+	eq([2, 30], got["restored"][0], "restored at shot 2 after 30 frames")
+	client.request_snapshot()
+	if not await _wait(func() -> bool: return not got["errors"].is_empty(), "the stray part"):
+		return
+	eq(1, got["snapshots"].size(), "one snapshot")
+	if got["snapshots"].size() == 1:
+		eq(blob(5120), got["snapshots"][0][0], "the snapshot's 3 parts put together")
+		eq(2, got["snapshots"][0][1], "it continues with shot 2")
+	eq(
+		["snapshot dropped: snapshot part 1 came without its part 0"],
+		got["errors"].map(func(e: String) -> String: return e.trim_prefix("ShotStreamClient: ")),
+		"a stray part is refused"
+	)
+	client.request_cue_log()
+	if not await _wait(func() -> bool: return not got["logs"].is_empty(), "the cue log"):
+		return
+	var log: Dictionary = got["logs"][0]
+	var shots := []
+	for e: Dictionary in log["entries"]:
+		shots.append("%d %s" % [e["shot_index"], e["cue"]["event_id"]])
+	eq(["2 a", "3 b", "4 c"], shots, "two pages merged")
+	eq(
+		[2, 0, "A lighthouse."],
+		[log["first_shot_index"], log["next_shot"], log["global_caption"]],
+		""
+	)
+	client.close()
+	await _wait(func() -> bool: return not got["closed"].is_empty(), "the session to end")
+	eq(["client"], got["closed"], "closed by the client")
+	client.queue_free()
+
+
+func _wait(cond: Callable, what: String) -> bool:
+	var t0 := Time.get_ticks_msec()
+	while not cond.call():
+		if Time.get_ticks_msec() - t0 > 10000:
+			check(false, "timed out waiting for " + what)
+			return false
+		await get_tree().process_frame
+	return true
