@@ -283,6 +283,8 @@ def test_story_snapshots_in_godot():
     assert [m for m in received if not {"open", "snapshotPart"} & set(m)] == [
         {"snapshot": {"waitForBoundary": True}}, {"cueLog": {}}, {"cueLog": {"fromShot": 4}}, {"close": {}}]
     assert story[0]["client_closed_first"] is True
+    reopen = [c["received"] for c in gateway.scenario("story_reopen")]
+    assert len(reopen) == 2 and reopen[0] == reopen[1][:3] == received[:3], "a reconnect continues the snapshot again"
 
 
 def test_chunk_benchmark_in_godot(capsys):
@@ -785,6 +787,19 @@ class _ScriptedGateway:
         await conn.recv_until("cueLog")
         await conn.send(cue_log=pb.CueLog(global_caption="A lighthouse.", seed=5, first_shot_index=2,
                                           entries=[entry(4, "c")]))
+        await conn.recv_until("close")
+        await conn.end("closed: client", closed="client")
+
+    async def _s_story_reopen(self, conn: _Conn, n: int) -> None:  # the first connection drops after the snapshot
+        from service.protocol import pb
+
+        await conn.open()
+        for _ in range(2):
+            await conn.recv_until("snapshotPart")
+        if n == 1:
+            conn.ws.transport.abort()
+            return
+        await conn.send(restored=pb.SnapshotRestored(next_shot_index=2, story_frames=30))
         await conn.recv_until("close")
         await conn.end("closed: client", closed="client")
 

@@ -5,7 +5,8 @@ extends "res://tests/test_base.gd"
 ## ResourceSaver (.tres, .res) and plain files under user://, and the client's open message for a
 ## snapshot or a fork, and its at_chunk cues; then a client against the scripted gateway
 ## (tests/test_godot_addon.py, scenario "story"): opened from a snapshot sent in 3 parts and
-## restored, a snapshot received in 3 parts (then a stray part, refused), a cue log in 2 pages.
+## restored, a snapshot received in 3 parts (then a stray part, refused), a cue log in 2 pages;
+## and a session from a snapshot whose connection drops: the new session continues it again.
 ## args: {"url": the scripted gateway's ws://.../v1/direct} (optional)
 
 const P := preload("res://addons/shotstream/protocol.gd")
@@ -21,6 +22,7 @@ func run_tests() -> void:
 	_test_client_messages()
 	if args().has("url"):
 		await _scripted_story(args()["url"] + "?s=story")
+		await _scripted_reopen(args()["url"] + "?s=story_reopen")
 
 
 ## [param n] bytes, byte i = (i * 31 + 7) mod 256.
@@ -280,9 +282,12 @@ func _test_client_messages() -> void:
 	client.snapshot = blob(10)
 	client.max_snapshot_bytes = 5
 	eq(ERR_INVALID_PARAMETER, client.open_session(), "a snapshot over max_snapshot_bytes")
+	eq(ERR_INVALID_PARAMETER, client.connect_to_story(PackedByteArray()), "an empty snapshot")
+	eq(blob(10), client.snapshot, "an empty snapshot changes nothing")
 	client.request_snapshot()
 	client.request_cue_log()
-	check(errors.size() == 5 and "no open session" in errors[-1], "no session: %s" % [errors])
+	check(errors.size() == 6 and "no open session" in errors[-1], "no session: %s" % [errors])
+	eq(ShotStreamClient.State.DISCONNECTED, client.state, "nothing opened")
 	client.queue_free()
 
 
@@ -336,6 +341,35 @@ func _scripted_story(url: String) -> void:
 	client.close()
 	await _wait(func() -> bool: return not got["closed"].is_empty(), "the session to end")
 	eq(["client"], got["closed"], "closed by the client")
+	client.queue_free()
+
+
+func _scripted_reopen(url: String) -> void:
+	var client := ShotStreamClient.new()
+	client.connect_on_ready = false
+	client.log_errors = false
+	client.server_url = url
+	client.reconnect_initial_s = 0.05
+	client._story.part_bytes = 2048
+	add_child(client)
+	var got := {"sessions": [], "restored": [], "errors": [], "closed": []}
+	client.connected.connect(func(s: Dictionary) -> void: got["sessions"].append(s["session_id"]))
+	client.restored.connect(func(n: int, f: int) -> void: got["restored"].append([n, f]))
+	client.error_received.connect(
+		func(_c: int, message: String, _f: bool) -> void: got["errors"].append(message)
+	)
+	client.disconnected.connect(func(reason: String) -> void: got["closed"].append(reason))
+	eq(OK, client.connect_to_story(blob(5000)), "opened from a snapshot")
+	if not await _wait(func() -> bool: return not got["restored"].is_empty(), "restored"):
+		return
+	eq(["story_reopen-1", "story_reopen-2"], got["sessions"], "a new session after the drop")
+	eq([[2, 30]], got["restored"], "the new session is restored from the snapshot")
+	eq(1, got["errors"].size(), "the drop is reported: %s" % [got["errors"]])
+	if got["errors"].size() == 1:
+		check(got["errors"][0].ends_with("(from the snapshot)."), got["errors"][0])
+	client.close()
+	await _wait(func() -> bool: return got["closed"].size() == 2, "the session to end")
+	eq(["connection lost", "client"], got["closed"], "lost, then closed by the client")
 	client.queue_free()
 
 

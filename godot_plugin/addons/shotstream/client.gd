@@ -396,8 +396,15 @@ func stop_take() -> void:
 
 ## Opens a session that continues [param saved] (a [member snapshot]: the bytes
 ## [signal snapshot_ready] gave, e.g. [member ShotStreamSnapshot.data]) exactly as the story would
-## have gone on; as [method open_session] otherwise. Clears [member fork_session_id].
+## have gone on; as [method open_session] otherwise (a no-op unless disconnected: [method abort]
+## the story playing first). Clears [member fork_session_id]. An empty [param saved] (a save that
+## could not be read) is refused with ERR_INVALID_PARAMETER instead of starting a new story.
 func connect_to_story(saved: PackedByteArray) -> Error:
+	if saved.is_empty():
+		_report(
+			0, "ShotStreamClient.connect_to_story: an empty snapshot (was the save read?)", true
+		)
+		return ERR_INVALID_PARAMETER
 	snapshot = saved
 	fork_session_id = ""
 	return open_session()
@@ -869,8 +876,12 @@ func _reopen_session(what: String, reason: String) -> void:
 	_report(
 		0,
 		(
-			"ShotStreamClient: %s. A story cannot resume: %s"
-			% [what, "reconnecting as a new session." if auto_reconnect else "the session is over."]
+			"ShotStreamClient: %s. A story cannot resume: %s%s"
+			% [
+				what,
+				"reconnecting as a new session" if auto_reconnect else "the session is over",
+				" (from the snapshot)." if auto_reconnect and not snapshot.is_empty() else "."
+			]
 		),
 		not auto_reconnect
 	)
