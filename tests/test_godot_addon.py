@@ -285,6 +285,10 @@ def test_story_snapshots_in_godot():
     assert story[0]["client_closed_first"] is True
     reopen = [c["received"] for c in gateway.scenario("story_reopen")]
     assert len(reopen) == 2 and reopen[0] == reopen[1][:3] == received[:3], "a reconnect continues the snapshot again"
+    big = gateway.scenario("story_big")[0]["received"]
+    parts = [big[0]["open"]["snapshot"], *(m["snapshotPart"] for m in big if "snapshotPart" in m)]
+    assert len(parts) == 64 and [p.get("index", 0) for p in parts] == list(range(64))
+    assert b"".join(base64.b64decode(p["data"]) for p in parts) == story_blob(2 << 20), "every part, in order"
 
 
 def test_chunk_benchmark_in_godot(capsys):
@@ -800,6 +804,20 @@ class _ScriptedGateway:
             conn.ws.transport.abort()
             return
         await conn.send(restored=pb.SnapshotRestored(next_shot_index=2, story_frames=30))
+        await conn.recv_until("close")
+        await conn.end("closed: client", closed="client")
+
+    async def _s_story_big(self, conn: _Conn, n: int) -> None:  # a 2 MiB snapshot: more than the socket's 1 MiB
+        import base64
+
+        from service.protocol import pb
+
+        await conn.open()
+        first = conn.record["received"][0]["open"]["snapshot"]
+        total, got = int(first["totalBytes"]), len(base64.b64decode(first["data"]))
+        while got < total:
+            got += len(base64.b64decode((await conn.recv_until("snapshotPart"))["snapshotPart"]["data"]))
+        await conn.send(restored=pb.SnapshotRestored(next_shot_index=1, story_frames=9))
         await conn.recv_until("close")
         await conn.end("closed: client", closed="client")
 

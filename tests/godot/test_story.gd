@@ -6,7 +6,8 @@ extends "res://tests/test_base.gd"
 ## snapshot or a fork, and its at_chunk cues; then a client against the scripted gateway
 ## (tests/test_godot_addon.py, scenario "story"): opened from a snapshot sent in 3 parts and
 ## restored, a snapshot received in 3 parts (then a stray part, refused), a cue log in 2 pages;
-## and a session from a snapshot whose connection drops: the new session continues it again.
+## and a session from a snapshot whose connection drops: the new session continues it again; and
+## a 2 MiB snapshot through a WebSocketPeer (1 MiB outbound buffer): sent over several polls.
 ## args: {"url": the scripted gateway's ws://.../v1/direct} (optional)
 
 const P := preload("res://addons/shotstream/protocol.gd")
@@ -23,6 +24,7 @@ func run_tests() -> void:
 	if args().has("url"):
 		await _scripted_story(args()["url"] + "?s=story")
 		await _scripted_reopen(args()["url"] + "?s=story_reopen")
+		await _scripted_big(args()["url"] + "?s=story_big")
 
 
 ## [param n] bytes, byte i = (i * 31 + 7) mod 256.
@@ -370,6 +372,33 @@ func _scripted_reopen(url: String) -> void:
 	client.close()
 	await _wait(func() -> bool: return got["closed"].size() == 2, "the session to end")
 	eq(["connection lost", "client"], got["closed"], "lost, then closed by the client")
+	client.queue_free()
+
+
+func _scripted_big(url: String) -> void:
+	var client := ShotStreamClient.new()
+	client.connect_on_ready = false
+	client.auto_reconnect = false
+	client.browser_socket = false  # a WebSocketPeer, which refuses what its buffer cannot hold
+	client.server_url = url
+	add_child(client)
+	var got := {"restored": [], "closed": []}
+	client.restored.connect(func(n: int, f: int) -> void: got["restored"].append([n, f]))
+	client.error_received.connect(
+		func(_c: int, message: String, _f: bool) -> void: check(false, "big: " + message)
+	)
+	client.disconnected.connect(func(reason: String) -> void: got["closed"].append(reason))
+	var data := PackedByteArray()
+	var base := blob(4096)
+	for i in 512:
+		data.append_array(base)  # blob(2 MiB): (i * 31 + 7) mod 256 repeats every 256 bytes
+	eq(OK, client.connect_to_story(data), "opened from a 2 MiB snapshot")
+	if not await _wait(func() -> bool: return not got["restored"].is_empty(), "restored"):
+		return
+	eq([[1, 9]], got["restored"], "every part arrived")
+	client.close()
+	await _wait(func() -> bool: return not got["closed"].is_empty(), "the session to end")
+	eq(["client"], got["closed"], "closed by the client")
 	client.queue_free()
 
 

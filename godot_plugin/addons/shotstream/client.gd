@@ -456,6 +456,7 @@ func poll() -> void:
 				_start_socket()
 			return
 	_poll_socket()
+	_story.pump()  # the rest of a snapshot, as the socket takes it
 	_send_due_acks()
 
 

@@ -13,6 +13,8 @@ var part_bytes := ShotStreamSnapshotTransfer.MAX_UPLOAD_PART_BYTES
 var incoming := ShotStreamSnapshotTransfer.new()
 
 var _client: ShotStreamClient
+var _upload := PackedByteArray()  # the snapshot whose parts are being sent
+var _next_part := 0  # its next part to send (0: none)
 var _cue_log: Dictionary = {}
 var _cue_log_on_its_way := false
 var _cue_log_again := false
@@ -60,9 +62,33 @@ func on_opened() -> void:
 	_cue_log = {}
 	_cue_log_on_its_way = false
 	_cue_log_again = false
-	if not _client.snapshot.is_empty():
-		for text in ShotStreamSnapshotTransfer.rest_messages(_client.snapshot, part_bytes):
-			_client._send(text)
+	_upload = _client.snapshot
+	_next_part = 0 if _upload.is_empty() else 1
+	pump()
+
+
+## Sends the snapshot's next parts while the socket has room for them (a [WebSocketPeer] refuses a
+## message its outbound buffer cannot hold; a browser's WebSocket buffers everything): called
+## when the session opens and at every poll, until every part is sent.
+func pump() -> void:
+	if _next_part == 0:
+		return
+	if not _client.is_session_open():
+		_next_part = 0
+		return
+	var count := ShotStreamSnapshotTransfer.part_count(_upload, part_bytes)
+	var ws: Variant = _client._ws
+	while _next_part < count:
+		var text := ShotStreamProtocol.encode_client(
+			"snapshot_part", ShotStreamSnapshotTransfer.part(_upload, _next_part, -1, part_bytes)
+		)
+		var buffered: int = ws.get_current_outbound_buffered_amount() if ws is WebSocketPeer else 0
+		if buffered > 0 and buffered + text.length() >= ws.outbound_buffer_size:
+			return  # the next poll goes on
+		_client._send(text)
+		_next_part += 1
+	_next_part = 0
+	_upload = PackedByteArray()
 
 
 ## Asks for the story's snapshot.
