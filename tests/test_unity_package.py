@@ -271,7 +271,9 @@ def test_timeline_track(built):
 def test_timeline_cutscene_live(built):
     """The Timeline track against the real service (tiny engine, loopback): three prompt clips, the second 7 chunks
     long (about 5 s) and the third a cut that ends it early, played with real latencies; the director is held while frames are late; every shot plays
-    to its end on screen, in clip order, each one's frames shown once and in order, and the second shot is cut."""
+    to its end on screen, in clip order, each one's frames shown once and in order, and the second shot is cut exactly after the chunks
+    that cover its clip (the cut cue carries Cue.at_chunk and goes out as soon as the second shot starts, so where it lands does not
+    depend on how fast the service is)."""
     from engine_core import TINY, ShotStreamEngine
     from service.background import BackgroundServer
     from service.settings import ServerSettings

@@ -1,6 +1,8 @@
 // Runtime/Timeline under mono: a ShotStream track with clips, driven as Timeline drives it (each frame the director's
 // time advances at its graph's speed and the track mixer's ProcessFrame runs with the bound ShotStreamScreen), against
-// a simulated service (each cue's shot arrives after a latency: one chunk of 8 frames). Built by
+// a simulated service (shots generated one after another in cue order, a shot's first chunk a latency after it starts,
+// each later one ChunkSeconds after the one before, 8 frames a chunk at 16 fps, at most 4 chunks unacked; a cut ends the
+// shot in progress at its next chunk boundary, or after its at_chunk-th chunk). Built by
 // tests/test_unity_package.py against stubs/UnityEngineStub.cs (Playables) and stubs/TimelineStub.cs.
 // Prints "ok NAME" / "FAIL NAME: ..." and "N passed, M failed" last; exit 1 on failure.
 using System;
@@ -41,10 +43,16 @@ static class TimelineTests
         public double Now;                                       // simulated real time
         public readonly List<string> Log = new List<string>();   // what happened, with director and real times
         public readonly List<string> Shown = new List<string>(); // frames on screen: "<prompt tag>#<frame in shot>"
-        public Func<int, double> Latency = n => 0.4;             // seconds from the n-th cue (0-based) to its shot's chunk
+        public Func<int, double> Latency = n => 0.4;             // seconds from the n-th shot's start (0-based) to its first chunk
+        public double ChunkSeconds = 0.5;                        // seconds from one chunk of a shot to the next
+        public readonly List<Cue> Cues = new List<Cue>();        // the cues sent, in order
+        public readonly List<string> Finished = new List<string>();  // ShotFinished: "<tag> chunks N[ cut]"
         readonly List<Cue> queued = new List<Cue>();             // cues the service has not started
-        Cue generating;                                          // the shot being generated, done at generatedAt
-        double generatedAt;
+        Cue generating;                                          // the shot being generated: its next chunk at nextChunkAt
+        double nextChunkAt;
+        int made, unacked;                                       // chunks of the shot made; chunks not acked
+        bool cutPending;                                         // a cut ends the shot in progress after its cutAt-th chunk (0: the next)
+        uint cutAt;
         readonly Dictionary<string, string> tagOf = new Dictionary<string, string>();
         int cues;
         uint shotIndex;
@@ -67,6 +75,12 @@ static class TimelineTests
             Screen.StartFrames = 1;
             Screen.framePresented.AddListener(f => Shown.Add(Tag(f.EventId) + "#" + f.FrameInShot));
             Screen.shotPresented.AddListener(s => Log.Add("presented " + Tag(s.EventId) + " at " + Director.time.ToString("0.000")));
+            Client.shotFinished.AddListener(f =>
+            {
+                string line = Tag(f.EventId) + " chunks " + f.Chunks + (f.Cut ? " cut" : "");
+                Finished.Add(line);
+                if (real != null) Log.Add("finished " + line);
+            });
             if (url != null)
             {
                 real = Stopwatch.StartNew();
@@ -76,7 +90,6 @@ static class TimelineTests
                 Client.MaxChunksInFlight = 2;
                 Client.sessionOpened.AddListener(o => Log.Add("opened " + o.Width + "x" + o.Height + " fps " + o.Fps + " frames/chunk " + o.FramesPerChunk));
                 Client.error.AddListener(e => Log.Add("error " + e));
-                Client.shotFinished.AddListener(f => Log.Add("finished " + Tag(f.EventId) + " chunks " + f.Chunks + (f.Cut ? " cut" : "")));
                 Client.cueLatency.AddListener((e, ms) => Log.Add("latency " + Tag(e) + " " + ms.ToString("0") + " ms"));
                 Time.Clock = () => real.Elapsed.TotalSeconds;
                 Client.Connect();
@@ -88,12 +101,19 @@ static class TimelineTests
                 if (m.Kind == ClientKind.Cue)
                 {
                     var c = m.AsCue;
+                    Cues.Add(c);
                     tagOf[c.EventId] = c.Prompt.Split(' ')[0];
-                    Log.Add("cue " + tagOf[c.EventId] + " " + c.Mode + " at " + Director.time.ToString("0.000"));
+                    Log.Add("cue " + tagOf[c.EventId] + " " + c.Mode + (c.AtChunk > 0 ? "@" + c.AtChunk : "") + " at " + Director.time.ToString("0.000"));
                     // the service: shots are generated one after another, in cue order; a cut drops the cues not started yet
-                    if (c.Mode == CueMode.Cut) queued.Clear();
+                    // and ends the shot in progress
+                    if (c.Mode == CueMode.Cut)
+                    {
+                        queued.Clear();
+                        if (generating != null) { cutPending = true; cutAt = c.AtChunk; }
+                    }
                     queued.Add(c);
                 }
+                else if (m.Kind == ClientKind.Ack) unacked--;
                 return Task.FromResult(0);
             };
             if (url == null)
@@ -155,16 +175,26 @@ static class TimelineTests
             {
                 generating = queued[0];
                 queued.RemoveAt(0);
-                generatedAt = Now + Latency(cues++);
+                made = 0;
+                cutPending = false;
+                nextChunkAt = Now + Latency(cues++);
+                Client.Deliver(new ServerMessage(ServerKind.ShotStarted, new ShotStarted { EventId = generating.EventId, ShotIndex = shotIndex }));
             }
-            if (generating != null && generatedAt <= Now)
+            if (generating != null && nextChunkAt <= Now && unacked < 4)
             {
                 var c = generating;
-                generating = null;
-                Client.Deliver(new ServerMessage(ServerKind.ShotStarted, new ShotStarted { EventId = c.EventId, ShotIndex = shotIndex }));
+                made++;
+                unacked++;
+                bool last = made >= Math.Max(1, (int)c.NumChunks) || (cutPending && made >= cutAt);
                 Client.Deliver(new ServerMessage(ServerKind.Chunk, new FrameChunk { ChunkSeq = ++seq, EventId = c.EventId, ShotIndex = shotIndex, NumFrames = 8,
-                    Width = 2, Height = 1, FrameFormat = FrameFormat.Rgba8, LastInShot = true }), new byte[64]);
-                Client.Deliver(new ServerMessage(ServerKind.ShotFinished, new ShotFinished { EventId = c.EventId, ShotIndex = shotIndex++, Chunks = 1, Frames = 8 }));
+                    Width = 2, Height = 1, FrameFormat = FrameFormat.Rgba8, LastInShot = last }), new byte[64]);
+                if (last)
+                {
+                    generating = null;
+                    Client.Deliver(new ServerMessage(ServerKind.ShotFinished, new ShotFinished { EventId = c.EventId, ShotIndex = shotIndex++, Chunks = (uint)made,
+                        Frames = (uint)made * 8, Cut = cutPending }));
+                }
+                else nextChunkAt = Now + ChunkSeconds;
             }
             Client.Pump(Now);
             Screen.Advance(Dt);
@@ -182,16 +212,32 @@ static class TimelineTests
     static ShotStreamShotClip Prompt(string text, int chunks, bool cut) { return ScriptableObject.CreateInstance<ShotStreamShotClip>().SetPrompt(text, chunks, cut); }
 
     // mono TimelineTests.exe live URL: a cutscene of three clips played live against the service: a, b (7 chunks, the most the service allows, waiting)
-    // and c, which cuts b. Prints LIVE lines and "LIVE CUTSCENE OK" when every shot showed, in order, with no frame lost.
+    // and c, which cuts b. Prints LIVE lines and "LIVE CUTSCENE OK" when every shot showed, in order, with no frame lost, and c's cut,
+    // cued as soon as b started, landed after exactly the chunks of b that cover b's clip (however fast or slow the service).
     static int Live(string url)
     {
         var rig = new Rig(url, 2, At(1.0, Prompt("Alpha: a knight enters the torch-lit hall", 1, false)),
                           At(3.0, Prompt("Bravo: the knight kneels before the throne", 7, false)),
                           At(5.0, Prompt("Charlie: a dragon bursts through the wall", 1, true)));
         rig.Track.MaxHoldSeconds = 120f;  // a CPU service is slow: hold as long as it takes
+        var bravo = rig.Mixer.Slots[1];
         var last = rig.Mixer.Slots[2];
+        // where charlie's cut must land: the chunks of bravo covering bravo's clip (2 s), the first frames_first_chunk frames,
+        // each later one frames_per_chunk, at the session's fps (at most bravo's 7)
+        var session = rig.Client.Session;
+        double frames = 2.0 * session.Fps;
+        int cutAt = frames <= session.FramesFirstChunk ? 1 : 1 + (int)Math.Ceiling((frames - session.FramesFirstChunk) / session.FramesPerChunk);
+        cutAt = Math.Min(cutAt, 7);
+        Console.WriteLine("LIVE charlie cuts bravo after chunk " + cutAt);
+        int frame = 0, bravoStarted = -1, charlieCued = -1;
         var deadline = Stopwatch.StartNew();
-        while (deadline.Elapsed.TotalSeconds < 240 && !(last.Playback != null && last.Playback.IsDone)) rig.Frame();
+        while (deadline.Elapsed.TotalSeconds < 240 && !(last.Playback != null && last.Playback.IsDone))
+        {
+            rig.Frame();
+            frame++;
+            if (bravoStarted < 0 && bravo.Playback != null && bravo.Playback.Started) bravoStarted = frame;
+            if (charlieCued < 0 && last.Cued) charlieCued = frame;
+        }
         foreach (var line in rig.Log) Console.WriteLine("LIVE " + line);
         Console.WriteLine("LIVE shown " + string.Join(",", rig.Shown));
         Console.WriteLine("LIVE holds " + rig.Mixer.HoldTimeouts + " timeouts, director at " + rig.Director.time.ToString("0.00") + " after " + rig.Now.ToString("0.0") + " s");
@@ -212,7 +258,12 @@ static class TimelineTests
             next = k + 1;
         }
         if (string.Join(",", order) != "Alpha:,Bravo:,Charlie:") problems.Add("shots on screen in the order " + string.Join(",", order));
-        if (!rig.Log.Exists(l => l.StartsWith("finished Bravo: ") && l.EndsWith(" cut"))) problems.Add("bravo was not cut");
+        if (!rig.Finished.Contains("Bravo: chunks " + cutAt + " cut")) problems.Add("bravo was not cut after chunk " + cutAt + ": " + string.Join("|", rig.Finished));
+        if (last.AtChunk != cutAt) problems.Add("charlie's cut was pinned to chunk " + last.AtChunk + ", not " + cutAt);
+        // sent early: in the frame after bravo's ShotStarted was handled, not a lead time before charlie's clip
+        if (bravoStarted < 0 || charlieCued != bravoStarted + 1)
+            problems.Add("charlie was cued in frame " + charlieCued + ", bravo started in frame " + bravoStarted + " (expected the frame after)");
+        Console.WriteLine("LIVE bravo started in frame " + bravoStarted + ", charlie cued in frame " + charlieCued + " at " + last.CuedAt.ToString("0.000"));
         if (rig.Log.Exists(l => l.StartsWith("error "))) problems.Add("errors");
         rig.Client.Close();
         foreach (var p in problems) Console.WriteLine("LIVE problem " + p);
@@ -238,10 +289,11 @@ static class TimelineTests
             Check(rig.Log[1].StartsWith("presented Enter: at "), log);
             Near(2.0, double.Parse(rig.Log[1].Substring("presented Enter: at ".Length)), Rig.Dt + 0.001, "held at the clip's start");
             Check(rig.Mixer.HoldTimeouts == 0 && !rig.Mixer.Holding, "held, then released");
-            // dragon, a cut, waited for enter to be on screen (a cut cued earlier would have cut enter before it was seen);
-            // its lead is then the measured latency (a few ms of real time here) + the 0.5 s margin
-            Check(rig.Log[2].StartsWith("cue Dragon Cut at "), log);
-            Near(3.5, double.Parse(rig.Log[2].Substring("cue Dragon Cut at ".Length)), 0.05, "dragon cued 0.5 s (+ latency) ahead of 4.0");
+            // dragon, a cut after enter's clip, is pinned to enter's last chunk (enter, 1 chunk, ends long before 4.0): so it is
+            // cued a lead ahead like any clip, the measured latency (a few ms of real time here) + the 0.5 s margin
+            Check(rig.Log[2].StartsWith("cue Dragon Cut@1 at "), log);
+            Check(rig.Cues[1].AtChunk == 1 && rig.Mixer.Slots[1].AtChunk == 1, "pinned to enter's only chunk");
+            Near(3.5, double.Parse(rig.Log[2].Substring("cue Dragon Cut@1 at ".Length)), 0.05, "dragon cued 0.5 s (+ latency) ahead of 4.0");
             Check(rig.Log[3].StartsWith("presented Dragon at "), log);
             Near(3.9, double.Parse(rig.Log[3].Substring("presented Dragon at ".Length)), 0.05, "dragon on screen 0.4 s after its cue, before its clip");
             Check(rig.Log[4].StartsWith("cue Calm: Wait at "), log);
@@ -251,6 +303,54 @@ static class TimelineTests
             var expected = new List<string>();
             foreach (var tag in new[] { "Enter:", "Dragon", "Calm:" }) for (int k = 0; k < 8; k++) expected.Add(tag + "#" + k);
             Check(string.Join(",", rig.Shown) == string.Join(",", expected), "frames on screen: " + string.Join(",", rig.Shown));
+        });
+        Run("a cut clip after a shot clip is pinned to the chunk of that shot its clip starts at, and cued as soon as that shot starts", () =>
+        {
+            // a fast service (a chunk every 0.05 s): bravo's 7 chunks would all be made long before a cut cued a lead ahead of
+            // charlie (5.5) arrived; pinned to bravo's 4th chunk (8 + 3 x 8 frames at 16 fps = 2 s: bravo's clip, 4.0 to 6.0)
+            // and cued when bravo starts, the cut lands there however fast the service is
+            var rig = new Rig(At(1.0, Prompt("Alpha: the knight enters", 1, false)), At(4.0, Prompt("Bravo: the knight kneels", 7, false)),
+                              At(6.0, Prompt("Charlie: a dragon bursts in", 1, true)));
+            rig.ChunkSeconds = 0.05;
+            rig.RunUntil(7.5);
+            string log = string.Join("|", rig.Log);
+            Check(rig.Cues.Count == 3 && rig.Cues[2].Mode == CueMode.Cut && rig.Cues[2].AtChunk == 4, "charlie cut at bravo's 4th chunk: " + log);
+            Check(rig.Mixer.Slots[2].AtChunk == 4, "the slot says where it cut");
+            var bravoCue = rig.Log.Find(l => l.StartsWith("cue Bravo: Wait at "));
+            var charlieCue = rig.Log.Find(l => l.StartsWith("cue Charlie: Cut@4 at "));
+            Check(bravoCue != null && charlieCue != null, log);
+            double bravoAt = double.Parse(bravoCue.Substring("cue Bravo: Wait at ".Length));
+            Near(3.5, bravoAt, 0.05, "bravo cued a lead (the measured latency + 0.5 s) ahead of 4.0");
+            // bravo starts on the service in the frame of its cue (nothing else in progress): charlie goes out on the next one,
+            // 2.5 s before its clip, long before bravo's 4th chunk (0.4 + 3 x 0.05 s after bravo's start)
+            Near(bravoAt + Rig.Dt, double.Parse(charlieCue.Substring("cue Charlie: Cut@4 at ".Length)), 0.002, "charlie cued once bravo started");
+            Check(string.Join("|", rig.Finished) == "Alpha: chunks 1|Bravo: chunks 4 cut|Charlie: chunks 1", "finished: " + string.Join("|", rig.Finished));
+            // on screen: all of alpha, bravo's 4 chunks (32 frames: 2 s, its clip's length), then charlie, each once and in order
+            var expected = new List<string>();
+            for (int k = 0; k < 8; k++) expected.Add("Alpha:#" + k);
+            for (int k = 0; k < 32; k++) expected.Add("Bravo:#" + k);
+            for (int k = 0; k < 8; k++) expected.Add("Charlie:#" + k);
+            Check(string.Join(",", rig.Shown) == string.Join(",", expected), "frames on screen: " + string.Join(",", rig.Shown));
+            var charlieShown = rig.Log.Find(l => l.StartsWith("presented Charlie: at "));
+            Check(charlieShown != null, log);
+            Near(6.0, double.Parse(charlieShown.Substring("presented Charlie: at ".Length)), 0.15, "charlie on screen as its clip starts");
+            Check(rig.Mixer.HoldTimeouts == 0 && !rig.Mixer.Holding, "no time-out");
+
+            // a cut clip with no clip before it is a plain cut, cued a lead ahead
+            var plain = new Rig(At(4.0, Prompt("Delta: the tower falls", 2, true)));
+            plain.RunUntil(5.0);
+            Check(plain.Cues.Count == 1 && plain.Cues[0].Mode == CueMode.Cut && plain.Cues[0].AtChunk == 0 && plain.Mixer.Slots[0].AtChunk == 0, string.Join("|", plain.Log));
+            Check(plain.Log[0] == "cue Delta: Cut at 1.000", "the default lead (3 s) ahead: " + string.Join("|", plain.Log));
+
+            // where a cut lands: the fewest chunks covering the time from the previous clip's start (9 frames, then 12, at 16 fps)
+            var session = new SessionOpened { Fps = 16, FramesFirstChunk = 9, FramesPerChunk = 12, MaxChunksPerShot = 7 };
+            Check(ShotStreamTrack.CutAtChunk(2.0, session, 7) == 3, "2 s = 32 frames: 9 + 12 + 12");
+            Check(ShotStreamTrack.CutAtChunk(0.5, session, 7) == 1, "8 frames: the first chunk");
+            Check(ShotStreamTrack.CutAtChunk(0.0, session, 7) == 1, "at least 1");
+            Check(ShotStreamTrack.CutAtChunk(21 / 16.0, session, 7) == 2, "21 frames: exactly 2 chunks");
+            Check(ShotStreamTrack.CutAtChunk(30.0, session, 7) == 7 && ShotStreamTrack.CutAtChunk(30.0, session, 2) == 2, "at most the previous shot's chunks");
+            Check(ShotStreamTrack.CutAtChunk(30.0, session, 0) == 7, "the server's default: the session's most");
+            Check(ShotStreamTrack.CutAtChunk(2.0, null, 7) == 0 && ShotStreamTrack.CutAtChunk(2.0, new SessionOpened(), 7) == 0, "unknown without a session");
         });
         Run("a hold ends after Max Hold Seconds and is not taken again for that clip", () =>
         {

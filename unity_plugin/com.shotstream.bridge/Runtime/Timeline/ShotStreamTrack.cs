@@ -3,6 +3,7 @@
 // are late.
 using System;
 using System.Collections.Generic;
+using ShotStream.Core;
 using ShotStream.Unity;
 using UnityEngine;
 using UnityEngine.Playables;
@@ -23,8 +24,18 @@ namespace ShotStream.Timeline
     /// is still on screen (longer than the clip, or late mid-shot), it is held until the shot has ended on screen. Each
     /// hold lasts at most <see cref="MaxHoldSeconds"/> (real time). So whatever else the timeline drives (animation, audio,
     /// activation, signals at or after a clip's end) stays in step with the video.</para>
-    /// <para>A cut clip is cued only once the shots of the clips before it are on screen: cued earlier it would cut them
-    /// before they are seen.</para>
+    /// <para>Cuts land where the timeline says: a cut clip that follows another shot clip is cued as a cut at a chunk
+    /// (<c>Cue.at_chunk</c>, <see cref="ShotStreamClient.PlayShotCutAt"/>) of the previous clip's shot: <see cref="CutAtChunk"/>
+    /// chunks, the fewest that cover the time from the previous clip's start to the cut clip's start (at least 1, at most the
+    /// previous clip's chunks). It is cued as soon as the previous clip's shot has started on the server (cued earlier, while
+    /// that shot is still queued, the cut would drop it), not a lead time before its clip: wherever the cue arrives in the
+    /// previous shot, the server keeps generating up to that chunk and cuts there, so the cut does not depend on the
+    /// service's speed. When the previous shot ends before the cut clip's start (it needs all its chunks), the cut is cued a
+    /// lead time ahead as other clips are, still pinned to the previous shot's last chunk (so a late previous shot is not cut
+    /// short). A cut clip with no shot clip before it, or after one that was skipped or could not be cued, is a plain cut
+    /// (at the next chunk boundary), cued a lead time ahead once the shots of the clips before it are on screen: cued
+    /// earlier it would cut them before they are seen. Clips are cued in clip order (a clip waits for the cut before it,
+    /// which would otherwise drop it from the server's queue).</para>
     /// <para>In play mode, jumping back before a clip's cue time cues it again when the timeline gets there; jumping past a
     /// clip skips it. In edit mode the client plays nothing; with <see cref="PreviewWhileScrubbing"/>, moving the playhead
     /// into a clip cues its shot (as a cut) on the editor preview window's session (<see cref="ShotStreamEditorPreview"/>),
@@ -64,6 +75,39 @@ namespace ShotStream.Timeline
             return ms >= 0 ? ms / 1000.0 + leadMarginSeconds : defaultLeadSeconds;
         }
 
+        /// <summary>Where a cut clip starting <paramref name="secondsAfterPrevious"/> after the previous clip's start cuts the
+        /// previous clip's shot in <paramref name="session"/>: the fewest chunks of that shot whose frames (the first chunk
+        /// FramesFirstChunk frames, each later one FramesPerChunk, at the session's fps) cover that time, at least 1, at most
+        /// <paramref name="previousChunks"/> (the previous shot's chunks; 0: the session's MaxChunksPerShot, or no limit when
+        /// unknown). 0 when the session does not say its fps or chunk sizes.</summary>
+        public static int CutAtChunk(double secondsAfterPrevious, SessionOpened session, int previousChunks)
+        {
+            int needed = ChunksToCover(secondsAfterPrevious, session);
+            if (needed <= 0) return 0;
+            int most = MostChunks(session, previousChunks);
+            return most > 0 ? Math.Min(needed, most) : needed;
+        }
+
+        // The fewest chunks of a shot that cover `seconds` of it (at least 1); 0 when the session does not say.
+        internal static int ChunksToCover(double seconds, SessionOpened session)
+        {
+            if (session == null || session.Fps == 0 || (session.FramesFirstChunk == 0 && session.FramesPerChunk == 0)) return 0;
+            double first = session.FramesFirstChunk > 0 ? session.FramesFirstChunk : session.FramesPerChunk;
+            double later = session.FramesPerChunk > 0 ? session.FramesPerChunk : session.FramesFirstChunk;
+            double frames = Math.Max(0, seconds) * session.Fps;
+            if (frames <= first + 1e-6) return 1;
+            double more = Math.Ceiling((frames - first) / later - 1e-6);
+            return more >= int.MaxValue - 1 ? int.MaxValue : 1 + (int)more;
+        }
+
+        // The previous shot's chunks: its clip's, else the session's most (0: unknown).
+        internal static int MostChunks(SessionOpened session, int previousChunks)
+        {
+            int most = session != null ? (int)Math.Min(session.MaxChunksPerShot, int.MaxValue) : 0;
+            if (previousChunks > 0) return most > 0 ? Math.Min(previousChunks, most) : previousChunks;
+            return most;
+        }
+
         public override Playable CreateTrackMixer(PlayableGraph graph, GameObject go, int inputCount)
         {
             var mixer = ScriptPlayable<ShotStreamTrackMixer>.Create(graph, inputCount);
@@ -93,6 +137,9 @@ namespace ShotStream.Timeline
         public bool Skipped;
         /// <summary>The director was held for it until Max Hold Seconds ran out: it is not held for again.</summary>
         public bool HoldTimedOut;
+        /// <summary>Once cued: the chunk of the previous clip's shot its cut was pinned to (Cue.at_chunk); 0 for a plain cut or
+        /// a waiting shot.</summary>
+        public int AtChunk;
 
         public ShotSlot(string name, double start, double end, ShotStreamShotClip clip)
         {
@@ -145,16 +192,39 @@ namespace ShotStream.Timeline
             else if (!double.IsNaN(lastTime) && t > lastTime) lastStep = t - lastTime;
             lastTime = t;
             bool earlierUnseen = false;  // an earlier clip's shot is cued and not on screen yet
+            bool earlierWaiting = false; // an earlier clip is still to be cued: the later ones wait (cues go in clip order)
+            ShotSlot previous = null;
             foreach (var slot in Slots)
             {
                 if (!slot.Cued && !slot.Skipped)
                 {
                     if (t >= slot.End) slot.Skipped = true;
-                    // a cut waits until the shots before it are on screen: cued earlier it would cut them before they are seen
-                    else if (t >= slot.Start - lead && !(earlierUnseen && slot.Clip.CutsCurrent(Track.PromptMap))) Cue(slot, client, t);
+                    else if (!earlierWaiting)
+                    {
+                        if (!slot.Clip.CutsCurrent(Track.PromptMap)) { if (t >= slot.Start - lead) Cue(slot, client, t, 0); }
+                        else if (!PinnedCut(slot, previous))
+                        {
+                            // a plain cut waits until the shots before it are on screen: cued earlier it would cut them before they are seen
+                            if (t >= slot.Start - lead && !earlierUnseen) Cue(slot, client, t, 0);
+                        }
+                        else if (previous.Playback.Started)
+                        {
+                            // pinned to a chunk of the previous shot, which is the server's shot in progress (or done) now
+                            int needed = ShotStreamTrack.ChunksToCover(slot.Start - previous.Start, client.Session);
+                            int most = ShotStreamTrack.MostChunks(client.Session, PlannedChunks(previous));
+                            int at = ShotStreamTrack.CutAtChunk(slot.Start - previous.Start, client.Session, PlannedChunks(previous));
+                            // it lands mid-shot: cue it now; the previous shot ends before the clip: a lead ahead once the
+                            // shots before it are on screen, like a plain cut (cued earlier, it would follow the previous shot at once)
+                            if (at <= 0) { if (t >= slot.Start - lead && !earlierUnseen) Cue(slot, client, t, 0); }
+                            else if (most <= 0 || needed <= most) Cue(slot, client, t, at);
+                            else if (t >= slot.Start - lead && !earlierUnseen) Cue(slot, client, t, at);
+                        }
+                    }
                 }
+                if (!slot.Cued && !slot.Skipped) earlierWaiting = true;
                 var pb = slot.Playback;
                 if (pb != null && !pb.Presented && !pb.IsDone) earlierUnseen = true;
+                previous = slot;
             }
             if (director != null && Track.HoldWhenLate) Hold(director, t);
         }
@@ -183,15 +253,33 @@ namespace ShotStream.Timeline
             }
         }
 
-        void Cue(ShotSlot slot, ShotStreamClient client, double t)
+        // Whether a cut clip's cut is pinned to a chunk of the previous clip's shot: that clip was cued and its shot did not fail.
+        static bool PinnedCut(ShotSlot slot, ShotSlot previous)
+        {
+            return previous != null && previous.Cued && !previous.Skipped && previous.Playback != null && !previous.Playback.Failed;
+        }
+
+        // The chunks the previous clip's shot was cued with (0: the server's default).
+        int PlannedChunks(ShotSlot slot)
+        {
+            try { return (int)Math.Min(slot.Clip.Resolve(Track.PromptMap).Chunks, int.MaxValue); }
+            catch (Exception) { return 0; }
+        }
+
+        void Cue(ShotSlot slot, ShotStreamClient client, double t, int atChunk)
         {
             slot.CuedAt = t;
+            slot.AtChunk = 0;
             try
             {
                 ResolvedShot shot = slot.Clip.Resolve(Track.PromptMap);
-                slot.Playback = string.IsNullOrEmpty(shot.EventName)
-                    ? client.PlayShot(shot.Prompt, (int)shot.Chunks, shot.Cut)
-                    : client.PlayShot(shot.Prompt, (int)shot.Chunks, shot.Cut, shot.EventName);
+                string[] tags = string.IsNullOrEmpty(shot.EventName) ? new string[0] : new[] { shot.EventName };
+                if (shot.Cut && atChunk > 0)
+                {
+                    slot.Playback = client.PlayShotCutAt(shot.Prompt, atChunk, (int)shot.Chunks, tags);
+                    slot.AtChunk = atChunk;
+                }
+                else slot.Playback = client.PlayShot(shot.Prompt, (int)shot.Chunks, shot.Cut, tags);
             }
             catch (Exception e)
             {
@@ -199,11 +287,17 @@ namespace ShotStream.Timeline
             }
         }
 
-        // The timeline jumped back: clips whose cue time is still ahead are cued again when it gets there.
+        // The timeline jumped back: clips whose cue time is still ahead are cued again when it gets there. A cut pinned to
+        // the previous clip's shot goes with that shot: cued again only when the previous clip is.
         void Rewind(double t, double lead)
         {
+            bool previousReset = false;
             foreach (var slot in Slots)
-                if (t < slot.Start - lead) { slot.CuedAt = double.NaN; slot.Playback = null; slot.Skipped = false; }
+            {
+                bool reset = t < slot.Start - lead && (slot.AtChunk == 0 || previousReset);
+                if (reset) { slot.CuedAt = double.NaN; slot.Playback = null; slot.Skipped = false; slot.AtChunk = 0; }
+                previousReset = reset;
+            }
         }
 
         void Hold(PlayableDirector director, double t)

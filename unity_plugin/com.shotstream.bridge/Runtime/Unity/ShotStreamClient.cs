@@ -749,8 +749,19 @@ namespace ShotStream.Unity
         /// <c>await client.PlayShot(...)</c>. Without an active screen it completes when the server finishes the shot.</summary>
         public ShotPlayback PlayShot(string prompt, int chunks = 0, bool cut = false, params string[] tags)
         {
-            var cue = BuildCue(prompt, chunks, cut, tags);
-            var pb = new ShotPlayback(cue.EventId, cut, cueOrder + 1);
+            return PlayCue(BuildCue(prompt, chunks, cut, tags));
+        }
+
+        /// <summary>Cues a shot like <see cref="CueCutAt"/> (a cut that lands once the shot in progress has made
+        /// <paramref name="atChunk"/> chunks) and returns it as a <see cref="ShotPlayback"/>, like <see cref="PlayShot"/>.</summary>
+        public ShotPlayback PlayShotCutAt(string prompt, int atChunk, int chunks = 0, params string[] tags)
+        {
+            return PlayCue(BuildCue(prompt, chunks, true, atChunk, tags));
+        }
+
+        ShotPlayback PlayCue(Cue cue)
+        {
+            var pb = new ShotPlayback(cue.EventId, cue.Mode == CueMode.Cut, cueOrder + 1);
             playbacks[cue.EventId] = pb;
             SendCue(cue);
             return pb;
