@@ -21,6 +21,7 @@ func run_tests() -> void:
 	_test_cue_log_pages()
 	_test_snapshot_files()
 	_test_client_messages()
+	_test_director_at_chunk()
 	if args().has("url"):
 		await _scripted_story(args()["url"] + "?s=story")
 		await _scripted_reopen(args()["url"] + "?s=story_reopen")
@@ -290,6 +291,33 @@ func _test_client_messages() -> void:
 	client.request_cue_log()
 	check(errors.size() == 6 and "no open session" in errors[-1], "no session: %s" % [errors])
 	eq(ShotStreamClient.State.DISCONNECTED, client.state, "nothing opened")
+	client.queue_free()
+
+
+## A shot map's CUT cue with at_chunk: resolved and sent with it; a WAIT cue's at_chunk is ignored.
+func _test_director_at_chunk() -> void:
+	var map := ShotStreamShotMap.new()
+	map.add("ambush", "Bandits attack!", 2, ShotStreamCue.Mode.CUT)
+	map.find_cue("ambush").at_chunk = 3
+	map.add("calm", "Rain falls.", 1)
+	map.find_cue("calm").at_chunk = 4
+	eq(3, map.resolve("ambush").get("at_chunk"), "a cut's at_chunk")
+	eq(0, map.resolve("calm").get("at_chunk"), "a wait cue has none")
+	var client := ShotStreamClient.new()
+	client.connect_on_ready = false
+	var director := ShotStreamDirector.new()
+	director.client = client
+	director.shot_map = map
+	add_child(client)
+	add_child(director)
+	check(director.fire("ambush") != "", "ambush fired")
+	check(director.fire("calm") != "", "calm fired")
+	var sent := []
+	for text in client.queued_messages():
+		var m: Dictionary = P.decode_client_text(text)["message"]
+		sent.append([m["prompt"], m["mode"], m["at_chunk"]])
+	eq([["Bandits attack!", P.CueMode.CUT, 3], ["Rain falls.", P.CueMode.WAIT, 0]], sent, "sent")
+	director.queue_free()
 	client.queue_free()
 
 

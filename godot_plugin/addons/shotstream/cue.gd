@@ -20,6 +20,9 @@ enum Mode {
 @export_range(0, 7, 1, "or_greater") var num_chunks := 0
 ## Cut the current shot or wait for it.
 @export var mode := Mode.WAIT
+## CUT only: the cut lands once the shot in progress has made this many chunks, wherever the cue
+## arrives (0 = at its next chunk boundary; a cue that arrives later cuts at the next boundary).
+@export_range(0, 7, 1, "or_greater") var at_chunk := 0
 ## Labels echoed back on the shot's messages (the director adds the event name).
 @export var tags := PackedStringArray()
 

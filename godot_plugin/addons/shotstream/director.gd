@@ -84,7 +84,9 @@ func fire(event_name: String, params: Dictionary = {}) -> String:
 	var shot := shot_map.resolve(event_name, params)
 	if shot["error"] != "":
 		return _fail(event_name, "ShotStreamDirector: " + String(shot["error"]))
-	return _cue(event_name, shot["prompt"], shot["num_chunks"], shot["mode"], shot["tags"])
+	return _cue(
+		event_name, shot["prompt"], shot["num_chunks"], shot["mode"], shot["tags"], shot["at_chunk"]
+	)
 
 
 ## Cues [param prompt] as it is (no shot map), reported under [param label] like an event (its
@@ -104,13 +106,20 @@ func cue_prompt(
 
 
 func _cue(
-	event_name: String, prompt: String, num_chunks: int, mode: String, tags: PackedStringArray
+	event_name: String,
+	prompt: String,
+	num_chunks: int,
+	mode: String,
+	tags: PackedStringArray,
+	at_chunk: int = 0
 ) -> String:
 	tags = tags.duplicate()
 	if tag_with_event_name and not tags.has(event_name):
 		tags.append(event_name)
 	_fired += 1
-	var event_id := client.cue(prompt, "%s-%d" % [event_name, _fired], num_chunks, mode, tags)
+	var event_id := client.cue(
+		prompt, "%s-%d" % [event_name, _fired], num_chunks, mode, tags, at_chunk
+	)
 	if event_id.is_empty():
 		return _fail(event_name, "ShotStreamDirector: the client refused the cue")
 	_listen(client)

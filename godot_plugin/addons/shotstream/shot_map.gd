@@ -53,8 +53,8 @@ func event_names() -> PackedStringArray:
 
 ## Fills [param event_name]'s template from [param params] (values of any type, written with
 ## [method @GlobalScope.str]). Returns [code]{"error": "", "event_name", "prompt", "num_chunks",
-## "mode" ("wait"/"cut"), "tags"}[/code], or a non-empty "error" naming an unknown event (and the
-## known ones), every missing parameter, or a malformed template.
+## "mode" ("wait"/"cut"), "tags", "at_chunk" (0 for a WAIT cue)}[/code], or a non-empty "error"
+## naming an unknown event (and the known ones), every missing parameter, or a malformed template.
 func resolve(event_name: String, params: Dictionary = {}) -> Dictionary:
 	var c := find_cue(event_name)
 	if c == null:
@@ -82,6 +82,7 @@ func resolve(event_name: String, params: Dictionary = {}) -> Dictionary:
 		"num_chunks": c.num_chunks,
 		"mode": c.mode_name(),
 		"tags": c.tags.duplicate(),
+		"at_chunk": c.at_chunk if c.mode == ShotStreamCue.Mode.CUT else 0,
 	}
 
 
