@@ -9,8 +9,11 @@
   README's examples, the client against a scripted gateway (reconnecting after a drop or a server shutdown,
   fatal errors, timeouts, closing the socket itself, dropped and bad chunks, ack bookkeeping, reparenting and
   pausing), and a live session with a cut against the real service whose pixels must equal what the Python
-  SDK receives for the same story, plus the editor dock driving a session and a take. Every error a run
-  prints must be one the test declares (assert_passed).
+  SDK receives for the same story, plus the editor dock driving a session and a take;
+* story snapshots (issue 12): parts split and put together, cue log pages, ShotStreamSnapshot saves under
+  user://, the client against a scripted gateway, and live: a saved snapshot restored in a new session and a
+  fork play the next shot frame for frame as the original and as the Python SDK's uninterrupted story.
+Every error a run prints must be one the test declares (assert_passed).
 """
 
 from __future__ import annotations
