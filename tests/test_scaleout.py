@@ -2,13 +2,17 @@
 `shotstream serve` processes behind a real HAProxy running deploy/haproxy.cfg, on loopback.
 
 In-process tests check the readiness endpoint, the health status and the drain on one server. The
-HAProxy tests start three servers (tiny model, --max-sessions 3) and HAProxy with the deploy config
+HAProxy tests start three `shotstream serve` processes (tiny model, --max-sessions 3; forked from one
+launcher after the heavy imports, tests/fork_servers.py, so three start-ups cost about one on a small
+CPU; each runs the serve command line and gets its own signals) and HAProxy with the deploy config
 (its server-template lines swapped for the three local servers by deploy/haproxy_local.py), and check
 that sessions spread by least sessions, that a full server gets no new session while others have room,
 and that a draining server (SIGTERM) finishes its sessions, takes no new ones, closes the rest with
 "server draining" after its grace and exits 0. Every wait polls an observable condition (HAProxy's
 stats socket, a server's GetServerInfo, a message) with a deadline. Without haproxy the HAProxy tests
-skip, except under CI=true, where they fail (scripts/test.sh installs it).
+skip, except under CI=true, where they fail (scripts/test.sh installs it). The Kubernetes manifests
+in deploy/k8s are validated against the API's schemas offline (kubernetes-validate) and against the
+server's own flags.
 """
 
 from __future__ import annotations
@@ -264,7 +268,7 @@ class Process:
                 return m
         return None
 
-    def wait_for(self, pattern: str, deadline_s: float = 60.0) -> re.Match:
+    def wait_for(self, pattern: str, deadline_s: float = 90.0) -> re.Match:
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
             if m := self.find(pattern):
@@ -289,24 +293,77 @@ class Process:
                 self.proc.wait(5)
 
 
-class GpuServer(Process):
-    """`shotstream serve` with the tiny model on the CPU, every port picked by the server and read from its log."""
+SERVE_OPTIONS = ["--device", "cpu", "--port", "0", "--gateway-port", "0", "--ready-port", "0",
+                 "--max-sessions", str(MAX_SESSIONS),
+                 "--max-sessions-per-peer", str(MAX_SESSIONS),  # behind a proxy every client is the proxy
+                 "--drain-grace", str(DRAIN_GRACE_S)]
 
-    def __init__(self, work: Path, name: str):
-        work.mkdir(parents=True, exist_ok=True)
-        super().__init__([sys.executable, "-m", "service.cli", "serve", "--device", "cpu", "--port", "0",
-                          "--gateway-port", "0", "--ready-port", "0", "--max-sessions", str(MAX_SESSIONS),
-                          "--max-sessions-per-peer", str(MAX_SESSIONS),  # behind a proxy every client is its IP
-                          "--drain-grace", str(DRAIN_GRACE_S), "--takes-dir", str(work / "takes")],
-                         cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.name = name
+
+class Fleet(Process):
+    """N `shotstream serve` processes (tiny model, CPU) from tests/fork_servers.py: one interpreter start-up
+    forked N times, each child running the `serve` command line; their exit codes come on its stdout."""
+
+    def __init__(self, n: int, work: Path):
+        super().__init__([sys.executable, str(REPO / "tests" / "fork_servers.py"), str(n), str(work), *SERVE_OPTIONS],
+                         cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
+        pids = json.loads(self.wait_for(r'^\{"pids": .*\}$')[0])["pids"]
+        self.servers = [GpuServer(self, i, pid, work / f"gpu{i}.log") for i, pid in enumerate(pids)]
+
+    def exit_code(self, pid: int) -> int | None:
+        m = self.find(rf'^\{{"pid": {pid}, "rc": (-?\d+)\}}$')
+        return None if m is None else int(m[1])
+
+    def stop(self) -> None:
+        super().stop()  # SIGINT, passed on to the servers still running
+        for server in self.servers:  # the launcher died first: end its children by their pid
+            if self.exit_code(server.pid) is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(server.pid, signal.SIGKILL)
+
+
+class GpuServer:
+    """One server of a Fleet: every port picked by the server and read from its log."""
+
+    def __init__(self, fleet: Fleet, index: int, pid: int, log: Path):
+        self.fleet, self.index, self.pid, self.log = fleet, index, pid, log
         self.grpc_port = self.gateway_port = self.ready_port = None
+
+    def lines(self) -> list[str]:
+        return self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+
+    def find(self, pattern: str) -> re.Match | None:
+        return next((m for line in self.lines() if (m := re.search(pattern, line))), None)
+
+    def tail(self, n: int = 40) -> str:
+        return "\n".join(self.lines()[-n:])
+
+    def wait_for(self, pattern: str, deadline_s: float = 90.0) -> re.Match:
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if m := self.find(pattern):
+                return m
+            if (rc := self.fleet.exit_code(self.pid)) is not None:
+                raise AssertionError(f"gpu{self.index} exited ({rc}):\n{self.tail()}")
+            time.sleep(0.05)
+        raise AssertionError(f"gpu{self.index}: no line matching {pattern!r} within {deadline_s:g} s:\n{self.tail()}")
 
     def started(self) -> GpuServer:
         self.grpc_port = int(self.wait_for(r"gRPC listening on 127\.0\.0\.1:(\d+)")[1])
         self.gateway_port = int(self.wait_for(r"gateway \(WebSocket\) on ws://127\.0\.0\.1:(\d+)")[1])
         self.ready_port = int(self.wait_for(r"readiness on http://127\.0\.0\.1:(\d+)/ready")[1])
         return self
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, deadline_s: float) -> int:
+        """The exit code, once the process has exited (fails after ``deadline_s``)."""
+        end = time.monotonic() + deadline_s
+        while (rc := self.fleet.exit_code(self.pid)) is None:
+            assert time.monotonic() < end, f"gpu{self.index} still running after {deadline_s:g} s:\n{self.tail()}"
+            time.sleep(0.05)
+        return rc
 
 
 class Haproxy(Process):
@@ -350,21 +407,26 @@ class Haproxy(Process):
 def cluster(tmp_path_factory):
     binary = require_haproxy()
     work = tmp_path_factory.mktemp("scaleout")
-    servers = [GpuServer(work / f"gpu{i}", f"gpu{i}") for i in range(3)]
+    t0 = time.monotonic()
+    fleet = Fleet(3, work)
+    servers = fleet.servers
     proxy = None
     try:
-        t0 = time.monotonic()
         for s in servers:
             s.started()
         proxy = Haproxy(binary, servers, work)
-        run(until("every server UP in HAProxy", lambda: all(proxy.status(i) == ("UP", "UP") for i in range(3))))
+
+        def all_up() -> bool:
+            assert proxy.proc.poll() is None, f"haproxy exited ({proxy.proc.returncode}):\n{proxy.tail()}"
+            return all(proxy.status(i) == ("UP", "UP") for i in range(3))
+
+        run(until("every server UP in HAProxy", all_up))
         print(f"3 servers and HAProxy up in {time.monotonic() - t0:.1f} s")
         yield proxy, servers
     finally:
         if proxy is not None:
             proxy.stop()
-        for s in servers:
-            s.stop()
+        fleet.stop()
 
 
 async def open_sessions(server: GpuServer) -> int:
@@ -503,7 +565,7 @@ def test_a_draining_server_finishes_its_sessions_and_takes_no_new_ones(cluster):
             await leaves.open()
             assert await loads(servers) == [1, 1, 2]
             t0 = time.monotonic()
-            target.proc.send_signal(signal.SIGTERM)
+            target.send_signal(signal.SIGTERM)
             await until("gpu2 readiness: draining",
                         lambda: _is(http_get(target.ready_port, "/ready"), (503, "not ready: draining")))
             assert await health_of(direct) == NOT_SERVING
@@ -531,7 +593,7 @@ def test_a_draining_server_finishes_its_sessions_and_takes_no_new_ones(cluster):
             # stream the client has not half-closed): a client acts on `closed`, which came first
             assert await stays.recv() is None
             assert await stays.call.code() in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED)
-            rc = await asyncio.to_thread(target.proc.wait, DEADLINE_S)
+            rc = await asyncio.to_thread(target.wait, DEADLINE_S)
             assert rc == 0, target.tail()
             assert target.find(r"drain grace over: closing 1 session")
             assert await loads(servers[:2]) == [2, 2]  # the others' sessions are untouched
