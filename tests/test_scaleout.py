@@ -68,7 +68,13 @@ class Direct(BaseDirect):
         msg = await self.recv()
         while msg is not None and msg.WhichOneof("kind") != "closed":
             msg = await self.recv()
-        assert msg is not None and msg.closed.reason == "client", msg
+        if msg is None:  # grpc.aio can lose the last messages to INTERNAL "Internal error from Core" when the
+            # stream ends while its half-close is still on its way (grpc/grpc#36066); the server side is checked
+            # by the callers (every server idle again)
+            code, details = await self.call.code(), await self.call.details()
+            assert code == grpc.StatusCode.INTERNAL and details == "Internal error from Core", (code, details)
+            return
+        assert msg.closed.reason == "client", msg
         assert await self.recv() is None
         assert await self.call.code() == grpc.StatusCode.OK, await self.call.details()
 
@@ -496,7 +502,11 @@ def test_sessions_spread_by_least_sessions(cluster):
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await extra.send(open=pb.OpenSession(protocol_version=PROTOCOL_VERSION, client_name="tenth"))
             assert await extra.recv() is None
-            assert await extra.call.code() in (UNAVAILABLE, grpc.StatusCode.CANCELLED), await extra.call.details()
+            code, details = await extra.call.code(), await extra.call.details()
+            # grpc.aio reports INTERNAL "Internal error from Core" instead when its write of `open` is still
+            # pending as the stream is reset (grpc/grpc#36066, as in test_hardening's flood test)
+            assert code in (UNAVAILABLE, grpc.StatusCode.CANCELLED) or (
+                code == grpc.StatusCode.INTERNAL and details == "Internal error from Core"), (code, details)
             assert await loads(servers) == [3, 3, 3]
             for d in sessions:
                 await d.close()
@@ -610,6 +620,90 @@ def test_a_draining_server_finishes_its_sessions_and_takes_no_new_ones(cluster):
 # -- Kubernetes manifests (validated offline) -----------------------------------------------------
 
 K8S = REPO / "deploy" / "k8s"
+
+
+def _story_frames(events) -> tuple[dict[int, list[bytes]], list]:
+    """Each shot's frames as last played (a shot played again after a move replaces its earlier frames)."""
+    from service.sdk import Chunk, ShotStarted
+
+    shots: dict[int, list[bytes]] = {}
+    for ev in events:
+        if isinstance(ev, ShotStarted):
+            shots[ev.shot_index] = []
+        elif isinstance(ev, Chunk):
+            shots[ev.shot_index].append(ev.frames.tobytes())
+    return shots
+
+
+FAILOVER_SHOTS = [("Gulls over the pier.", 1), ("A ferry leaves the harbour.", 3), ("Rain on the water.", 2)]
+
+
+def test_a_killed_servers_story_moves_to_another_from_its_snapshot(cluster):
+    """Runs after the drain test (gpu2 is gone): a resuming SDK session through HAProxy, its server killed
+    (SIGKILL) in the middle of shot 1, continues on the other server from the snapshot taken at the end of
+    shot 0; shot 1 plays again from its start and every shot's frames equal an uninterrupted session's."""
+    from service.sdk import Chunk, Resumed, ShotFinished, ShotStreamClient, SnapshotReady
+
+    proxy, servers = cluster
+    alive = [i for i in range(3) if servers[i].fleet.exit_code(servers[i].pid) is None]
+    assert len(alive) >= 2, "the failover test needs two servers left"
+    run(idle_and_up(proxy, servers, alive=tuple(alive)))
+
+    times: list[float] = []  # when each event of the last play() arrived
+
+    def play(session, kill_at=None) -> list:
+        for prompt, n in FAILOVER_SHOTS:
+            session.cue(prompt, n)
+        events, finished = [], 0
+        times.clear()
+        for ev in session:
+            events.append(ev)
+            times.append(time.monotonic())
+            if kill_at is not None and kill_at(events):
+                kill_at = None
+            if isinstance(ev, ShotFinished):
+                finished += 1
+                if finished == len(FAILOVER_SHOTS):
+                    return events
+        raise AssertionError(f"the session ended early: {events[-3:]}")
+
+    with ShotStreamClient(f"127.0.0.1:{proxy.grpc_port}") as client:
+        with client.open_resuming_session("A harbour at dawn.", seed=5, chunks_in_flight=1) as whole:
+            reference = _story_frames(play(whole))
+            assert whole.resumes == 0
+        run(idle_and_up(proxy, servers, alive=tuple(alive)))
+
+        t_kill: list[float] = []
+
+        def kill_mid_shot_1(events) -> bool:
+            ev = events[-1]
+            if not (isinstance(ev, Chunk) and ev.shot_index == 1 and ev.chunk_index == 0):
+                return False
+            assert any(isinstance(e, SnapshotReady) and e.next_shot_index == 1 for e in events)
+            loads_now = run(loads([servers[i] for i in alive]))
+            (host,) = [alive[k] for k, n in enumerate(loads_now) if n == 1]
+            servers[host].send_signal(signal.SIGKILL)
+            t_kill.append(time.monotonic())
+            return True
+
+        with client.open_resuming_session("A harbour at dawn.", seed=5, chunks_in_flight=1) as moved:
+            events = play(moved, kill_mid_shot_1)
+            resumed = [e for e in events if isinstance(e, Resumed)]
+            assert len(resumed) == 1 and resumed[0].from_snapshot and resumed[0].next_shot_index == 1, resumed
+            assert len(resumed[0].recued) == 2  # the shot in progress and the one still queued
+            after = events.index(resumed[0])
+            moved_s = times[after] - t_kill[0]
+            first_chunk = next(i for i in range(after, len(events)) if isinstance(events[i], Chunk))
+            first_frames_s = times[first_chunk] - t_kill[0]
+            assert moved.resumes == 1
+    got = _story_frames(events)
+    assert sorted(got) == sorted(reference) == [0, 1, 2]
+    for shot in reference:
+        assert got[shot] == reference[shot], f"shot {shot} differs after the move"
+    # shot 1 started over on the new server: its first chunk came twice, once on each side of the move
+    firsts = [i for i, e in enumerate(events) if isinstance(e, Chunk) and e.shot_index == 1 and e.chunk_index == 0]
+    assert len(firsts) == 2 and firsts[0] < after < firsts[1]
+    print(f"FAILOVER kill -> Resumed {moved_s:.2f} s, kill -> first frames on the new server {first_frames_s:.2f} s")
 
 
 def _manifests() -> list[dict]:

@@ -36,6 +36,9 @@ game save (``request_snapshot()`` instead delivers it as a :class:`SnapshotReady
 session played, exactly (``save_cue_log`` / ``load_cue_log`` keep it as JSON); ``client.render_story(cue_log=log)``
 replays it. ``snapshot_info(data)`` reads a snapshot's header (caption, seed, decoder, next shot).
 
+Behind a proxy (``deploy/``): ``client.open_resuming_session(...)`` is a session that moves to another server
+when its own goes away, continuing from its last shot boundary (a :class:`Resumed` event says so).
+
 Errors: anything that ends the session or the call (a refused open, a fatal session error, a gRPC
 status such as UNAVAILABLE or UNAUTHENTICATED) raises :class:`ShotStreamError`, with the gRPC
 status code and the server's message. Non-fatal problems (e.g. a rejected cue) arrive as
@@ -45,6 +48,7 @@ unknown transport, frame format, cue mode, decoder or take quality) raises ``Val
 
 from .aio import AsyncSession, AsyncShotStreamClient
 from .client import Session, ShotStreamClient
+from .resume import Resumed, ResumingSession
 from .codec import DEFAULT_ADDRESS, MAX_MESSAGE_BYTES
 from .story_state import SNAPSHOT_PART_BYTES, SnapshotInfo, load_cue_log, save_cue_log, snapshot_info
 from .events import (Chunk, ChunkTiming, CueAccepted, Event, Progress, ServerError, ServerInfo, SessionInfo,
@@ -55,6 +59,6 @@ __all__ = [
     "ShotStreamClient", "AsyncShotStreamClient", "Session", "AsyncSession", "ShotStreamError",
     "Chunk", "ChunkTiming", "ShotStarted", "ShotFinished", "Stats", "ServerError", "CueAccepted", "Progress",
     "TakeStarted", "TakeSaved", "SnapshotReady", "SnapshotRestored", "SnapshotInfo", "snapshot_info",
-    "save_cue_log", "load_cue_log", "SNAPSHOT_PART_BYTES",
+    "save_cue_log", "load_cue_log", "SNAPSHOT_PART_BYTES", "ResumingSession", "Resumed",
     "SessionInfo", "ServerInfo", "Event", "DEFAULT_ADDRESS", "MAX_MESSAGE_BYTES",
 ]

@@ -17,6 +17,7 @@ from ..protocol import pb, pb_grpc
 from . import codec, story_state
 from .codec import DEFAULT_ADDRESS
 from .events import Event, ServerInfo, SessionInfo, ShotStreamError, SnapshotReady
+from .resume import ResumingSession
 
 
 class ShotStreamClient:
@@ -58,6 +59,18 @@ class ShotStreamClient:
         (INVALID_ARGUMENT) here, before anything is sent."""
         return self._open(codec.open_messages(global_caption, seed, transport, frame_format, chunks_in_flight,
                                               client_name, decoder, snapshot=snapshot))
+
+    def open_resuming_session(self, global_caption: str | None = None, seed: int | None = None,
+                              transport: str = "inline", frame_format: str = "rgb8", chunks_in_flight: int = 2,
+                              client_name: str = "python-sdk", decoder: str | None = None, *,
+                              snapshot: bytes | None = None, max_resumes: int = 3) -> ResumingSession:
+        """:meth:`open_session` for a client behind a proxy (``deploy/haproxy.cfg``): the session moves to
+        another server when its own goes away, continuing the story from its last shot boundary (it asks for a
+        snapshot as every shot starts), and yields a :class:`Resumed` event when it does. ``transport``
+        defaults to "inline": the next server may be on another host. See :mod:`service.sdk.resume`."""
+        args = dict(global_caption=global_caption, seed=seed, transport=transport, frame_format=frame_format,
+                    chunks_in_flight=chunks_in_flight, client_name=client_name, decoder=decoder, snapshot=snapshot)
+        return ResumingSession(self, args, max_resumes)
 
     def fork(self, session: str | Any, wait_for_boundary: bool = True, *, transport: str = "shared_memory",
              frame_format: str = "rgb8", chunks_in_flight: int = 2, client_name: str = "python-sdk",
