@@ -552,6 +552,59 @@ def test_a_full_server_gets_no_new_session_while_others_have_room(cluster):
     run(body())
 
 
+def test_plugin_style_websocket_sessions_play_through_the_proxy(cluster):
+    """What the Unity and Godot plugins do, through HAProxy's WebSocket door: three sessions (proto3 JSON text
+    frames, binary SSC1 chunk frames, acks) spread over the three servers, each plays a two-chunk shot to its
+    end and closes; the same caption, seed and cue give the same frames on every server."""
+    from google.protobuf import json_format
+
+    from service.gateway import decode_chunk_frame
+
+    proxy, servers = cluster
+
+    async def open_session(ws) -> None:
+        await ws.send(json.dumps({"open": {"protocolVersion": PROTOCOL_VERSION, "clientName": "plugin-style",
+                                           "globalCaption": "A harbour at dawn.", "seed": "3",
+                                           "frameFormat": "FRAME_FORMAT_RGBA8"}}))
+        assert "opened" in json.loads(await asyncio.wait_for(ws.recv(), 10))
+
+    async def play(ws) -> list[bytes]:
+        await ws.send(json.dumps({"cue": {"eventId": "pier", "prompt": "Gulls over the pier.", "numChunks": 2}}))
+        frames = []
+        while True:
+            data = await asyncio.wait_for(ws.recv(), DEADLINE_S)
+            if isinstance(data, bytes):
+                chunk, pixels = decode_chunk_frame(data)
+                frames.append(pixels)
+                await ws.send(json.dumps({"ack": {"chunkSeq": str(chunk.chunk_seq)}}))
+                continue
+            msg = json_format.Parse(data, pb.ServerMessage(), ignore_unknown_fields=True)
+            assert msg.WhichOneof("kind") != "error", msg
+            if msg.WhichOneof("kind") == "shot_finished":
+                assert msg.shot_finished.chunks == 2 and not msg.shot_finished.cut
+                return frames
+
+    async def body():
+        await idle_and_up(proxy, servers)
+        url = f"ws://127.0.0.1:{proxy.gateway_port}/v1/direct"
+        async with connect(url, max_size=None) as a, connect(url, max_size=None) as b, \
+                connect(url, max_size=None) as c:
+            for ws in (a, b, c):
+                await open_session(ws)
+            assert await loads(servers) == [1, 1, 1]  # least sessions, on the WebSocket door too
+            played = [await play(ws) for ws in (a, b, c)]
+            assert len(played[0]) == 2 and played[0] == played[1] == played[2]
+            for ws in (a, b, c):
+                await ws.send(json.dumps({"close": {}}))
+                while True:
+                    data = await asyncio.wait_for(ws.recv(), 10)
+                    if isinstance(data, str) and "closed" in json.loads(data):
+                        break
+        await idle_and_up(proxy, servers)
+
+    run(body())
+
+
 def test_a_draining_server_finishes_its_sessions_and_takes_no_new_ones(cluster):
     """Runs last: it stops gpu2."""
     proxy, servers = cluster
