@@ -12,7 +12,9 @@
   SDK receives for the same story, plus the editor dock driving a session and a take;
 * story snapshots (issue 12): parts split and put together, cue log pages, ShotStreamSnapshot saves under
   user://, the client against a scripted gateway, and live: a saved snapshot restored in a new session and a
-  fork play the next shot frame for frame as the original and as the Python SDK's uninterrupted story.
+  fork play the next shot frame for frame as the original and as the Python SDK's uninterrupted story;
+* ShotStreamClient.resume_story (issue 13) against the scripted gateway: a lost connection or a drained server
+  moves the story to a new session, from the last snapshot or as a new story, with the right cues sent again.
 Every error a run prints must be one the test declares (assert_passed).
 """
 
@@ -824,6 +826,90 @@ class _ScriptedGateway:
         await conn.recv_until("close")
         await conn.end("closed: client", closed="client")
 
+    async def _s_resume_snap(self, conn: _Conn, n: int) -> None:
+        """Issue 13 (tests/godot/test_resume.gd): session 1 plays shot a, sends the snapshot of its end, plays b
+        until c's cut lands after 1 chunk, starts c, takes d, e (a cut) and f, then drops without a close frame
+        before b's snapshot came; session 2 (from the snapshot) gets b and c again, and e and f once c started."""
+        from service.protocol import pb
+
+        await conn.open()
+        if n == 1:
+            await conn.recv_until("cue")  # a
+            await conn.recv_until("cue")  # b
+            await conn.send(shot_started=pb.ShotStarted(event_id="a", shot_index=0, num_chunks=1, num_frames=1))
+            await conn.recv_until("snapshot")
+            await conn.chunk(1, "a")
+            await conn.send(shot_finished=pb.ShotFinished(event_id="a", shot_index=0, chunks=1, frames=1))
+            await conn.send(snapshot=pb.SnapshotPart(data=story_blob(3000), total_bytes=3000, count=1,
+                                                     next_shot_index=1))
+            await conn.send(shot_started=pb.ShotStarted(event_id="b", shot_index=1, num_chunks=3, num_frames=3))
+            await conn.recv_until("snapshot")
+            await conn.recv_until("cue")  # c
+            await conn.chunk(2, "b", shot_index=1)
+            await conn.send(shot_finished=pb.ShotFinished(event_id="b", shot_index=1, chunks=1, frames=1, cut=True))
+            await conn.send(shot_started=pb.ShotStarted(event_id="c", shot_index=2, num_chunks=2, num_frames=2))
+            while (await conn.recv_until("cue"))["cue"]["eventId"] != "f":
+                pass
+            conn.ws.transport.abort()
+            return
+        await conn.send(restored=pb.SnapshotRestored(next_shot_index=1, story_frames=1))
+        await conn.recv_until("pause")
+        await conn.send(shot_started=pb.ShotStarted(event_id="b", shot_index=1, num_chunks=1, num_frames=1))
+        await conn.recv_until("snapshot")
+        await conn.send(shot_finished=pb.ShotFinished(event_id="b", shot_index=1, chunks=1, frames=1))
+        await conn.send(shot_started=pb.ShotStarted(event_id="c", shot_index=2, num_chunks=2, num_frames=2))
+        await conn.recv_until("close")
+        await conn.end("closed: client", closed="client")
+
+    async def _s_resume_fresh(self, conn: _Conn, n: int) -> None:
+        """Issue 13: session 1 starts a and drops before any snapshot; session 2 gets a and b again and is
+        drained; session 3 gets them again, plays a chunk of a and is closed by the client."""
+        from service.protocol import pb
+
+        await conn.open()
+        await conn.recv_until("cue")  # a
+        await conn.recv_until("cue")  # b
+        if n == 2:
+            await conn.end("closed: server draining", closed="server draining")
+            return
+        await conn.send(shot_started=pb.ShotStarted(event_id="a", shot_index=0, num_chunks=2, num_frames=2))
+        await conn.recv_until("snapshot")
+        await conn.chunk(1, "a")
+        if n == 1:
+            conn.ws.transport.abort()
+            return
+        await conn.recv_until("close")
+        await conn.end("closed: client", closed="client")
+
+    async def _s_resume_twice(self, conn: _Conn, n: int) -> None:
+        """Issue 13: session 1 ends shot a with its snapshot, starts b, takes c (a cut) and drops; session 2 (from
+        the snapshot) takes b again and drops before b starts; session 3 takes b, and c once b started."""
+        from service.protocol import pb
+
+        await conn.open()
+        if n == 1:
+            await conn.recv_until("cue")  # a
+            await conn.recv_until("cue")  # b
+            await conn.send(shot_started=pb.ShotStarted(event_id="a", shot_index=0, num_chunks=1, num_frames=1))
+            await conn.recv_until("snapshot")
+            await conn.send(shot_finished=pb.ShotFinished(event_id="a", shot_index=0, chunks=1, frames=1))
+            await conn.send(snapshot=pb.SnapshotPart(data=story_blob(500), total_bytes=500, count=1,
+                                                     next_shot_index=1))
+            await conn.send(shot_started=pb.ShotStarted(event_id="b", shot_index=1, num_chunks=2, num_frames=2))
+            await conn.recv_until("snapshot")
+            await conn.recv_until("cue")  # c
+            conn.ws.transport.abort()
+            return
+        await conn.recv_until("cue")  # b
+        if n == 2:
+            conn.ws.transport.abort()
+            return
+        await conn.send(restored=pb.SnapshotRestored(next_shot_index=1, story_frames=1))
+        await conn.recv_until("pause")
+        await conn.send(shot_started=pb.ShotStarted(event_id="b", shot_index=1, num_chunks=2, num_frames=2))
+        await conn.recv_until("close")
+        await conn.end("closed: client", closed="client")
+
     def __enter__(self) -> _ScriptedGateway:
         self._thread.start()
         self._ready.wait(10)
@@ -880,3 +966,64 @@ def test_client_against_a_scripted_gateway_in_godot():
         {"startTake": {"name": "live"}}, {"stopTake": {}},
         {"startTake": {"name": "hd", "quality": "TAKE_QUALITY_FULL"}}, {"stopTake": {}}], (
         "a live take is sent as the proto default, a full one with its quality")
+
+
+def test_story_resumes_after_its_server_goes_away_in_godot():
+    """Issue 13: ShotStreamClient.resume_story against the scripted gateway (tests/godot/test_resume.gd): a lost
+    connection reopens from the snapshot of the last shot boundary and cues again, in order, the finished shot
+    after it (as the chunks it made), the shot in progress (from its start, WAIT) and, once that shot started,
+    the queued cut and what follows; without a snapshot a new story (same caption and seed) gets the shot in
+    progress and the queued cue again; `closed{server draining}` resumes too; the user's close does not."""
+    require_engine()
+    with _ScriptedGateway() as gateway:
+        run = run_godot(GODOT_TESTS / "test_resume.gd", args={"url": f"ws://127.0.0.1:{gateway.port}/v1/direct"})
+    assert_passed(run)
+
+    def cue(event_id: str, prompt: str, num_chunks: int = 0, mode: str = "WAIT", **more) -> dict:
+        fields = {"eventId": event_id, "prompt": prompt, **({"numChunks": num_chunks} if num_chunks else {}),
+                  "mode": f"CUE_MODE_{mode}", **more}
+        return {"cue": fields}
+
+    snap = [c["received"] for c in gateway.scenario("resume_snap")]
+    assert len(snap) == 2, snap
+    first, second = snap
+    assert "snapshot" not in first[0]["open"] and first[0]["open"]["seed"] == "11"
+    assert first[1:] == [
+        cue("a", "a: boats leave", 1), cue("b", "b: a gull dives", 3), {"snapshot": {"waitForBoundary": True}},
+        {"ack": {"chunkSeq": "1"}}, {"snapshot": {"waitForBoundary": True}},
+        cue("c", "c: the storm breaks", 2, "CUT", atChunk=1), {"ack": {"chunkSeq": "2"}},
+        cue("d", "d: the crew shelters", 1), cue("e", "e: lightning", 1, "CUT", tags=["flash"], atChunk=1),
+        cue("f", "f: calm again", 1)], first
+    opened = second[0]["open"]
+    assert opened["snapshot"] == {"data": base64.b64encode(story_blob(3000)).decode(), "totalBytes": "3000"}
+    assert not {"globalCaption", "seed"} & set(opened), "the snapshot's story keeps its caption and seed"
+    assert second[1:] == [
+        cue("b", "b: a gull dives", 1),  # finished after 1 chunk (cut): replayed as a 1-chunk shot
+        cue("c", "c: the storm breaks", 2),  # in progress: from its start, as WAIT
+        {"pause": {}},  # (sent on `restored`: e and f were held until c started below)
+        {"snapshot": {"waitForBoundary": True}},
+        cue("e", "e: lightning", 1, "CUT", tags=["flash"], atChunk=1), cue("f", "f: calm again", 1),
+        {"close": {}}], second
+
+    fresh = [c["received"] for c in gateway.scenario("resume_fresh")]
+    assert len(fresh) == 3, "a user's close does not resume"
+    again = [fresh[0][0], cue("a", "a: the market opens", 2), cue("b", "b: a thief runs")]
+    assert fresh[0][0]["open"]["globalCaption"] == "A harbour at dawn." and "snapshot" not in fresh[0][0]["open"]
+    assert fresh[0] == [*again, {"snapshot": {"waitForBoundary": True}}], fresh[0]
+    assert fresh[1][:3] == again, "a new story with the same caption and seed, a and b again"
+    assert fresh[2] == [*again, {"snapshot": {"waitForBoundary": True}}, {"ack": {"chunkSeq": "1"}},
+                        {"close": {}}], fresh[2]
+
+    twice = [c["received"] for c in gateway.scenario("resume_twice")]
+    assert len(twice) == 3, twice
+    open_again = {"open": {**twice[0][0]["open"], "snapshot": {"data": base64.b64encode(story_blob(500)).decode(),
+                                                               "totalBytes": "500"}}}
+    for key in ("globalCaption", "seed"):
+        open_again["open"].pop(key, None)
+    assert twice[0][1:] == [cue("a", "a: a bridge", 1), cue("b", "b: a cart crosses", 2),
+                            {"snapshot": {"waitForBoundary": True}}, {"snapshot": {"waitForBoundary": True}},
+                            cue("c", "c: the bridge falls", 1, "CUT", atChunk=1)], twice[0]
+    assert twice[1] == [open_again, cue("b", "b: a cart crosses", 2)], twice[1]
+    assert twice[2] == [open_again, cue("b", "b: a cart crosses", 2), {"pause": {}},
+                        cue("c", "c: the bridge falls", 1, "CUT", atChunk=1), {"snapshot": {"waitForBoundary": True}},
+                        {"close": {}}], twice[2]

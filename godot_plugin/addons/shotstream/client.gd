@@ -24,8 +24,8 @@ extends Node
 ## most [member reconnect_max_retries] times); a web build cannot tell a refused handshake (wrong
 ## token or path) from an unreachable server, so both are retried the same way. A session that
 ## drops after it opened, or that the server ends with [code]closed[/code] "server shutdown" (it
-## may be restarting), is reopened as a [b]new[/b] session (a story cannot resume: the server freed
-## its state); cues you send while no session is open are queued (at most
+## may be restarting), is reopened as a [b]new[/b] session (the server freed its story; see
+## [member resume_story]); cues sent while no session is open are queued (at most
 ## [constant MAX_QUEUED_CUES]) and sent when the next one opens. A fatal server error (e.g.
 ## RESOURCE_EXHAUSTED: too many sessions) is not retried. After [code]closed[/code] or a fatal
 ## error the client closes the WebSocket itself (some WebSocket stacks drop messages that arrive
@@ -78,6 +78,11 @@ signal restored(next_shot_index: int, story_frames: int)
 ## The cue log [method request_cue_log] asked for, its pages merged (CueLog: global_caption, seed,
 ## decoder, first_shot_index, dropped_shots, entries: [{cue, shot_index, chunks, cut, finished}]).
 signal cue_log_ready(log: Dictionary)
+## With [member resume_story]: the story moved to a new session after its server went away
+## ([param reason]: "connection lost", "server draining" or "server shutdown"), continuing from
+## the last shot boundary's snapshot at shot [param next_shot_index] ([param from_snapshot]), or,
+## with no snapshot yet, as a new story (same caption and seed) from shot 0.
+signal story_resumed(from_snapshot: bool, next_shot_index: int, reason: String)
 ## An error: [param code] is a grpc status code from the server (3 INVALID_ARGUMENT, 8
 ## RESOURCE_EXHAUSTED, 9 FAILED_PRECONDITION, ...) or 0 for a local problem; [param fatal]: the
 ## session is over for good (nothing is retried). A non-fatal error leaves the session open, except
@@ -121,6 +126,8 @@ const BrowserSocket := preload("res://addons/shotstream/browser_socket.gd")
 const ClientStory := preload("res://addons/shotstream/client_story.gd")
 ## The long texts the client reports, internal.
 const Texts := preload("res://addons/shotstream/client_texts.gd")
+## What the client knows of its story to resume it elsewhere, internal.
+const ClientResume := preload("res://addons/shotstream/client_resume.gd")
 
 ## WebSocket URL of the gateway: [code]ws://HOST:PORT/v1/direct[/code]
 ## ([code]wss://[/code] with TLS).
@@ -160,6 +167,11 @@ const Texts := preload("res://addons/shotstream/client_texts.gd")
 @export_group("Reconnect")
 ## Retry failed connects and reopen dropped sessions.
 @export var auto_reconnect := true
+## Off by default. On (with [member auto_reconnect]): a snapshot is asked for as every shot starts;
+## when the server goes away (connection lost, [code]closed[/code] "server draining" or "server
+## shutdown") the new session continues from the last one (else a new story, same caption and
+## seed), the shot in progress and the queued cues cued again ([signal story_resumed]).
+@export var resume_story := false
 ## Delay before the first retry.
 @export_range(0.0, 60.0, 0.05, "suffix:s") var reconnect_initial_s := 0.25
 ## Longest delay between retries (the delay doubles up to this).
@@ -237,6 +249,7 @@ var _acks: Array[Array] = []  # [chunk_seq, last frame index or -1, player.confi
 var _cue_counter := 0
 var _cue_sent_us: Dictionary = {}
 var _story := ClientStory.new(self)
+var _resume := ClientResume.new(self)
 
 
 func _init() -> void:
@@ -340,13 +353,20 @@ func cue(
 	)
 	if text.is_empty() or _too_big(text, "cue"):
 		return ""
+	var fields := {"event_id": event_id, "prompt": prompt, "num_chunks": num_chunks}
+	fields.merge({"mode": mode.to_lower(), "tags": tags, "at_chunk": at_chunk})
+	if not _resume.take_cue(fields):
+		_send_or_queue(event_id, text)
+	return event_id
+
+
+func _send_or_queue(event_id: String, text: String) -> void:
 	if _state == State.OPEN:
 		_cue_sent_us[event_id] = Time.get_ticks_usec()
 		_sent_cues.append(event_id)
 		_send(text)
 	else:
 		_unsent.append(text)
-	return event_id
 
 
 ## [method cue] with mode "cut" ([param at_chunk] > 0: once the current shot made that many).
@@ -672,13 +692,7 @@ func _on_opened(opened: Dictionary) -> void:
 	_acks.clear()
 	_cue_sent_us.clear()
 	if opened["protocol_version"] != ShotStreamProtocol.PROTOCOL_VERSION:
-		_report(
-			0,
-			(
-				"ShotStreamClient: the server speaks protocol %d, this addon %d: update one of them"
-				% [opened["protocol_version"], ShotStreamProtocol.PROTOCOL_VERSION]
-			)
-		)
+		_report(0, Texts.other_protocol(opened["protocol_version"]))
 	var frames: int = maxi(opened["frames_first_chunk"], opened["frames_per_chunk"])
 	var need := inbound_bytes_for(
 		opened["max_chunks_in_flight"],
@@ -797,7 +811,7 @@ func _on_server_error(e: Dictionary) -> void:
 func _end_session(reason: String) -> void:
 	if _ending.is_empty():
 		_ending = reason
-	_reopen = auto_reconnect and _ending == "server shutdown"
+	_reopen = auto_reconnect and _ending == "server shutdown" or _resume.moves(_ending, true)
 
 
 ## Closes the socket from this side (once) and waits for it in CLOSING.
@@ -842,16 +856,16 @@ func _end_from_close_reason(reason: String) -> void:
 
 func _on_socket_closed(code: int, reason: String) -> void:
 	_end_player_shots()
-	_drop_sent_cues()
+	if _ending.is_empty() and code == 1000:
+		_end_from_close_reason(reason)
+	_drop_sent_cues(_resume.moves(_ending, _was_opened))
 	_session = {}
 	_take = {}
 	_acks.clear()
 	_cue_sent_us.clear()
-	if _ending.is_empty() and code == 1000:
-		_end_from_close_reason(reason)
 	if not _ending.is_empty():
 		if _reopen:
-			_reopen_session("the server shut down (it may be restarting)", "server shutdown")
+			_reopen_session("the server ended the session (%s)" % _ending, _ending)
 		else:
 			_finish(_ending)
 		return
@@ -874,18 +888,13 @@ func _on_socket_closed(code: int, reason: String) -> void:
 ## A session that was open is gone ([param what] happened): a new one when
 ## [member auto_reconnect] is on, else the end.
 func _reopen_session(what: String, reason: String) -> void:
-	_report(
-		0,
-		(
-			"ShotStreamClient: %s. A story cannot resume: %s%s"
-			% [
-				what,
-				"reconnecting as a new session" if auto_reconnect else "the session is over",
-				" (from the snapshot)." if auto_reconnect and not snapshot.is_empty() else "."
-			]
-		),
-		not auto_reconnect
-	)
+	var how := "A story cannot resume: the session is over."
+	if _resume.moves(_ending, true):
+		how = Texts.resuming(_resume.prepare(reason), _resume.kept_next)
+	elif auto_reconnect:
+		how = "A story cannot resume: reconnecting as a new session"
+		how += " (from the snapshot)." if not snapshot.is_empty() else "."
+	_report(0, "ShotStreamClient: %s. %s" % [what, how], not auto_reconnect)
 	if not auto_reconnect:
 		_finish(reason)
 		return
@@ -905,6 +914,7 @@ func _finish(reason: String) -> void:
 	_end_player_shots()
 	_drop_sent_cues()
 	_drop_unsent()
+	_resume.reset()
 	_session = {}
 	_take = {}
 	_acks.clear()
@@ -929,11 +939,13 @@ func _on_shot_started(event_id: String) -> void:
 		cue_dropped.emit(id, "dropped by a cut")
 
 
-func _drop_sent_cues() -> void:
+## [param moving]: the story moves to a new session, which gets some of them again.
+func _drop_sent_cues(moving: bool = false) -> void:
 	var dropped := _sent_cues
 	_sent_cues = []
 	for id: String in dropped:
-		cue_dropped.emit(id, "the session ended")
+		if not (moving and _resume.recues(id)):
+			cue_dropped.emit(id, "the session ended")
 
 
 func _drop_unsent() -> void:

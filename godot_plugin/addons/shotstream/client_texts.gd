@@ -118,3 +118,24 @@ static func cue_refusal(
 		if problems[text]:
 			return text
 	return ""
+
+
+## What [method ShotStreamClient.resume_story] does after a session ended ([param from_snapshot]:
+## continues the snapshot whose story goes on at shot [param next_shot]).
+static func resuming(from_snapshot: bool, next_shot: int) -> String:
+	if from_snapshot:
+		return (
+			"Resuming the story in a new session from the snapshot of the last shot boundary"
+			+ " (shot %d on; the shot in progress plays again from its start)." % next_shot
+		)
+	return (
+		"No snapshot of the story yet: opening a new story (same caption and seed) and cueing"
+		+ " the shot in progress and the queued cues again."
+	)
+
+
+static func other_protocol(version: int) -> String:
+	return (
+		"ShotStreamClient: the server speaks protocol %d, this addon %d: update one of them"
+		% [version, ShotStreamProtocol.PROTOCOL_VERSION]
+	)
