@@ -540,6 +540,172 @@ def test_client_fork_opens_with_the_fork_once(built):
     assert mono.kind("RESTORED") == ["3 40"], mono.lines
 
 
+def _resume_script(kind: str, snapshot: bytes):
+    """conn 1 plays shot 0 ("a", unity-1) and, but for resume-new-story, shot 1 ("b", unity-2), answering the client's automatic
+    snapshot requests (one per ShotStarted, wait_for_boundary) with `snapshot` after shot 0 ends; then the server goes away
+    (resume-draining: closed "server draining"; otherwise the connection drops, no close frame). conn 2 records its open and
+    what it gets until and after the replayed shot's ShotStarted."""
+    from service.protocol import pb
+
+    async def script(gw, conn):
+        open_ = await conn.recv_kind("open")
+        await conn.opened()
+        if conn.index == 1:
+            a = await conn.recv_kind("cue")
+            b = None if kind == "resume-new-story" else await conn.recv_kind("cue")
+            await conn.send(pb.ServerMessage(shot_started=pb.ShotStarted(event_id=a["eventId"], shot_index=0)))
+            gw.notes.put(("ask-0", await conn.recv_kind("snapshot")))
+            await conn.chunk(1, event_id=a["eventId"])
+            if b is None:
+                gw.notes.put(("queued", [await conn.recv_kind("cue")]))  # cued after shot 0 started: still queued
+            else:
+                await conn.send(pb.ServerMessage(shot_finished=pb.ShotFinished(event_id=a["eventId"], shot_index=0, chunks=2, frames=4)))
+                await conn.send(pb.ServerMessage(snapshot=pb.SnapshotPart(data=snapshot, total_bytes=len(snapshot), count=1,
+                                                                          next_shot_index=1)))
+                await conn.send(pb.ServerMessage(shot_started=pb.ShotStarted(event_id=b["eventId"], shot_index=1)))
+                gw.notes.put(("ask-1", await conn.recv_kind("snapshot")))
+                await conn.chunk(2, event_id=b["eventId"])
+                if kind == "resume-snapshot":
+                    gw.notes.put(("queued", [await conn.recv_kind("cue"), await conn.recv_kind("cue")]))
+            if kind == "resume-draining":
+                await conn.send(pb.ServerMessage(closed=pb.SessionClosed(reason="server draining")))
+                await conn.ws.close()
+            else:
+                conn.ws.transport.abort()  # the server is gone: no close frame
+            return
+        gw.notes.put(("open-2", open_))
+        replay = await conn.recv_kind("cue")
+        gw.notes.put(("replay", replay))
+        await conn.send(pb.ServerMessage(shot_started=pb.ShotStarted(event_id=replay["eventId"],
+                                                                     shot_index=0 if kind == "resume-new-story" else 1)))
+        after = [await conn.recv() for _ in range(3 if kind == "resume-snapshot" else 2 if kind == "resume-new-story" else 1)]
+        gw.notes.put(("after", after))
+        if kind == "resume-draining":
+            await conn.closed.wait()
+            gw.notes.put(("gone", None))
+
+    return script
+
+
+def _notes(gateway, n: int) -> dict:
+    out = {}
+    for _ in range(n):
+        key, value = gateway.notes.get(timeout=30)
+        out[key] = value
+    return out
+
+
+def test_client_resumes_the_story_from_its_snapshot_when_the_connection_drops(built):
+    """Resume Story On Reconnect (on by default), issue 13: the client asks for a snapshot (wait_for_boundary) as every shot starts
+    and keeps the latest. Shot 0 ("a") ends, its snapshot (next shot 1) comes, shot 1 ("b", 3 chunks) starts, the game cues a cut at
+    chunk 1 ("c") and a wait ("d"), and the connection drops mid-shot 1. The reconnect opens from that snapshot (no caption or seed
+    of its own), cues "b" again from its start (WAIT, its 3 chunks), and holds the cut and "d" until "b" has started on the new
+    session (a cut sent earlier would drop "b" from the server's queue); then they go, in order, and a new snapshot is asked for.
+    storyResumed says: from the snapshot, next shot 1, the cues sent again. PlayShot("a") is done (the server made it); the
+    cut's PlayShot waits on."""
+    import base64
+
+    snapshot = bytes(range(200))
+    got = {}
+
+    def drive(mono, gw):
+        got.update(_notes(gw, 6))
+        mono.send("replayed")
+
+    gateway, mono = _fake(built, "resume-snapshot", _resume_script("resume-snapshot", snapshot), drive=drive)
+    assert len(gateway.connections) == 2
+    assert got["ask-0"] == {"waitForBoundary": True} and got["ask-1"] == {"waitForBoundary": True}
+    assert [(c["eventId"], c["prompt"], c.get("mode"), c.get("atChunk")) for c in got["queued"]] == [
+        ("unity-3", "c", "CUE_MODE_CUT", 1), ("unity-4", "d", "CUE_MODE_WAIT", None)], got["queued"]
+    open2 = got["open-2"]
+    assert base64.b64decode(open2["snapshot"]["data"]) == snapshot, open2
+    assert "globalCaption" not in open2 and "seed" not in open2, open2
+    assert got["replay"] == {"eventId": "unity-2", "prompt": "b", "numChunks": 3, "mode": "CUE_MODE_WAIT"}, got["replay"]
+    after = got["after"]
+    assert [list(m) for m in after] == [["cue"], ["cue"], ["snapshot"]], after
+    assert after[0]["cue"] == {"eventId": "unity-3", "prompt": "c", "mode": "CUE_MODE_CUT", "atChunk": 1}, after
+    assert after[1]["cue"]["eventId"] == "unity-4" and after[2]["snapshot"] == {"waitForBoundary": True}, after
+    resumed = mono.kind("RESUMED")
+    assert len(resumed) == 1 and resumed[0].startswith("True next 1 session fake-2 recued unity-2,unity-3,unity-4 reason connection lost"), mono.lines
+    assert mono.kind("AFTER-RESUME") == ["first done cut pending kept 200 next 1"], mono.lines
+    assert mono.kind("REMEMBERED") == ["3"], "shot 0 is forgotten: the snapshot is after it"
+    closed = mono.kind("CLOSED")
+    assert len(closed) == 1 and closed[0].startswith("connection lost"), closed
+
+
+def test_client_opens_a_new_story_when_it_has_no_snapshot_yet(built):
+    """The connection drops mid-shot 0, before any snapshot: the reconnect opens a new story with the same caption and seed, cues
+    the shot in progress again from its start ("a", 2 chunks) and then the queued "b"; storyResumed says it is not from a snapshot,
+    next shot 0."""
+    got = {}
+
+    def drive(mono, gw):
+        got.update(_notes(gw, 5))
+        mono.send("replayed")
+
+    gateway, mono = _fake(built, "resume-new-story", _resume_script("resume-new-story", b""), drive=drive)
+    assert len(gateway.connections) == 2
+    open2 = got["open-2"]
+    assert "snapshot" not in open2 and open2["globalCaption"] == "Sea." and open2["seed"] == "5", open2
+    assert got["replay"] == {"eventId": "unity-1", "prompt": "a", "numChunks": 2, "mode": "CUE_MODE_WAIT"}, got["replay"]
+    assert [list(m) for m in got["after"]] == [["cue"], ["snapshot"]], got["after"]
+    assert got["after"][0]["cue"]["eventId"] == "unity-2", got["after"]
+    resumed = mono.kind("RESUMED")
+    assert len(resumed) == 1 and resumed[0].startswith("False next 0 session fake-2 recued unity-1,unity-2 reason connection lost"), mono.lines
+    assert mono.kind("AFTER-RESUME") == ["first pending cut - kept none"], mono.lines
+
+
+def test_client_resumes_on_a_draining_server_and_not_after_its_own_close(built):
+    """closed "server draining" (a server taken out of rotation) is the server going away: the story resumes from its snapshot on
+    the next session ("b" replayed, storyResumed with reason "server draining"). The game's own Close() afterwards ends it for good:
+    no third session, no storyResumed."""
+    got = {}
+
+    def drive(mono, gw):
+        got.update(_notes(gw, 5))
+        mono.send("replayed")
+        assert gw.notes.get(timeout=30) == ("gone", None)
+        mono.send("closed")
+
+    gateway, mono = _fake(built, "resume-draining", _resume_script("resume-draining", b"snap"), drive=drive)
+    assert len(gateway.connections) == 2
+    assert got["replay"]["eventId"] == "unity-2" and "globalCaption" not in got["open-2"], got
+    assert mono.kind("RESUMED") == ["True next 1 session fake-2 recued unity-2 reason server draining"], mono.lines
+    assert mono.kind("CLOSED") == ["server draining"], mono.lines
+    assert list(gateway.connections[1].received[-1]) == ["close"]
+
+
+def test_client_without_resume_story_starts_over(built):
+    """ResumeStory off: the connection drops mid-shot 1 and the reconnect opens a new story (caption and seed), sends no cue again
+    and raises no storyResumed; no automatic snapshot requests."""
+    from service.protocol import pb
+
+    async def script(gw, conn):
+        open_ = await conn.recv_kind("open")
+        await conn.opened()
+        if conn.index == 1:
+            a = await conn.recv_kind("cue")
+            await conn.send(pb.ServerMessage(shot_started=pb.ShotStarted(event_id=a["eventId"], shot_index=0)))
+            await conn.chunk(1, event_id=a["eventId"])
+            await gw.wait("drop")
+            gw.notes.put([list(m) for m in conn.received])
+            conn.ws.transport.abort()
+        else:
+            gw.notes.put(open_)
+
+    def drive(mono, gw):
+        mono.expect("STARTED unity-1")
+        gw.signal("drop")
+
+    gateway, mono = _fake(built, "resume-off", script, drive=drive)
+    first = gateway.notes.get(timeout=5)
+    assert ["snapshot"] not in first, first
+    open2 = gateway.notes.get(timeout=5)
+    assert "snapshot" not in open2 and open2["globalCaption"] == "Sea.", open2
+    assert not [m for m in gateway.connections[1].received if "cue" in m], gateway.connections[1].received
+    assert not mono.kind("RESUMED")
+
+
 def test_client_sends_no_stale_ack_to_a_new_session(built):
     """Session 1 drops while its chunk 7 is still playing; the client reconnects, and chunk 7's last frame is
     presented once session 2 is live but before its opened event is handled. Chunk 7's ack belonged to session 1:
@@ -1190,3 +1356,60 @@ def test_sample_scene_is_wired():
     assert 81 in {docs[ref(c["component"])][0] for c in cam_go["m_Component"]}
     # the scene's own .meta: a scene is imported by the DefaultImporter
     assert "\nDefaultImporter:\n" in SCENE.with_name(SCENE.name + ".meta").read_text()
+
+
+def test_unity_story_moves_to_another_server_behind_haproxy(built, tmp_path):
+    """Issue 13 live: two real servers (tiny model, CPU; tests/fork_servers.py via test_scaleout's Fleet) behind a real HAProxy
+    (deploy/haproxy_local.py through test_scaleout's Haproxy helper). The Unity client plays a three-shot story through the proxy
+    uninterrupted ("ref"), then again ("moved"): as soon as shot 1's first chunk is in (the snapshot of shot 0's end kept) the
+    server holding the session is killed (SIGKILL). The client reconnects through the proxy, lands on the other server, continues
+    from the snapshot (storyResumed: from snapshot, next shot 1, shots 1 and 2 cued again). Shots 0 and 2 on screen equal the
+    uninterrupted run's frame for frame; shot 1 plays again from its start, so its frames are those already shown before the move
+    (whatever was presented before the snapshot came: a prefix of the shot) followed by the whole shot, equal to the uninterrupted
+    run's. Skips without haproxy."""
+    import signal
+
+    import test_scaleout as so
+
+    binary = so.require_haproxy()
+    fleet = so.Fleet(2, tmp_path)
+    proxy = None
+    try:
+        for s in fleet.servers:
+            s.started()
+        proxy = so.Haproxy(binary, fleet.servers, tmp_path)
+        so.run(so.until("both servers UP in HAProxy", lambda: all(proxy.status(i) == ("UP", "UP") for i in range(2))))
+        mono = _Mono(["mono", str(built / "UnityLayerTests.exe"), "failover", f"ws://127.0.0.1:{proxy.gateway_port}/v1/direct"], built)
+        try:
+            mono.expect("MOVE-KILL", timeout=300)
+            loads = so.run(so.loads(fleet.servers))
+            (host,) = [i for i, n in enumerate(loads) if n == 1]
+            fleet.servers[host].send_signal(signal.SIGKILL)
+            mono.send("killed")
+            mono.expect("MOVE DONE", timeout=300)
+            rc = mono.read_to_end()
+        finally:
+            mono.kill()
+        assert rc == 0, mono.lines[-30:]
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        fleet.stop()
+    lines = mono.lines
+    resumed = [line for line in lines if line.startswith("MOVE moved resumed ")]
+    assert len(resumed) == 1 and resumed[0].startswith("MOVE moved resumed True next 1 recued unity-2,unity-3 reason "), lines
+    assert not [line for line in lines if line.startswith("MOVE ref resumed")], lines
+    for name in ("ref", "moved"):
+        (summary,) = [line for line in lines if line.startswith(f"MOVE {name} playbacks ")]
+        assert summary.startswith(f"MOVE {name} playbacks done,done,done finished ") and summary.endswith(" errors 0"), summary
+    for shot in range(3):
+        (ref,) = [line.split(" ")[-1].split(",") for line in lines if line.startswith(f"MOVE ref shot {shot} ")]
+        (got,) = [line.split(" ")[-1].split(",") for line in lines if line.startswith(f"MOVE moved shot {shot} ")]
+        assert len(ref) > 1, ref
+        if shot != 1:
+            assert got == ref, (shot, ref, got)
+            continue
+        # shot 1 played again from its start on the new server: what was on screen before the move, then the whole shot
+        shown_before = len(got) - len(ref)
+        assert 0 <= shown_before < len(ref) and got[shown_before:] == ref and got[:shown_before] == ref[:shown_before], (ref, got)
+        print(f"shot 1: {shown_before} of its {len(ref)} frames were on screen before the move and are shown again")

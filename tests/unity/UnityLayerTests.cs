@@ -245,6 +245,59 @@ static class UnityLayerTests
         return ok ? 0 : 1;
     }
 
+    // Issue 13 live: the same three-shot story twice through HAProxy, in front of two real servers. "ref" plays it uninterrupted;
+    // "moved" stops (no pumping: no acks, nothing presented) as soon as shot 1's first chunk is in (shot 0's snapshot kept), prints
+    // MOVE-KILL, and waits for the test to kill that session's server; the client then resumes on the other server. Every shot's
+    // frames on screen are printed (CRCs) for the test to compare.
+    static int LiveFailover(string url)
+    {
+        Debug.Sink = (t, m) => { if (t == LogType.Exception || t == LogType.Error) Console.WriteLine("MOVE log " + t + " " + m); };
+        var shots = new[] { new KeyValuePair<string, int>("The keeper climbs the stairs.", 2), new KeyValuePair<string, int>("A wave hits the rocks.", 3),
+                            new KeyValuePair<string, int>("Gulls circle the lamp.", 2) };
+        foreach (var name in new[] { "ref", "moved" })
+        {
+            var p = new Player(name, url);
+            p.Client.ReconnectPolicy = new ReconnectPolicy { InitialDelay = TimeSpan.FromMilliseconds(200), MaxDelay = TimeSpan.FromSeconds(1), MaxRetries = 10 };
+            p.Client.SnapshotPartBytes = SnapshotParts.MaxUploadPartBytes;
+            var errors = new List<string>();
+            p.Client.error.AddListener(m => { Console.WriteLine("MOVE " + name + " error " + m); if (!m.EndsWith("(retrying)")) errors.Add(m); });
+            StoryResumed moved = null;
+            p.Client.storyResumed.AddListener(r => { moved = r; Console.WriteLine("MOVE " + name + " resumed " + r.FromSnapshot + " next " + r.NextShotIndex
+                + " recued " + string.Join(",", r.Recued) + " reason " + r.Reason); });
+            bool stop = false;
+            if (name == "moved")
+                p.Client.chunkReceived.AddListener(c => { if (!stop && moved == null && c.ShotIndex == 1 && p.Client.LastStorySnapshotNextShot == 1) stop = true; });
+            var playbacks = new List<ShotPlayback>();
+            foreach (var s in shots) playbacks.Add(p.Client.PlayShot(s.Key, s.Value));
+            p.Client.Connect();
+            var sw = Stopwatch.StartNew();
+            bool killed = false;
+            Func<bool> done = () => playbacks.TrueForAll(x => x.IsDone) && p.Screen.PresentedFrameIndex == p.Screen.PushedFrames - 1;
+            while (!done() && errors.Count == 0 && sw.Elapsed.TotalSeconds < 300)
+            {
+                double now = Time.realtimeSinceStartupAsDouble;
+                p.Client.Pump(now);
+                if (stop && !killed)
+                {
+                    Console.WriteLine("MOVE-KILL " + p.Client.Session.SessionId);
+                    Console.Out.Flush();
+                    killed = Console.In.ReadLine() == "killed";
+                    if (!killed) break;
+                    continue;  // the frames pushed from the old session's shot 1 are not presented: the screen starts over with the new session
+                }
+                p.Screen.Present(now);
+                Thread.Sleep(2);
+            }
+            p.Client.Close();
+            Console.WriteLine("MOVE " + name + " playbacks " + string.Join(",", playbacks.ConvertAll(x => x.Failed ? "failed:" + x.Error : x.IsDone ? "done" : "pending"))
+                + " finished " + string.Join(",", p.Finished) + " errors " + errors.Count);
+            for (uint shot = 0; shot < 3; shot++) Console.WriteLine("MOVE " + name + " shot " + shot + " " + string.Join(",", p.CrcsOfShot(shot)));
+            if (!done()) { Console.WriteLine("MOVE FAILED " + name); return 1; }
+        }
+        Console.WriteLine("MOVE DONE");
+        return 0;
+    }
+
     static int Main(string[] args) { return ProcessExit.Now(RunAll(args)); }
 
     static int RunAll(string[] args)
@@ -252,6 +305,7 @@ static class UnityLayerTests
         if (args.Length >= 2 && args[0] == "live") return Live(args[1], args.Length == 3 && args[2] == "shm");
         if (args.Length == 3 && args[0] == "snapshot") return LiveSnapshot(args[1], args[2]);
         if (args.Length == 3 && args[0] == "fake") return Fake(args[1], args[2]);
+        if (args.Length == 2 && args[0] == "failover") return LiveFailover(args[1]);
         Debug.Sink = (t, m) => { };
         Run("map resolves template, chunks and cut", () =>
         {
@@ -1120,7 +1174,11 @@ static class UnityLayerTests
         client.sessionOpened.AddListener(s => { opened++; Out("OPENED " + s.SessionId + " " + ProtoEnums.Name(s.Transport)); });
         client.sessionClosed.AddListener(r => { closed++; Out("CLOSED " + r); });
         client.error.AddListener(m => Out("ERROR " + m));
-        client.shotStarted.AddListener(s => Out("STARTED " + s.EventId));
+        var startedIds = new List<string>();
+        client.shotStarted.AddListener(s => { startedIds.Add(s.EventId); Out("STARTED " + s.EventId); });
+        int resumed = 0;
+        client.storyResumed.AddListener(r => { resumed++; Out("RESUMED " + r.FromSnapshot + " next " + r.NextShotIndex + " session " + r.SessionId
+            + " recued " + string.Join(",", r.Recued) + " reason " + r.Reason); });
         Func<bool> stopped = () => PumpUntil(client, screen, () => !client.IsRunning, 30);
         bool ok;
         switch (scenario)
@@ -1178,6 +1236,52 @@ static class UnityLayerTests
                 ok = ok && PumpUntil(client, screen, () => opened == 2, 20);
                 break;
             }
+            case "resume-snapshot":  // a drop mid-shot 1 after the snapshot of shot 0's end: the story continues that snapshot
+            case "resume-new-story":  // a drop mid-shot 0, no snapshot yet: a new story with the same caption and seed
+            case "resume-draining":   // closed "server draining": resumes; then the game's Close ends it for good
+            {
+                client.GlobalCaption = "Sea.";
+                client.Seed = 5;
+                var first = client.PlayShot("a", 2);
+                string second = scenario == "resume-new-story" ? null : client.Cue("b", 3);
+                client.Connect();
+                ShotPlayback cut = null;
+                if (second != null)
+                {
+                    ok = PumpUntil(client, screen, () => startedIds.Contains(second), 20);
+                    if (scenario == "resume-snapshot")
+                    {
+                        cut = client.PlayShotCutAt("c", 1);  // unity-3: a cut still queued when the server goes
+                        client.Cue("d", 2);                    // unity-4: queued after the cut
+                    }
+                }
+                else
+                {
+                    ok = PumpUntil(client, screen, () => startedIds.Contains("unity-1"), 20);
+                    client.Cue("b", 3);  // unity-2: queued when the server goes
+                }
+                ok = ok && PumpUntil(client, screen, () => resumed == 1 && opened == 2, 20);
+                Out("AFTER-RESUME first " + (first.Failed ? "failed" : first.IsDone ? "done" : "pending") + " cut " + (cut == null ? "-" : cut.Failed ? "failed" : "pending")
+                    + " kept " + (client.LastStorySnapshot == null ? "none" : client.LastStorySnapshot.Length + " next " + client.LastStorySnapshotNextShot));
+                var reply = Task.Run(() => Console.In.ReadLine());  // "replayed": the gateway has what the new session must get
+                ok = ok && PumpUntil(client, screen, () => reply.IsCompleted, 20) && reply.Result == "replayed";
+                if (scenario == "resume-snapshot") Out("REMEMBERED " + client.RememberedCues);
+                if (scenario == "resume-draining")
+                {
+                    client.Close();
+                    reply = Task.Run(() => Console.In.ReadLine());  // "closed": the gateway saw the connection go
+                    ok = ok && PumpUntil(client, screen, () => reply.IsCompleted, 20) && reply.Result == "closed";
+                    client.Pump(Time.realtimeSinceStartupAsDouble);
+                }
+                break;
+            }
+            case "resume-off":  // ResumeStory off: a drop mid-shot starts a new story, nothing cued again
+                client.ResumeStory = false;
+                client.GlobalCaption = "Sea.";
+                client.Cue("a", 2);
+                client.Connect();
+                ok = PumpUntil(client, screen, () => opened == 2, 20);
+                break;
             case "stale-ack": ok = StaleAck(client, screen, () => opened); break;
             case "lifecycle": ok = Lifecycle(client, screen, () => opened); break;
             default: Out("unknown scenario " + scenario); return 2;

@@ -51,7 +51,13 @@ namespace ShotStream.Unity
     /// <para>Reconnecting: a lost connection, a server restart ("server shutdown") or a failed attempt is
     /// retried per <see cref="ReconnectPolicy"/>, counting consecutive failures across reconnects (the count
     /// starts over once a chunk arrives); a refused handshake, a server error or a protocol violation is
-    /// reported once and not retried. Every reconnect is a new server session: the story starts over.</para>
+    /// reported once and not retried. Every reconnect is a new server session.</para>
+    /// <para>Resume Story On Reconnect (<see cref="ResumeStory"/>, on by default): the client asks for the story's snapshot as every
+    /// shot starts (taken when that shot ends) and keeps the latest in memory. When the server goes away (connection lost, closed
+    /// "server shutdown" or "server draining", or the server closing the connection without a reason) the reconnect continues that
+    /// snapshot, on whichever server the proxy picks, and cues again, in order, the shot that was in progress (from its start) and the
+    /// cues still queued: the story loses at most the shot in progress. Without a snapshot yet it opens a new story with the same
+    /// caption and seed. <see cref="storyResumed"/> says which. Off: every reconnect starts the story over.</para>
     /// </summary>
     [AddComponentMenu("ShotStream/ShotStream Client")]
     [DisallowMultipleComponent]
@@ -81,6 +87,8 @@ namespace ShotStream.Unity
         [SerializeField] float reconnectMaxSeconds = 10f;
         [Tooltip("Consecutive failures retried; negative = forever")]
         [SerializeField] int reconnectMaxRetries = 5;
+        [Tooltip("Resume Story On Reconnect: keep a snapshot of the story at every shot boundary and, when the server goes away, continue the story from it on the server the reconnect reaches (re-cueing the shot in progress and the queued cues); off: a reconnect starts a new story")]
+        [SerializeField] bool resumeStory = true;
         [Header("Output")]
         [SerializeField] ShotStreamScreen screen = null;
 
@@ -117,6 +125,10 @@ namespace ShotStream.Unity
         public SnapshotRestoredEvent restored = new SnapshotRestoredEvent();
         /// <summary>The cue log <see cref="RequestCueLog"/> asked for, its pages merged.</summary>
         public CueLogEvent cueLogReady = new CueLogEvent();
+        /// <summary>Resume Story On Reconnect: the story moved to a new session after its server went away (raised after that session's
+        /// <see cref="sessionOpened"/>): from the snapshot of its last shot boundary (FromSnapshot, NextShotIndex) or, without one yet, as a
+        /// new story with the same caption and seed; Recued: the cues sent again, in order.</summary>
+        public StoryResumedEvent storyResumed = new StoryResumedEvent();
 
         struct Pending
         {
@@ -127,7 +139,10 @@ namespace ShotStream.Unity
             public string Error;     // a failure to report (Message null)
             public string Ended;     // the session of Connection ended, and why (Message and Error null)
             public long Received;    // Stopwatch timestamp of a chunk's arrival
-            public byte[] Snapshot;  // a whole snapshot (Message: its last part)
+            public byte[] Snapshot;  // a whole snapshot (Message: its last part); with an Opened message: the snapshot it continues
+            public bool Resuming;    // with Ended: the loop reconnects and the story resumes (ResumeStory)
+            public bool GaveUp;      // with Error: the loop has ended without a session
+            public bool SnapshotDropped;  // with Error: a snapshot that was asked for will not come
         }
 
         struct PendingAck { public ulong Seq; public long LastFrameIndex; public int Connection; }
@@ -160,6 +175,14 @@ namespace ShotStream.Unity
         long maxSnapshotBytes = SnapshotAssembler.DefaultMaxBytes;
         int snapshotPartBytes = SnapshotParts.MaxUploadPartBytes;
         CueLogCollector cueLog;           // the cue log being paged in (main thread); null: none asked for
+        // Resume Story On Reconnect (main thread)
+        readonly StoryRecord story = new StoryRecord();
+        bool resumeRun;                   // this Connect's sessions resume the story
+        int openedInRun;                  // sessions of this Connect opened so far
+        string lastEnded;                 // why the last session ended
+        readonly Queue<bool> snapshotAsks = new Queue<bool>();  // snapshot requests on their way, in order: true = the game's
+        bool snapshotForGame;             // the game asked while an automatic request was on its way: that one is the game's too
+        bool autoSnapshotAgain;           // a shot started while a request was on its way: ask once it is in
         bool cueLogAgain;                 // RequestCueLog was called while one was on its way
 
         /// <summary>Test seam: when set, outgoing messages go here instead of the network.</summary>
@@ -189,9 +212,24 @@ namespace ShotStream.Unity
         public ShotDecoder Decoder { get { return decoder; } set { decoder = value; } }
         public ShotStreamScreen Screen { get { return screen; } set { screen = value; HookScreen(); } }
 
+        /// <summary>Resume Story On Reconnect (default true): see the class summary and <see cref="storyResumed"/>. Takes effect at the
+        /// next <see cref="Connect"/>.</summary>
+        public bool ResumeStory { get { return resumeStory; } set { resumeStory = value; } }
+
+        /// <summary>The latest story snapshot this client keeps for resuming (the snapshot of the last shot boundary; before the first
+        /// one, the <see cref="ContinueFromSnapshot"/> bytes or null). In memory only: a game may save it (e.g. with
+        /// <see cref="ShotStreamSnapshotFile"/>). Null when <see cref="ResumeStory"/> is off.</summary>
+        public byte[] LastStorySnapshot { get { return story.Snapshot; } }
+
+        /// <summary>The shot <see cref="LastStorySnapshot"/> continues with (-1: not known yet).</summary>
+        public int LastStorySnapshotNextShot { get { return story.SnapshotNext; } }
+
+        /// <summary>Test seam: cues the client remembers for resuming.</summary>
+        internal int RememberedCues { get { return story.Count; } }
+
         /// <summary>A story snapshot (the bytes <see cref="snapshotReady"/> delivered, e.g. <see cref="ShotStreamSnapshotFile.Load(string)"/>)
-        /// that every <see cref="Connect"/> continues instead of starting a new story, and so does every reconnect: the story starts over
-        /// from the snapshot. Its caption, seed and decoder are the snapshot's (GlobalCaption, Seed and Decoder are not sent). The server
+        /// that every <see cref="Connect"/> continues instead of starting a new story, and so does every reconnect (with <see cref="ResumeStory"/>
+        /// off the story starts over from the snapshot; on, a reconnect continues the story's latest snapshot, this one until there is another). Its caption, seed and decoder are the snapshot's (GlobalCaption, Seed and Decoder are not sent). The server
         /// answers <see cref="sessionOpened"/>, then <see cref="restored"/>; a snapshot it cannot continue ends the session with an
         /// <see cref="error"/> (damaged: code 3; another model or decoder: 9; too big: 8) and is not retried. Null (the default): new stories.
         /// Takes effect at the next Connect.</summary>
@@ -298,6 +336,15 @@ namespace ShotStream.Unity
                 Report("ShotStreamClient: a session either continues a snapshot or forks another session, not both: clear ContinueFromSnapshot to fork");
                 return;
             }
+            resumeRun = resumeStory;
+            openedInRun = 0;
+            snapshotAsks.Clear();
+            snapshotForGame = autoSnapshotAgain = false;
+            HashSet<string> waiting = new HashSet<string>();
+            lock (unsent)
+                foreach (var m in unsent)
+                    if (m.Kind == ClientKind.Cue) waiting.Add(m.AsCue.EventId);
+            story.Reset(resumeRun ? continueFrom : null, waiting);
             var source = new CancellationTokenSource();
             cts = source;
             int r = ++run;
@@ -307,7 +354,8 @@ namespace ShotStream.Unity
             var timeout = OpenTimeout;
             string tok = token;
             var start = new SessionStart { Snapshot = continueFrom, PartBytes = snapshotPartBytes, MaxSnapshotBytes = maxSnapshotBytes };
-            loop = Task.Run(() => RunAsync(r, uri, tok, open, start, policy, timeout, source));
+            bool resume = resumeRun;
+            loop = Task.Run(() => RunAsync(r, uri, tok, open, start, resume, policy, timeout, source));
         }
 
         // What a Connect's sessions start from, fixed when it is called.
@@ -342,9 +390,12 @@ namespace ShotStream.Unity
         // ended before delivering a chunk, across reconnects: a server that accepts and drops every session is given
         // up on like one that refuses connections. The first failure of a streak is reported at once (so a client
         // that retries forever does not fail silently), the rest only when the client gives up.
-        async Task RunAsync(int runId, Uri uri, string tok, OpenSession open, SessionStart start, ReconnectPolicy policy, TimeSpan timeout, CancellationTokenSource source)
+        // `resume`: a session that ends because its server went away is followed by one that continues the story's latest snapshot
+        // (the last whole one this loop received), or a new story with the same open message when there is none.
+        async Task RunAsync(int runId, Uri uri, string tok, OpenSession open, SessionStart start, bool resume, ReconnectPolicy policy, TimeSpan timeout, CancellationTokenSource source)
         {
             var ct = source.Token;
+            byte[] latest = start.Snapshot;
             int failures = 0;
             bool streakReported = false;
             string lastFailure = null;
@@ -357,7 +408,16 @@ namespace ShotStream.Unity
                     int id = 0;
                     try
                     {
-                        conn = await ShotStreamConnection.ConnectAndOpenFromSnapshotAsync(uri, tok, open, start.Snapshot, timeout, ct, start.PartBytes).ConfigureAwait(false);
+                        if (latest != start.Snapshot)
+                        {
+                            // the story's own snapshot: its caption, seed and decoder are the snapshot's, and it forks nothing
+                            open.GlobalCaption = "";
+                            open.Seed = 0;
+                            open.Decoder = FrameDecoder.Unspecified;
+                            open.Fork = null;
+                        }
+                        byte[] from = latest;
+                        conn = await ShotStreamConnection.ConnectAndOpenFromSnapshotAsync(uri, tok, open, from, timeout, ct, start.PartBytes).ConfigureAwait(false);
                         var layout = conn.Session.Ring;
                         if (layout != null)
                         {
@@ -390,20 +450,25 @@ namespace ShotStream.Unity
                         }
                         streakReported = false;
                         if (AfterConnectForTest != null) AfterConnectForTest();
-                        inbox.Enqueue(new Pending { Run = runId, Connection = id, Message = new ServerMessage(ServerKind.Opened, conn.Session) });
+                        inbox.Enqueue(new Pending { Run = runId, Connection = id, Message = new ServerMessage(ServerKind.Opened, conn.Session), Snapshot = from });
                         string reason = null;
+                        bool unsaid = false;  // the server closed the connection without a `closed`
                         var snapshot = new SnapshotAssembler(start.MaxSnapshotBytes);
                         while (reason == null)
                         {
                             ServerMessage m = await conn.ReceiveAsync(ct).ConfigureAwait(false);
-                            if (m == null) reason = "the server closed the connection";
+                            if (m == null) { reason = "the server closed the connection"; unsaid = true; }
                             else if (m.Kind == ServerKind.Closed) reason = m.Closed.Reason;
                             else if (m.Kind == ServerKind.Snapshot)
                             {
                                 // put together here, off the main thread; the main thread gets the whole snapshot once
                                 byte[] whole = null;
                                 try { whole = snapshot.Add(m.Snapshot); }
-                                catch (System.IO.InvalidDataException e) { Enqueue(runId, id, "ShotStreamClient: snapshot dropped: " + e.Message); }
+                                catch (System.IO.InvalidDataException e)
+                                {
+                                    inbox.Enqueue(new Pending { Run = runId, Connection = id, Error = "ShotStreamClient: snapshot dropped: " + e.Message, SnapshotDropped = true });
+                                }
+                                if (whole != null && resume) latest = whole;
                                 if (whole != null) inbox.Enqueue(new Pending { Run = runId, Connection = id, Message = m, Snapshot = whole });
                             }
                             else
@@ -417,22 +482,24 @@ namespace ShotStream.Unity
                                 inbox.Enqueue(new Pending { Run = runId, Connection = id, Message = m, Pixels = pixels, Received = Stopwatch.GetTimestamp() });
                             }
                         }
-                        inbox.Enqueue(new Pending { Run = runId, Connection = id, Ended = reason });
-                        // A restart: the server will be back. Anything else ("client", a server that closes without
-                        // saying why) ended the session on purpose.
-                        if (reason != "server shutdown") return;
-                        lastFailure = "the server shut down";
+                        // A restart: the server will be back. With `resume`, a draining server or one that closes without saying why
+                        // has gone away too: the story moves on (behind a proxy, to another server). Anything else ("client", ...) ended
+                        // the session on purpose.
+                        bool gone = reason == "server shutdown" || resume && (reason == "server draining" || unsaid);
+                        inbox.Enqueue(new Pending { Run = runId, Connection = id, Ended = reason, Resuming = gone && resume });
+                        if (!gone) return;
+                        lastFailure = reason == "server shutdown" ? "the server shut down" : reason == "server draining" ? "the server is draining" : reason;
                     }
                     catch (Exception) when (ct.IsCancellationRequested) { return; }  // Close(): whatever failed, failed because of it
                     catch (Exception e)
                     {
                         bool transient = ReconnectPolicy.IsTransient(e);
-                        if (id != 0) inbox.Enqueue(new Pending { Run = runId, Connection = id, Ended = (transient ? "connection lost: " : "error: ") + e.Message });
+                        if (id != 0) inbox.Enqueue(new Pending { Run = runId, Connection = id, Ended = (transient ? "connection lost: " : "error: ") + e.Message, Resuming = transient && resume });
                         if (!transient)
                         {
                             // A refused handshake, a server error, a malformed message, a bug: another attempt would
                             // fail the same way.
-                            Enqueue(runId, 0, "ShotStreamClient: " + e.Message);
+                            inbox.Enqueue(new Pending { Run = runId, Error = "ShotStreamClient: " + e.Message, GaveUp = true });
                             return;
                         }
                         lastFailure = e.Message;
@@ -449,7 +516,7 @@ namespace ShotStream.Unity
                     if (runId != Volatile.Read(ref run)) return;  // closed while `close` was going out
                     if (!policy.ShouldRetry(failures))
                     {
-                        Enqueue(runId, 0, "ShotStreamClient: gave up after " + (failures + 1) + (failures == 0 ? " failure: " : " failures in a row: ") + lastFailure);
+                        inbox.Enqueue(new Pending { Run = runId, Error = "ShotStreamClient: gave up after " + (failures + 1) + (failures == 0 ? " failure: " : " failures in a row: ") + lastFailure, GaveUp = true });
                         return;
                     }
                     if (!streakReported)
@@ -534,8 +601,13 @@ namespace ShotStream.Unity
                     if (p.Run != run) continue;  // from a loop Close() ended
                     handedOver = false;
                     if (p.Message != null) Dispatch(p, nowSeconds);
-                    else if (p.Ended != null) EndSession(p.Ended);
-                    else Report(p.Error);
+                    else if (p.Ended != null) SessionEnded(p.Ended, p.Resuming);
+                    else
+                    {
+                        if (p.SnapshotDropped) SnapshotAnswered();
+                        Report(p.Error);
+                        if (p.GaveUp) FailAllPlaybacks("the client gave up reconnecting");
+                    }
                 }
                 catch (Exception e) { Debug.LogException(e); }
                 finally { if (!handedOver) Return(p.Pixels); }
@@ -562,10 +634,24 @@ namespace ShotStream.Unity
                     cutOrders.Clear();
                     cueSentAt.Clear();
                     pixelPools.Clear();
+                    snapshotAsks.Clear();  // the old session's will not come
+                    snapshotForGame = autoSnapshotAgain = false;
+                    bool resuming = resumeRun && openedInRun++ > 0;
                     // Queued cues go out before any user code runs: a throwing screen or listener must not strand them.
                     ClientMessage[] toSend;
-                    lock (unsent) { toSend = unsent.ToArray(); unsent.Clear(); }
-                    foreach (var c in toSend) Send(c);
+                    lock (unsent)
+                    {
+                        // resuming, the story's record cues them again itself, in order
+                        if (resuming) unsent.RemoveAll(c => c.Kind == ClientKind.Cue);
+                        toSend = unsent.ToArray();
+                        unsent.Clear();
+                    }
+                    StoryResumed moved = resuming ? ResumeStoryNow(p.Snapshot != null) : null;
+                    foreach (var c in toSend)
+                    {
+                        if (c.Kind == ClientKind.Snapshot) snapshotAsks.Enqueue(true);
+                        Send(c);
+                    }
                     if (Paused) Send(ClientMessage.Pause());  // a new session starts generating: keep it paused
                     if (screen != null)
                     {
@@ -573,12 +659,15 @@ namespace ShotStream.Unity
                         catch (Exception e) { Report("ShotStreamClient: the screen cannot show this session: " + e.Message); }
                     }
                     Raise(sessionOpened, Session);
+                    if (moved != null) Raise(storyResumed, moved);
                     break;
                 case ServerKind.ShotStarted:
                     OnShotStarted(m.ShotStarted.EventId);
+                    if (resumeRun) OnStoryShotStarted(m.ShotStarted);
                     Raise(shotStarted, m.ShotStarted);
                     break;
                 case ServerKind.ShotFinished:
+                    if (resumeRun) story.Finished(m.ShotFinished.EventId, m.ShotFinished.ShotIndex, m.ShotFinished.Chunks);
                     Raise(shotFinished, m.ShotFinished);
                     // nothing will show it: done when the server is
                     if (!ScreenActive) FinishPlayback(m.ShotFinished.EventId, new ShotOnScreen { EventId = m.ShotFinished.EventId, ShotIndex = m.ShotFinished.ShotIndex, FirstFrame = -1 });
@@ -586,11 +675,21 @@ namespace ShotStream.Unity
                 case ServerKind.TakeStarted: Raise(takeStarted, m.TakeStarted); break;
                 case ServerKind.TakeSaved: Raise(takeSaved, m.TakeSaved); break;
                 case ServerKind.Snapshot:
-                    if (p.Snapshot != null) Raise(snapshotReady, p.Snapshot, (int)m.Snapshot.NextShotIndex);
+                    if (p.Snapshot != null)
+                    {
+                        if (resumeRun) story.Kept(p.Snapshot, (int)m.Snapshot.NextShotIndex);
+                        if (SnapshotAnswered()) Raise(snapshotReady, p.Snapshot, (int)m.Snapshot.NextShotIndex);
+                    }
                     break;
-                case ServerKind.Restored: Raise(restored, m.Restored); break;
+                case ServerKind.Restored:
+                    if (resumeRun) story.Restored((int)m.Restored.NextShotIndex);
+                    Raise(restored, m.Restored);
+                    break;
                 case ServerKind.CueLog: OnCueLogPage(m.CueLog); break;
                 case ServerKind.Error:
+                    // a refused snapshot request (one on its way already, mid-shot, too big) answers the oldest
+                    if (string.IsNullOrEmpty(m.Error.EventId) && snapshotAsks.Count > 0 && (m.Error.Message ?? "").IndexOf("snapshot", StringComparison.OrdinalIgnoreCase) >= 0)
+                        SnapshotAnswered();
                     Report("ShotStream server error " + m.Error.Code + ": " + m.Error.Message);
                     FailPlayback(m.Error.EventId, "the server rejected the cue: " + m.Error.Message);
                     Raise(serverError, m.Error);
@@ -628,13 +727,80 @@ namespace ShotStream.Unity
             }
         }
 
-        void EndSession(string reason)
+        void EndSession(string reason) { SessionEnded(reason, false); }
+
+        void SessionEnded(string reason, bool resuming)
         {
             Session = null;
             acks.Clear();  // their connection is gone
             cueLog = null;
-            FailAllPlaybacks("the session ended (" + reason + ")");
+            lastEnded = reason;
+            // resuming: the shots cued again go on in the next session (the rest fail then)
+            if (!resuming) FailAllPlaybacks("the session ended (" + reason + ")");
             Raise(sessionClosed, reason);
+        }
+
+        // Resume Story On Reconnect: a new session of this Connect opened after the old one's server went away.
+        StoryResumed ResumeStoryNow(bool fromSnapshot)
+        {
+            List<StoryRecord.Entry> recued;
+            var now = story.Resume(fromSnapshot, out recued);
+            var ids = new HashSet<string>();
+            foreach (var e in recued) ids.Add(e.Cue.EventId);
+            // PlayShot's shots not cued again: one the server had started was made (its frames still queued on the screen went with
+            // the old session: done as when there is no screen); one it had not, did not play
+            var gone = new List<ShotPlayback>();
+            foreach (var pb in playbacks.Values) if (!ids.Contains(pb.EventId)) gone.Add(pb);
+            foreach (var pb in gone)
+            {
+                playbacks.Remove(pb.EventId);
+                if (pb.Started) pb.Complete(new ShotOnScreen { EventId = pb.EventId, FirstFrame = -1 });
+                else pb.Fail("the session ended (" + lastEnded + ") and the story resumed without this shot");
+            }
+            foreach (var e in now) Resend(e);
+            var ev = new StoryResumed
+            {
+                SessionId = Session != null ? Session.SessionId : "",
+                Reason = lastEnded ?? "",
+                FromSnapshot = fromSnapshot,
+                NextShotIndex = fromSnapshot ? Math.Max(0, story.SnapshotNext) : 0,
+                Recued = new string[recued.Count],
+            };
+            for (int i = 0; i < recued.Count; i++) ev.Recued[i] = recued[i].Cue.EventId;
+            return ev;
+        }
+
+        void Resend(StoryRecord.Entry e)
+        {
+            if (e.Cue.Mode == CueMode.Cut) cutOrders[e.Cue.EventId] = e.Order;
+            Send(ClientMessage.CueMessage(StoryRecord.Copy(e.Cue)));
+        }
+
+        void OnStoryShotStarted(ShotStarted s)
+        {
+            foreach (var e in story.Started(s.EventId, s.ShotIndex)) Resend(e);
+            // the state at this shot's end, before the next starts: where a resumed story continues from
+            if (snapshotAsks.Count > 0) autoSnapshotAgain = true;
+            else AskSnapshot(false, true);
+        }
+
+        void AskSnapshot(bool forGame, bool waitForBoundary)
+        {
+            snapshotAsks.Enqueue(forGame);
+            Send(ClientMessage.SnapshotMessage(waitForBoundary));
+        }
+
+        // The oldest snapshot request is answered (its snapshot is in, dropped or refused); true when the game asked for it.
+        bool SnapshotAnswered()
+        {
+            bool forGame = snapshotAsks.Count > 0 ? snapshotAsks.Dequeue() : true;  // none on its way: not this client's asking
+            if (snapshotForGame && snapshotAsks.Count == 0) { forGame = true; snapshotForGame = false; }
+            if (autoSnapshotAgain && snapshotAsks.Count == 0 && Session != null)
+            {
+                autoSnapshotAgain = false;
+                AskSnapshot(false, true);
+            }
+            return forGame;
         }
 
         bool ScreenActive { get { return screen != null && screen.isActiveAndEnabled; } }
@@ -770,6 +936,8 @@ namespace ShotStream.Unity
         string SendCue(Cue cue)
         {
             long order = ++cueOrder;
+            // resuming: a cut (and what follows it) waits until the replayed shot has started, or it would drop that shot
+            if (resumeStory && !story.Cued(cue, order)) return cue.EventId;
             if (cue.Mode == CueMode.Cut) cutOrders[cue.EventId] = order;
             SendOrQueue(ClientMessage.CueMessage(cue));
             return cue.EventId;
@@ -796,7 +964,21 @@ namespace ShotStream.Unity
         /// <see cref="serverError"/>, code 9). Sent now when connected, else once the session opens (a session continuing a snapshot or
         /// forking another: ask after <see cref="restored"/>). The parts are put together off the main thread; <see cref="snapshotReady"/>
         /// then delivers the bytes (at most <see cref="MaxSnapshotBytes"/>, else an <see cref="error"/>).</summary>
-        public void RequestSnapshot(bool waitForBoundary = true) { SendOrQueue(ClientMessage.SnapshotMessage(waitForBoundary)); }
+        /// <para>With <see cref="ResumeStory"/> on, the client asks for a snapshot itself as every shot starts (kept as
+        /// <see cref="LastStorySnapshot"/>, not raised as snapshotReady); a request while one of those is on its way is answered by it
+        /// (the snapshot of the same boundary), so the server never refuses it as one too many.</para>
+        public void RequestSnapshot(bool waitForBoundary = true)
+        {
+            bool connected;
+            lock (connLock) connected = connection != null && Session != null;
+            if (resumeRun && snapshotAsks.Count > 0 && (connected || SendHook != null))
+            {
+                snapshotForGame = true;
+                return;
+            }
+            if (SendHook != null || connected) AskSnapshot(true, waitForBoundary);
+            else lock (unsent) unsent.Add(ClientMessage.SnapshotMessage(waitForBoundary));
+        }
 
         /// <summary>Asks for the session's cue log: every cue that became a shot and the chunks it made (where each cut landed), enough to
         /// replay the session exactly (RenderStory's cue_log, `shotstream story --cue-log`). The pages of a long log are asked for in turn;
