@@ -54,6 +54,7 @@ class _Cue:
     shot_index: int | None = None  # set once it became a shot
     chunks: int | None = None  # set once that shot finished: the chunks it made
     dropped: bool = False  # a later cut dropped it before it started
+    replay: bool = False  # sent again as the replay of a shot that had started, and not started since
 
     def send_again(self) -> dict[str, Any]:
         """The cue to send to a new session, which becomes this record: a shot that already ended is replayed
@@ -62,7 +63,7 @@ class _Cue:
         if self.chunks is not None:
             self.num_chunks = self.chunks
         if self.shot_index is not None:
-            self.mode, self.at_chunk = "wait", 0
+            self.mode, self.at_chunk, self.replay = "wait", 0, True
         self.shot_index = self.chunks = None
         return dict(prompt=self.prompt, num_chunks=self.num_chunks, mode=self.mode, event_id=self.event_id,
                     tags=self.tags, at_chunk=self.at_chunk)
@@ -131,16 +132,21 @@ class ResumingSession:
         """As :meth:`Session.cue`; the cue is remembered until its shot has a snapshot after it. A cue given
         while the server is gone (before iteration has noticed) is sent to the next session."""
         event_id = event_id if event_id is not None else uuid.uuid4().hex[:12]
-        try:
-            self._session.cue(prompt, num_chunks, mode, event_id, tags, at_chunk)
-        except ShotStreamError:
-            if not self._session.closed or self._closing:
-                raise
+        cue = _Cue(event_id, prompt, num_chunks, mode, tuple(tags), at_chunk)
+        replaying = any(c.replay for c in self._story.cues)
+        if self._held or (mode == "cut" and replaying):  # a cut must not drop a replay that has not started
+            self._held.append(cue)
+        else:
+            try:
+                self._session.cue(prompt, num_chunks, mode, event_id, tags, at_chunk)
+            except ShotStreamError:
+                if not self._session.closed or self._closing:
+                    raise
         if mode == "cut":
-            for cue in self._story.cues:
-                if cue.shot_index is None:
-                    cue.dropped = True  # the server drops queued cues on a cut
-        self._story.cues.append(_Cue(event_id, prompt, num_chunks, mode, tuple(tags), at_chunk))
+            for queued in self._story.cues:
+                if queued.shot_index is None and not queued.replay:
+                    queued.dropped = True  # the server drops queued cues on a cut
+        self._story.cues.append(cue)
         return event_id
 
     def pause(self) -> None:
@@ -178,7 +184,7 @@ class ResumingSession:
             self._failures = 0
             for cue in story.cues:
                 if cue.event_id == ev.event_id and cue.chunks is None and not cue.dropped:
-                    cue.shot_index = ev.shot_index
+                    cue.shot_index, cue.replay = ev.shot_index, False
                     break
             if self._held and ev.event_id == self._release_on:
                 held, self._held = self._held, []
@@ -219,11 +225,12 @@ class ResumingSession:
         recue = story.to_recue()
         # A cue sent again that had not started yet keeps its mode; a cut among them would drop the replayed
         # shot before it starts on the new server, so it and what follows wait for that shot's ShotStarted.
-        replayed = [c for c in recue if c.shot_index is not None]
+        # (a replay sent by an earlier move that has not started yet is still one: a second move keeps the cut back)
+        replayed = [c for c in recue if c.shot_index is not None or c.replay]
         self._release_on = replayed[-1].event_id if replayed else None
         self._held = []
         for cue in recue:
-            if replayed and cue.shot_index is None and (self._held or cue.mode == "cut"):
+            if replayed and cue not in replayed and (self._held or cue.mode == "cut"):
                 self._held.append(cue)
             else:
                 self._session.cue(**cue.send_again())
