@@ -1200,7 +1200,7 @@ static class UnityLayerTests
                 break;
             case "open-timeout":   // the peer accepts the WebSocket and never answers open
                 client.ReconnectPolicy = retries(1);
-                client.OpenTimeout = TimeSpan.FromSeconds(0.3);
+                client.OpenTimeout = TimeSpan.FromSeconds(1.5);
                 client.Connect();
                 ok = stopped();
                 break;
