@@ -64,6 +64,24 @@ func read_text(res_path: String) -> String:
 	return text
 
 
+## Awaits [param cond] one process frame at a time; after [param limit_ms] (default
+## [method wait_limit_ms]) it fails a check naming [param what] and returns false.
+func _wait(cond: Callable, what: String, limit_ms: int = -1) -> bool:
+	var limit := limit_ms if limit_ms >= 0 else wait_limit_ms()
+	var t0 := Time.get_ticks_msec()
+	while not cond.call():
+		if Time.get_ticks_msec() - t0 > limit:
+			check(false, "timed out waiting for " + what)
+			return false
+		await get_tree().process_frame
+	return true
+
+
+## How long [method _wait] waits by default; live tests against a CPU service override it.
+func wait_limit_ms() -> int:
+	return 10000
+
+
 func finish() -> void:
 	print("%d passed, %d failed" % [passed, failed])
 	get_tree().quit(0 if failed == 0 and passed > 0 else 1)

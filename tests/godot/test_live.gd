@@ -36,14 +36,8 @@ func _sha256(data: PackedByteArray) -> String:
 	return ctx.finish().hex_encode()
 
 
-func _wait(cond: Callable, what: String, limit_ms: int = TIMEOUT_MS) -> bool:
-	var t0 := Time.get_ticks_msec()
-	while not cond.call():
-		if Time.get_ticks_msec() - t0 > limit_ms:
-			check(false, "timed out waiting for " + what)
-			return false
-		await get_tree().process_frame
-	return true
+func wait_limit_ms() -> int:
+	return TIMEOUT_MS
 
 
 func _live(url: String, record: bool) -> void:

@@ -32,14 +32,8 @@ func _sha256(data: PackedByteArray) -> String:
 	return ctx.finish().hex_encode()
 
 
-func _wait(cond: Callable, what: String) -> bool:
-	var t0 := Time.get_ticks_msec()
-	while not cond.call():
-		if Time.get_ticks_msec() - t0 > TIMEOUT_MS:
-			check(false, "timed out waiting for " + what)
-			return false
-		await get_tree().process_frame
-	return true
+func wait_limit_ms() -> int:
+	return TIMEOUT_MS
 
 
 ## A client for [param url] named [param name], and what it received: "chunks" (one line per

@@ -9,8 +9,6 @@ extends "res://tests/test_base.gd"
 ## still holds the cut (scenario "resume_twice").
 ## args: {"url": the scripted gateway's ws://.../v1/direct}
 
-const TIMEOUT_MS := 10000
-
 var _base := ""
 
 
@@ -66,16 +64,6 @@ func _watch(client: ShotStreamClient) -> Dictionary:
 			)
 	)
 	return log
-
-
-func _wait(cond: Callable, what: String) -> bool:
-	var t0 := Time.get_ticks_msec()
-	while not cond.call():
-		if Time.get_ticks_msec() - t0 > TIMEOUT_MS:
-			check(false, "timed out waiting for " + what)
-			return false
-		await get_tree().process_frame
-	return true
 
 
 ## Session 1: shot a (0) ends, its snapshot (next shot 1) arrives; b (1) is cut after 1 chunk by c

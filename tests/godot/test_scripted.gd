@@ -5,8 +5,6 @@ extends "res://tests/test_base.gd"
 ## ended); this side checks what the client reported.
 ## args: {"url": the scripted gateway's ws://.../v1/direct}
 
-const TIMEOUT_MS := 10000
-
 var _base := ""
 
 
@@ -56,16 +54,6 @@ func _watch(client: ShotStreamClient) -> Dictionary:
 	)
 	client.chunk_received.connect(func(c: Dictionary) -> void: log["chunks"].append(c["chunk_seq"]))
 	return log
-
-
-func _wait(cond: Callable, what: String) -> bool:
-	var t0 := Time.get_ticks_msec()
-	while not cond.call():
-		if Time.get_ticks_msec() - t0 > TIMEOUT_MS:
-			check(false, "timed out waiting for " + what)
-			return false
-		await get_tree().process_frame
-	return true
 
 
 func _ended(log: Dictionary, count: int = 1) -> Callable:

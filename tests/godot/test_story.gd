@@ -428,13 +428,3 @@ func _scripted_big(url: String) -> void:
 	await _wait(func() -> bool: return not got["closed"].is_empty(), "the session to end")
 	eq(["client"], got["closed"], "closed by the client")
 	client.queue_free()
-
-
-func _wait(cond: Callable, what: String) -> bool:
-	var t0 := Time.get_ticks_msec()
-	while not cond.call():
-		if Time.get_ticks_msec() - t0 > 10000:
-			check(false, "timed out waiting for " + what)
-			return false
-		await get_tree().process_frame
-	return true
